@@ -1,0 +1,97 @@
+//! TCP state inferred from the client's packets only (the director never sees replies in DR),
+//! following IPVS's "input only" transitions, and the idle timeout of each state.
+
+use crate::model::Timeouts;
+use crate::wire::frame::tcp_flags::{ACK, FIN, RST, SYN};
+
+/// State of a tracked flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum FlowState {
+    /// Client sent SYN, no ACK yet (IPVS: SYN_RECV).
+    SynRecv,
+    /// Client ACKed: the connection is up (counts as an active connection).
+    Established,
+    /// Client sent FIN.
+    FinWait,
+    /// RST seen.
+    Close,
+    /// UDP "connection".
+    Udp,
+}
+
+impl FlowState {
+    /// Active in the ipvsadm sense (lc/wlc weigh these most).
+    pub fn is_active(self) -> bool {
+        matches!(self, FlowState::Established)
+    }
+
+    /// May this flow be evicted to make room for a new one when the table is full?
+    /// Established flows never are (a SYN flood must not push out real connections).
+    pub fn evictable(self) -> bool {
+        !matches!(self, FlowState::Established | FlowState::Udp)
+    }
+
+    /// Idle timeout of this state, in seconds.
+    pub fn timeout_s(self, t: &Timeouts) -> u32 {
+        match self {
+            FlowState::SynRecv => t.tcp_syn_s,
+            FlowState::Established => t.tcp_established_s,
+            FlowState::FinWait => t.tcp_fin_s,
+            FlowState::Close => t.tcp_close_s,
+            FlowState::Udp => t.udp_s,
+        }
+    }
+
+    /// The state a new TCP flow starts in, if these flags may open one (a SYN without ACK).
+    pub fn open_tcp(flags: u8) -> Option<FlowState> {
+        (flags & SYN != 0 && flags & (ACK | RST | FIN) == 0).then_some(FlowState::SynRecv)
+    }
+
+    /// Next state after a client packet with these TCP flags.
+    pub fn next_tcp(self, flags: u8) -> FlowState {
+        if flags & RST != 0 {
+            return FlowState::Close;
+        }
+        if flags & FIN != 0 {
+            return FlowState::FinWait;
+        }
+        match self {
+            FlowState::SynRecv if flags & SYN == 0 && flags & ACK != 0 => FlowState::Established,
+            FlowState::FinWait | FlowState::Close if flags & SYN != 0 && flags & ACK == 0 => FlowState::SynRecv,
+            s => s,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_data_fin_and_rst() {
+        let s = FlowState::open_tcp(SYN).unwrap();
+        assert_eq!(s, FlowState::SynRecv);
+        assert_eq!(FlowState::open_tcp(SYN | ACK), None, "SYN-ACK never opens a flow");
+        assert_eq!(FlowState::open_tcp(ACK), None);
+        let s = s.next_tcp(ACK);
+        assert_eq!(s, FlowState::Established);
+        assert_eq!(s.next_tcp(ACK), FlowState::Established);
+        assert_eq!(s.next_tcp(FIN | ACK), FlowState::FinWait);
+        assert_eq!(s.next_tcp(RST), FlowState::Close);
+        assert_eq!(FlowState::FinWait.next_tcp(ACK), FlowState::FinWait);
+        assert_eq!(FlowState::Close.next_tcp(SYN), FlowState::SynRecv, "tuple reuse after close");
+        assert_eq!(FlowState::SynRecv.next_tcp(SYN), FlowState::SynRecv, "retransmitted SYN");
+    }
+
+    #[test]
+    fn default_timeouts_are_ipvs_dr_defaults() {
+        let t = Timeouts::default();
+        assert_eq!(FlowState::SynRecv.timeout_s(&t), 60);
+        assert_eq!(FlowState::Established.timeout_s(&t), 900);
+        assert_eq!(FlowState::FinWait.timeout_s(&t), 120);
+        assert_eq!(FlowState::Close.timeout_s(&t), 10);
+        assert_eq!(FlowState::Udp.timeout_s(&t), 300);
+    }
+}

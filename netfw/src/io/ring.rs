@@ -1,0 +1,339 @@
+//! One AF_PACKET socket bound to one NIC, with a TPACKET_V3 receive ring and a transmit ring
+//! mapped into our memory.
+//!
+//! Receive: the kernel hands us whole blocks (status TP_STATUS_USER); we walk the frames of a
+//! block in place and give the block back (TP_STATUS_KERNEL). Transmit: we copy a frame into
+//! the next free slot and mark it TP_STATUS_SEND_REQUEST; `flush` makes one `sendto` for all.
+
+use std::fmt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::nic::{ifindex, NicError};
+
+const ETH_P_ALL: u16 = 0x0003;
+/// tpacket3_hdr is 48 bytes; TPACKET_ALIGN(48) = 48 is where a TX frame's data starts.
+const TX_DATA_OFFSET: usize = 48;
+const TPACKET3_HDR_LEN: usize = 48;
+const PACKET_OUTGOING: u8 = 4;
+
+/// Receive ring geometry: 16 blocks of 256 KiB, retired after 2 ms if not full.
+const RX_BLOCK_SIZE: u32 = 1 << 18;
+const RX_BLOCK_NR: u32 = 16;
+const RX_RETIRE_MS: u32 = 2;
+/// Transmit ring geometry: 512 frames of 2 KiB.
+const TX_FRAME_SIZE: u32 = 2048;
+const TX_BLOCK_SIZE: u32 = 1 << 16;
+const TX_BLOCK_NR: u32 = 16;
+
+/// Why a ring could not be set up.
+#[derive(Debug)]
+pub enum RingError {
+    /// The NIC is missing.
+    Nic(NicError),
+    /// A socket call failed.
+    Os {
+        /// Which step.
+        step: &'static str,
+        /// The NIC.
+        nic: String,
+        /// errno.
+        error: std::io::Error,
+    },
+}
+
+impl fmt::Display for RingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RingError::Nic(e) => e.fmt(f),
+            RingError::Os { step, nic, error } => write!(f, "cannot open NIC \"{nic}\" for the forwarder ({step}): {error}"),
+        }
+    }
+}
+
+impl std::error::Error for RingError {}
+
+/// A received frame, as the kernel left it in the ring.
+#[derive(Debug)]
+pub struct RxFrame<'a> {
+    /// The bytes, from the Ethernet header on (writable: the forwarder rewrites MACs in place).
+    pub data: &'a mut [u8],
+    /// The kernel stripped an 802.1Q tag into metadata (TP_STATUS_VLAN_VALID).
+    pub vlan_tagged: bool,
+}
+
+/// The receive half.
+#[derive(Debug)]
+pub struct RxRing {
+    base: NonNull<u8>,
+    block_size: usize,
+    block_nr: usize,
+    cur: usize,
+}
+
+/// The transmit half.
+#[derive(Debug)]
+pub struct TxRing {
+    base: NonNull<u8>,
+    frame_size: usize,
+    frame_nr: usize,
+    cur: usize,
+    pending: usize,
+    fd: RawFd,
+}
+
+/// A socket with both rings.
+#[derive(Debug)]
+pub struct PacketRing {
+    /// Receive ring.
+    pub rx: RxRing,
+    /// Transmit ring.
+    pub tx: TxRing,
+    fd: OwnedFd,
+    map: NonNull<u8>,
+    map_len: usize,
+    /// The NIC's name.
+    pub nic: String,
+}
+
+fn os(step: &'static str, nic: &str) -> RingError {
+    RingError::Os { step, nic: nic.into(), error: std::io::Error::last_os_error() }
+}
+
+fn setsockopt<T>(fd: RawFd, opt: libc::c_int, val: &T, step: &'static str, nic: &str) -> Result<(), RingError> {
+    let len = libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(0);
+    // SAFETY: `val` points to a live `T` of `len` bytes for the duration of the call.
+    let r = unsafe { libc::setsockopt(fd, libc::SOL_PACKET, opt, std::ptr::from_ref(val).cast(), len) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(os(step, nic))
+    }
+}
+
+/// The status word at `p + off` (the kernel writes it concurrently, so it is atomic).
+///
+/// # Safety
+/// `p + off` must be inside the mapped ring and 4-byte aligned.
+unsafe fn status_at<'a>(p: NonNull<u8>, off: usize) -> &'a AtomicU32 {
+    // SAFETY: in bounds per the caller.
+    let at = unsafe { p.as_ptr().add(off) };
+    // SAFETY: aligned and inside the mapping, which outlives every use of the reference.
+    unsafe { &*at.cast::<AtomicU32>() }
+}
+
+/// `len` bytes of the mapping from `p + off`, as a slice we own for now.
+///
+/// # Safety
+/// The range must be inside the mapping, owned by us (the kernel does not write it until we
+/// hand it back), and not aliased by another live reference.
+unsafe fn region<'a>(p: NonNull<u8>, off: usize, len: usize) -> &'a mut [u8] {
+    // SAFETY: in bounds per the caller.
+    let at = unsafe { p.as_ptr().add(off) };
+    // SAFETY: owned and unaliased per the caller.
+    unsafe { std::slice::from_raw_parts_mut(at, len) }
+}
+
+fn le32(b: &[u8], at: usize) -> usize {
+    b.get(at..at + 4).map_or(0, |x| u32::from_ne_bytes([x[0], x[1], x[2], x[3]]) as usize)
+}
+
+fn le16(b: &[u8], at: usize) -> usize {
+    b.get(at..at + 2).map_or(0, |x| usize::from(u16::from_ne_bytes([x[0], x[1]])))
+}
+
+impl PacketRing {
+    /// Open `nic` with both rings. Needs CAP_NET_RAW.
+    pub fn open(nic: &str) -> Result<PacketRing, RingError> {
+        let index = ifindex(nic).map_err(RingError::Nic)?;
+        // Protocol 0: receive nothing until bound to the NIC below.
+        // SAFETY: plain socket(2) call.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+        if raw < 0 {
+            return Err(os("socket", nic));
+        }
+        // SAFETY: `raw` is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let v3: libc::c_int = 2; // TPACKET_V3
+        setsockopt(raw, 10 /* PACKET_VERSION */, &v3, "PACKET_VERSION", nic)?;
+        let one: libc::c_int = 1;
+        setsockopt(raw, 20 /* PACKET_QDISC_BYPASS */, &one, "PACKET_QDISC_BYPASS", nic)?;
+        // Not fatal before Linux 4.20: outgoing frames are also skipped by pkttype below.
+        let _ = setsockopt(raw, 23 /* PACKET_IGNORE_OUTGOING */, &one, "PACKET_IGNORE_OUTGOING", nic);
+
+        let rx_req = libc::tpacket_req3 {
+            tp_block_size: RX_BLOCK_SIZE,
+            tp_block_nr: RX_BLOCK_NR,
+            tp_frame_size: 2048,
+            tp_frame_nr: RX_BLOCK_SIZE / 2048 * RX_BLOCK_NR,
+            tp_retire_blk_tov: RX_RETIRE_MS,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        setsockopt(raw, 5 /* PACKET_RX_RING */, &rx_req, "PACKET_RX_RING", nic)?;
+        let tx_req = libc::tpacket_req3 {
+            tp_block_size: TX_BLOCK_SIZE,
+            tp_block_nr: TX_BLOCK_NR,
+            tp_frame_size: TX_FRAME_SIZE,
+            tp_frame_nr: TX_BLOCK_SIZE / TX_FRAME_SIZE * TX_BLOCK_NR,
+            tp_retire_blk_tov: 0,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        setsockopt(raw, 13 /* PACKET_TX_RING */, &tx_req, "PACKET_TX_RING", nic)?;
+
+        let rx_len = (RX_BLOCK_SIZE * RX_BLOCK_NR) as usize;
+        let tx_len = (TX_BLOCK_SIZE * TX_BLOCK_NR) as usize;
+        let map_len = rx_len + tx_len;
+        // SAFETY: mapping the rings the kernel just allocated for this socket.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_LOCKED, raw, 0) };
+        let p = if p == libc::MAP_FAILED {
+            // MAP_LOCKED can fail under a low RLIMIT_MEMLOCK; retry without it.
+            // SAFETY: as above.
+            unsafe { libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, raw, 0) }
+        } else {
+            p
+        };
+        if p == libc::MAP_FAILED {
+            return Err(os("mmap", nic));
+        }
+        let map = NonNull::new(p.cast::<u8>()).ok_or_else(|| os("mmap", nic))?;
+        // SAFETY: rx_len is inside the mapping of map_len bytes.
+        let tx_at = unsafe { map.as_ptr().add(rx_len) };
+        let tx_base = NonNull::new(tx_at).ok_or_else(|| os("mmap", nic))?;
+
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_ALL.to_be();
+        sll.sll_ifindex = index;
+        let sl = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>()).unwrap_or(0);
+        // SAFETY: `sll` is a valid sockaddr_ll of `sl` bytes.
+        if unsafe { libc::bind(raw, std::ptr::from_ref(&sll).cast(), sl) } != 0 {
+            let e = os("bind", nic);
+            // SAFETY: unmapping what we mapped above.
+            unsafe { libc::munmap(map.as_ptr().cast(), map_len) };
+            return Err(e);
+        }
+
+        Ok(PacketRing {
+            rx: RxRing { base: map, block_size: RX_BLOCK_SIZE as usize, block_nr: RX_BLOCK_NR as usize, cur: 0 },
+            tx: TxRing { base: tx_base, frame_size: TX_FRAME_SIZE as usize, frame_nr: (TX_BLOCK_SIZE / TX_FRAME_SIZE * TX_BLOCK_NR) as usize, cur: 0, pending: 0, fd: raw },
+            fd,
+            map,
+            map_len,
+            nic: nic.into(),
+        })
+    }
+
+    /// The socket, for poll(2).
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl Drop for PacketRing {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the region mapped in `open`; no references into it survive `self`.
+        unsafe { libc::munmap(self.map.as_ptr().cast(), self.map_len) };
+    }
+}
+
+impl RxRing {
+    /// Hand every frame of every ready block to `f`, then give the blocks back. Returns the
+    /// number of frames. At most `max_blocks` blocks per call, so transmit gets its turn.
+    pub fn poll(&mut self, max_blocks: usize, mut f: impl FnMut(RxFrame<'_>)) -> usize {
+        let mut frames = 0;
+        for _ in 0..max_blocks {
+            let off = self.cur * self.block_size;
+            // SAFETY: `off` is a block start inside the rx mapping; block_status is at +8, aligned.
+            let status = unsafe { status_at(self.base, off + 8) };
+            if status.load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
+                break;
+            }
+            {
+                // SAFETY: the block is ours while its status says TP_STATUS_USER, until the store
+                // below; this is the only reference into it.
+                let block = unsafe { region(self.base, off, self.block_size) };
+                frames += walk_block(block, &mut f);
+            }
+            status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+            self.cur = (self.cur + 1) % self.block_nr;
+        }
+        frames
+    }
+}
+
+/// Hand each frame of a TPACKET_V3 block to `f`, bounds-checking everything the kernel wrote.
+fn walk_block(block: &mut [u8], f: &mut impl FnMut(RxFrame<'_>)) -> usize {
+    let num = le32(block, 12);
+    let mut pkt = le32(block, 16);
+    let mut frames = 0;
+    for _ in 0..num {
+        let h = pkt;
+        if h + TPACKET3_HDR_LEN + 12 > block.len() {
+            break;
+        }
+        let (next, snaplen, st, mac) = (le32(block, h), le32(block, h + 12), le32(block, h + 20), le16(block, h + 24));
+        let pkttype = block[h + TPACKET3_HDR_LEN + 10];
+        if pkttype != PACKET_OUTGOING {
+            if let Some(data) = block.get_mut(h + mac..h + mac + snaplen) {
+                f(RxFrame { data, vlan_tagged: st as u32 & libc::TP_STATUS_VLAN_VALID != 0 });
+                frames += 1;
+            }
+        }
+        if next == 0 {
+            break;
+        }
+        pkt += next;
+    }
+    frames
+}
+
+impl TxRing {
+    /// Queue a frame. Returns false when the ring is full (after one flush) or the frame is too
+    /// long for a slot.
+    pub fn send(&mut self, frame: &[u8]) -> bool {
+        if frame.len() > self.frame_size - TX_DATA_OFFSET {
+            return false;
+        }
+        if !self.slot_free() {
+            self.flush();
+            if !self.slot_free() {
+                return false;
+            }
+        }
+        let off = self.cur * self.frame_size;
+        {
+            // SAFETY: the slot is inside the tx mapping and free (status AVAILABLE), so the
+            // kernel does not touch it until we set SEND_REQUEST; no other reference exists.
+            let slot = unsafe { region(self.base, off, self.frame_size) };
+            slot[TX_DATA_OFFSET..TX_DATA_OFFSET + frame.len()].copy_from_slice(frame);
+            slot[0..4].copy_from_slice(&0u32.to_ne_bytes()); // tp_next_offset
+            let len = u32::try_from(frame.len()).unwrap_or(0);
+            slot[16..20].copy_from_slice(&len.to_ne_bytes()); // tp_len
+        }
+        // SAFETY: tp_status at +20 of a slot start, 4-byte aligned, inside the mapping.
+        unsafe { status_at(self.base, off + 20) }.store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
+        self.cur = (self.cur + 1) % self.frame_nr;
+        self.pending += 1;
+        true
+    }
+
+    fn slot_free(&self) -> bool {
+        // SAFETY: tp_status of the current slot, inside the mapping and aligned.
+        let st = unsafe { status_at(self.base, self.cur * self.frame_size + 20) }.load(Ordering::Acquire);
+        st == libc::TP_STATUS_AVAILABLE || st & libc::TP_STATUS_WRONG_FORMAT != 0
+    }
+
+    /// Kick the kernel to send every queued frame: one syscall per batch.
+    pub fn flush(&mut self) {
+        if self.pending == 0 {
+            return;
+        }
+        // SAFETY: sendto with no buffer on a packet socket with a TX ring sends the ring.
+        unsafe { libc::sendto(self.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
+        self.pending = 0;
+    }
+}
