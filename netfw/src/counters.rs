@@ -46,6 +46,7 @@ reasons! {
         IcmpNoFlow => "icmp_no_flow", "ICMP error about a flow the director does not know";
         ControlQueueFull => "control_queue_full", "control stack queue full (ARP/ICMP flood)";
         TxRingFull => "tx_ring_full", "transmit ring full";
+        Oversize => "oversize", "frame larger than a ring slot (a GSO/jumbo frame; turn off GRO/LRO/TSO towards the director)";
     }
 }
 

@@ -19,6 +19,7 @@ use crate::io::nic::{fmt_mac, NicError};
 use crate::stack::{ControlStack, Roles};
 use crate::status::Status;
 use crate::time::Millis;
+use crate::wire::csum;
 
 static RELOAD: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -157,6 +158,13 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                 if frame.vlan_tagged {
                     fwd.count_drop(DropReason::VlanTagged);
                     return;
+                }
+                if frame.truncated {
+                    fwd.count_drop(DropReason::Oversize);
+                    return;
+                }
+                if frame.csum_not_ready {
+                    csum::complete_l4_checksum(frame.data);
                 }
                 match fwd.process(side, frame.data, t) {
                     Verdict::Forward => {

@@ -61,6 +61,10 @@ pub struct RxFrame<'a> {
     pub data: &'a mut [u8],
     /// The kernel stripped an 802.1Q tag into metadata (TP_STATUS_VLAN_VALID).
     pub vlan_tagged: bool,
+    /// The L4 checksum is not computed yet (TP_STATUS_CSUMNOTREADY: from a local stack).
+    pub csum_not_ready: bool,
+    /// The frame was longer than the ring slot and is cut short (e.g. a GSO super-packet).
+    pub truncated: bool,
 }
 
 /// The receive half.
@@ -275,11 +279,12 @@ fn walk_block(block: &mut [u8], f: &mut impl FnMut(RxFrame<'_>)) -> usize {
         if h + TPACKET3_HDR_LEN + 12 > block.len() {
             break;
         }
-        let (next, snaplen, st, mac) = (le32(block, h), le32(block, h + 12), le32(block, h + 20), le16(block, h + 24));
+        let (next, snaplen, len, st, mac) = (le32(block, h), le32(block, h + 12), le32(block, h + 16), le32(block, h + 20), le16(block, h + 24));
         let pkttype = block[h + TPACKET3_HDR_LEN + 10];
         if pkttype != PACKET_OUTGOING {
             if let Some(data) = block.get_mut(h + mac..h + mac + snaplen) {
-                f(RxFrame { data, vlan_tagged: st as u32 & libc::TP_STATUS_VLAN_VALID != 0 });
+                let st = st as u32;
+                f(RxFrame { data, vlan_tagged: st & libc::TP_STATUS_VLAN_VALID != 0, csum_not_ready: st & libc::TP_STATUS_CSUMNOTREADY != 0, truncated: len > snaplen });
                 frames += 1;
             }
         }

@@ -5,6 +5,7 @@
 //! needs about a frame without copying it, and builders for the ARP frames the director sends.
 
 pub mod arp;
+pub mod csum;
 pub mod frame;
 
 pub use frame::{classify, Frame, Ipv4Info, L4Info, WireError};

@@ -1,0 +1,257 @@
+//! labtool: the lab's hosts' programs. Real servers run `serve` (HTTP and UDP answering with
+//! their own name); the client runs `get`, `long` and `udp`; tests run `sniff` to see what
+//! crosses a NIC. Output is JSON for the tests to read.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage:
+  labtool serve --name NAME --port P [--udp-port U]
+  labtool probe IP:PORT
+  labtool get --to IP:PORT [--count N] [--from IP]
+  labtool long --to IP:PORT --bytes B --ms T
+  labtool udp --to IP:PORT [--count N]
+  labtool sniff --dev DEV --seconds S
+";
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+fn num(args: &[String], name: &str, default: u64) -> u64 {
+    arg(args, name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let r = match args.first().map(String::as_str) {
+        Some("serve") => serve(&args),
+        Some("probe") => probe(&args),
+        Some("get") => get(&args),
+        Some("long") => long(&args),
+        Some("udp") => udp(&args),
+        Some("sniff") => sniff(&args),
+        _ => Err(USAGE.to_string()),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("labtool: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn to_addr(args: &[String]) -> Result<SocketAddr, String> {
+    arg(args, "--to").ok_or("--to IP:PORT is required")?.parse().map_err(|e| format!("--to: {e}"))
+}
+
+fn serve(args: &[String]) -> Result<(), String> {
+    let name = arg(args, "--name").ok_or("--name is required")?;
+    let port = num(args, "--port", 80);
+    if let Some(u) = arg(args, "--udp-port") {
+        let sock = UdpSocket::bind(format!("0.0.0.0:{u}")).map_err(|e| e.to_string())?;
+        let n = name.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((_, from)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(n.as_bytes(), from);
+            }
+        });
+    }
+    let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(|e| e.to_string())?;
+    for s in l.incoming().flatten() {
+        let n = name.clone();
+        std::thread::spawn(move || handle(s, &n));
+    }
+    Ok(())
+}
+
+fn handle(mut s: TcpStream, name: &str) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&req).lines().next().unwrap_or_default().to_string();
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    if let Some(q) = path.strip_prefix("/big?") {
+        let p: BTreeMap<&str, u64> = q.split('&').filter_map(|kv| kv.split_once('=')).filter_map(|(k, v)| v.parse().ok().map(|v| (k, v))).collect();
+        let bytes = p.get("bytes").copied().unwrap_or(1 << 20);
+        let ms = p.get("ms").copied().unwrap_or(0);
+        let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{name}\n", bytes + name.len() as u64 + 1);
+        let chunk = [b'x'; 16384];
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while sent < bytes {
+            let n = (bytes - sent).min(chunk.len() as u64) as usize;
+            if s.write_all(&chunk[..n]).is_err() {
+                return;
+            }
+            sent += n as u64;
+            if ms > 0 {
+                let due = Duration::from_millis(ms * sent / bytes);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    } else {
+        let body = format!("{name}\n");
+        let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    }
+}
+
+fn probe(args: &[String]) -> Result<(), String> {
+    let a: SocketAddr = args.get(1).ok_or("probe IP:PORT")?.parse().map_err(|e| format!("{e}"))?;
+    TcpStream::connect_timeout(&a, Duration::from_millis(500)).map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn connect(to: SocketAddr, from: Option<Ipv4Addr>) -> std::io::Result<TcpStream> {
+    match from {
+        None => TcpStream::connect_timeout(&to, Duration::from_secs(3)),
+        Some(ip) => {
+            // Bind the source address with a raw socket dance: std has no bind-then-connect.
+            // SAFETY: plain socket(2).
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: fd is ours; from_raw_fd takes ownership so it is closed on every path.
+            let s = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let sin = |ip: Ipv4Addr, port: u16| libc::sockaddr_in { sin_family: libc::AF_INET as u16, sin_port: port.to_be(), sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() }, sin_zero: [0; 8] };
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let local = sin(ip, 0);
+            // SAFETY: valid sockaddr_in of `len` bytes.
+            if unsafe { libc::bind(fd, std::ptr::from_ref(&local).cast(), len) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let SocketAddr::V4(t) = to else { return Err(std::io::Error::other("IPv4 only")) };
+            let remote = sin(*t.ip(), t.port());
+            s.set_write_timeout(Some(Duration::from_secs(3)))?;
+            // SAFETY: valid sockaddr_in of `len` bytes.
+            if unsafe { libc::connect(fd, std::ptr::from_ref(&remote).cast(), len) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(s)
+        }
+    }
+}
+
+fn fetch(to: SocketAddr, from: Option<Ipv4Addr>, path: &str) -> Result<(String, u64), String> {
+    let mut s = connect(to, from).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).map_err(|e| e.to_string())?;
+    let at = all.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP header in reply")? + 4;
+    let body = &all[at..];
+    let name = String::from_utf8_lossy(body).lines().next().unwrap_or_default().to_string();
+    Ok((name, body.len() as u64))
+}
+
+fn get(args: &[String]) -> Result<(), String> {
+    let to = to_addr(args)?;
+    let from = arg(args, "--from").map(|f| f.parse::<Ipv4Addr>()).transpose().map_err(|e| e.to_string())?;
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for _ in 0..num(args, "--count", 1) {
+        match fetch(to, from, "/") {
+            Ok((name, _)) => *counts.entry(name).or_default() += 1,
+            Err(e) => errors.push(e),
+        }
+    }
+    println!("{}", serde_json::json!({ "servers": counts, "errors": errors }));
+    Ok(())
+}
+
+fn long(args: &[String]) -> Result<(), String> {
+    let to = to_addr(args)?;
+    let (name, bytes) = fetch(to, None, &format!("/big?bytes={}&ms={}", num(args, "--bytes", 1 << 20), num(args, "--ms", 0)))?;
+    println!("{}", serde_json::json!({ "server": name, "body_bytes": bytes }));
+    Ok(())
+}
+
+fn udp(args: &[String]) -> Result<(), String> {
+    let to = to_addr(args)?;
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut errors = 0;
+    for _ in 0..num(args, "--count", 1) {
+        let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 512];
+        let got = s.send_to(b"who", to).and_then(|_| s.recv(&mut buf));
+        match got {
+            Ok(n) => *counts.entry(String::from_utf8_lossy(&buf[..n]).into_owned()).or_default() += 1,
+            Err(_) => errors += 1,
+        }
+    }
+    println!("{}", serde_json::json!({ "servers": counts, "errors": errors }));
+    Ok(())
+}
+
+fn fmt_mac(m: &[u8]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+fn sniff(args: &[String]) -> Result<(), String> {
+    let dev = arg(args, "--dev").ok_or("--dev is required")?;
+    let secs = num(args, "--seconds", 2);
+    // SAFETY: plain socket(2); ETH_P_ALL in network order.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(0x0003u16.to_be())) };
+    if fd < 0 {
+        return Err(format!("socket: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is ours; the File closes it.
+    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let cname = std::ffi::CString::new(dev.clone()).map_err(|e| e.to_string())?;
+    // SAFETY: valid C string.
+    let idx = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if idx == 0 {
+        return Err(format!("no NIC {dev}"));
+    }
+    // SAFETY: zeroed sockaddr_ll is valid plain data.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = 0x0003u16.to_be();
+    sll.sll_ifindex = idx as i32;
+    // SAFETY: valid sockaddr_ll.
+    if unsafe { libc::bind(fd, std::ptr::from_ref(&sll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32) } != 0 {
+        return Err(format!("bind: {}", std::io::Error::last_os_error()));
+    }
+    let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
+    // SAFETY: valid timeval.
+    unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, std::ptr::from_ref(&tv).cast(), std::mem::size_of::<libc::timeval>() as u32) };
+    println!("{}", serde_json::json!({"ready": true}));
+    let _ = std::io::stdout().flush();
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut arps = Vec::new();
+    let mut ipv4_src: BTreeMap<String, u64> = BTreeMap::new();
+    let mut buf = [0u8; 65536];
+    while Instant::now() < end {
+        let Ok(n) = f.read(&mut buf) else { continue };
+        let fr = &buf[..n];
+        if n < 14 {
+            continue;
+        }
+        match u16::from_be_bytes([fr[12], fr[13]]) {
+            0x0806 if n >= 42 => arps.push(serde_json::json!({
+                "op": u16::from_be_bytes([fr[20], fr[21]]),
+                "sender_mac": fmt_mac(&fr[22..28]),
+                "sender_ip": Ipv4Addr::new(fr[28], fr[29], fr[30], fr[31]).to_string(),
+                "target_ip": Ipv4Addr::new(fr[38], fr[39], fr[40], fr[41]).to_string(),
+            })),
+            0x0800 if n >= 34 => *ipv4_src.entry(Ipv4Addr::new(fr[26], fr[27], fr[28], fr[29]).to_string()).or_default() += 1,
+            _ => {}
+        }
+    }
+    println!("{}", serde_json::json!({ "arp": arps, "ipv4_src": ipv4_src }));
+    Ok(())
+}

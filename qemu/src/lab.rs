@@ -1,0 +1,453 @@
+//! The namespace lab of DESIGN.md:
+//!
+//! ```text
+//! client ns ── router ns ──┬── director ns (netfw on veths with no kernel address)
+//!                          ├── rs1 ns: RIP, VIP on lo/32, arp_ignore=1, arp_announce=2
+//!                          └── rsN ns: same
+//! ```
+//!
+//! Two-arm: the router reaches the director's VIP-facing NIC on its own link (203.0.113.0/24)
+//! and the real servers and the director's RS-facing NIC on a bridge (198.18.0.0/24). One-arm
+//! (seed 001's layout): one director NIC on the bridge carries both, and the router reaches the
+//! VIP on-link over the bridge. Real servers are set up exactly as the seeds say, and route
+//! their replies to the router, never through the director.
+//!
+//! Every name carries the lab's id, so labs never collide; `Drop` kills what the lab started
+//! and deletes its namespaces, and `Lab::build` first removes leftovers of dead test runs.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::proc::{bin, output, run};
+
+/// A lab failure, with what went wrong.
+#[derive(Debug, Clone)]
+pub struct LabError(pub String);
+
+impl fmt::Display for LabError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LabError {}
+
+/// Director NIC layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// One NIC carries VIP and DIP.
+    OneArm,
+    /// VIP-facing and RS-facing NICs.
+    TwoArm,
+}
+
+/// The client's address.
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// The router's address on the client side.
+pub const ROUTER_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// The router's address on the VIP link (two-arm).
+pub const ROUTER_VIP_SIDE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// The router's address on the real-server segment.
+pub const ROUTER_RS_SIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The VIP.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// The DIP.
+pub const DIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The director's VIP-facing MAC.
+pub const DIRECTOR_VIP_MAC: &str = "02:00:00:00:d0:01";
+/// The director's RS-facing MAC (two-arm).
+pub const DIRECTOR_RS_MAC: &str = "02:00:00:00:d0:02";
+
+/// RIP of real server `i` (1-based): 198.18.0.1i.
+pub fn rip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 10 + u8::try_from(i).unwrap_or(0))
+}
+
+/// MAC of real server `i`.
+pub fn rs_mac(i: usize) -> String {
+    format!("02:00:00:00:01:{i:02x}")
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A running lab.
+#[derive(Debug)]
+pub struct Lab {
+    id: String,
+    /// Layout.
+    pub layout: Layout,
+    /// Number of real servers.
+    pub real_servers: usize,
+    namespaces: Vec<String>,
+    children: Vec<(String, Child)>,
+    dir: PathBuf,
+    netfw: Option<usize>,
+}
+
+fn prefix() -> String {
+    format!("nf{}", std::process::id())
+}
+
+/// Remove namespaces left by lab runs whose process is gone.
+pub fn remove_stale() {
+    let Ok(list) = run(&["ip", "netns", "list"]) else { return };
+    for line in list.lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(rest) = name.strip_prefix("nf") else { continue };
+        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
+            kill_ns_pids(name);
+            let _ = run(&["ip", "netns", "del", name]);
+        }
+    }
+}
+
+fn kill_ns_pids(ns: &str) {
+    if let Ok(pids) = run(&["ip", "netns", "pids", ns]) {
+        for p in pids.split_whitespace() {
+            let _ = output(&["kill", "-9", p]);
+        }
+    }
+}
+
+impl Lab {
+    /// Build a lab with `real_servers` real servers (each serving HTTP on 80 and UDP on 53).
+    pub fn build(layout: Layout, real_servers: usize) -> Result<Lab, LabError> {
+        remove_stale();
+        let id = format!("{}{}", prefix(), char::from(b'a' + u8::try_from(SEQ.fetch_add(1, Ordering::Relaxed) % 26).unwrap_or(0)));
+        let dir = std::env::temp_dir().join(format!("{id}-lab"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| LabError(format!("cannot create {}: {e}", dir.display())))?;
+        let mut lab = Lab { id, layout, real_servers, namespaces: Vec::new(), children: Vec::new(), dir, netfw: None };
+        lab.wire()?;
+        for i in 1..=real_servers {
+            let ns = lab.ns(&format!("rs{i}"));
+            let tool = bin("labtool")?;
+            lab.spawn(&format!("rs{i}-server"), &ns, &[tool.to_str().unwrap_or_default(), "serve", "--name", &format!("rs{i}"), "--port", "80", "--udp-port", "53"])?;
+        }
+        for i in 1..=real_servers {
+            lab.wait_tcp(&lab.ns("router"), rip(i), 80)?;
+        }
+        Ok(lab)
+    }
+
+    /// The namespace name of a role: client, router, director, rs1…
+    pub fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.id)
+    }
+
+    /// The lab's scratch directory (configs, logs, sockets).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn add_ns(&mut self, role: &str) -> Result<String, LabError> {
+        let ns = self.ns(role);
+        run(&["ip", "netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        for s in ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"] {
+            self.sysctl(&ns, s)?;
+        }
+        self.ip(&ns, &["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `sysctl -w` inside a namespace.
+    pub fn sysctl(&self, ns: &str, kv: &str) -> Result<(), LabError> {
+        run(&["ip", "netns", "exec", ns, "sysctl", "-qw", kv]).map(|_| ())
+    }
+
+    /// `ip -n NS …`.
+    pub fn ip(&self, ns: &str, args: &[&str]) -> Result<String, LabError> {
+        let mut a = vec!["ip", "-n", ns];
+        a.extend_from_slice(args);
+        run(&a)
+    }
+
+    fn veth(&self, ns_a: &str, a: &str, ns_b: &str, b: &str, mac_b: Option<&str>) -> Result<(), LabError> {
+        self.ip(ns_a, &["link", "add", a, "type", "veth", "peer", "name", b, "netns", ns_b])?;
+        if let Some(m) = mac_b {
+            self.ip(ns_b, &["link", "set", b, "address", m])?;
+        }
+        self.ip(ns_a, &["link", "set", a, "up"])?;
+        self.ip(ns_b, &["link", "set", b, "up"])?;
+        Ok(())
+    }
+
+    fn wire(&mut self) -> Result<(), LabError> {
+        let client = self.add_ns("client")?;
+        let router = self.add_ns("router")?;
+        let director = self.add_ns("director")?;
+
+        // client <-> router
+        self.veth(&router, "c0", &client, "eth0", None)?;
+        self.ip(&client, &["addr", "add", "198.51.100.2/24", "dev", "eth0"])?;
+        for extra in 3..=9 {
+            self.ip(&client, &["addr", "add", &format!("198.51.100.{extra}/24"), "dev", "eth0"])?;
+        }
+        self.ip(&client, &["route", "add", "default", "via", "198.51.100.1"])?;
+        self.ip(&router, &["addr", "add", "198.51.100.1/24", "dev", "c0"])?;
+        for s in ["net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"] {
+            self.sysctl(&router, s)?;
+        }
+
+        // the real-server segment: a bridge in the router namespace
+        self.ip(&router, &["link", "add", "br0", "type", "bridge"])?;
+        self.ip(&router, &["addr", "add", "198.18.0.1/24", "dev", "br0"])?;
+        self.ip(&router, &["link", "set", "br0", "up"])?;
+
+        match self.layout {
+            Layout::TwoArm => {
+                self.veth(&router, "v0", &director, "eth1", Some(DIRECTOR_VIP_MAC))?;
+                self.ip(&router, &["addr", "add", "203.0.113.1/24", "dev", "v0"])?;
+                self.veth(&router, "d0", &director, "eth2", Some(DIRECTOR_RS_MAC))?;
+                self.ip(&router, &["link", "set", "d0", "master", "br0"])?;
+            }
+            Layout::OneArm => {
+                self.veth(&router, "d0", &director, "eth1", Some(DIRECTOR_VIP_MAC))?;
+                self.ip(&router, &["link", "set", "d0", "master", "br0"])?;
+                // The VIP is on-link on the bridge: the router ARPs for it there (seed 001).
+                self.ip(&router, &["route", "add", "203.0.113.0/24", "dev", "br0"])?;
+            }
+        }
+        for d in ["c0", "br0", "v0", "d0"] {
+            let _ = self.sysctl(&router, &format!("net.ipv4.conf.{d}.rp_filter=0"));
+        }
+
+        for i in 1..=self.real_servers {
+            let ns = self.add_ns(&format!("rs{i}"))?;
+            self.veth(&router, &format!("r{i}"), &ns, "eth0", Some(&rs_mac(i)))?;
+            self.ip(&router, &["link", "set", &format!("r{i}"), "master", "br0"])?;
+            self.ip(&ns, &["addr", "add", &format!("{}/24", rip(i)), "dev", "eth0"])?;
+            // Seeds 000/001/003: the VIP on lo/32; never answer ARP for it, never announce it.
+            self.ip(&ns, &["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+            for s in [
+                "net.ipv4.conf.all.arp_ignore=1",
+                "net.ipv4.conf.all.arp_announce=2",
+                "net.ipv4.conf.lo.arp_ignore=1",
+                "net.ipv4.conf.lo.arp_announce=2",
+                "net.ipv4.conf.eth0.arp_ignore=1",
+                "net.ipv4.conf.eth0.arp_announce=2",
+            ] {
+                self.sysctl(&ns, s)?;
+            }
+            // Seed 001 rule 7: the real server's gateway is the router, never the DIP.
+            self.ip(&ns, &["route", "add", "default", "via", "198.18.0.1"])?;
+        }
+        Ok(())
+    }
+
+    /// Start a process in a namespace; it is killed when the lab drops. Output goes to
+    /// `<dir>/<label>.log`.
+    pub fn spawn(&mut self, label: &str, ns: &str, args: &[&str]) -> Result<usize, LabError> {
+        let log = std::fs::File::create(self.dir.join(format!("{label}.log"))).map_err(|e| LabError(e.to_string()))?;
+        let log2 = log.try_clone().map_err(|e| LabError(e.to_string()))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| LabError(format!("cannot start {label}: {e}")))?;
+        self.children.push((label.into(), child));
+        Ok(self.children.len() - 1)
+    }
+
+    /// A process's log so far.
+    pub fn log(&self, label: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{label}.log"))).unwrap_or_default()
+    }
+
+    /// Run a command in a namespace to completion.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> Result<String, LabError> {
+        let mut a = vec!["ip", "netns", "exec", ns];
+        a.extend_from_slice(args);
+        run(&a)
+    }
+
+    fn wait_tcp(&self, ns: &str, ip: Ipv4Addr, port: u16) -> Result<(), LabError> {
+        let tool = bin("labtool")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.exec(ns, &[tool.to_str().unwrap_or_default(), "probe", &format!("{ip}:{port}")]).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(LabError(format!("nothing listens on {ip}:{port} in {ns} after 20 s")));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The director NIC names for this layout: (vip_side, rs_side).
+    pub fn director_nics(&self) -> (&'static str, &'static str) {
+        match self.layout {
+            Layout::TwoArm => ("eth1", "eth2"),
+            Layout::OneArm => ("eth1", "eth1"),
+        }
+    }
+
+    /// A config document for this lab: `services` is the JSON array of services.
+    pub fn config(&self, services: &str) -> String {
+        let (v, r) = self.director_nics();
+        let gw = match self.layout {
+            Layout::TwoArm => ROUTER_VIP_SIDE,
+            Layout::OneArm => ROUTER_RS_SIDE,
+        };
+        format!(
+            r#"{{"version": 1, "mode": "forwarder", "nics": {{"vip_side": "{v}", "rs_side": "{r}"}},
+"dip": "{DIP}/24", "gateway": "{gw}", "flow_capacity": 65536, "arp_refresh_s": 1,
+"services": {services}}}"#
+        )
+    }
+
+    /// Path of the config file netfw reads.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("netfw.json")
+    }
+
+    /// Path of netfw's control socket.
+    pub fn control_path(&self) -> PathBuf {
+        self.dir.join("netfw.sock")
+    }
+
+    /// Write the config and start netfw in the director namespace; waits until it answers
+    /// and every real server that exists in the lab is resolved.
+    pub fn start_netfw(&mut self, config: &str) -> Result<(), LabError> {
+        std::fs::write(self.config_path(), config).map_err(|e| LabError(e.to_string()))?;
+        let netfw = bin("netfw")?;
+        let cfg = self.config_path();
+        let ctl = self.control_path();
+        let ns = self.ns("director");
+        let idx = self.spawn("netfw", &ns, &[netfw.to_str().unwrap_or_default(), "run", "--config", cfg.to_str().unwrap_or_default(), "--control", ctl.to_str().unwrap_or_default()])?;
+        self.netfw = Some(idx);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some((_, c)) = self.children.get_mut(idx) {
+                if let Ok(Some(st)) = c.try_wait() {
+                    return Err(LabError(format!("netfw exited ({st}):\n{}", self.log("netfw"))));
+                }
+            }
+            if let Ok(s) = self.status_json() {
+                if self.resolved(&s) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(LabError(format!("netfw did not resolve its real servers within 20 s:\n{}\n{}", self.status().unwrap_or_default(), self.log("netfw"))));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn resolved(&self, s: &serde_json::Value) -> bool {
+        let lab_rips: Vec<String> = (1..=self.real_servers).map(|i| rip(i).to_string()).collect();
+        s["services"].as_array().is_some_and(|svcs| {
+            svcs.iter().all(|svc| svc["real_servers"].as_array().is_some_and(|rss| rss.iter().filter(|r| lab_rips.iter().any(|x| r["address"] == x.as_str())).all(|r| r["reachable"] == true)))
+        })
+    }
+
+    /// `netfw status` (text).
+    pub fn status(&self) -> Result<String, LabError> {
+        let netfw = bin("netfw")?;
+        run(&[netfw.to_str().unwrap_or_default(), "status", "--control", self.control_path().to_str().unwrap_or_default()])
+    }
+
+    /// `netfw status --json`, parsed.
+    pub fn status_json(&self) -> Result<serde_json::Value, LabError> {
+        let netfw = bin("netfw")?;
+        let out = run(&[netfw.to_str().unwrap_or_default(), "status", "--json", "--control", self.control_path().to_str().unwrap_or_default()])?;
+        serde_json::from_str(&out).map_err(|e| LabError(format!("status is not JSON: {e}: {out}")))
+    }
+
+    /// Replace the config file and ask netfw to reload it. Returns netfw's answer; an error if
+    /// it refused.
+    pub fn reload(&self, config: &str) -> Result<String, LabError> {
+        std::fs::write(self.config_path(), config).map_err(|e| LabError(e.to_string()))?;
+        let netfw = bin("netfw")?;
+        run(&[netfw.to_str().unwrap_or_default(), "reload", "--control", self.control_path().to_str().unwrap_or_default()])
+    }
+
+    /// Wait until every lab real server is resolved again (after a reload).
+    pub fn wait_resolved(&self) -> Result<(), LabError> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.status_json()?;
+            if self.resolved(&s) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(LabError(format!("real servers not resolved after 20 s:\n{}", self.status().unwrap_or_default())));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The MAC a namespace's neighbour table holds for `ip`, if any.
+    pub fn neighbour(&self, ns: &str, ip: Ipv4Addr) -> Option<String> {
+        let out = self.ip(ns, &["neigh", "show", &ip.to_string()]).ok()?;
+        let mut words = out.split_whitespace();
+        words.by_ref().find(|w| *w == "lladdr")?;
+        words.next().map(str::to_string)
+    }
+
+    /// A NIC's receive byte counter.
+    pub fn rx_bytes(&self, ns: &str, dev: &str) -> Result<u64, LabError> {
+        let out = self.exec(ns, &["cat", &format!("/sys/class/net/{dev}/statistics/rx_bytes")])?;
+        out.trim().parse().map_err(|_| LabError(format!("bad rx_bytes: {out}")))
+    }
+
+    /// Run `labtool` with arguments in a namespace.
+    pub fn labtool(&self, ns: &str, args: &[&str]) -> Result<String, LabError> {
+        let tool = bin("labtool")?;
+        let mut a = vec![tool.to_str().unwrap_or_default()];
+        a.extend_from_slice(args);
+        self.exec(ns, &a)
+    }
+
+    /// Stop netfw (SIGTERM) and wait for it.
+    pub fn stop_netfw(&mut self) {
+        if let Some(i) = self.netfw.take() {
+            if let Some((_, c)) = self.children.get_mut(i) {
+                stop_child(c);
+            }
+        }
+    }
+}
+
+fn stop_child(c: &mut Child) {
+    // `ip netns exec` execs the program, so the pid is the program's own.
+    if let Ok(pid) = i32::try_from(c.id()) {
+        // SAFETY: sending a signal to a child we spawned and have not reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            stop_child(c);
+        }
+        for ns in self.namespaces.iter().rev() {
+            kill_ns_pids(ns);
+            let _ = run(&["ip", "netns", "del", ns]);
+        }
+        if std::env::var_os("LAB_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
