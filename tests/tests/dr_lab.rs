@@ -1,0 +1,212 @@
+//! Issue 2's proofs, each in its own namespace lab: netfw forwards as LVS-DR, exactly as the
+//! seeds describe. Needs root (network namespaces); run with `tests/run`.
+
+use qemu::lab::{self, Lab, Layout};
+use tests::{counts, http_requests, one_lab_at_a_time, server_counts, service, wait_ready, wait_sniff};
+
+fn lab_with(layout: Layout, services: &[String]) -> Lab {
+    let mut lab = Lab::build(layout, 3).unwrap_or_else(|e| panic!("lab: {e}"));
+    let cfg = lab.config(&format!("[{}]", services.join(",")));
+    lab.start_netfw(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    lab
+}
+
+fn drops(lab: &Lab, key: &str) -> u64 {
+    lab.status_json().unwrap_or_else(|e| panic!("{e}"))["drops"][key].as_u64().unwrap_or(u64::MAX)
+}
+
+/// The DR proofs of issue 2 section 6, items 1-4, for one layout.
+fn dr_proofs(layout: Layout) {
+    let _g = one_lab_at_a_time();
+    let mut lab = Lab::build(layout, 3).unwrap_or_else(|e| panic!("lab: {e}"));
+    let (vip_nic, rs_nic) = lab.director_nics();
+    let director = lab.ns("director");
+    let rs1 = lab.ns("rs1");
+    // Capture before netfw starts, so its first ARP requests are seen.
+    lab.spawn("sniff-rs1", &rs1, &[qemu::proc::bin("labtool").unwrap().to_str().unwrap(), "sniff", "--dev", "eth0", "--seconds", "6"]).unwrap();
+    lab.spawn("sniff-vip", &director, &[qemu::proc::bin("labtool").unwrap().to_str().unwrap(), "sniff", "--dev", vip_nic, "--seconds", "8"]).unwrap();
+    if rs_nic != vip_nic {
+        lab.spawn("sniff-rs", &director, &[qemu::proc::bin("labtool").unwrap().to_str().unwrap(), "sniff", "--dev", rs_nic, "--seconds", "8"]).unwrap();
+        wait_ready(&lab, "sniff-rs");
+    }
+    wait_ready(&lab, "sniff-rs1");
+    wait_ready(&lab, "sniff-vip");
+    let cfg = lab.config(&format!("[{}]", service("rr", "tcp", 80, 0, &[(1, 1), (2, 1), (3, 1)])));
+    lab.start_netfw(&cfg).unwrap_or_else(|e| panic!("{e}"));
+
+    // 1. rr: 30 requests are answered 10/10/10.
+    assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]), "{}", lab.status().unwrap_or_default());
+
+    // 2. Replies never cross the director: a 4 MB download from the real servers adds far
+    // less than 4 MB to what the director's NICs receive, and no frame from the VIP arrives.
+    let rx_before: u64 = [vip_nic, rs_nic].iter().map(|d| lab.rx_bytes(&director, d).unwrap()).sum();
+    let out = lab.labtool(&lab.ns("client"), &["long", "--to", &format!("{}:80", lab::VIP), "--bytes", "4000000"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["body_bytes"].as_u64().unwrap(), 4_000_000 + v["server"].as_str().unwrap().len() as u64 + 1);
+    let rx_after: u64 = [vip_nic, rs_nic].iter().map(|d| lab.rx_bytes(&director, d).unwrap()).sum();
+    let seen = rx_after - rx_before;
+    if vip_nic == rs_nic {
+        assert!(seen < 1_000_000, "the director's NIC received {seen} bytes during a 4 MB download: replies crossed it");
+    } else {
+        assert!(seen < 1_000_000, "the director's NICs received {seen} bytes during a 4 MB download: replies crossed them");
+    }
+    let vip = lab::VIP.to_string();
+    let cap_vip = wait_sniff(&lab, "sniff-vip");
+    assert!(cap_vip["ipv4_src"].get(&vip).is_none(), "a frame from the VIP arrived on {vip_nic}: {cap_vip}");
+    assert!(cap_vip["ipv4_src"].get(lab::CLIENT.to_string()).is_some(), "the capture on {vip_nic} saw the client's requests: {cap_vip}");
+    if vip_nic != rs_nic {
+        let cap_rs = wait_sniff(&lab, "sniff-rs");
+        assert!(cap_rs["ipv4_src"].get(&vip).is_none(), "a frame from the VIP arrived on {rs_nic}: {cap_rs}");
+    }
+    assert_eq!(drops(&lab, "src_is_vip"), 0);
+
+    // 3. The router's neighbour entry for the VIP is the director's MAC, never a real server's.
+    assert_eq!(lab.neighbour(&lab.ns("router"), lab::VIP).as_deref(), Some(lab::DIRECTOR_VIP_MAC));
+
+    // 4. The director's ARP requests for RIPs carry the DIP as sender IP, never the VIP.
+    let cap = wait_sniff(&lab, "sniff-rs1");
+    let dir_mac = if vip_nic == rs_nic { lab::DIRECTOR_VIP_MAC } else { lab::DIRECTOR_RS_MAC };
+    let arps = cap["arp"].as_array().unwrap();
+    let is_garp = |a: &serde_json::Value| a["sender_ip"] == a["target_ip"];
+    let requests: Vec<&serde_json::Value> = arps.iter().filter(|a| a["sender_mac"] == dir_mac && a["op"] == 1 && !is_garp(a)).collect();
+    assert!(requests.iter().any(|a| a["target_ip"] == lab::rip(1).to_string().as_str()), "no ARP request for rs1 from the director: {cap}");
+    for a in &requests {
+        assert_eq!(a["sender_ip"], lab::DIP.to_string().as_str(), "director ARP request with a sender other than the DIP: {a}");
+    }
+    let announced_vip = arps.iter().any(|a| is_garp(a) && a["sender_ip"] == vip.as_str() && a["sender_mac"] == lab::DIRECTOR_VIP_MAC);
+    if vip_nic == rs_nic {
+        // One-arm: the VIP lives on this segment, and netfw announces it at start.
+        assert!(announced_vip, "no gratuitous ARP for the VIP at start: {cap}");
+    } else {
+        // Two-arm: the VIP is announced and answered on the VIP-facing NIC only.
+        assert!(!arps.iter().any(|a| a["sender_ip"] == vip.as_str()), "the VIP appeared in ARP on the real-server segment: {cap}");
+    }
+    // rs1 learned the DIP at the director's MAC from those requests.
+    assert_eq!(lab.neighbour(&rs1, lab::DIP).as_deref(), Some(dir_mac));
+}
+
+#[test]
+fn two_arm_dr_spreads_rr_and_replies_bypass_the_director() {
+    dr_proofs(Layout::TwoArm);
+}
+
+#[test]
+fn one_arm_dr_spreads_rr_and_replies_bypass_the_director() {
+    dr_proofs(Layout::OneArm);
+}
+
+#[test]
+fn wrr_is_proportional_to_weights() {
+    let _g = one_lab_at_a_time();
+    let lab = lab_with(Layout::TwoArm, &[service("wrr", "tcp", 80, 0, &[(1, 3), (2, 2), (3, 1)])]);
+    assert_eq!(http_requests(&lab, 60, None), counts(&[("rs1", 30), ("rs2", 20), ("rs3", 10)]));
+}
+
+#[test]
+fn sh_and_mh_keep_each_client_on_one_real_server() {
+    let _g = one_lab_at_a_time();
+    let mut lab = lab_with(Layout::TwoArm, &[service("sh", "tcp", 80, 0, &[(1, 1), (2, 1), (3, 1)])]);
+    for sched in ["sh", "mh"] {
+        if sched == "mh" {
+            let reply = lab.reload(&lab.config(&format!("[{}]", service("mh", "tcp", 80, 0, &[(1, 1), (2, 1), (3, 1)])))).unwrap();
+            assert!(reply.starts_with("reloaded"), "{reply}");
+        }
+        let mut used = std::collections::BTreeSet::new();
+        for host in 2..=9 {
+            let from = format!("198.51.100.{host}");
+            let c = http_requests(&lab, 5, Some(&from));
+            assert_eq!(c.len(), 1, "{sched}: client {from} was spread over {c:?}");
+            used.extend(c.into_keys());
+        }
+        assert!(used.len() >= 2, "{sched}: eight clients all landed on {used:?}");
+    }
+    lab.stop_netfw();
+}
+
+#[test]
+fn reload_keeps_a_long_transfer_and_weight_zero_drains() {
+    let _g = one_lab_at_a_time();
+    let mut lab = lab_with(Layout::TwoArm, &[service("rr", "tcp", 80, 0, &[(1, 1), (2, 1)])]);
+    // A 3 MB transfer paced over 5 s: it is in flight through every reload below.
+    let tool = qemu::proc::bin("labtool").unwrap();
+    let client = lab.ns("client");
+    lab.spawn("long", &client, &[tool.to_str().unwrap(), "long", "--to", &format!("{}:80", lab::VIP), "--bytes", "3000000", "--ms", "5000"]).unwrap();
+    // Find the real server carrying it: the one with an active flow.
+    let mut carrier = None;
+    for _ in 0..100 {
+        let s = lab.status_json().unwrap();
+        carrier = s["services"][0]["real_servers"].as_array().unwrap().iter().position(|r| r["active"].as_u64() == Some(1));
+        if carrier.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let carrier = carrier.expect("the long transfer never showed as an active flow") + 1;
+    let other = 3 - carrier;
+
+    // Add a real server: the transfer's flow stays where it is.
+    let add = lab.config(&format!("[{}]", service("rr", "tcp", 80, 0, &[(1, 1), (2, 1), (3, 1)])));
+    assert!(lab.reload(&add).unwrap().starts_with("reloaded"));
+    lab.wait_resolved().unwrap();
+    // Drain the carrier: weight 0.
+    let mut rss = vec![(1, 1), (2, 1), (3, 1)];
+    rss[carrier - 1].1 = 0;
+    let drain = lab.config(&format!("[{}]", service("rr", "tcp", 80, 0, &rss)));
+    assert!(lab.reload(&drain).unwrap().starts_with("reloaded"));
+    let fresh = http_requests(&lab, 20, None);
+    assert_eq!(fresh, counts(&[(&format!("rs{other}"), 10), ("rs3", 10)]), "new connections must avoid the drained rs{carrier}");
+
+    // The transfer finishes, complete, on the server it started on.
+    let mut result = None;
+    for _ in 0..300 {
+        let log = lab.log("long");
+        if let Some(line) = log.lines().find(|l| l.contains("body_bytes")) {
+            result = Some(serde_json::from_str::<serde_json::Value>(line).unwrap());
+            break;
+        }
+        assert!(!log.contains("labtool:"), "long transfer failed: {log}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = result.expect("long transfer did not finish");
+    assert_eq!(r["server"], format!("rs{carrier}").as_str());
+    assert_eq!(r["body_bytes"].as_u64().unwrap(), 3_000_000 + 4);
+}
+
+#[test]
+fn udp_service_is_forwarded_and_spread() {
+    let _g = one_lab_at_a_time();
+    let lab = lab_with(Layout::TwoArm, &[service("rr", "udp", 53, 0, &[(1, 1), (2, 1), (3, 1)])]);
+    let out = lab.labtool(&lab.ns("client"), &["udp", "--to", &format!("{}:53", lab::VIP), "--count", "30"]).unwrap();
+    assert_eq!(server_counts(&out), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]));
+}
+
+#[test]
+fn invalid_reload_is_refused_and_the_running_config_stays() {
+    let _g = one_lab_at_a_time();
+    let lab = lab_with(Layout::OneArm, &[service("rr", "tcp", 80, 0, &[(1, 1), (2, 1), (3, 1)])]);
+    let bad = lab.config(&format!("[{}]", service("rr", "tcp", 80, 0, &[(1, 1), (2, 1)]).replace(&lab::rip(2).to_string(), "198.18.7.12")));
+    let err = lab.reload(&bad).expect_err("an invalid config must be refused");
+    assert!(err.0.contains("services[0].real_servers[1].address") && err.0.contains("outside the DIP's subnet"), "{err}");
+    assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]));
+}
+
+#[test]
+fn a_real_server_that_never_answers_arp_gets_no_traffic() {
+    let _g = one_lab_at_a_time();
+    // 198.18.0.99 is in the config but no host has it.
+    let svc = service("rr", "tcp", 80, 0, &[(1, 1), (2, 1)]).replace("\"real_servers\": [", "\"real_servers\": [{\"address\": \"198.18.0.99\", \"weight\": 1}, ");
+    let lab = lab_with(Layout::TwoArm, &[svc]);
+    assert_eq!(http_requests(&lab, 20, None), counts(&[("rs1", 10), ("rs2", 10)]));
+    let status = lab.status().unwrap();
+    assert!(status.contains("198.18.0.99:80") && status.contains("unresolved"), "{status}");
+    assert!(status.contains("WARNING: real server 198.18.0.99 does not answer ARP from the DIP"), "{status}");
+}
+
+#[test]
+fn icmp_echo_is_answered_for_the_vip_and_the_dip() {
+    let _g = one_lab_at_a_time();
+    let lab = lab_with(Layout::TwoArm, &[service("rr", "tcp", 80, 0, &[(1, 1)])]);
+    // From the client, through the router: the reply needs the director's gateway route.
+    lab.exec(&lab.ns("client"), &["ping", "-c", "2", "-W", "3", &lab::VIP.to_string()]).unwrap_or_else(|e| panic!("ping VIP: {e}"));
+    lab.exec(&lab.ns("rs1"), &["ping", "-c", "2", "-W", "3", &lab::DIP.to_string()]).unwrap_or_else(|e| panic!("ping DIP: {e}"));
+}
