@@ -367,14 +367,19 @@ impl Forwarder {
             Err(e) => return Verdict::Drop(e.into()),
         };
         let dst = frame::dst_mac(frame);
-        if dst != self.my_mac(side) && dst[0] & 1 == 0 {
-            return Verdict::Drop(DropReason::NotForUs);
-        }
+        let for_us = dst == self.my_mac(side) || dst[0] & 1 == 1;
         match parsed {
+            // Every ARP frame we see tells us something: a real server's MAC, or another host
+            // claiming a VIP (even a flooded unicast reply not meant for us).
             Frame::Arp { op, sender_mac, sender_ip, .. } => {
                 self.observe_arp(side, op, sender_mac, sender_ip, now);
-                Verdict::Control
+                if for_us {
+                    Verdict::Control
+                } else {
+                    Verdict::Drop(DropReason::NotForUs)
+                }
             }
+            Frame::Ipv4(_) if !for_us => Verdict::Drop(DropReason::NotForUs),
             Frame::Ipv4(ip) => self.ipv4(side, frame, &ip, now),
         }
     }
@@ -386,6 +391,11 @@ impl Forwarder {
         if self.vips.contains(&ip) && mac != self.vip_mac && mac != self.rs_mac {
             self.counters.event(Event::VipConflict);
             self.last_conflict = Some(VipConflict { vip: ip, mac, at: now });
+            // Defend the VIP: neighbours that just learned the wrong MAC relearn ours. Linux
+            // ignores a new MAC for an entry updated less than `locktime` (1 s) ago, so one
+            // announcement right after the thief's would be lost: send a round per second for
+            // three seconds. At most one per second, however fast the other host talks.
+            self.garp_left = GARP_ROUNDS;
         }
         if self.owns_dip(side) && self.neigh.observe(ip, mac, now) {
             self.counters.event(Event::RsMacChanged);

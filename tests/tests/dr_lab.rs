@@ -210,3 +210,33 @@ fn icmp_echo_is_answered_for_the_vip_and_the_dip() {
     lab.exec(&lab.ns("client"), &["ping", "-c", "2", "-W", "3", &lab::VIP.to_string()]).unwrap_or_else(|e| panic!("ping VIP: {e}"));
     lab.exec(&lab.ns("rs1"), &["ping", "-c", "2", "-W", "3", &lab::DIP.to_string()]).unwrap_or_else(|e| panic!("ping DIP: {e}"));
 }
+
+#[test]
+fn a_real_server_that_announces_the_vip_is_reported_and_the_vip_defended() {
+    let _g = one_lab_at_a_time();
+    let lab = lab_with(Layout::OneArm, &[service("rr", "tcp", 80, 0, &[(1, 1), (2, 1), (3, 1)])]);
+    // rs3 misconfigured as seed 000 warns: default arp_announce, so its ARP requests for the
+    // gateway carry the VIP (the source of its replies) as sender IP.
+    let rs3 = lab.ns("rs3");
+    for s in ["net.ipv4.conf.all.arp_announce=0", "net.ipv4.conf.eth0.arp_announce=0", "net.ipv4.conf.lo.arp_announce=0"] {
+        lab.sysctl(&rs3, s).unwrap();
+    }
+    lab.ip(&rs3, &["neigh", "flush", "all"]).unwrap();
+    // Its first reply makes it ARP for the router with sender IP = VIP: the router's entry for
+    // the VIP now points at rs3, and requests bypass the director (the stolen VIP).
+    let stolen = http_requests(&lab, 30, None);
+    let status = lab.status().unwrap();
+    assert!(status.contains(&format!("host {} sent ARP claiming VIP {}", lab::rs_mac(3), lab::VIP)), "theft not reported ({stolen:?}):\n{status}");
+    // The director re-announces the VIP: the router's entry comes back to it.
+    let router = lab.ns("router");
+    let mut mac = None;
+    for _ in 0..100 {
+        mac = lab.neighbour(&router, lab::VIP);
+        if mac.as_deref() == Some(lab::DIRECTOR_VIP_MAC) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(mac.as_deref(), Some(lab::DIRECTOR_VIP_MAC), "the VIP stayed stolen ({stolen:?})");
+    assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]), "after the defence, the director schedules again");
+}
