@@ -67,7 +67,13 @@ pub struct TimeoutsDoc {
 impl Default for TimeoutsDoc {
     fn default() -> Self {
         let t = Timeouts::default();
-        TimeoutsDoc { tcp_syn_s: t.tcp_syn_s, tcp_established_s: t.tcp_established_s, tcp_fin_s: t.tcp_fin_s, tcp_close_s: t.tcp_close_s, udp_s: t.udp_s }
+        TimeoutsDoc {
+            tcp_syn_s: t.tcp_syn_s,
+            tcp_established_s: t.tcp_established_s,
+            tcp_fin_s: t.tcp_fin_s,
+            tcp_close_s: t.tcp_close_s,
+            udp_s: t.udp_s,
+        }
     }
 }
 
@@ -266,7 +272,11 @@ fn nic_name_error(name: &str) -> Option<String> {
 impl Config {
     /// Parse a document (syntax and schema only).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        serde_json::from_str(text).map_err(|e| ConfigError::Syntax { line: e.line(), column: e.column(), message: e.to_string().split(" at line ").next().unwrap_or_default().to_string() })
+        serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
+        })
     }
 
     /// Read, parse and validate a file.
@@ -320,7 +330,13 @@ impl Config {
             err("flow_capacity".into(), format!("{capacity} must be 1 to {MAX_FLOW_CAPACITY}"));
         }
         let t = self.timeouts.unwrap_or_default();
-        for (name, v) in [("tcp_syn_s", t.tcp_syn_s), ("tcp_established_s", t.tcp_established_s), ("tcp_fin_s", t.tcp_fin_s), ("tcp_close_s", t.tcp_close_s), ("udp_s", t.udp_s)] {
+        for (name, v) in [
+            ("tcp_syn_s", t.tcp_syn_s),
+            ("tcp_established_s", t.tcp_established_s),
+            ("tcp_fin_s", t.tcp_fin_s),
+            ("tcp_close_s", t.tcp_close_s),
+            ("udp_s", t.udp_s),
+        ] {
             if v == 0 {
                 err(format!("timeouts.{name}"), "a timeout of 0 would expire every flow at once; use at least 1".into());
             }
@@ -384,7 +400,10 @@ impl Config {
                     }
                 }
                 if Some(rip) == vip {
-                    err(rat("address"), format!("{rip} equals the service's VIP; a real server holds the VIP on lo, with its own RIP on the NIC"));
+                    err(
+                        rat("address"),
+                        format!("{rip} equals the service's VIP; a real server holds the VIP on lo, with its own RIP on the NIC"),
+                    );
                 }
                 if rss.iter().any(|x: &RealServerSpec| x.addr == rip) {
                     err(rat("address"), format!("{rip} is listed twice in this service"));
@@ -412,19 +431,21 @@ impl Config {
         }
         let gateway = match &self.gateway {
             None => None,
-            Some(g) => match parse_unicast(g) {
-                Ok(ip) => {
-                    let on_vip_side = spec_vips.iter().any(|v| Subnet { addr: *v, prefix: vip_prefix }.contains(ip));
-                    if !on_vip_side && !dip.is_some_and(|d| d.contains(ip)) {
-                        err("gateway".into(), format!("{ip} is on neither the DIP's subnet nor a VIP's /{vip_prefix} segment; the director could not reach it"));
+            Some(g) => {
+                match parse_unicast(g) {
+                    Ok(ip) => {
+                        let on_vip_side = spec_vips.iter().any(|v| Subnet { addr: *v, prefix: vip_prefix }.contains(ip));
+                        if !on_vip_side && !dip.is_some_and(|d| d.contains(ip)) {
+                            err("gateway".into(), format!("{ip} is on neither the DIP's subnet nor a VIP's /{vip_prefix} segment; the director could not reach it"));
+                        }
+                        Some(ip)
                     }
-                    Some(ip)
+                    Err(m) => {
+                        err("gateway".into(), m);
+                        None
+                    }
                 }
-                Err(m) => {
-                    err("gateway".into(), m);
-                    None
-                }
-            },
+            }
         };
 
         match dip {
@@ -435,7 +456,13 @@ impl Config {
                 gateway,
                 services,
                 flow_capacity: capacity,
-                timeouts: Timeouts { tcp_syn_s: t.tcp_syn_s, tcp_established_s: t.tcp_established_s, tcp_fin_s: t.tcp_fin_s, tcp_close_s: t.tcp_close_s, udp_s: t.udp_s },
+                timeouts: Timeouts {
+                    tcp_syn_s: t.tcp_syn_s,
+                    tcp_established_s: t.tcp_established_s,
+                    tcp_fin_s: t.tcp_fin_s,
+                    tcp_close_s: t.tcp_close_s,
+                    udp_s: t.udp_s,
+                },
                 arp_refresh_ms: u64::from(refresh) * 1000,
             }),
             _ => Err(ConfigError::Invalid(errs)),

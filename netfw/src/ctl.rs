@@ -34,7 +34,10 @@ impl Control {
     pub fn bind(path: &Path) -> std::io::Result<Control> {
         if path.exists() {
             if UnixStream::connect(path).is_ok() {
-                return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("another netfw is already listening on {}", path.display())));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("another netfw is already listening on {}", path.display()),
+                ));
             }
             std::fs::remove_file(path)?;
         }
@@ -64,7 +67,10 @@ impl Control {
                 "status" => answer(Request::Status),
                 "status-json" => answer(Request::StatusJson),
                 "reload" => answer(Request::Reload),
-                other => format!("error: unknown request \"{}\" (use status, status-json or reload)\n", other.chars().take(40).collect::<String>()),
+                other => format!(
+                    "error: unknown request \"{}\" (use status, status-json or reload)\n",
+                    other.chars().take(40).collect::<String>()
+                ),
             };
             let mut w = &stream;
             let _ = w.write_all(reply.as_bytes());
@@ -74,7 +80,8 @@ impl Control {
 
 /// Client side: send one request, return the reply.
 pub fn request(path: &Path, req: &str) -> std::io::Result<String> {
-    let mut s = UnixStream::connect(path).map_err(|e| std::io::Error::new(e.kind(), format!("cannot reach netfw at {}: {e} (is `netfw run` running?)", path.display())))?;
+    let mut s = UnixStream::connect(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot reach netfw at {}: {e} (is `netfw run` running?)", path.display())))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(format!("{req}\n").as_bytes())?;
     let mut out = String::new();

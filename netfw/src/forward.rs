@@ -213,9 +213,19 @@ impl Forwarder {
             services: Vec::new(),
             backends: Vec::new(),
             flows,
-            persist: FixedMap::new(PERSIST_CAPACITY, seed ^ 0x5555, PersistKey { service: 0, client: Ipv4Addr::UNSPECIFIED }, PersistVal { backend: 0, expires: Millis(0) }),
+            persist: FixedMap::new(
+                PERSIST_CAPACITY,
+                seed ^ 0x5555,
+                PersistKey { service: 0, client: Ipv4Addr::UNSPECIFIED },
+                PersistVal { backend: 0, expires: Millis(0) },
+            ),
             persist_cursor: 0,
-            frags: FixedMap::new(FRAG_GROUPS, seed ^ 0xaaaa, FragKey { src: Ipv4Addr::UNSPECIFIED, dst: Ipv4Addr::UNSPECIFIED, ident: 0, proto: 0 }, FragVal { backend: 0, expires: Millis(0) }),
+            frags: FixedMap::new(
+                FRAG_GROUPS,
+                seed ^ 0xaaaa,
+                FragKey { src: Ipv4Addr::UNSPECIFIED, dst: Ipv4Addr::UNSPECIFIED, ident: 0, proto: 0 },
+                FragVal { backend: 0, expires: Millis(0) },
+            ),
             frag_cursor: 0,
             hold: (0..FRAG_HOLD_SLOTS).map(|_| HoldSlot { state: HoldState::Free, len: 0, buf: [0; FRAG_HOLD_BYTES] }).collect(),
             released: 0,
@@ -309,7 +319,8 @@ impl Forwarder {
             None => false,
         });
         // Persistence keys hold service indices: re-key by clearing entries of moved services.
-        let svc_map: Vec<Option<usize>> = self.services.iter().map(|o| services.iter().position(|s| s.vip == o.vip && s.proto == o.proto && s.port == o.port)).collect();
+        let svc_map: Vec<Option<usize>> =
+            self.services.iter().map(|o| services.iter().position(|s| s.vip == o.vip && s.proto == o.proto && s.port == o.port)).collect();
         self.persist.retain_map(|k, _| svc_map.get(usize::from(k.service)).copied().flatten() == Some(usize::from(k.service)));
         self.frags.retain_map(|_, v| match remap.get(usize::from(v.backend)).copied().flatten() {
             Some(n) => {
@@ -518,7 +529,11 @@ impl Forwarder {
         let pkey = PersistKey { service: u16::try_from(si).ok()?, client };
         if persistence_ms > 0 {
             if let Some(p) = self.persist.get(&pkey).copied() {
-                let usable = p.expires > now && self.backends.get(usize::from(p.backend)).is_some_and(|b| b.weight > 0 && self.neigh.fresh(usize::from(b.neigh), now));
+                let usable = p.expires > now
+                    && self
+                        .backends
+                        .get(usize::from(p.backend))
+                        .is_some_and(|b| b.weight > 0 && self.neigh.fresh(usize::from(b.neigh), now));
                 if usable {
                     self.persist.insert(pkey, PersistVal { backend: p.backend, expires: now.plus(persistence_ms) });
                     return Some(p.backend);
@@ -528,7 +543,12 @@ impl Forwarder {
         let svc = &mut self.services[si];
         for (c, &bi) in svc.cands.iter_mut().zip(svc.backends.iter()) {
             let b = &self.backends[usize::from(bi)];
-            *c = Candidate { weight: b.weight, reachable: self.neigh.fresh(usize::from(b.neigh), now), active: b.active, inactive: b.inactive };
+            *c = Candidate {
+                weight: b.weight,
+                reachable: self.neigh.fresh(usize::from(b.neigh), now),
+                active: b.active,
+                inactive: b.inactive,
+            };
         }
         let pick = svc.sched.pick(&svc.cands, client)?;
         let b = *svc.backends.get(pick)?;
@@ -704,4 +724,3 @@ fn release(backends: &mut [Backend], v: &crate::flow::FlowVal) {
         account(b, v.state, -1);
     }
 }
-

@@ -29,4 +29,3 @@ pub mod run;
 pub mod stack;
 #[cfg(feature = "std")]
 pub mod status;
-

@@ -69,7 +69,14 @@ fn main() -> ExitCode {
             };
             match Config::load(&config) {
                 Ok((c, s)) => {
-                    println!("{}: valid ({}, {} service(s), DIP {}/{})", config.display(), if c.one_arm() { "one-arm" } else { "two-arm" }, s.services.len(), s.dip, s.dip_prefix);
+                    println!(
+                        "{}: valid ({}, {} service(s), DIP {}/{})",
+                        config.display(),
+                        if c.one_arm() { "one-arm" } else { "two-arm" },
+                        s.services.len(),
+                        s.dip,
+                        s.dip_prefix
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

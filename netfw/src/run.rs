@@ -14,8 +14,8 @@ use crate::config::{Config, ConfigError, Mode};
 use crate::counters::DropReason;
 use crate::ctl::{Control, Request};
 use crate::forward::{Forwarder, Side, Verdict};
-use crate::io::{nic_mac, PacketRing, RingError, TxRing};
 use crate::io::nic::{fmt_mac, NicError};
+use crate::io::{nic_mac, PacketRing, RingError, TxRing};
 use crate::stack::{ControlStack, Roles};
 use crate::status::Status;
 use crate::time::Millis;
@@ -119,9 +119,17 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
 
     let mut fwd = Forwarder::new(spec.clone(), vip_mac, rs_mac, one_arm, seed, now());
     let mut nics: Vec<Nic> = Vec::new();
-    nics.push(Nic { ring: vip_ring, stack: ControlStack::new(vip_mac, Roles { vips: true, dip: one_arm }, &spec, seed, now()), side: Side::Vip });
+    nics.push(Nic {
+        ring: vip_ring,
+        stack: ControlStack::new(vip_mac, Roles { vips: true, dip: one_arm }, &spec, seed, now()),
+        side: Side::Vip,
+    });
     if let Some(r) = rs_ring {
-        nics.push(Nic { ring: r, stack: ControlStack::new(rs_mac, Roles { vips: false, dip: true }, &spec, seed ^ 1, now()), side: Side::Rs });
+        nics.push(Nic {
+            ring: r,
+            stack: ControlStack::new(rs_mac, Roles { vips: false, dip: true }, &spec, seed ^ 1, now()),
+            side: Side::Rs,
+        });
     }
     let mut cfg = cfg;
     eprintln!(
@@ -207,7 +215,10 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
 
         control.serve(|req| match req {
             Request::Status => Status::collect(&fwd, &cfg.nics.vip_side, &cfg.nics.rs_side, now()).render(),
-            Request::StatusJson => serde_json::to_string_pretty(&Status::collect(&fwd, &cfg.nics.vip_side, &cfg.nics.rs_side, now())).unwrap_or_default() + "\n",
+            Request::StatusJson => {
+                serde_json::to_string_pretty(&Status::collect(&fwd, &cfg.nics.vip_side, &cfg.nics.rs_side, now())).unwrap_or_default()
+                    + "\n"
+            }
             Request::Reload => reload(&opts.config, &mut cfg, &mut fwd, &mut nics, now()),
         });
         if RELOAD.swap(false, Ordering::Relaxed) {
@@ -234,8 +245,13 @@ fn split(nics: &mut [Nic], i: usize) -> (&mut Nic, Option<&mut TxRing>) {
 fn reload(path: &Path, cfg: &mut Config, fwd: &mut Forwarder, nics: &mut [Nic], now: Millis) -> String {
     match Config::load(path) {
         Err(e) => format!("reload refused, the running config stays in force: {e}\n"),
-        Ok((new, _)) if new.mode == Mode::Ipvs => "reload refused, the running config stays in force: the new config's mode is \"ipvs\"; switching modes is the appliance's job\n".into(),
-        Ok((new, _)) if new.nics != cfg.nics => "reload refused, the running config stays in force: NIC roles changed; restart netfw to move to other NICs\n".into(),
+        Ok((new, _)) if new.mode == Mode::Ipvs => {
+            "reload refused, the running config stays in force: the new config's mode is \"ipvs\"; switching modes is the appliance's job\n"
+                .into()
+        }
+        Ok((new, _)) if new.nics != cfg.nics => {
+            "reload refused, the running config stays in force: NIC roles changed; restart netfw to move to other NICs\n".into()
+        }
         Ok((new, spec)) => {
             fwd.apply(spec.clone(), now);
             for n in nics.iter_mut() {

@@ -109,18 +109,36 @@ impl Status {
                     .map(|b| {
                         let mac = f.neighbours().mac(usize::from(b.neigh));
                         let reachable = f.backend_reachable(b, now);
-                        RealServerStatus { address: b.rip.to_string(), mac: mac.map(|m| fmt_mac(&m)), reachable, weight: b.weight, active: b.active, inactive: b.inactive, conns: b.conns, packets: b.packets, bytes: b.bytes }
+                        RealServerStatus {
+                            address: b.rip.to_string(),
+                            mac: mac.map(|m| fmt_mac(&m)),
+                            reachable,
+                            weight: b.weight,
+                            active: b.active,
+                            inactive: b.inactive,
+                            conns: b.conns,
+                            packets: b.packets,
+                            bytes: b.bytes,
+                        }
                     })
                     .collect(),
             })
             .collect::<Vec<_>>();
         for n in f.neighbours().entries() {
             if n.mac.is_none() {
-                warnings.push(format!("real server {} does not answer ARP from the DIP {}: it gets no traffic (is it on the DIP's segment and up?)", n.ip, spec.dip));
+                warnings.push(format!(
+                    "real server {} does not answer ARP from the DIP {}: it gets no traffic (is it on the DIP's segment and up?)",
+                    n.ip, spec.dip
+                ));
             }
         }
         if let Some(c) = f.last_vip_conflict() {
-            warnings.push(format!("host {} sent ARP claiming VIP {} ({} s ago): set arp_ignore=1 and arp_announce=2 on it, or it will steal the VIP", fmt_mac(&c.mac), c.vip, now.since(c.at) / 1000));
+            warnings.push(format!(
+                "host {} sent ARP claiming VIP {} ({} s ago): set arp_ignore=1 and arp_announce=2 on it, or it will steal the VIP",
+                fmt_mac(&c.mac),
+                c.vip,
+                now.since(c.at) / 1000
+            ));
         }
         let src_vip = f.counters().drops(DropReason::SrcIsVip);
         if src_vip > 0 {
@@ -145,19 +163,46 @@ impl Status {
     /// The ipvsadm-style text table.
     pub fn render(&self) -> String {
         let mut o = String::new();
-        let _ = writeln!(o, "netfw {} ({}: vip_side={} rs_side={}) DIP {}  flows {}/{} ({} bytes/flow)", self.mode, self.layout, self.vip_side, self.rs_side, self.dip, self.flows, self.flow_capacity, self.bytes_per_flow);
+        let _ = writeln!(
+            o,
+            "netfw {} ({}: vip_side={} rs_side={}) DIP {}  flows {}/{} ({} bytes/flow)",
+            self.mode, self.layout, self.vip_side, self.rs_side, self.dip, self.flows, self.flow_capacity, self.bytes_per_flow
+        );
         let _ = writeln!(o, "Prot LocalAddress:Port Scheduler Flags");
-        let _ = writeln!(o, "  -> RemoteAddress:Port        MAC                Weight ActiveConn InActConn      Conns    InPkts     InBytes");
+        let _ =
+            writeln!(o, "  -> RemoteAddress:Port        MAC                Weight ActiveConn InActConn      Conns    InPkts     InBytes");
         for s in &self.services {
             let persist = if s.persistence_s > 0 { format!(" persistent {}", s.persistence_s) } else { String::new() };
-            let _ = writeln!(o, "{:<4} {}:{} {}{}  (conns {} pkts {} bytes {})", s.protocol.to_uppercase(), s.vip, s.port, s.scheduler, persist, s.conns, s.packets, s.bytes);
+            let _ = writeln!(
+                o,
+                "{:<4} {}:{} {}{}  (conns {} pkts {} bytes {})",
+                s.protocol.to_uppercase(),
+                s.vip,
+                s.port,
+                s.scheduler,
+                persist,
+                s.conns,
+                s.packets,
+                s.bytes
+            );
             for r in &s.real_servers {
                 let mac = match (&r.mac, r.reachable) {
                     (Some(m), true) => m.clone(),
                     (Some(m), false) => format!("{m}?"),
                     (None, _) => "unresolved".into(),
                 };
-                let _ = writeln!(o, "  -> {:<25} {:<18} {:>6} {:>10} {:>9} {:>10} {:>9} {:>11}", format!("{}:{}", r.address, s.port), mac, r.weight, r.active, r.inactive, r.conns, r.packets, r.bytes);
+                let _ = writeln!(
+                    o,
+                    "  -> {:<25} {:<18} {:>6} {:>10} {:>9} {:>10} {:>9} {:>11}",
+                    format!("{}:{}", r.address, s.port),
+                    mac,
+                    r.weight,
+                    r.active,
+                    r.inactive,
+                    r.conns,
+                    r.packets,
+                    r.bytes
+                );
             }
         }
         let _ = writeln!(o, "Drops:");

@@ -143,7 +143,10 @@ fn another_host_claiming_the_vip_is_reported() {
     let mut b = arp(1, rogue, VIP, [0; 6], std::net::Ipv4Addr::new(203, 0, 113, 1));
     f.process(Side::Vip, &mut b, Millis(1_004_001));
     f.poll_timers(Millis(1_004_002), |side, fr| sent.push((side, fr.to_vec())));
-    assert!(sent.iter().any(|(side, fr)| *side == Side::Vip && fr[28..32] == VIP.octets() && fr[38..42] == VIP.octets()), "no gratuitous ARP after the conflict");
+    assert!(
+        sent.iter().any(|(side, fr)| *side == Side::Vip && fr[28..32] == VIP.octets() && fr[38..42] == VIP.octets()),
+        "no gratuitous ARP after the conflict"
+    );
     // A flooded unicast reply claiming the VIP (arp_ignore=0) is seen too, though not ours.
     let mut r = arp(2, rogue, VIP, ROUTER_MAC, std::net::Ipv4Addr::new(203, 0, 113, 1));
     assert_eq!(drop_of(f.process(Side::Vip, &mut r, Millis(6))), DropReason::NotForUs);
@@ -188,26 +191,38 @@ fn malformed_frames_are_dropped_with_their_reason() {
         (good[..10].to_vec(), DropReason::TruncatedEthernet),
         (good[..30].to_vec(), DropReason::BadIpv4Header),
         (good[..14 + 20 + 10].to_vec(), DropReason::BadIpv4Header), // total length beyond the frame
-        ({
-            let mut v = good.clone();
-            v[14 + 10] ^= 0xff;
-            v
-        }, DropReason::BadIpv4Checksum),
-        ({
-            let mut v = good.clone();
-            v.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
-            v
-        }, DropReason::VlanTagged),
-        ({
-            let mut v = good.clone();
-            v[12..14].copy_from_slice(&[0x86, 0xdd]);
-            v
-        }, DropReason::Ipv6),
-        ({
-            let mut v = good.clone();
-            v[12..14].copy_from_slice(&[0x88, 0xcc]);
-            v
-        }, DropReason::UnknownEthertype),
+        (
+            {
+                let mut v = good.clone();
+                v[14 + 10] ^= 0xff;
+                v
+            },
+            DropReason::BadIpv4Checksum,
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
+                v
+            },
+            DropReason::VlanTagged,
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v[12..14].copy_from_slice(&[0x86, 0xdd]);
+                v
+            },
+            DropReason::Ipv6,
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v[12..14].copy_from_slice(&[0x88, 0xcc]);
+                v
+            },
+            DropReason::UnknownEthertype,
+        ),
         (arp(1, ROUTER_MAC, CLIENT, [0; 6], VIP)[..30].to_vec(), DropReason::BadArp),
         (ipv4(VIP_MAC, Ip::new(CLIENT, VIP, 6), &tcp(1, 80, SYN)[..10]), DropReason::TruncatedL4),
     ];

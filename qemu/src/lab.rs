@@ -127,7 +127,11 @@ impl Lab {
         for i in 1..=real_servers {
             let ns = lab.ns(&format!("rs{i}"));
             let tool = bin("labtool")?;
-            lab.spawn(&format!("rs{i}-server"), &ns, &[tool.to_str().unwrap_or_default(), "serve", "--name", &format!("rs{i}"), "--port", "80", "--udp-port", "53"])?;
+            lab.spawn(
+                &format!("rs{i}-server"),
+                &ns,
+                &[tool.to_str().unwrap_or_default(), "serve", "--name", &format!("rs{i}"), "--port", "80", "--udp-port", "53"],
+            )?;
         }
         for i in 1..=real_servers {
             lab.wait_tcp(&lab.ns("router"), rip(i), 80)?;
@@ -324,7 +328,18 @@ impl Lab {
         let cfg = self.config_path();
         let ctl = self.control_path();
         let ns = self.ns("director");
-        let idx = self.spawn("netfw", &ns, &[netfw.to_str().unwrap_or_default(), "run", "--config", cfg.to_str().unwrap_or_default(), "--control", ctl.to_str().unwrap_or_default()])?;
+        let idx = self.spawn(
+            "netfw",
+            &ns,
+            &[
+                netfw.to_str().unwrap_or_default(),
+                "run",
+                "--config",
+                cfg.to_str().unwrap_or_default(),
+                "--control",
+                ctl.to_str().unwrap_or_default(),
+            ],
+        )?;
         self.netfw = Some(idx);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -339,7 +354,11 @@ impl Lab {
                 }
             }
             if Instant::now() > deadline {
-                return Err(LabError(format!("netfw did not resolve its real servers within 20 s:\n{}\n{}", self.status().unwrap_or_default(), self.log("netfw"))));
+                return Err(LabError(format!(
+                    "netfw did not resolve its real servers within 20 s:\n{}\n{}",
+                    self.status().unwrap_or_default(),
+                    self.log("netfw")
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -348,7 +367,11 @@ impl Lab {
     fn resolved(&self, s: &serde_json::Value) -> bool {
         let lab_rips: Vec<String> = (1..=self.real_servers).map(|i| rip(i).to_string()).collect();
         s["services"].as_array().is_some_and(|svcs| {
-            svcs.iter().all(|svc| svc["real_servers"].as_array().is_some_and(|rss| rss.iter().filter(|r| lab_rips.iter().any(|x| r["address"] == x.as_str())).all(|r| r["reachable"] == true)))
+            svcs.iter().all(|svc| {
+                svc["real_servers"].as_array().is_some_and(|rss| {
+                    rss.iter().filter(|r| lab_rips.iter().any(|x| r["address"] == x.as_str())).all(|r| r["reachable"] == true)
+                })
+            })
         })
     }
 
@@ -361,7 +384,8 @@ impl Lab {
     /// `netfw status --json`, parsed.
     pub fn status_json(&self) -> Result<serde_json::Value, LabError> {
         let netfw = bin("netfw")?;
-        let out = run(&[netfw.to_str().unwrap_or_default(), "status", "--json", "--control", self.control_path().to_str().unwrap_or_default()])?;
+        let out =
+            run(&[netfw.to_str().unwrap_or_default(), "status", "--json", "--control", self.control_path().to_str().unwrap_or_default()])?;
         serde_json::from_str(&out).map_err(|e| LabError(format!("status is not JSON: {e}: {out}")))
     }
 

@@ -47,7 +47,11 @@ fn demo(layout: Layout, once: bool) -> Result<(), lab::LabError> {
     println!("the web page is not built yet (issue 5): this demo drives netfw directly\n");
     let out = lab.labtool(&lab.ns("client"), &["get", "--to", &format!("{}:80", lab::VIP), "--count", "30"])?;
     println!("client {} -> VIP {}:80, 30 requests: {out}", lab::CLIENT, lab::VIP);
-    println!("router's neighbour entry for the VIP: {:?} (director's MAC {})", lab.neighbour(&lab.ns("router"), lab::VIP), lab::DIRECTOR_VIP_MAC);
+    println!(
+        "router's neighbour entry for the VIP: {:?} (director's MAC {})",
+        lab.neighbour(&lab.ns("router"), lab::VIP),
+        lab::DIRECTOR_VIP_MAC
+    );
     println!("\n{}", lab.status()?);
     if once {
         return Ok(());

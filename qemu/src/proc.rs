@@ -11,14 +11,23 @@ pub fn run(args: &[&str]) -> Result<String, LabError> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(LabError(format!("`{}` failed: {}{}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim(), String::from_utf8_lossy(&out.stdout).trim())))
+        Err(LabError(format!(
+            "`{}` failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        )))
     }
 }
 
 /// Run a command and return its output whatever its status.
 pub fn output(args: &[&str]) -> Result<Output, LabError> {
     let (cmd, rest) = args.split_first().ok_or_else(|| LabError("empty command".into()))?;
-    Command::new(cmd).args(rest).stdin(Stdio::null()).output().map_err(|e| LabError(format!("cannot run `{cmd}`: {e} (is iproute2 installed?)")))
+    Command::new(cmd)
+        .args(rest)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LabError(format!("cannot run `{cmd}`: {e} (is iproute2 installed?)")))
 }
 
 /// Where the workspace's binaries are: `$DIRECTOR_BIN_DIR`, else beside the running

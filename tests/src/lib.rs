@@ -17,7 +17,11 @@ pub fn one_lab_at_a_time() -> MutexGuard<'static, ()> {
 /// A service JSON object: real servers as (lab index, weight).
 pub fn service(sched: &str, proto: &str, port: u16, persistence_s: u32, rss: &[(usize, u16)]) -> String {
     let rs: Vec<String> = rss.iter().map(|(i, w)| format!(r#"{{"address": "{}", "weight": {w}}}"#, lab::rip(*i))).collect();
-    format!(r#"{{"vip": "{}", "protocol": "{proto}", "port": {port}, "scheduler": "{sched}", "persistence_s": {persistence_s}, "real_servers": [{}]}}"#, lab::VIP, rs.join(", "))
+    format!(
+        r#"{{"vip": "{}", "protocol": "{proto}", "port": {port}, "scheduler": "{sched}", "persistence_s": {persistence_s}, "real_servers": [{}]}}"#,
+        lab::VIP,
+        rs.join(", ")
+    )
 }
 
 /// Parse labtool's `{"servers": {...}, "errors": ...}` into counts, failing on errors.

@@ -23,10 +23,21 @@ fn dr_proofs(layout: Layout) {
     let director = lab.ns("director");
     let rs1 = lab.ns("rs1");
     // Capture before netfw starts, so its first ARP requests are seen.
-    lab.spawn("sniff-rs1", &rs1, &[qemu::proc::bin("labtool").unwrap().to_str().unwrap(), "sniff", "--dev", "eth0", "--seconds", "6"]).unwrap();
-    lab.spawn("sniff-vip", &director, &[qemu::proc::bin("labtool").unwrap().to_str().unwrap(), "sniff", "--dev", vip_nic, "--seconds", "8"]).unwrap();
+    lab.spawn("sniff-rs1", &rs1, &[qemu::proc::bin("labtool").unwrap().to_str().unwrap(), "sniff", "--dev", "eth0", "--seconds", "6"])
+        .unwrap();
+    lab.spawn(
+        "sniff-vip",
+        &director,
+        &[qemu::proc::bin("labtool").unwrap().to_str().unwrap(), "sniff", "--dev", vip_nic, "--seconds", "8"],
+    )
+    .unwrap();
     if rs_nic != vip_nic {
-        lab.spawn("sniff-rs", &director, &[qemu::proc::bin("labtool").unwrap().to_str().unwrap(), "sniff", "--dev", rs_nic, "--seconds", "8"]).unwrap();
+        lab.spawn(
+            "sniff-rs",
+            &director,
+            &[qemu::proc::bin("labtool").unwrap().to_str().unwrap(), "sniff", "--dev", rs_nic, "--seconds", "8"],
+        )
+        .unwrap();
         wait_ready(&lab, "sniff-rs");
     }
     wait_ready(&lab, "sniff-rs1");
@@ -130,7 +141,12 @@ fn reload_keeps_a_long_transfer_and_weight_zero_drains() {
     // A 3 MB transfer paced over 5 s: it is in flight through every reload below.
     let tool = qemu::proc::bin("labtool").unwrap();
     let client = lab.ns("client");
-    lab.spawn("long", &client, &[tool.to_str().unwrap(), "long", "--to", &format!("{}:80", lab::VIP), "--bytes", "3000000", "--ms", "5000"]).unwrap();
+    lab.spawn(
+        "long",
+        &client,
+        &[tool.to_str().unwrap(), "long", "--to", &format!("{}:80", lab::VIP), "--bytes", "3000000", "--ms", "5000"],
+    )
+    .unwrap();
     // Find the real server carrying it: the one with an active flow.
     let mut carrier = None;
     for _ in 0..100 {
@@ -194,7 +210,8 @@ fn invalid_reload_is_refused_and_the_running_config_stays() {
 fn a_real_server_that_never_answers_arp_gets_no_traffic() {
     let _g = one_lab_at_a_time();
     // 198.18.0.99 is in the config but no host has it.
-    let svc = service("rr", "tcp", 80, 0, &[(1, 1), (2, 1)]).replace("\"real_servers\": [", "\"real_servers\": [{\"address\": \"198.18.0.99\", \"weight\": 1}, ");
+    let svc = service("rr", "tcp", 80, 0, &[(1, 1), (2, 1)])
+        .replace("\"real_servers\": [", "\"real_servers\": [{\"address\": \"198.18.0.99\", \"weight\": 1}, ");
     let lab = lab_with(Layout::TwoArm, &[svc]);
     assert_eq!(http_requests(&lab, 20, None), counts(&[("rs1", 10), ("rs2", 10)]));
     let status = lab.status().unwrap();
@@ -226,7 +243,10 @@ fn a_real_server_that_announces_the_vip_is_reported_and_the_vip_defended() {
     // the VIP now points at rs3, and requests bypass the director (the stolen VIP).
     let stolen = http_requests(&lab, 30, None);
     let status = lab.status().unwrap();
-    assert!(status.contains(&format!("host {} sent ARP claiming VIP {}", lab::rs_mac(3), lab::VIP)), "theft not reported ({stolen:?}):\n{status}");
+    assert!(
+        status.contains(&format!("host {} sent ARP claiming VIP {}", lab::rs_mac(3), lab::VIP)),
+        "theft not reported ({stolen:?}):\n{status}"
+    );
     // The director re-announces the VIP: the router's entry comes back to it.
     let router = lab.ns("router");
     let mut mac = None;
@@ -238,5 +258,9 @@ fn a_real_server_that_announces_the_vip_is_reported_and_the_vip_defended() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(mac.as_deref(), Some(lab::DIRECTOR_VIP_MAC), "the VIP stayed stolen ({stolen:?})");
-    assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]), "after the defence, the director schedules again");
+    assert_eq!(
+        http_requests(&lab, 30, None),
+        counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]),
+        "after the defence, the director schedules again"
+    );
 }

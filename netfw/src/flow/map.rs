@@ -161,7 +161,13 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
 
     /// Visit up to `budget` slots starting at `*cursor`, removing entries for which `expired`
     /// says so; `on_remove` sees each removed entry. Advances the cursor; returns removals.
-    pub fn sweep(&mut self, cursor: &mut usize, budget: usize, mut expired: impl FnMut(&K, &V) -> bool, mut on_remove: impl FnMut(&K, &V)) -> usize {
+    pub fn sweep(
+        &mut self,
+        cursor: &mut usize,
+        budget: usize,
+        mut expired: impl FnMut(&K, &V) -> bool,
+        mut on_remove: impl FnMut(&K, &V),
+    ) -> usize {
         let mut removed = 0;
         let mut visited = 0;
         let mut i = *cursor & self.mask;

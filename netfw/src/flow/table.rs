@@ -128,7 +128,14 @@ impl FlowTable {
 
     /// Insert a new flow. When full, evicts a nearby expired or non-established flow (reported
     /// through `on_evict`); if there is none, refuses.
-    pub fn insert(&mut self, key: FlowKey, backend: u16, state: FlowState, now: Millis, on_evict: impl FnOnce(&FlowVal)) -> Result<(), InsertError> {
+    pub fn insert(
+        &mut self,
+        key: FlowKey,
+        backend: u16,
+        state: FlowState,
+        now: Millis,
+        on_evict: impl FnOnce(&FlowVal),
+    ) -> Result<(), InsertError> {
         let val = FlowVal { backend, state, expires: self.expiry(state, now) };
         if self.map.is_full() {
             let t = ticks(now);

@@ -33,7 +33,8 @@ pub fn ifindex(name: &str) -> Result<i32, NicError> {
 
 /// MAC address of `name`, from sysfs.
 pub fn nic_mac(name: &str) -> Result<[u8; 6], NicError> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).map_err(|e| NicError::NoMac(name.into(), e.to_string()))?;
+    let text =
+        std::fs::read_to_string(format!("/sys/class/net/{name}/address")).map_err(|e| NicError::NoMac(name.into(), e.to_string()))?;
     parse_mac(text.trim()).ok_or_else(|| NicError::NoMac(name.into(), format!("unexpected \"{}\"", text.trim())))
 }
 

@@ -191,7 +191,9 @@ impl PacketRing {
         let tx_len = (TX_BLOCK_SIZE * TX_BLOCK_NR) as usize;
         let map_len = rx_len + tx_len;
         // SAFETY: mapping the rings the kernel just allocated for this socket.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_LOCKED, raw, 0) };
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_LOCKED, raw, 0)
+        };
         let p = if p == libc::MAP_FAILED {
             // MAP_LOCKED can fail under a low RLIMIT_MEMLOCK; retry without it.
             // SAFETY: as above.
@@ -223,7 +225,14 @@ impl PacketRing {
 
         Ok(PacketRing {
             rx: RxRing { base: map, block_size: RX_BLOCK_SIZE as usize, block_nr: RX_BLOCK_NR as usize, cur: 0 },
-            tx: TxRing { base: tx_base, frame_size: TX_FRAME_SIZE as usize, frame_nr: (TX_BLOCK_SIZE / TX_FRAME_SIZE * TX_BLOCK_NR) as usize, cur: 0, pending: 0, fd: raw },
+            tx: TxRing {
+                base: tx_base,
+                frame_size: TX_FRAME_SIZE as usize,
+                frame_nr: (TX_BLOCK_SIZE / TX_FRAME_SIZE * TX_BLOCK_NR) as usize,
+                cur: 0,
+                pending: 0,
+                fd: raw,
+            },
             fd,
             map,
             map_len,
@@ -279,12 +288,18 @@ fn walk_block(block: &mut [u8], f: &mut impl FnMut(RxFrame<'_>)) -> usize {
         if h + TPACKET3_HDR_LEN + 12 > block.len() {
             break;
         }
-        let (next, snaplen, len, st, mac) = (le32(block, h), le32(block, h + 12), le32(block, h + 16), le32(block, h + 20), le16(block, h + 24));
+        let (next, snaplen, len, st, mac) =
+            (le32(block, h), le32(block, h + 12), le32(block, h + 16), le32(block, h + 20), le16(block, h + 24));
         let pkttype = block[h + TPACKET3_HDR_LEN + 10];
         if pkttype != PACKET_OUTGOING {
             if let Some(data) = block.get_mut(h + mac..h + mac + snaplen) {
                 let st = st as u32;
-                f(RxFrame { data, vlan_tagged: st & libc::TP_STATUS_VLAN_VALID != 0, csum_not_ready: st & libc::TP_STATUS_CSUMNOTREADY != 0, truncated: len > snaplen });
+                f(RxFrame {
+                    data,
+                    vlan_tagged: st & libc::TP_STATUS_VLAN_VALID != 0,
+                    csum_not_ready: st & libc::TP_STATUS_CSUMNOTREADY != 0,
+                    truncated: len > snaplen,
+                });
                 frames += 1;
             }
         }

@@ -123,9 +123,13 @@ impl Scheduler {
                     return None;
                 }
                 let h = client_hash(client, 0) as usize;
-                (0..buckets.len()).map(|k| usize::from(buckets[(h + k) % buckets.len()])).find(|&i| cands.get(i).is_some_and(Candidate::usable))
+                (0..buckets.len())
+                    .map(|k| usize::from(buckets[(h + k) % buckets.len()]))
+                    .find(|&i| cands.get(i).is_some_and(Candidate::usable))
             }
-            Scheduler::Mh { table } => table.lookup(client, |i| cands.get(i).is_some_and(Candidate::usable)).or_else(|| cands.iter().position(Candidate::usable)),
+            Scheduler::Mh { table } => {
+                table.lookup(client, |i| cands.get(i).is_some_and(Candidate::usable)).or_else(|| cands.iter().position(Candidate::usable))
+            }
         }
     }
 }

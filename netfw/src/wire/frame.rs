@@ -187,11 +187,7 @@ pub fn classify_ipv4(bytes: &[u8], off: usize) -> Result<Ipv4Info, WireError> {
     let payload = ip.payload();
     let proto = u8::from(ip.next_header());
     let frag_offset = ip.frag_offset();
-    let l4 = if frag_offset != 0 {
-        L4Info::Fragment
-    } else {
-        l4_info(proto, payload)?
-    };
+    let l4 = if frag_offset != 0 { L4Info::Fragment } else { l4_info(proto, payload)? };
     Ok(Ipv4Info {
         src: ip.src_addr(),
         dst: ip.dst_addr(),

@@ -83,7 +83,8 @@ fn handle(mut s: TcpStream, name: &str) {
     let line = String::from_utf8_lossy(&req).lines().next().unwrap_or_default().to_string();
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
     if let Some(q) = path.strip_prefix("/big?") {
-        let p: BTreeMap<&str, u64> = q.split('&').filter_map(|kv| kv.split_once('=')).filter_map(|(k, v)| v.parse().ok().map(|v| (k, v))).collect();
+        let p: BTreeMap<&str, u64> =
+            q.split('&').filter_map(|kv| kv.split_once('=')).filter_map(|(k, v)| v.parse().ok().map(|v| (k, v))).collect();
         let bytes = p.get("bytes").copied().unwrap_or(1 << 20);
         let ms = p.get("ms").copied().unwrap_or(0);
         let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{name}\n", bytes + name.len() as u64 + 1);
@@ -126,7 +127,12 @@ fn connect(to: SocketAddr, from: Option<Ipv4Addr>) -> std::io::Result<TcpStream>
             }
             // SAFETY: fd is ours; from_raw_fd takes ownership so it is closed on every path.
             let s = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-            let sin = |ip: Ipv4Addr, port: u16| libc::sockaddr_in { sin_family: libc::AF_INET as u16, sin_port: port.to_be(), sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() }, sin_zero: [0; 8] };
+            let sin = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+                sin_zero: [0; 8],
+            };
             let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
             let local = sin(ip, 0);
             // SAFETY: valid sockaddr_in of `len` bytes.
@@ -228,7 +234,15 @@ fn sniff(args: &[String]) -> Result<(), String> {
     }
     let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
     // SAFETY: valid timeval.
-    unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, std::ptr::from_ref(&tv).cast(), std::mem::size_of::<libc::timeval>() as u32) };
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::from_ref(&tv).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
     println!("{}", serde_json::json!({"ready": true}));
     let _ = std::io::stdout().flush();
     let end = Instant::now() + Duration::from_secs(secs);
