@@ -46,6 +46,7 @@ reasons! {
         IcmpNoFlow => "icmp_no_flow", "ICMP error about a flow the director does not know";
         ControlQueueFull => "control_queue_full", "control stack queue full (ARP/ICMP flood)";
         TxRingFull => "tx_ring_full", "transmit ring full";
+        RxRingOverflow => "rx_ring_overflow", "the kernel found the receive ring full (netfw was not scheduled in time: CPU starved)";
         Oversize => "oversize", "frame larger than a ring slot (a GSO/jumbo frame; turn off GRO/LRO/TSO towards the director)";
     }
 }
@@ -95,6 +96,10 @@ impl Counters {
     /// Count a drop.
     pub fn drop(&mut self, r: DropReason) {
         self.drops[r as usize] += 1;
+    }
+    /// Count several drops of one reason.
+    pub fn drop_n(&mut self, r: DropReason, n: u64) {
+        self.drops[r as usize] += n;
     }
     /// Count an event.
     pub fn event(&mut self, e: Event) {

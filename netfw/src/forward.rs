@@ -680,6 +680,11 @@ impl Forwarder {
         self.counters.drop(r);
     }
 
+    /// Count `n` drops of one reason decided outside the core.
+    pub fn count_drops(&mut self, r: DropReason, n: u64) {
+        self.counters.drop_n(r, n);
+    }
+
     /// Counters.
     pub fn counters(&self) -> &Counters {
         &self.counters

@@ -151,6 +151,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     pfds.push(libc::pollfd { fd: control.fd(), events: libc::POLLIN, revents: 0 });
     let nfds = libc::nfds_t::try_from(pfds.len()).unwrap_or(0);
 
+    let mut next_stats = now();
     while !STOP.load(Ordering::Relaxed) {
         // SAFETY: `pfds` is a live array of `nfds` pollfd structs.
         unsafe { libc::poll(pfds.as_mut_ptr(), nfds, 5) };
@@ -211,6 +212,13 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                 tx.send(f);
             });
             n.ring.tx.flush();
+        }
+
+        if t >= next_stats {
+            next_stats = t.plus(1_000);
+            for n in &nics {
+                fwd.count_drops(DropReason::RxRingOverflow, n.ring.take_kernel_drops());
+            }
         }
 
         control.serve(|req| match req {

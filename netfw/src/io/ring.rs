@@ -244,6 +244,22 @@ impl PacketRing {
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+
+    /// Frames the kernel dropped because the receive ring was full, since the last call
+    /// (PACKET_STATISTICS resets on read). One syscall: call it on a timer, not per packet.
+    pub fn take_kernel_drops(&self) -> u64 {
+        let mut st = libc::tpacket_stats_v3 { tp_packets: 0, tp_drops: 0, tp_freeze_q_cnt: 0 };
+        let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::tpacket_stats_v3>()).unwrap_or(0);
+        // SAFETY: `st` is a valid tpacket_stats_v3 of `len` bytes for the kernel to fill.
+        let r = unsafe {
+            libc::getsockopt(self.fd(), libc::SOL_PACKET, 6 /* PACKET_STATISTICS */, std::ptr::from_mut(&mut st).cast(), &mut len)
+        };
+        if r == 0 {
+            u64::from(st.tp_drops)
+        } else {
+            0
+        }
+    }
 }
 
 impl Drop for PacketRing {

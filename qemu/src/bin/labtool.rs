@@ -15,6 +15,8 @@ const USAGE: &str = "usage:
   labtool long --to IP:PORT --bytes B --ms T
   labtool udp --to IP:PORT [--count N]
   labtool sniff --dev DEV --seconds S
+  labtool sink --port P --seconds S
+  labtool blast --to IP:PORT --seconds S [--flows F]
 ";
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -34,6 +36,8 @@ fn main() -> ExitCode {
         Some("long") => long(&args),
         Some("udp") => udp(&args),
         Some("sniff") => sniff(&args),
+        Some("sink") => sink(&args),
+        Some("blast") => blast(&args),
         _ => Err(USAGE.to_string()),
     };
     match r {
@@ -267,5 +271,43 @@ fn sniff(args: &[String]) -> Result<(), String> {
         }
     }
     println!("{}", serde_json::json!({ "arp": arps, "ipv4_src": ipv4_src }));
+    Ok(())
+}
+
+fn sink(args: &[String]) -> Result<(), String> {
+    let s = UdpSocket::bind(format!("0.0.0.0:{}", num(args, "--port", 9))).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
+    println!("{}", serde_json::json!({"ready": true}));
+    let _ = std::io::stdout().flush();
+    let end = Instant::now() + Duration::from_secs(num(args, "--seconds", 5));
+    let mut n = 0u64;
+    let mut buf = [0u8; 2048];
+    while Instant::now() < end {
+        if s.recv(&mut buf).is_ok() {
+            n += 1;
+        }
+    }
+    println!("{}", serde_json::json!({ "received": n }));
+    Ok(())
+}
+
+fn blast(args: &[String]) -> Result<(), String> {
+    let to = to_addr(args)?;
+    let flows = num(args, "--flows", 64).max(1);
+    let socks: Vec<UdpSocket> = (0..flows).map(|_| UdpSocket::bind("0.0.0.0:0")).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    for s in &socks {
+        s.connect(to).map_err(|e| e.to_string())?;
+    }
+    let payload = [0u8; 18]; // 64-byte frames on the wire
+    let end = Instant::now() + Duration::from_secs(num(args, "--seconds", 3));
+    let mut sent = 0u64;
+    while Instant::now() < end {
+        for s in &socks {
+            if s.send(&payload).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    println!("{}", serde_json::json!({ "sent": sent }));
     Ok(())
 }
