@@ -311,24 +311,12 @@ impl Forwarder {
         let mut dropped = 0u64;
         self.flows.remap(|b| remap.get(usize::from(b)).copied().flatten(), |_| dropped += 1);
         self.counters.add(Event::FlowsDroppedOnReload, dropped);
-        self.persist.retain_map(|_, v| match remap.get(usize::from(v.backend)).copied().flatten() {
-            Some(n) => {
-                v.backend = n;
-                true
-            }
-            None => false,
-        });
+        self.persist.retain_map(|_, v| remap_backend(&remap, &mut v.backend));
         // Persistence keys hold service indices: re-key by clearing entries of moved services.
         let svc_map: Vec<Option<usize>> =
             self.services.iter().map(|o| services.iter().position(|s| s.vip == o.vip && s.proto == o.proto && s.port == o.port)).collect();
         self.persist.retain_map(|k, _| svc_map.get(usize::from(k.service)).copied().flatten() == Some(usize::from(k.service)));
-        self.frags.retain_map(|_, v| match remap.get(usize::from(v.backend)).copied().flatten() {
-            Some(n) => {
-                v.backend = n;
-                true
-            }
-            None => false,
-        });
+        self.frags.retain_map(|_, v| remap_backend(&remap, &mut v.backend));
 
         self.flows.timeouts = spec.timeouts;
         self.services = services;
@@ -716,6 +704,17 @@ impl Forwarder {
     /// Is this backend's MAC fresh enough for new flows?
     pub fn backend_reachable(&self, b: &Backend, now: Millis) -> bool {
         self.neigh.fresh(usize::from(b.neigh), now)
+    }
+}
+
+/// Point `backend` at its index after a reload; false if its real server is gone.
+fn remap_backend(remap: &[Option<u16>], backend: &mut u16) -> bool {
+    match remap.get(usize::from(*backend)).copied().flatten() {
+        Some(n) => {
+            *backend = n;
+            true
+        }
+        None => false,
     }
 }
 
