@@ -1,7 +1,29 @@
-//! appliance: the Rust init (PID 1) of the image (issue 3). Not built yet: this binary says so
-//! and exits non-zero, so nothing mistakes it for a working init.
+//! appliance: the multi-call binary of the image. As PID 1 it is the init; called as `netfw`
+//! (the image's `/bin/netfw` links to it) it is the forwarder's command line.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("appliance: not implemented yet (issue 3); run `netfw run --config FILE` directly");
-    std::process::ExitCode::from(2)
+mod console;
+mod init;
+mod log;
+mod mounts;
+mod nics;
+mod power;
+mod supervise;
+mod sys;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let name = argv.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
+    if name == "netfw" {
+        return netfw::cli::main(&argv);
+    }
+    if argv.get(1).map(String::as_str) == Some("netfw") {
+        return netfw::cli::main(&argv[1..]);
+    }
+    if std::process::id() == 1 {
+        init::run();
+    }
+    eprintln!("appliance: this is the image's init; it runs as PID 1. `appliance netfw …` runs netfw.");
+    ExitCode::from(2)
 }

@@ -1,6 +1,128 @@
-//! image: the image builder (issue 3). Not built yet: this binary says so and exits non-zero.
+//! image: the appliance's image builder (our buildroot, in Rust).
+//!
+//! From a pinned, checksum-verified Debian kernel package and our own static binaries it
+//! assembles `target/image/`: `vmlinuz`, `initramfs.cpio.gz` (userland + module closure) and
+//! `director.img` (GPT disk: EFI system partition bootable by UEFI and legacy BIOS, plus the
+//! config partition). Reproducible: the same commit gives byte-identical files.
+//!
+//! usage: image build [--config FILE] [--out DIR]
 
-fn main() -> std::process::ExitCode {
-    eprintln!("image: not implemented yet (issue 3)");
-    std::process::ExitCode::from(2)
+mod initramfs;
+mod kernel;
+mod modules;
+mod userland;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use initramfs::Node;
+
+/// Why a build failed.
+#[derive(Debug)]
+pub enum BuildError {
+    /// A file could not be read or written.
+    Io(String, std::io::Error),
+    /// An external tool (apt-get, dpkg-deb, depmod, cargo) failed.
+    Tool(String),
+    /// The kernel package is not the pinned one.
+    Checksum {
+        /// The file.
+        file: String,
+        /// Pinned.
+        expected: String,
+        /// Found.
+        got: String,
+    },
+    /// A module could not be resolved.
+    Module(String),
+    /// The baked config is invalid.
+    Config(String),
+}
+
+impl BuildError {
+    fn io(p: &Path, e: std::io::Error) -> Self {
+        BuildError::Io(p.display().to_string(), e)
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Io(p, e) => write!(f, "{p}: {e}"),
+            BuildError::Tool(m) | BuildError::Module(m) => f.write_str(m),
+            BuildError::Checksum { file, expected, got } => {
+                write!(f, "checksum mismatch for {file}: expected sha256 {expected}, got {got}; the file was removed, refusing to build from an unverified kernel")
+            }
+            BuildError::Config(m) => write!(f, "the config to bake is invalid: {m}"),
+        }
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn source_date_epoch() -> u32 {
+    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()).unwrap_or(1_700_000_000)
+}
+
+fn progress(msg: &str) {
+    println!("[image] {msg}");
+}
+
+fn build(out: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    let ws = workspace();
+    let cache = ws.join("target/image/cache");
+    let k = kernel::prepare(&cache, &progress)?;
+    let ix = modules::ModuleIndex::load(&k.modules_dir())?;
+    let mods = ix.closure(modules::WANTED)?;
+    progress(&format!("module closure: {} modules for {} wanted ({})", mods.len(), modules::WANTED.len(), mods.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(" ")));
+    let bin = userland::build(&ws, &progress)?;
+
+    let mut entries: Vec<(String, Node)> = ["bin", "dev", "etc", "lib", "lib/modules", "mnt", "mnt/config", "proc", "run", "sys", "tmp"].iter().map(|d| ((*d).to_string(), Node::Dir)).collect();
+    entries.push(("dev/console".into(), Node::CharDev(5, 1)));
+    entries.push(("init".into(), Node::File(0o755, std::fs::read(&bin).map_err(|e| BuildError::io(&bin, e))?)));
+    entries.push(("bin/netfw".into(), Node::Symlink("/init".into())));
+    let mut order = String::new();
+    for (name, path) in &mods {
+        let src = k.modules_dir().join(path);
+        entries.push((format!("lib/modules/{name}.ko"), Node::File(0o644, std::fs::read(&src).map_err(|e| BuildError::io(&src, e))?)));
+        order.push_str(name);
+        order.push('\n');
+    }
+    entries.push(("lib/modules/load-order".into(), Node::File(0o644, order.into_bytes())));
+    entries.push(("etc/director-release".into(), Node::File(0o644, format!("director {} (kernel {})\n", env!("CARGO_PKG_VERSION"), kernel::RELEASE).into_bytes())));
+    progress("writing the initramfs (newc cpio, gzip)");
+    let initramfs = initramfs::build(entries, source_date_epoch())?;
+
+    std::fs::create_dir_all(out).map_err(|e| BuildError::io(out, e))?;
+    let vmlinuz = out.join("vmlinuz");
+    std::fs::copy(k.vmlinuz(), &vmlinuz).map_err(|e| BuildError::io(&vmlinuz, e))?;
+    let ird = out.join("initramfs.cpio.gz");
+    std::fs::write(&ird, &initramfs).map_err(|e| BuildError::io(&ird, e))?;
+    Ok(vec![vmlinuz, ird])
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("build") {
+        eprintln!("usage: image build [--out DIR]");
+        return ExitCode::from(2);
+    }
+    let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map_or_else(|| workspace().join("target/image"), PathBuf::from);
+    match build(&out) {
+        Ok(files) => {
+            progress("done:");
+            for f in files {
+                let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+                println!("  {:<50} {:>8.1} MiB  sha256 {}", f.display(), size as f64 / 1_048_576.0, kernel::sha256_file(&f).unwrap_or_default());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("image: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -77,6 +77,20 @@ impl Default for TimeoutsDoc {
     }
 }
 
+/// The management NIC: where the web page is served. Never one of the dedicated NICs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Management {
+    /// Interface name or MAC.
+    pub nic: String,
+    /// Static address with prefix, e.g. "198.19.0.10/24"; absent means DHCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Default gateway for management traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+}
+
 /// A real server as written in the document.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +160,12 @@ pub struct Config {
     pub arp_refresh_s: Option<u32>,
     /// Virtual services.
     pub services: Vec<ServiceDoc>,
+    /// The management NIC (the appliance's init reads this; netfw ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management: Option<Management>,
+    /// The appliance's host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
 }
 
 /// One rule broken, naming the field.
@@ -321,6 +341,27 @@ impl Config {
                 None
             }
         };
+        if let Some(m) = &self.management {
+            if let Some(e) = nic_name_error(&m.nic).filter(|_| !m.nic.contains(':') || m.nic.len() != 17) {
+                err("management.nic".into(), e);
+            }
+            if m.nic == self.nics.vip_side || m.nic == self.nics.rs_side {
+                err("management.nic".into(), format!("{} is a dedicated forwarding NIC; management needs its own NIC", m.nic));
+            }
+            let net = m.address.as_deref().map(|a| parse_cidr(a).map_err(|e| err("management.address".into(), e)).ok()).unwrap_or(None);
+            if let Some(g) = &m.gateway {
+                match parse_unicast(g) {
+                    Ok(ip) if net.is_some_and(|n| !n.contains(ip)) => err("management.gateway".into(), format!("{ip} is outside the management subnet")),
+                    Ok(_) => {}
+                    Err(e) => err("management.gateway".into(), e),
+                }
+            }
+        }
+        if let Some(h) = &self.hostname {
+            if h.is_empty() || h.len() > 63 || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                err("hostname".into(), format!("\"{h}\" is not a host name (letters, digits and '-', at most 63)"));
+            }
+        }
         let vip_prefix = self.vip_prefix_len.unwrap_or(24);
         if !(1..=32).contains(&vip_prefix) {
             err("vip_prefix_len".into(), format!("{vip_prefix} must be 1 to 32"));
@@ -567,6 +608,16 @@ mod tests {
         assert!(has(&e, "nics.vip_side", "required"), "{e:?}");
         let e = invalid(&with(|v| v["gateway"] = "192.0.2.1".into()));
         assert!(has(&e, "gateway", "neither"), "{e:?}");
+    }
+
+    #[test]
+    fn management_must_be_its_own_nic() {
+        let e = invalid(&with(|v| v["management"] = serde_json::json!({"nic": "eth1", "address": "198.19.0.10/24"})));
+        assert!(has(&e, "management.nic", "dedicated forwarding NIC"), "{e:?}");
+        let e = invalid(&with(|v| v["management"] = serde_json::json!({"nic": "eth0", "address": "198.19.0.10/24", "gateway": "198.18.0.1"})));
+        assert!(has(&e, "management.gateway", "outside the management subnet"), "{e:?}");
+        let ok = with(|v| v["management"] = serde_json::json!({"nic": "52:54:00:12:34:56", "address": "198.19.0.10/24", "gateway": "198.19.0.1"}));
+        Config::parse(&ok).unwrap().validate().unwrap();
     }
 
     #[test]

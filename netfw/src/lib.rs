@@ -18,6 +18,8 @@ pub mod time;
 pub mod wire;
 
 #[cfg(feature = "std")]
+pub mod cli;
+#[cfg(feature = "std")]
 pub mod config;
 #[cfg(feature = "std")]
 pub mod ctl;

@@ -1,0 +1,185 @@
+//! PID 1: bring the box up, run the forwarder, keep it running, shut down cleanly.
+//!
+//! Order: mount the kernel filesystems, load the modules, find the NICs, mount the config
+//! partition and read the config, give each NIC its role, start netfw under supervision,
+//! print the banner and the ready marker, then serve: reap children, restart what died, obey
+//! the console, the power button and signals (SIGTERM/SIGUSR2: poweroff; SIGINT, which
+//! ctrl-alt-del sends, and SIGUSR1: reboot). A bad config or a failing child is logged and
+//! survived; the init never panics and never exits.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use netfw::config::Config;
+
+use crate::console::{self, Command};
+use crate::nics::{self, Nic, Roles};
+use crate::power::{self, Action};
+use crate::supervise::Supervisor;
+use crate::{log, mounts, sys};
+
+/// The line tests and operators wait for.
+pub const READY_MARKER: &str = "director: ready";
+/// The config file on the config partition.
+pub const CONFIG_FILE: &str = "/mnt/config/director.json";
+/// The effective config netfw runs with (NIC references resolved to names).
+pub const RUN_CONFIG: &str = "/run/netfw.json";
+
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    SIGNAL.store(sig, Ordering::Relaxed);
+}
+
+fn load_modules() {
+    let order = std::fs::read_to_string("/lib/modules/load-order").unwrap_or_default();
+    let (mut ok, mut absent, mut failed) = (0, Vec::new(), Vec::new());
+    for name in order.lines().filter(|l| !l.is_empty()) {
+        match std::fs::read(format!("/lib/modules/{name}.ko")).map_err(|e| e.to_string()).and_then(|b| sys::load_module(&b).map_err(|e| e.to_string())) {
+            Ok(()) => ok += 1,
+            Err(e) if e.contains("File exists") => ok += 1,
+            // ENODEV: the module is for hardware (or a CPU feature) this box does not have.
+            Err(e) if e.contains("os error 19") => absent.push(name.to_string()),
+            Err(e) => failed.push(format!("{name} ({e})")),
+        }
+    }
+    let absent = if absent.is_empty() { String::new() } else { format!("; not for this hardware: {}", absent.join(", ")) };
+    let failed = if failed.is_empty() { String::new() } else { format!("; FAILED: {}", failed.join(", ")) };
+    log::init(&format!("loaded {ok} kernel modules{absent}{failed}"));
+}
+
+/// Wait (briefly) for devices that appear after module load.
+fn settle(what: impl Fn() -> bool, limit: Duration) {
+    let end = Instant::now() + limit;
+    while !what() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn write_sysctl(path: &str, value: &str) {
+    let _ = std::fs::write(path, value);
+}
+
+/// Read and validate the config; resolve NIC references; write the effective config for netfw.
+fn load_config(nics: &[Nic]) -> Result<(Config, Roles), String> {
+    let text = std::fs::read_to_string(CONFIG_FILE).map_err(|e| format!("no config at {CONFIG_FILE}: {e}"))?;
+    let mut cfg = Config::parse(&text).map_err(|e| e.to_string())?;
+    let resolve = |r: &str, field: &str| nics::resolve(nics, r).ok_or_else(|| format!("{field}: no NIC named or with MAC {r}"));
+    cfg.nics.vip_side = resolve(&cfg.nics.vip_side, "nics.vip_side")?;
+    cfg.nics.rs_side = resolve(&cfg.nics.rs_side, "nics.rs_side")?;
+    if let Some(m) = cfg.management.as_mut() {
+        m.nic = resolve(&m.nic, "management.nic")?;
+    }
+    cfg.validate().map_err(|e| e.to_string())?;
+    let text = serde_json::to_string_pretty(&cfg).map_err(|e| e.to_string())?;
+    std::fs::write(RUN_CONFIG, text).map_err(|e| format!("{RUN_CONFIG}: {e}"))?;
+    let roles = Roles { management: cfg.management.as_ref().map(|m| m.nic.clone()), vip_side: Some(cfg.nics.vip_side.clone()), rs_side: Some(cfg.nics.rs_side.clone()) };
+    Ok((cfg, roles))
+}
+
+fn banner(nics: &[Nic], roles: &Roles, mgmt_addr: &str, cfg_state: &str) {
+    let release = std::fs::read_to_string("/etc/director-release").unwrap_or_default();
+    log::init("================================================================");
+    log::init(release.trim());
+    let role_of = |n: &str| {
+        if roles.management.as_deref() == Some(n) {
+            "management"
+        } else if roles.vip_side.as_deref() == Some(n) && roles.rs_side.as_deref() == Some(n) {
+            "VIP+RS (one-arm)"
+        } else if roles.vip_side.as_deref() == Some(n) {
+            "VIP-facing"
+        } else if roles.rs_side.as_deref() == Some(n) {
+            "RS-facing"
+        } else {
+            "unused"
+        }
+    };
+    for n in nics {
+        log::init(&format!("NIC {:<8} {}  {}", n.name, n.mac, role_of(&n.name)));
+    }
+    log::init(&format!("management address: {mgmt_addr}"));
+    log::init("web page: not built yet (issue 5); use the console: status, restart netfw, reboot, poweroff");
+    log::init(&format!("config: {cfg_state}"));
+    log::init("================================================================");
+    log::init(READY_MARKER);
+}
+
+/// Run as PID 1. Never returns.
+pub fn run() -> ! {
+    mounts::early();
+    log::init("director appliance starting");
+    // ctrl-alt-del sends SIGINT to us instead of an immediate reboot.
+    sys::reboot(libc::LINUX_REBOOT_CMD_CAD_OFF);
+    for s in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1, libc::SIGUSR2] {
+        sys::on_signal(s, on_signal);
+    }
+    load_modules();
+    settle(|| nics::list().len() >= 3 && mounts::find_config_partition().is_some(), Duration::from_secs(3));
+    let nics = nics::list();
+
+    let config_mounted = mounts::mount_config().is_some();
+    let (cfg, roles, cfg_state) = match load_config(&nics) {
+        Ok((c, r)) => {
+            let state = format!("{CONFIG_FILE} ({} service(s))", c.services.len());
+            (Some(c), r, state)
+        }
+        Err(e) => {
+            log::init(&format!("CONFIG PROBLEM: {e}"));
+            log::init("not forwarding until the config is fixed; NIC roles are the defaults");
+            (None, nics::default_roles(&nics), format!("INVALID OR MISSING: {e}"))
+        }
+    };
+    sys::set_hostname(cfg.as_ref().and_then(|c| c.hostname.as_deref()).unwrap_or("director"));
+
+    for n in [&roles.vip_side, &roles.rs_side, &roles.management].into_iter().flatten() {
+        if let Err(e) = nics::set_up(n) {
+            log::init(&format!("link up {e}"));
+        }
+    }
+    // The dedicated NICs carry no kernel address: no IPv6 autoconfiguration on them either.
+    for n in [&roles.vip_side, &roles.rs_side].into_iter().flatten() {
+        write_sysctl(&format!("/proc/sys/net/ipv6/conf/{n}/disable_ipv6"), "1");
+    }
+    let mgmt_addr = cfg.as_ref().and_then(|c| c.management.as_ref()).and_then(|m| m.address.clone()).unwrap_or_else(|| "none configured".into());
+
+    let mut sup = Supervisor::default();
+    if cfg.is_some() {
+        sup.add("netfw", vec!["/bin/netfw".into(), "run".into(), "--config".into(), RUN_CONFIG.into(), "--control".into(), "/run/netfw.sock".into()]);
+    }
+    let (tx, rx) = mpsc::channel();
+    console::listen(tx.clone());
+    power::watch_power_button(tx);
+    banner(&nics, &roles, &mgmt_addr, &cfg_state);
+
+    loop {
+        match SIGNAL.swap(0, Ordering::Relaxed) {
+            libc::SIGTERM | libc::SIGUSR2 => power::shutdown(Action::Poweroff, &mut sup, config_mounted),
+            libc::SIGINT | libc::SIGUSR1 => power::shutdown(Action::Reboot, &mut sup, config_mounted),
+            _ => {}
+        }
+        while let Some((pid, status)) = sys::reap() {
+            sup.exited(pid, status);
+        }
+        sup.tick();
+        if let Ok(cmd) = rx.recv_timeout(Duration::from_millis(100)) {
+            match cmd {
+                Command::Status => {
+                    for l in sup.describe() {
+                        log::init(&l);
+                    }
+                }
+                Command::Restart(name) => {
+                    if sup.kill(&name) {
+                        log::init(&format!("killed {name} on request; the supervisor restarts it"));
+                    } else {
+                        log::init(&format!("no running child named {name}"));
+                    }
+                }
+                Command::Reboot => power::shutdown(Action::Reboot, &mut sup, config_mounted),
+                Command::Poweroff => power::shutdown(Action::Poweroff, &mut sup, config_mounted),
+                Command::Unknown(l) => log::init(&format!("unknown command \"{l}\" (status, restart netfw, reboot, poweroff)")),
+            }
+        }
+    }
+}

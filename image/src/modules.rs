@@ -1,0 +1,150 @@
+//! Which kernel modules go into the image: the closure of what the appliance needs, by the
+//! package's own dependency data (`modules.dep`) plus soft dependencies (`modules.softdep`,
+//! resolved through `modules.alias`): `libcrc32c` needs `crc32c`, which `modules.dep` does not
+//! list and which is an alias of `crc32c_generic`/`crc32c_intel`. Nothing else goes in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use crate::BuildError;
+
+/// What the appliance needs, by module name.
+pub const WANTED: &[&str] = &[
+    // virtio (QEMU): PCI transport, NIC, disk
+    "virtio_pci", "virtio_net", "virtio_blk",
+    // bare-metal NICs
+    "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "mlx5_core",
+    // IPVS and its schedulers, IPIP for TUN mode
+    "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_wlc", "ip_vs_sh", "ip_vs_mh", "ip_vs_sed", "ip_vs_nq", "ipip",
+    // the config partition (FAT) and its code pages
+    "vfat", "nls_cp437", "nls_utf8", "nls_iso8859_1",
+    // the ACPI power button, as an input device
+    "button", "evdev",
+];
+
+/// Module name of a path in modules.dep (`kernel/…/virtio_net.ko` → `virtio_net`).
+pub fn name_of(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = file.split(".ko").next().unwrap_or(file);
+    stem.replace('-', "_")
+}
+
+/// The dependency data of one kernel.
+#[derive(Debug, Default)]
+pub struct ModuleIndex {
+    /// name → (path, hard dependencies by name)
+    pub deps: BTreeMap<String, (String, Vec<String>)>,
+    /// name → soft pre-dependencies (names or aliases)
+    pub softdeps: BTreeMap<String, Vec<String>>,
+    /// alias → module names
+    pub aliases: BTreeMap<String, Vec<String>>,
+    /// built into the kernel image
+    pub builtin: BTreeSet<String>,
+}
+
+fn read(dir: &Path, file: &str) -> Result<String, BuildError> {
+    let p = dir.join(file);
+    std::fs::read_to_string(&p).map_err(|e| BuildError::io(&p, e))
+}
+
+impl ModuleIndex {
+    /// Read `modules.dep`, `modules.softdep`, `modules.alias`, `modules.builtin`.
+    pub fn load(dir: &Path) -> Result<ModuleIndex, BuildError> {
+        let mut ix = ModuleIndex::default();
+        for line in read(dir, "modules.dep")?.lines() {
+            let Some((path, deps)) = line.split_once(':') else { continue };
+            ix.deps.insert(name_of(path), (path.to_string(), deps.split_whitespace().map(name_of).collect()));
+        }
+        for line in read(dir, "modules.softdep")?.lines() {
+            let mut w = line.split_whitespace();
+            if w.next() != Some("softdep") {
+                continue;
+            }
+            let Some(m) = w.next() else { continue };
+            let mut pre = Vec::new();
+            let mut in_pre = false;
+            for x in w {
+                match x {
+                    "pre:" => in_pre = true,
+                    "post:" => in_pre = false,
+                    other if in_pre => pre.push(other.to_string()),
+                    _ => {}
+                }
+            }
+            ix.softdeps.entry(m.replace('-', "_")).or_default().extend(pre);
+        }
+        for line in read(dir, "modules.alias")?.lines() {
+            let mut w = line.split_whitespace();
+            if let (Some("alias"), Some(a), Some(m)) = (w.next(), w.next(), w.next()) {
+                ix.aliases.entry(a.to_string()).or_default().push(m.replace('-', "_"));
+            }
+        }
+        ix.builtin = read(dir, "modules.builtin")?.lines().map(name_of).collect();
+        Ok(ix)
+    }
+
+    /// Resolve a name or alias to module names.
+    fn resolve(&self, name: &str) -> Vec<String> {
+        let n = name.replace('-', "_");
+        if self.deps.contains_key(&n) || self.builtin.contains(&n) {
+            return vec![n];
+        }
+        self.aliases.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The closure of `wanted`, in load order (dependencies first). Built-in modules are
+    /// skipped. A wanted module that exists nowhere is an error.
+    pub fn closure(&self, wanted: &[&str]) -> Result<Vec<(String, String)>, BuildError> {
+        let mut order: Vec<(String, String)> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for w in wanted {
+            let names = self.resolve(w);
+            if names.is_empty() {
+                return Err(BuildError::Module(format!("module {w} is neither in modules.dep nor built in")));
+            }
+            for n in names {
+                self.visit(&n, &mut seen, &mut order);
+            }
+        }
+        Ok(order)
+    }
+
+    fn visit(&self, name: &str, seen: &mut BTreeSet<String>, order: &mut Vec<(String, String)>) {
+        if !seen.insert(name.to_string()) || self.builtin.contains(name) {
+            return;
+        }
+        for soft in self.softdeps.get(name).into_iter().flatten() {
+            for n in self.resolve(soft) {
+                self.visit(&n, seen, order);
+            }
+        }
+        if let Some((path, deps)) = self.deps.get(name) {
+            // modules.dep lists the full transitive closure; visiting keeps the order right.
+            for d in deps.iter().rev() {
+                self.visit(d, seen, order);
+            }
+            order.push((name.to_string(), path.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn soft_dependencies_come_through_aliases_and_before_their_user() {
+        let dir = std::env::temp_dir().join(format!("modix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("modules.dep"), "kernel/fs/xfs/xfs.ko: kernel/lib/libcrc32c.ko\nkernel/lib/libcrc32c.ko:\nkernel/crypto/crc32c_generic.ko:\nkernel/arch/x86/crypto/crc32c-intel.ko:\n").unwrap();
+        std::fs::write(dir.join("modules.softdep"), "# soft\nsoftdep libcrc32c pre: crc32c\n").unwrap();
+        std::fs::write(dir.join("modules.alias"), "alias crc32c crc32c_intel\nalias crc32c crc32c_generic\n").unwrap();
+        std::fs::write(dir.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").unwrap();
+        let ix = ModuleIndex::load(&dir).unwrap();
+        let order: Vec<String> = ix.closure(&["xfs", "ext4"]).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(order, vec!["crc32c_intel", "crc32c_generic", "libcrc32c", "xfs"]);
+        let e = ix.closure(&["nonexistent"]).unwrap_err();
+        assert!(e.to_string().contains("nonexistent"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

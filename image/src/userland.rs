@@ -1,0 +1,30 @@
+//! The userland: one static multi-call Rust binary (the appliance init, which is also `netfw`
+//! when called by that name), built for the image with glibc linked statically.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::BuildError;
+
+/// The target the image's binaries are built for.
+pub const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Build the appliance binary statically and return its path.
+pub fn build(workspace: &Path, progress: &dyn Fn(&str)) -> Result<PathBuf, BuildError> {
+    progress("building the static userland (appliance init + netfw, one multi-call binary)");
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--locked", "--target", TARGET, "-p", "appliance"])
+        .env("RUSTFLAGS", format!("-C target-feature=+crt-static --remap-path-prefix={}=/src", workspace.display()))
+        .current_dir(workspace)
+        .output()
+        .map_err(|e| BuildError::Tool(format!("cannot run cargo: {e}")))?;
+    if !out.status.success() {
+        return Err(BuildError::Tool(format!("building the userland failed:\n{}", String::from_utf8_lossy(&out.stderr))));
+    }
+    let bin = workspace.join(format!("target/{TARGET}/release/appliance"));
+    let bytes = std::fs::read(&bin).map_err(|e| BuildError::io(&bin, e))?;
+    if bytes.windows(15).any(|w| w == b"/lib64/ld-linux") {
+        return Err(BuildError::Tool(format!("{} is dynamically linked; the image has no C library", bin.display())));
+    }
+    Ok(bin)
+}

@@ -1,0 +1,118 @@
+//! The `netfw` command line: run the forwarder, check a config, ask a running forwarder for
+//! status or a reload. Shared by the `netfw` binary and the appliance's multi-call binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::ctl;
+use crate::run::{run, RunOptions};
+
+const USAGE: &str = "usage:
+  netfw run --config FILE [--control SOCKET]     forward until SIGTERM; SIGHUP reloads FILE
+  netfw check --config FILE                      validate a config and exit
+  netfw status [--json] [--control SOCKET]       ipvsadm-style table of a running forwarder
+  netfw reload [--control SOCKET]                make a running forwarder re-read its config
+";
+
+struct Args {
+    config: Option<PathBuf>,
+    control: PathBuf,
+    json: bool,
+}
+
+fn parse(rest: &[String]) -> Result<Args, String> {
+    let mut a = Args { config: None, control: PathBuf::from(ctl::DEFAULT_PATH), json: false };
+    let mut it = rest.iter();
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--config" => a.config = Some(it.next().ok_or("--config needs a file")?.into()),
+            "--control" => a.control = it.next().ok_or("--control needs a socket path")?.into(),
+            "--json" => a.json = true,
+            other => return Err(format!("unknown argument \"{other}\"")),
+        }
+    }
+    Ok(a)
+}
+
+/// Run the `netfw` command with `argv` (program name first).
+pub fn main(argv: &[String]) -> ExitCode {
+    let Some(cmd) = argv.get(1) else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let args = match parse(&argv[2..]) {
+        Ok(a) => a,
+        Err(e) => {
+            eprint!("netfw: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match cmd.as_str() {
+        "run" => {
+            let Some(config) = args.config else {
+                eprint!("netfw run: --config FILE is required\n{USAGE}");
+                return ExitCode::from(2);
+            };
+            match run(&RunOptions { config, control: args.control }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("netfw: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        "check" => {
+            let Some(config) = args.config else {
+                eprint!("netfw check: --config FILE is required\n{USAGE}");
+                return ExitCode::from(2);
+            };
+            match Config::load(&config) {
+                Ok((c, s)) => {
+                    println!(
+                        "{}: valid ({}, {} service(s), DIP {}/{})",
+                        config.display(),
+                        if c.one_arm() { "one-arm" } else { "two-arm" },
+                        s.services.len(),
+                        s.dip,
+                        s.dip_prefix
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        "status" | "reload" => {
+            let req = match (cmd.as_str(), args.json) {
+                ("status", true) => "status-json",
+                ("status", false) => "status",
+                _ => "reload",
+            };
+            match ctl::request(&args.control, req) {
+                Ok(reply) => {
+                    print!("{reply}");
+                    if reply.starts_with("reload refused") || reply.starts_with("error") {
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("netfw: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        other => {
+            eprint!("netfw: unknown command \"{other}\"\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
