@@ -33,7 +33,7 @@ pub fn find_config_partition() -> Option<String> {
 /// Mount the config partition (FAT) read-write; None if there is none.
 pub fn mount_config() -> Option<String> {
     let dev = find_config_partition()?;
-    match sys::mount(&dev, CONFIG_DIR, "vfat", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, "flush,utf8") {
+    match sys::mount(&dev, CONFIG_DIR, "vfat", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, "flush,iocharset=utf8") {
         Ok(()) => Some(dev),
         Err(e) => {
             log::init(&format!("config partition {dev}: {e}"));

@@ -7,6 +7,7 @@
 //!
 //! usage: image build [--config FILE] [--out DIR]
 
+mod disk;
 mod initramfs;
 mod kernel;
 mod modules;
@@ -71,7 +72,7 @@ fn progress(msg: &str) {
     println!("[image] {msg}");
 }
 
-fn build(out: &Path) -> Result<Vec<PathBuf>, BuildError> {
+fn build(out: &Path, baked: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
     let ws = workspace();
     let cache = ws.join("target/image/cache");
     let k = kernel::prepare(&cache, &progress)?;
@@ -101,17 +102,30 @@ fn build(out: &Path) -> Result<Vec<PathBuf>, BuildError> {
     std::fs::copy(k.vmlinuz(), &vmlinuz).map_err(|e| BuildError::io(&vmlinuz, e))?;
     let ird = out.join("initramfs.cpio.gz");
     std::fs::write(&ird, &initramfs).map_err(|e| BuildError::io(&ird, e))?;
-    Ok(vec![vmlinuz, ird])
+    let config = match baked {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| BuildError::io(p, e))?;
+            netfw::config::Config::parse(&text).and_then(|c| c.validate().map(|_| ())).map_err(|e| BuildError::Config(e.to_string()))?;
+            progress(&format!("baking {} into the config partition", p.display()));
+            Some(text.into_bytes())
+        }
+        None => None,
+    };
+    progress("writing the disk image (GPT, EFI system partition for UEFI and BIOS, config partition)");
+    let kernel_bytes = std::fs::read(&vmlinuz).map_err(|e| BuildError::io(&vmlinuz, e))?;
+    let img = disk::build(out, &kernel_bytes, &initramfs, config.as_deref(), source_date_epoch())?;
+    Ok(vec![vmlinuz, ird, img])
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) != Some("build") {
-        eprintln!("usage: image build [--out DIR]");
+        eprintln!("usage: image build [--config FILE] [--out DIR]");
         return ExitCode::from(2);
     }
     let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map_or_else(|| workspace().join("target/image"), PathBuf::from);
-    match build(&out) {
+    let baked = args.iter().position(|a| a == "--config").and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    match build(&out, baked.as_deref()) {
         Ok(files) => {
             progress("done:");
             for f in files {
