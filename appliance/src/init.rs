@@ -168,6 +168,14 @@ pub fn run() -> ! {
                     for l in sup.describe() {
                         log::init(&l);
                     }
+                    match std::process::Command::new("/bin/netfw").args(["status", "--control", "/run/netfw.sock"]).output() {
+                        Ok(o) => {
+                            for l in String::from_utf8_lossy(&o.stdout).lines().chain(String::from_utf8_lossy(&o.stderr).lines()) {
+                                log::line("status", l);
+                            }
+                        }
+                        Err(e) => log::init(&format!("netfw status: {e}")),
+                    }
                 }
                 Command::Restart(name) => {
                     if sup.kill(&name) {

@@ -6,11 +6,15 @@
 //! config partition). Reproducible: the same commit gives byte-identical files.
 //!
 //! usage: image build [--config FILE] [--out DIR]
+//!        image config-get --disk IMG
+//!        image config-set --disk IMG --config FILE
+//!        image config-clean --disk IMG
 
 mod disk;
 mod initramfs;
 mod kernel;
 mod modules;
+mod partition;
 mod userland;
 
 use std::fmt;
@@ -117,17 +121,67 @@ fn build(out: &Path, baked: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
     Ok(vec![vmlinuz, ird, img])
 }
 
+const USAGE: &str = "usage:
+  image build [--config FILE] [--out DIR]      build target/image/{vmlinuz,initramfs.cpio.gz,director.img}
+  image config-get --disk IMG                  print director.json from the image's config partition
+  image config-set --disk IMG --config FILE    validate FILE and write it as the image's director.json
+  image config-clean --disk IMG                exit 0 if the config filesystem was cleanly unmounted";
+
+fn opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
+}
+
+fn config_cmd(cmd: &str, args: &[String]) -> Result<(), BuildError> {
+    let disk = PathBuf::from(opt(args, "--disk").ok_or_else(|| BuildError::Tool(format!("--disk IMG is required\n{USAGE}")))?);
+    match cmd {
+        "config-get" => match partition::get(&disk)? {
+            Some(t) => {
+                print!("{t}");
+                Ok(())
+            }
+            None => Err(BuildError::Tool(format!("{}: the config partition holds no director.json", disk.display()))),
+        },
+        "config-set" => {
+            let p = PathBuf::from(opt(args, "--config").ok_or_else(|| BuildError::Tool(format!("--config FILE is required\n{USAGE}")))?);
+            let text = std::fs::read_to_string(&p).map_err(|e| BuildError::io(&p, e))?;
+            netfw::config::Config::parse(&text).and_then(|c| c.validate().map(|_| ())).map_err(|e| BuildError::Config(e.to_string()))?;
+            partition::set(&disk, &text)?;
+            println!("{}: director.json replaced", disk.display());
+            Ok(())
+        }
+        _ => {
+            if partition::clean(&disk)? {
+                println!("{}: config filesystem clean", disk.display());
+                Ok(())
+            } else {
+                Err(BuildError::Tool(format!("{}: config filesystem NOT cleanly unmounted", disk.display())))
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) != Some("build") {
-        eprintln!("usage: image build [--config FILE] [--out DIR]");
+    let cmd = args.first().map(String::as_str).unwrap_or_default();
+    if matches!(cmd, "config-get" | "config-set" | "config-clean") {
+        return match config_cmd(cmd, &args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("image: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if cmd != "build" {
+        eprintln!("{USAGE}");
         return ExitCode::from(2);
     }
-    let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map_or_else(|| workspace().join("target/image"), PathBuf::from);
-    let baked = args.iter().position(|a| a == "--config").and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    let out = opt(&args, "--out").map_or_else(|| workspace().join("target/image"), PathBuf::from);
+    let baked = opt(&args, "--config").map(PathBuf::from);
+    let started = std::time::Instant::now();
     match build(&out, baked.as_deref()) {
         Ok(files) => {
-            progress("done:");
+            progress(&format!("done in {:.1} s:", started.elapsed().as_secs_f64()));
             for f in files {
                 let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
                 println!("  {:<50} {:>8.1} MiB  sha256 {}", f.display(), size as f64 / 1_048_576.0, kernel::sha256_file(&f).unwrap_or_default());

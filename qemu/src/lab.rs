@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::proc::{bin, output, run};
+use crate::vm::{Firmware, Vm, VmNic};
 
 /// A lab failure, with what went wrong.
 #[derive(Debug, Clone)]
@@ -86,6 +87,9 @@ pub struct Lab {
     children: Vec<(String, Child)>,
     dir: PathBuf,
     netfw: Option<usize>,
+    /// The appliance VM, when the director is the image under QEMU.
+    pub vm: Option<Vm>,
+    vm_mode: bool,
 }
 
 fn prefix() -> String {
@@ -117,12 +121,22 @@ fn kill_ns_pids(ns: &str) {
 impl Lab {
     /// Build a lab with `real_servers` real servers (each serving HTTP on 80 and UDP on 53).
     pub fn build(layout: Layout, real_servers: usize) -> Result<Lab, LabError> {
+        Self::build_with(layout, real_servers, false)
+    }
+
+    /// Build a lab whose director is the appliance image in QEMU (see `boot_vm`): the
+    /// director namespace bridges each of its veths to a tap for the VM.
+    pub fn build_for_vm(layout: Layout, real_servers: usize) -> Result<Lab, LabError> {
+        Self::build_with(layout, real_servers, true)
+    }
+
+    fn build_with(layout: Layout, real_servers: usize, vm_mode: bool) -> Result<Lab, LabError> {
         remove_stale();
         let id = format!("{}{}", prefix(), char::from(b'a' + u8::try_from(SEQ.fetch_add(1, Ordering::Relaxed) % 26).unwrap_or(0)));
         let dir = std::env::temp_dir().join(format!("{id}-lab"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| LabError(format!("cannot create {}: {e}", dir.display())))?;
-        let mut lab = Lab { id, layout, real_servers, namespaces: Vec::new(), children: Vec::new(), dir, netfw: None };
+        let mut lab = Lab { id, layout, real_servers, namespaces: Vec::new(), children: Vec::new(), dir, netfw: None, vm: None, vm_mode };
         lab.wire()?;
         for i in 1..=real_servers {
             let ns = lab.ns(&format!("rs{i}"));
@@ -204,18 +218,41 @@ impl Lab {
         self.ip(&router, &["addr", "add", "198.18.0.1/24", "dev", "br0"])?;
         self.ip(&router, &["link", "set", "br0", "up"])?;
 
+        // In VM mode the director's MACs belong to the VM's NICs, not to these veth ends.
+        let (vip_mac, rs_side_mac) = if self.vm_mode { (None, None) } else { (Some(DIRECTOR_VIP_MAC), Some(DIRECTOR_RS_MAC)) };
         match self.layout {
             Layout::TwoArm => {
-                self.veth(&router, "v0", &director, "eth1", Some(DIRECTOR_VIP_MAC))?;
+                self.veth(&router, "v0", &director, "eth1", vip_mac)?;
                 self.ip(&router, &["addr", "add", "203.0.113.1/24", "dev", "v0"])?;
-                self.veth(&router, "d0", &director, "eth2", Some(DIRECTOR_RS_MAC))?;
+                self.veth(&router, "d0", &director, "eth2", rs_side_mac)?;
                 self.ip(&router, &["link", "set", "d0", "master", "br0"])?;
             }
             Layout::OneArm => {
-                self.veth(&router, "d0", &director, "eth1", Some(DIRECTOR_VIP_MAC))?;
+                self.veth(&router, "d0", &director, "eth1", vip_mac)?;
                 self.ip(&router, &["link", "set", "d0", "master", "br0"])?;
                 // The VIP is on-link on the bridge: the router ARPs for it there (seed 001).
                 self.ip(&router, &["route", "add", "203.0.113.0/24", "dev", "br0"])?;
+            }
+        }
+        if self.vm_mode {
+            // Each director veth joins a bridge with a tap for the VM; tap0 is management.
+            let mut pairs = vec![("bv", "eth1", "tap1")];
+            if self.layout == Layout::TwoArm {
+                pairs.push(("bs", "eth2", "tap2"));
+            }
+            for (br, dev, tap) in pairs {
+                self.ip(&director, &["link", "add", br, "type", "bridge"])?;
+                self.ip(&director, &["link", "set", dev, "master", br])?;
+                self.ip(&director, &["tuntap", "add", tap, "mode", "tap"])?;
+                self.ip(&director, &["link", "set", tap, "master", br])?;
+                self.ip(&director, &["link", "set", tap, "up"])?;
+                self.ip(&director, &["link", "set", br, "up"])?;
+            }
+            for tap in ["tap0", "tap2"] {
+                if self.ip(&director, &["link", "show", tap]).is_err() {
+                    self.ip(&director, &["tuntap", "add", tap, "mode", "tap"])?;
+                    self.ip(&director, &["link", "set", tap, "up"])?;
+                }
             }
         }
         for d in ["c0", "br0", "v0", "d0"] {
@@ -434,6 +471,48 @@ impl Lab {
         self.exec(ns, &a)
     }
 
+    /// The VM's own copy of the disk image.
+    pub fn vm_disk(&self) -> PathBuf {
+        self.dir.join("director.img")
+    }
+
+    /// Put `config` on the VM's disk (a fresh copy of `target/image/director.img` the first
+    /// time) with the image tool, as an operator would before first boot.
+    pub fn write_vm_config(&self, config: &str) -> Result<(), LabError> {
+        let disk = self.vm_disk();
+        if !disk.exists() {
+            let src = crate::vm::image_dir().join("director.img");
+            std::fs::copy(&src, &disk).map_err(|e| LabError(format!("{}: {e} (build it: cargo run -p image -- build)", src.display())))?;
+        }
+        let cfg = self.dir.join("vm-config.json");
+        std::fs::write(&cfg, config).map_err(|e| LabError(e.to_string()))?;
+        let image = bin("image")?;
+        run(&[image.to_str().unwrap_or_default(), "config-set", "--disk", disk.to_str().unwrap_or_default(), "--config", cfg.to_str().unwrap_or_default()]).map(|_| ())
+    }
+
+    /// Boot the appliance VM from its disk (run `write_vm_config` first) and wait for the
+    /// ready marker. Returns the time from power-on to ready.
+    pub fn boot_vm(&mut self, firmware: Firmware) -> Result<Duration, LabError> {
+        let vmdir = self.dir.join("vm");
+        std::fs::create_dir_all(&vmdir).map_err(|e| LabError(e.to_string()))?;
+        let nics = [("tap0", "02:00:00:00:d0:00"), ("tap1", DIRECTOR_VIP_MAC), ("tap2", DIRECTOR_RS_MAC)].map(|(t, m)| VmNic { tap: t.into(), mac: m.into() });
+        let mut vm = Vm::boot(&vmdir, &self.vm_disk(), firmware, &nics, Some(&self.ns("director")))?;
+        let t = vm.wait_for(crate::READY_MARKER, Duration::from_secs(120))?;
+        self.vm = Some(vm);
+        Ok(t)
+    }
+
+    /// The VM (panics with a clear message if none was booted: a test bug).
+    pub fn vm(&mut self) -> &mut Vm {
+        self.vm.as_mut().expect("no VM booted in this lab")
+    }
+
+    /// Bytes the host sent into the VM through a tap (the VM's receive direction).
+    pub fn tap_to_vm_bytes(&self, tap: &str) -> Result<u64, LabError> {
+        let out = self.exec(&self.ns("director"), &["cat", &format!("/sys/class/net/{tap}/statistics/tx_bytes")])?;
+        out.trim().parse().map_err(|_| LabError(format!("bad tx_bytes: {out}")))
+    }
+
     /// Stop netfw (SIGTERM) and wait for it.
     pub fn stop_netfw(&mut self) {
         if let Some(i) = self.netfw.take() {
@@ -463,6 +542,7 @@ fn stop_child(c: &mut Child) {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        drop(self.vm.take());
         for (_, c) in &mut self.children {
             stop_child(c);
         }

@@ -4,5 +4,9 @@
 
 pub mod lab;
 pub mod proc;
+pub mod vm;
 
 pub use lab::{Lab, LabError, Layout};
+
+/// The line the appliance's init prints when it is up (appliance::init::READY_MARKER).
+pub const READY_MARKER: &str = "director: ready";

@@ -1,0 +1,211 @@
+//! Booting the appliance under QEMU: software emulation (TCG) unless `DIRECTOR_ACCEL=kvm`
+//! says KVM really works here; SeaBIOS or OVMF from the disk image, or kernel + initramfs
+//! directly for speed. The serial console is a Unix socket (tests type console commands into
+//! it) and is logged to a file; the monitor socket presses the ACPI power button. QEMU is
+//! killed when the `Vm` drops, so no test leaves one behind.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::lab::LabError;
+
+/// How the VM starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// Legacy BIOS (SeaBIOS) from the disk image.
+    SeaBios,
+    /// UEFI (OVMF) from the disk image.
+    Ovmf,
+    /// `-kernel`/`-initrd` (the disk is still attached for its config partition).
+    Direct,
+}
+
+/// One virtio NIC: the tap it is plugged into and its MAC.
+#[derive(Clone, Debug)]
+pub struct VmNic {
+    /// Tap device name (in the namespace QEMU runs in).
+    pub tap: String,
+    /// Guest MAC.
+    pub mac: String,
+}
+
+/// A running VM.
+#[derive(Debug)]
+pub struct Vm {
+    child: Child,
+    console: UnixStream,
+    monitor: PathBuf,
+    log: PathBuf,
+    started: Instant,
+}
+
+/// Timeouts scale by `DIRECTOR_TIMEOUT_MULT` (e.g. 3 on a slow machine).
+pub fn scaled(d: Duration) -> Duration {
+    let m: f64 = std::env::var("DIRECTOR_TIMEOUT_MULT").ok().and_then(|v| v.parse().ok()).filter(|m: &f64| *m > 0.0).unwrap_or(1.0);
+    d.mul_f64(m)
+}
+
+/// The built image directory (`target/image`).
+pub fn image_dir() -> PathBuf {
+    crate::proc::bin_dir().parent().map(|p| p.join("image")).unwrap_or_default()
+}
+
+fn connect(path: &Path, deadline: Instant) -> Result<UnixStream, LabError> {
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() > deadline => return Err(LabError(format!("cannot connect to {}: {e}", path.display()))),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+impl Vm {
+    /// Boot `disk` (the VM's own copy) with `nics`, running QEMU inside network namespace
+    /// `netns` (where the taps are), if any. Files go to `dir`.
+    pub fn boot(dir: &Path, disk: &Path, firmware: Firmware, nics: &[VmNic], netns: Option<&str>) -> Result<Vm, LabError> {
+        let sock = dir.join("console.sock");
+        let monitor = dir.join("monitor.sock");
+        let log = dir.join("console.log");
+        let _ = std::fs::remove_file(&sock);
+        let _ = std::fs::remove_file(&monitor);
+        let mut args: Vec<String> = Vec::new();
+        if let Some(ns) = netns {
+            args.extend(["ip", "netns", "exec", ns].map(String::from));
+        }
+        args.push("qemu-system-x86_64".into());
+        let accel = if std::env::var("DIRECTOR_ACCEL").as_deref() == Ok("kvm") && Path::new("/dev/kvm").exists() { "kvm" } else { "tcg" };
+        args.extend(["-machine", "q35", "-accel", accel, "-m", "512", "-display", "none", "-nodefaults"].map(String::from));
+        args.push("-chardev".into());
+        args.push(format!("socket,id=con,path={},server=on,wait=on,logfile={},logappend=off", sock.display(), log.display()));
+        args.extend(["-serial", "chardev:con"].map(String::from));
+        args.push("-monitor".into());
+        args.push(format!("unix:{},server=on,wait=off", monitor.display()));
+        args.push("-drive".into());
+        args.push(format!("file={},format=raw,if=virtio", disk.display()));
+        match firmware {
+            Firmware::SeaBios => {}
+            Firmware::Ovmf => args.extend(["-bios", "/usr/share/ovmf/OVMF.fd"].map(String::from)),
+            Firmware::Direct => {
+                let img = image_dir();
+                args.push("-kernel".into());
+                args.push(img.join("vmlinuz").display().to_string());
+                args.push("-initrd".into());
+                args.push(img.join("initramfs.cpio.gz").display().to_string());
+                args.push("-append".into());
+                args.push("console=ttyS0,115200n8 panic=10 quiet".into());
+            }
+        }
+        for (i, n) in nics.iter().enumerate() {
+            args.push("-netdev".into());
+            args.push(format!("tap,id=n{i},ifname={},script=no,downscript=no", n.tap));
+            args.push("-device".into());
+            args.push(format!("virtio-net-pci,netdev=n{i},mac={}", n.mac));
+        }
+        let qlog = std::fs::File::create(dir.join("qemu.log")).map_err(|e| LabError(e.to_string()))?;
+        let (prog, rest) = args.split_first().ok_or_else(|| LabError("empty qemu command".into()))?;
+        let mut child = Command::new(prog)
+            .args(rest)
+            .stdin(Stdio::null())
+            .stdout(qlog.try_clone().map_err(|e| LabError(e.to_string()))?)
+            .stderr(qlog)
+            .spawn()
+            .map_err(|e| LabError(format!("cannot start QEMU: {e} (install qemu-system-x86 and ovmf)")))?;
+        let console = match connect(&sock, Instant::now() + Duration::from_secs(20)) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(LabError(format!("{e}\n{}", std::fs::read_to_string(dir.join("qemu.log")).unwrap_or_default())));
+            }
+        };
+        // Drain the console socket so QEMU never blocks on it; the logfile keeps everything.
+        let mut reader = console.try_clone().map_err(|e| LabError(e.to_string()))?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        Ok(Vm { child, console, monitor, log, started: Instant::now() })
+    }
+
+    /// Everything the console printed so far.
+    pub fn console_log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// Wait until `marker` has appeared `nth` times (1-based) on the console; returns the time
+    /// since power-on.
+    pub fn wait_for_nth(&mut self, marker: &str, nth: usize, timeout: Duration) -> Result<Duration, LabError> {
+        let deadline = Instant::now() + scaled(timeout);
+        loop {
+            if self.console_log().matches(marker).count() >= nth {
+                return Ok(self.started.elapsed());
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Err(LabError(format!("QEMU exited ({st}) before \"{marker}\":\n{}", self.console_log())));
+            }
+            if Instant::now() > deadline {
+                return Err(LabError(format!("no \"{marker}\" (x{nth}) on the console after {:?}:\n{}", scaled(timeout), self.console_log())));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait for the first `marker`.
+    pub fn wait_for(&mut self, marker: &str, timeout: Duration) -> Result<Duration, LabError> {
+        self.wait_for_nth(marker, 1, timeout)
+    }
+
+    /// Type a line on the serial console.
+    pub fn send(&mut self, line: &str) -> Result<(), LabError> {
+        self.console.write_all(format!("{line}\n").as_bytes()).map_err(|e| LabError(format!("console: {e}")))
+    }
+
+    /// Press the ACPI power button (QEMU monitor `system_powerdown`).
+    pub fn press_power_button(&self) -> Result<(), LabError> {
+        let mut m = connect(&self.monitor, Instant::now() + Duration::from_secs(5))?;
+        m.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| LabError(e.to_string()))?;
+        // The monitor drops input typed before its prompt: wait for it, type, read the echo.
+        let prompt = |m: &mut UnixStream| -> Result<(), LabError> {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.windows(6).any(|w| w == b"(qemu)") {
+                let n = m.read(&mut buf).map_err(|e| LabError(format!("monitor: {e}")))?;
+                if n == 0 {
+                    return Err(LabError("monitor closed".into()));
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            Ok(())
+        };
+        prompt(&mut m)?;
+        m.write_all(b"system_powerdown\n").map_err(|e| LabError(format!("monitor: {e}")))?;
+        prompt(&mut m)
+    }
+
+    /// Wait for QEMU to exit by itself (the guest powered off).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus, LabError> {
+        let deadline = Instant::now() + scaled(timeout);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                return Err(LabError(format!("QEMU still running {:?} after poweroff:\n{}", scaled(timeout), self.console_log())));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}

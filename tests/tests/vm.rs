@@ -1,0 +1,123 @@
+//! Issue 3's proofs: the appliance image booted in QEMU (TCG), driven as an operator would:
+//! through its disk image, its serial console, its NICs and the ACPI power button.
+//! Needs root, QEMU, OVMF and the built image (`tests/run` builds it).
+
+use std::time::Duration;
+
+use qemu::lab::{self, Lab, Layout};
+use qemu::vm::{image_dir, scaled, Firmware, Vm};
+use tests::{counts, http_requests, one_lab_at_a_time, service};
+
+fn rr3() -> String {
+    format!("[{}]", service("rr", "tcp", 80, 0, &[(1, 1), (2, 1), (3, 1)]))
+}
+
+/// Wait until the VM forwards to all three real servers (it resolves them after boot): a
+/// burst of 6 requests, without errors, reaches every one of them.
+fn wait_forwarding(lab: &Lab) {
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(60));
+    let to = format!("{}:80", lab::VIP);
+    loop {
+        let out = lab.labtool(&lab.ns("client"), &["get", "--to", &to, "--count", "6"]).unwrap_or_default();
+        if out.contains("\"errors\":[]") && ["rs1", "rs2", "rs3"].iter().all(|r| out.contains(r)) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the VM never forwarded: {out}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn fresh_disk(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("director-vm-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(image_dir().join("director.img"), dir.join("director.img")).expect("target/image/director.img: build it with `cargo run -p image -- build`");
+    dir
+}
+
+#[test]
+fn the_disk_image_boots_under_seabios_and_ovmf_and_powers_off_cleanly() {
+    let _g = one_lab_at_a_time();
+    let size = std::fs::metadata(image_dir().join("director.img")).unwrap().len();
+    for fw in [Firmware::SeaBios, Firmware::Ovmf] {
+        let dir = fresh_disk(&format!("{fw:?}"));
+        let disk = dir.join("director.img");
+        let mut vm = Vm::boot(&dir, &disk, fw, &[], None).unwrap();
+        let t = vm.wait_for(qemu::READY_MARKER, Duration::from_secs(120)).unwrap();
+        println!("{fw:?}: power-on to ready marker {:.1} s; director.img {:.1} MiB", t.as_secs_f64(), size as f64 / 1_048_576.0);
+        // SeaBIOS: poweroff from the console; OVMF: the ACPI power button.
+        if fw == Firmware::SeaBios {
+            vm.send("poweroff").unwrap();
+        } else {
+            vm.wait_for("watching the power button", Duration::from_secs(10)).unwrap();
+            vm.press_power_button().unwrap();
+            vm.wait_for("ACPI power button pressed", Duration::from_secs(30)).unwrap();
+        }
+        let st = vm.wait_exit(Duration::from_secs(60)).unwrap();
+        assert!(st.success(), "QEMU exit {st}");
+        let log = vm.console_log();
+        assert!(log.contains("config partition unmounted cleanly"), "{log}");
+        let clean = std::process::Command::new(qemu::proc::bin("image").unwrap()).args(["config-clean", "--disk", disk.to_str().unwrap()]).output().unwrap();
+        assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stderr));
+        drop(vm);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn dr_through_the_vm_spreads_and_replies_bypass_it() {
+    let _g = one_lab_at_a_time();
+    let mut lab = Lab::build_for_vm(Layout::TwoArm, 3).unwrap();
+    lab.write_vm_config(&lab.config(&rr3())).unwrap();
+    let t = lab.boot_vm(Firmware::SeaBios).unwrap();
+    println!("power-on to ready: {:.1} s", t.as_secs_f64());
+    wait_forwarding(&lab);
+    assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]));
+    // Replies never enter the VM: a 4 MB download puts far less than that into its NICs.
+    let before = lab.tap_to_vm_bytes("tap1").unwrap() + lab.tap_to_vm_bytes("tap2").unwrap();
+    let out = lab.labtool(&lab.ns("client"), &["long", "--to", &format!("{}:80", lab::VIP), "--bytes", "4000000"]).unwrap();
+    assert!(out.contains("\"body_bytes\":400000"), "{out}");
+    let into_vm = lab.tap_to_vm_bytes("tap1").unwrap() + lab.tap_to_vm_bytes("tap2").unwrap() - before;
+    assert!(into_vm < 1_000_000, "{into_vm} bytes entered the VM during a 4 MB download: replies crossed it");
+    assert_eq!(lab.neighbour(&lab.ns("router"), lab::VIP).as_deref(), Some(lab::DIRECTOR_VIP_MAC));
+}
+
+#[test]
+fn a_killed_netfw_is_restarted_and_forwarding_resumes() {
+    let _g = one_lab_at_a_time();
+    let mut lab = Lab::build_for_vm(Layout::TwoArm, 3).unwrap();
+    lab.write_vm_config(&lab.config(&rr3())).unwrap();
+    lab.boot_vm(Firmware::Direct).unwrap();
+    wait_forwarding(&lab);
+    lab.vm().send("restart netfw").unwrap();
+    lab.vm().wait_for("netfw killed by signal 9", Duration::from_secs(30)).unwrap();
+    lab.vm().wait_for_nth("started netfw", 2, Duration::from_secs(30)).unwrap();
+    wait_forwarding(&lab);
+    assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]));
+    lab.vm().send("status").unwrap();
+    lab.vm().wait_for("netfw: pid", Duration::from_secs(10)).unwrap();
+    lab.vm().wait_for("(restarts 1)", Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn the_config_survives_a_reboot_and_a_changed_config_is_used_after_the_next_boot() {
+    let _g = one_lab_at_a_time();
+    let mut lab = Lab::build_for_vm(Layout::TwoArm, 3).unwrap();
+    lab.write_vm_config(&lab.config(&rr3())).unwrap();
+    lab.boot_vm(Firmware::SeaBios).unwrap();
+    wait_forwarding(&lab);
+    lab.vm().send("reboot").unwrap();
+    lab.vm().wait_for_nth(qemu::READY_MARKER, 2, Duration::from_secs(120)).unwrap();
+    wait_forwarding(&lab);
+    assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]), "after a reboot");
+    lab.vm().send("poweroff").unwrap();
+    lab.vm().wait_exit(Duration::from_secs(60)).unwrap();
+    drop(lab.vm.take());
+    // The operator changes the config on the disk; the next boot uses it.
+    lab.write_vm_config(&lab.config(&format!("[{}]", service("wrr", "tcp", 80, 0, &[(1, 3), (2, 2), (3, 1)])))).unwrap();
+    lab.boot_vm(Firmware::SeaBios).unwrap();
+    wait_forwarding(&lab);
+    let c = http_requests(&lab, 60, None);
+    assert_eq!(c.values().sum::<u64>(), 60);
+    assert!(c["rs1"] > c["rs2"] && c["rs2"] > c["rs3"], "wrr 3:2:1 after the next boot: {c:?}");
+}
