@@ -17,7 +17,7 @@ use crate::console::{self, Command};
 use crate::nics::{self, Nic, Roles};
 use crate::power::{self, Action};
 use crate::supervise::Supervisor;
-use crate::{log, mounts, sys};
+use crate::{dhcp, log, mounts, netconf, sys};
 
 /// The line tests and operators wait for.
 pub const READY_MARKER: &str = "director: ready";
@@ -76,6 +76,34 @@ fn load_config(nics: &[Nic]) -> Result<(Config, Roles), String> {
     std::fs::write(RUN_CONFIG, text).map_err(|e| format!("{RUN_CONFIG}: {e}"))?;
     let roles = Roles { management: cfg.management.as_ref().map(|m| m.nic.clone()), vip_side: Some(cfg.nics.vip_side.clone()), rs_side: Some(cfg.nics.rs_side.clone()) };
     Ok((cfg, roles))
+}
+
+/// The management NIC's address: static from the config, else DHCP (with a link-local
+/// fallback while no server answers). Returns the banner's description.
+fn configure_management(nics: &[Nic], roles: &Roles, cfg: Option<&Config>) -> String {
+    let Some(nic) = roles.management.clone() else { return "none (no management NIC)".into() };
+    let mac = nics.iter().find(|n| n.name == nic).map(|n| n.mac.clone()).unwrap_or_default();
+    let m = cfg.and_then(|c| c.management.as_ref());
+    match m.and_then(|m| m.address.as_deref()) {
+        Some(a) => {
+            let Ok(net) = netfw::config::parse_cidr(a) else { return format!("none (bad address {a})") };
+            let mut said = format!("{a} on {nic} (static)");
+            if let Err(e) = netconf::add_address(&nic, net.addr, net.prefix) {
+                log::init(&e);
+                said = format!("none ({e})");
+            }
+            if let Some(gw) = m.and_then(|m| m.gateway.as_deref()).and_then(|g| g.parse().ok()) {
+                if let Err(e) = netconf::set_default_route(gw) {
+                    log::init(&e);
+                }
+            }
+            said
+        }
+        None => {
+            let said = dhcp::start(nic.clone(), mac, Duration::from_secs(6));
+            format!("{said} on {nic}")
+        }
+    }
 }
 
 fn banner(nics: &[Nic], roles: &Roles, mgmt_addr: &str, cfg_state: &str) {
@@ -141,7 +169,7 @@ pub fn run() -> ! {
     for n in [&roles.vip_side, &roles.rs_side].into_iter().flatten() {
         write_sysctl(&format!("/proc/sys/net/ipv6/conf/{n}/disable_ipv6"), "1");
     }
-    let mgmt_addr = cfg.as_ref().and_then(|c| c.management.as_ref()).and_then(|m| m.address.clone()).unwrap_or_else(|| "none configured".into());
+    let mgmt_addr = configure_management(&nics, &roles, cfg.as_ref());
 
     let mut sup = Supervisor::default();
     if cfg.is_some() {

@@ -2,9 +2,11 @@
 //! (the image's `/bin/netfw` links to it) it is the forwarder's command line.
 
 mod console;
+mod dhcp;
 mod init;
 mod log;
 mod mounts;
+mod netconf;
 mod nics;
 mod power;
 mod supervise;

@@ -20,6 +20,8 @@ pub const WANTED: &[&str] = &[
     "vfat", "nls_cp437", "nls_utf8", "nls_iso8859_1",
     // the ACPI power button, as an input device
     "button", "evdev",
+    // entropy from the hypervisor in VMs (bare metal has RDRAND): seeds the kernel's RNG early
+    "virtio_rng",
 ];
 
 /// Module name of a path in modules.dep (`kernel/…/virtio_net.ko` → `virtio_net`).

@@ -54,6 +54,10 @@ pub const ROUTER_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const ROUTER_VIP_SIDE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 /// The router's address on the real-server segment.
 pub const ROUTER_RS_SIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The router's address on the management segment (VM labs).
+pub const ROUTER_MGMT: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+/// The VM's management MAC.
+pub const VM_MGMT_MAC: &str = "02:00:00:00:d0:00";
 /// The VIP.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// The DIP.
@@ -248,12 +252,19 @@ impl Lab {
                 self.ip(&director, &["link", "set", tap, "up"])?;
                 self.ip(&director, &["link", "set", br, "up"])?;
             }
-            for tap in ["tap0", "tap2"] {
-                if self.ip(&director, &["link", "show", tap]).is_err() {
-                    self.ip(&director, &["tuntap", "add", tap, "mode", "tap"])?;
-                    self.ip(&director, &["link", "set", tap, "up"])?;
-                }
+            if self.ip(&director, &["link", "show", "tap2"]).is_err() {
+                self.ip(&director, &["tuntap", "add", "tap2", "mode", "tap"])?;
+                self.ip(&director, &["link", "set", "tap2", "up"])?;
             }
+            // Management: tap0 on a bridge with a veth to the router (198.19.0.1/24).
+            self.veth(&router, "m0", &director, "mg", None)?;
+            self.ip(&router, &["addr", "add", "198.19.0.1/24", "dev", "m0"])?;
+            self.ip(&director, &["link", "add", "bm", "type", "bridge"])?;
+            self.ip(&director, &["link", "set", "mg", "master", "bm"])?;
+            self.ip(&director, &["tuntap", "add", "tap0", "mode", "tap"])?;
+            self.ip(&director, &["link", "set", "tap0", "master", "bm"])?;
+            self.ip(&director, &["link", "set", "tap0", "up"])?;
+            self.ip(&director, &["link", "set", "bm", "up"])?;
         }
         for d in ["c0", "br0", "v0", "d0"] {
             let _ = self.sysctl(&router, &format!("net.ipv4.conf.{d}.rp_filter=0"));
@@ -345,6 +356,43 @@ impl Lab {
 "dip": "{DIP}/24", "gateway": "{gw}", "flow_capacity": 65536, "arp_refresh_s": 1,
 "services": {services}}}"#
         )
+    }
+
+    /// The same config with a `management` section (`nic` by name or MAC; `address` absent
+    /// means DHCP).
+    pub fn config_with_management(&self, services: &str, nic: &str, address: Option<&str>) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(&self.config(services)).unwrap_or_default();
+        let mut m = serde_json::json!({ "nic": nic });
+        if let Some(a) = address {
+            m["address"] = a.into();
+            m["gateway"] = ROUTER_MGMT.to_string().into();
+        }
+        v["management"] = m;
+        v.to_string()
+    }
+
+    /// Run a DHCP server (dnsmasq, DHCP only) for the management segment in the router
+    /// namespace; it stops with the lab.
+    pub fn start_dhcp_server(&mut self) -> Result<(), LabError> {
+        let router = self.ns("router");
+        let leases = self.dir.join("dnsmasq.leases");
+        self.spawn(
+            "dnsmasq",
+            &router,
+            &[
+                "dnsmasq",
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=m0",
+                "--bind-interfaces",
+                "--dhcp-range=198.19.0.100,198.19.0.150,255.255.255.0,1h",
+                "--dhcp-option=3,198.19.0.1",
+                &format!("--dhcp-leasefile={}", leases.display()),
+                "--pid-file=",
+            ],
+        )
+        .map(|_| ())
     }
 
     /// Path of the config file netfw reads.
@@ -495,7 +543,7 @@ impl Lab {
     pub fn boot_vm(&mut self, firmware: Firmware) -> Result<Duration, LabError> {
         let vmdir = self.dir.join("vm");
         std::fs::create_dir_all(&vmdir).map_err(|e| LabError(e.to_string()))?;
-        let nics = [("tap0", "02:00:00:00:d0:00"), ("tap1", DIRECTOR_VIP_MAC), ("tap2", DIRECTOR_RS_MAC)].map(|(t, m)| VmNic { tap: t.into(), mac: m.into() });
+        let nics = [("tap0", VM_MGMT_MAC), ("tap1", DIRECTOR_VIP_MAC), ("tap2", DIRECTOR_RS_MAC)].map(|(t, m)| VmNic { tap: t.into(), mac: m.into() });
         let mut vm = Vm::boot(&vmdir, &self.vm_disk(), firmware, &nics, Some(&self.ns("director")))?;
         let t = vm.wait_for(crate::READY_MARKER, Duration::from_secs(120))?;
         self.vm = Some(vm);

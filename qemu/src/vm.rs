@@ -78,7 +78,7 @@ impl Vm {
         }
         args.push("qemu-system-x86_64".into());
         let accel = if std::env::var("DIRECTOR_ACCEL").as_deref() == Ok("kvm") && Path::new("/dev/kvm").exists() { "kvm" } else { "tcg" };
-        args.extend(["-machine", "q35", "-accel", accel, "-m", "512", "-display", "none", "-nodefaults"].map(String::from));
+        args.extend(["-machine", "q35", "-accel", accel, "-m", "512", "-display", "none", "-nodefaults", "-device", "virtio-rng-pci"].map(String::from));
         args.push("-chardev".into());
         args.push(format!("socket,id=con,path={},server=on,wait=on,logfile={},logappend=off", sock.display(), log.display()));
         args.extend(["-serial", "chardev:con"].map(String::from));
@@ -96,7 +96,8 @@ impl Vm {
                 args.push("-initrd".into());
                 args.push(img.join("initramfs.cpio.gz").display().to_string());
                 args.push("-append".into());
-                args.push("console=ttyS0,115200n8 panic=10 quiet".into());
+                // DIRECTOR_KERNEL_ARGS adds to the command line (e.g. "loglevel=7" to debug).
+                args.push(format!("console=ttyS0,115200n8 panic=10 quiet {}", std::env::var("DIRECTOR_KERNEL_ARGS").unwrap_or_default()));
             }
         }
         for (i, n) in nics.iter().enumerate() {

@@ -121,3 +121,29 @@ fn the_config_survives_a_reboot_and_a_changed_config_is_used_after_the_next_boot
     assert_eq!(c.values().sum::<u64>(), 60);
     assert!(c["rs1"] > c["rs2"] && c["rs2"] > c["rs3"], "wrr 3:2:1 after the next boot: {c:?}");
 }
+
+#[test]
+fn the_management_nic_takes_a_static_address_or_dhcp_with_a_link_local_fallback() {
+    let _g = one_lab_at_a_time();
+    let mut lab = Lab::build_for_vm(Layout::TwoArm, 3).unwrap();
+    let router = lab.ns("router");
+    // Static, from the config.
+    lab.write_vm_config(&lab.config_with_management(&rr3(), "eth0", Some("198.19.0.10/24"))).unwrap();
+    lab.boot_vm(Firmware::Direct).unwrap();
+    lab.vm().wait_for("management address: 198.19.0.10/24 on eth0 (static)", Duration::from_secs(5)).unwrap();
+    lab.exec(&router, &["ping", "-c", "1", "-W", "5", "198.19.0.10"]).unwrap();
+    lab.vm().send("poweroff").unwrap();
+    lab.vm().wait_exit(Duration::from_secs(60)).unwrap();
+    drop(lab.vm.take());
+
+    // No address (the NIC named by its MAC), no DHCP server: the link-local fallback.
+    lab.write_vm_config(&lab.config_with_management(&rr3(), lab::VM_MGMT_MAC, None)).unwrap();
+    lab.boot_vm(Firmware::Direct).unwrap();
+    lab.vm().wait_for("management address: 169.254.209.1/16 (link-local fallback", Duration::from_secs(5)).unwrap();
+    // A DHCP server appears: the retry takes a lease, which replaces the fallback.
+    lab.start_dhcp_server().unwrap();
+    lab.vm().wait_for("dhcp: management address 198.19.0.1", Duration::from_secs(60)).unwrap();
+    let log = lab.vm().console_log();
+    let addr = log.split("dhcp: management address ").nth(1).and_then(|r| r.split('/').next()).unwrap().to_string();
+    lab.exec(&router, &["ping", "-c", "1", "-W", "5", &addr]).unwrap_or_else(|e| panic!("ping {addr}: {e}"));
+}
