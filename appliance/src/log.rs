@@ -10,11 +10,24 @@ pub fn uptime() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
-/// Write one line to the console.
+/// The VGA console, where there is one: the kernel's /dev/console is the serial port (the
+/// last `console=`), but an operator at a monitor must see the banner too.
+fn vga() -> Option<&'static std::fs::File> {
+    static TTY0: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    TTY0.get_or_init(|| std::fs::OpenOptions::new().write(true).open("/dev/tty0").ok()).as_ref()
+}
+
+/// Write one line to the console (serial and VGA).
 pub fn line(who: &str, msg: &str) {
+    let text = format!("[{:>9.3}] {who}: {msg}\n", uptime());
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "[{:>9.3}] {who}: {msg}", uptime());
+    let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
+    if std::process::id() == 1 {
+        if let Some(mut t) = vga() {
+            let _ = t.write_all(text.as_bytes());
+        }
+    }
 }
 
 /// The init's own line.

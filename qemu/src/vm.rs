@@ -160,6 +160,16 @@ impl Vm {
         self.wait_for_nth(marker, 1, timeout)
     }
 
+    /// A second handle on the serial console, for typing into it from another thread.
+    pub fn console_writer(&self) -> Result<UnixStream, LabError> {
+        self.console.try_clone().map_err(|e| LabError(format!("console: {e}")))
+    }
+
+    /// The console log file.
+    pub fn console_path(&self) -> &Path {
+        &self.log
+    }
+
     /// Type a line on the serial console.
     pub fn send(&mut self, line: &str) -> Result<(), LabError> {
         self.console.write_all(format!("{line}\n").as_bytes()).map_err(|e| LabError(format!("console: {e}")))
