@@ -78,7 +78,8 @@ fn progress(msg: &str) {
 
 fn build(out: &Path, baked: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
     let ws = workspace();
-    let cache = ws.join("target/image/cache");
+    // DIRECTOR_IMAGE_CACHE moves the kernel cache (tests use it to present a corrupted package).
+    let cache = std::env::var_os("DIRECTOR_IMAGE_CACHE").map_or_else(|| ws.join("target/image/cache"), PathBuf::from);
     let k = kernel::prepare(&cache, &progress)?;
     let ix = modules::ModuleIndex::load(&k.modules_dir())?;
     let mods = ix.closure(modules::WANTED)?;

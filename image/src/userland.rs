@@ -14,7 +14,7 @@ pub fn build(workspace: &Path, progress: &dyn Fn(&str)) -> Result<PathBuf, Build
     progress("building the static userland (appliance init + netfw, one multi-call binary)");
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "--locked", "--target", TARGET, "-p", "appliance"])
-        .env("RUSTFLAGS", format!("-C target-feature=+crt-static --remap-path-prefix={}=/src", workspace.display()))
+        .env("RUSTFLAGS", format!("-C target-feature=+crt-static -C strip=debuginfo --remap-path-prefix={}=/src", workspace.display()))
         .current_dir(workspace)
         .output()
         .map_err(|e| BuildError::Tool(format!("cannot run cargo: {e}")))?;
