@@ -42,9 +42,23 @@ fn the_disk_image_boots_under_seabios_and_ovmf_and_powers_off_cleanly() {
     for fw in [Firmware::SeaBios, Firmware::Ovmf] {
         let dir = fresh_disk(&format!("{fw:?}"));
         let disk = dir.join("director.img");
+        if fw == Firmware::SeaBios {
+            // An operator's mistake the offline check cannot see: a NIC this box does not have.
+            let cfg = dir.join("bad-nic.json");
+            std::fs::write(&cfg, include_str!("../../docs/example-config.json").replace("\"eth1\"", "\"eth9\"")).unwrap();
+            let set = std::process::Command::new(qemu::proc::bin("image").unwrap()).args(["config-set", "--disk", disk.to_str().unwrap(), "--config", cfg.to_str().unwrap()]).output().unwrap();
+            assert!(set.status.success());
+        }
         let mut vm = Vm::boot(&dir, &disk, fw, &[], None).unwrap();
         let t = vm.wait_for(qemu::READY_MARKER, Duration::from_secs(120)).unwrap();
         println!("{fw:?}: power-on to ready marker {:.1} s; director.img {:.1} MiB", t.as_secs_f64(), size as f64 / 1_048_576.0);
+        let log = vm.console_log();
+        if fw == Firmware::SeaBios {
+            assert!(log.contains("CONFIG PROBLEM: nics.vip_side: no NIC named or with MAC eth9"), "{log}");
+            assert!(log.contains("not forwarding until the config is fixed") && !log.contains("started netfw"), "{log}");
+        } else {
+            assert!(log.contains("CONFIG PROBLEM: no config at /mnt/config/director.json"), "{log}");
+        }
         // SeaBIOS: poweroff from the console; OVMF: the ACPI power button.
         if fw == Firmware::SeaBios {
             vm.send("poweroff").unwrap();
