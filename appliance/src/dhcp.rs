@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
 
-use crate::{log, netconf};
+use crate::log;
+use netfw::netconf;
 
 /// A lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use netfw::config::Config;
+use netfw::config::{Config, Mode};
 
 use crate::console::{self, Command};
 use crate::nics::{self, Nic, Roles};
 use crate::power::{self, Action};
 use crate::supervise::Supervisor;
-use crate::{dhcp, log, mounts, netconf, sys};
+use crate::{dhcp, log, mounts, sys};
+use netfw::netconf;
 
 /// The line tests and operators wait for.
 pub const READY_MARKER: &str = "director: ready";
@@ -47,6 +48,18 @@ fn load_modules() {
     let absent = if absent.is_empty() { String::new() } else { format!("; not for this hardware: {}", absent.join(", ")) };
     let failed = if failed.is_empty() { String::new() } else { format!("; FAILED: {}", failed.join(", ")) };
     log::init(&format!("loaded {ok} kernel modules{absent}{failed}"));
+}
+
+/// Run `/bin/netfw ARGS` to completion, each line of its output on the console as `who`.
+fn run_logged(who: &str, args: &[&str]) {
+    match std::process::Command::new("/bin/netfw").args(args).output() {
+        Ok(o) => {
+            for l in String::from_utf8_lossy(&o.stdout).lines().chain(String::from_utf8_lossy(&o.stderr).lines()) {
+                log::line(who, l);
+            }
+        }
+        Err(e) => log::init(&format!("netfw {}: {e}", args.join(" "))),
+    }
 }
 
 /// Wait (briefly) for devices that appear after module load.
@@ -106,7 +119,7 @@ fn configure_management(nics: &[Nic], roles: &Roles, cfg: Option<&Config>) -> St
     }
 }
 
-fn banner(nics: &[Nic], roles: &Roles, mgmt_addr: &str, cfg_state: &str) {
+fn banner(nics: &[Nic], roles: &Roles, mgmt_addr: &str, cfg_state: &str, mode: &str) {
     let release = std::fs::read_to_string("/etc/director-release").unwrap_or_default();
     log::init("================================================================");
     log::init(release.trim());
@@ -129,6 +142,7 @@ fn banner(nics: &[Nic], roles: &Roles, mgmt_addr: &str, cfg_state: &str) {
     log::init(&format!("management address: {mgmt_addr}"));
     log::init("web page: not built yet (issue 5); use the console: status, restart netfw, reboot, poweroff");
     log::init(&format!("config: {cfg_state}"));
+    log::init(&format!("mode: {mode}"));
     log::init("================================================================");
     log::init(READY_MARKER);
 }
@@ -172,13 +186,17 @@ pub fn run() -> ! {
     let mgmt_addr = configure_management(&nics, &roles, cfg.as_ref());
 
     let mut sup = Supervisor::default();
-    if cfg.is_some() {
+    let ipvs_mode = cfg.as_ref().is_some_and(|c| c.mode == Mode::Ipvs);
+    if ipvs_mode {
+        // The kernel forwards: program IPVS once (reconcile), logging each change.
+        run_logged("ipvs", &["ipvs", "apply", "--config", RUN_CONFIG]);
+    } else if cfg.is_some() {
         sup.add("netfw", vec!["/bin/netfw".into(), "run".into(), "--config".into(), RUN_CONFIG.into(), "--control".into(), "/run/netfw.sock".into()]);
     }
     let (tx, rx) = mpsc::channel();
     console::listen(tx.clone());
     power::watch_power_button(tx);
-    banner(&nics, &roles, &mgmt_addr, &cfg_state);
+    banner(&nics, &roles, &mgmt_addr, &cfg_state, if ipvs_mode { "ipvs (the kernel forwards)" } else if cfg.is_some() { "forwarder (netfw)" } else { "none" });
 
     loop {
         match SIGNAL.swap(0, Ordering::Relaxed) {
@@ -196,13 +214,10 @@ pub fn run() -> ! {
                     for l in sup.describe() {
                         log::init(&l);
                     }
-                    match std::process::Command::new("/bin/netfw").args(["status", "--control", "/run/netfw.sock"]).output() {
-                        Ok(o) => {
-                            for l in String::from_utf8_lossy(&o.stdout).lines().chain(String::from_utf8_lossy(&o.stderr).lines()) {
-                                log::line("status", l);
-                            }
-                        }
-                        Err(e) => log::init(&format!("netfw status: {e}")),
+                    if ipvs_mode {
+                        run_logged("status", &["ipvs", "status"]);
+                    } else {
+                        run_logged("status", &["status", "--control", "/run/netfw.sock"]);
                     }
                 }
                 Command::Restart(name) => {

@@ -6,7 +6,6 @@ mod dhcp;
 mod init;
 mod log;
 mod mounts;
-mod netconf;
 mod nics;
 mod power;
 mod supervise;

@@ -13,6 +13,9 @@ const USAGE: &str = "usage:
   netfw check --config FILE                      validate a config and exit
   netfw status [--json] [--control SOCKET]       ipvsadm-style table of a running forwarder
   netfw reload [--control SOCKET]                make a running forwarder re-read its config
+  netfw ipvs apply --config FILE                 program the kernel's IPVS (mode \"ipvs\"): reconcile, never flush
+  netfw ipvs status                              the kernel's IPVS table with its counters
+  netfw ipvs clear --config FILE                 remove IPVS services and this mode's addresses
 ";
 
 struct Args {
@@ -35,12 +38,45 @@ fn parse(rest: &[String]) -> Result<Args, String> {
     Ok(a)
 }
 
+fn ipvs_cmd(argv: &[String]) -> ExitCode {
+    let sub = argv.get(2).map(String::as_str).unwrap_or_default();
+    let args = match parse(argv.get(3..).unwrap_or_default()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprint!("netfw: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let r = match (sub, args.config) {
+        ("apply", Some(c)) => crate::ipvs::cli::apply(&c),
+        ("clear", Some(c)) => crate::ipvs::cli::clear(&c),
+        ("status", _) => crate::ipvs::cli::status(),
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match r {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("netfw ipvs {sub}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Run the `netfw` command with `argv` (program name first).
 pub fn main(argv: &[String]) -> ExitCode {
     let Some(cmd) = argv.get(1) else {
         eprint!("{USAGE}");
         return ExitCode::from(2);
     };
+    if cmd == "ipvs" {
+        return ipvs_cmd(argv);
+    }
     let args = match parse(&argv[2..]) {
         Ok(a) => a,
         Err(e) => {

@@ -122,6 +122,9 @@ pub struct ServiceDoc {
     /// Client-IP affinity, seconds (0 = off).
     #[serde(default)]
     pub persistence_s: u32,
+    /// How real servers are reached: "dr" (default), "tun" or "nat" (the last two in ipvs mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarding: Option<String>,
     /// Real servers.
     pub real_servers: Vec<RealServerDoc>,
 }
@@ -420,6 +423,13 @@ impl Config {
             if sched.is_none() {
                 err(at("scheduler"), format!("\"{}\" is not a scheduler; use one of rr, wrr, lc, wlc, sh, mh", s.scheduler));
             }
+            match (s.forwarding.as_deref().unwrap_or("dr"), self.mode) {
+                ("dr", _) | ("tun" | "nat", Mode::Ipvs) => {}
+                ("tun" | "nat", Mode::Forwarder) => {
+                    err(at("forwarding"), format!("\"{}\" needs mode \"ipvs\" (the forwarder does direct routing only)", s.forwarding.as_deref().unwrap_or_default()))
+                }
+                (other, _) => err(at("forwarding"), format!("\"{other}\" is not a forwarding method; use \"dr\", \"tun\" or \"nat\"")),
+            }
             if s.real_servers.len() > MAX_REAL_SERVERS {
                 err(at("real_servers"), format!("{} real servers; at most {MAX_REAL_SERVERS}", s.real_servers.len()));
             }
@@ -617,6 +627,19 @@ mod tests {
         let e = invalid(&with(|v| v["management"] = serde_json::json!({"nic": "eth0", "address": "198.19.0.10/24", "gateway": "198.18.0.1"})));
         assert!(has(&e, "management.gateway", "outside the management subnet"), "{e:?}");
         let ok = with(|v| v["management"] = serde_json::json!({"nic": "52:54:00:12:34:56", "address": "198.19.0.10/24", "gateway": "198.19.0.1"}));
+        Config::parse(&ok).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn tun_and_nat_need_ipvs_mode() {
+        let e = invalid(&with(|v| v["services"][0]["forwarding"] = "tun".into()));
+        assert!(has(&e, "services[0].forwarding", "needs mode \"ipvs\""), "{e:?}");
+        let e = invalid(&with(|v| v["services"][0]["forwarding"] = "fullnat".into()));
+        assert!(has(&e, "services[0].forwarding", "not a forwarding method"), "{e:?}");
+        let ok = with(|v| {
+            v["mode"] = "ipvs".into();
+            v["services"][0]["forwarding"] = "nat".into();
+        });
         Config::parse(&ok).unwrap().validate().unwrap();
     }
 

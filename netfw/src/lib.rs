@@ -26,6 +26,10 @@ pub mod ctl;
 #[cfg(feature = "std")]
 pub mod io;
 #[cfg(feature = "std")]
+pub mod ipvs;
+#[cfg(feature = "std")]
+pub mod netconf;
+#[cfg(feature = "std")]
 pub mod run;
 #[cfg(feature = "std")]
 pub mod stack;

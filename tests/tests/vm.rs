@@ -78,22 +78,46 @@ fn the_disk_image_boots_under_seabios_and_ovmf_and_powers_off_cleanly() {
     }
 }
 
-#[test]
-fn dr_through_the_vm_spreads_and_replies_bypass_it() {
+/// Issue 2's DR proofs through the appliance VM, in a forwarding mode.
+fn dr_proofs_through_the_vm(mode: &str, fw: Firmware) {
     let _g = one_lab_at_a_time();
     let mut lab = Lab::build_for_vm(Layout::TwoArm, 3).unwrap();
-    lab.write_vm_config(&lab.config(&rr3())).unwrap();
-    let t = lab.boot_vm(Firmware::SeaBios).unwrap();
-    println!("power-on to ready: {:.1} s", t.as_secs_f64());
+    lab.write_vm_config(&lab.config(&rr3()).replace("\"mode\": \"forwarder\"", &format!("\"mode\": \"{mode}\""))).unwrap();
+    let t = lab.boot_vm(fw).unwrap();
+    println!("{mode} mode: power-on to ready {:.1} s", t.as_secs_f64());
+    lab.vm().wait_for(&format!("mode: {mode}"), Duration::from_secs(5)).unwrap();
+    let rs1 = lab.ns("rs1");
+    let tool = qemu::proc::bin("labtool").unwrap();
+    lab.spawn("sniff-rs1", &rs1, &[tool.to_str().unwrap(), "sniff", "--dev", "eth0", "--seconds", "8"]).unwrap();
+    tests::wait_ready(&lab, "sniff-rs1");
     wait_forwarding(&lab);
-    assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]));
+    // Spread as the scheduler says.
+    assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]), "{mode}");
     // Replies never enter the VM: a 4 MB download puts far less than that into its NICs.
     let before = lab.tap_to_vm_bytes("tap1").unwrap() + lab.tap_to_vm_bytes("tap2").unwrap();
     let out = lab.labtool(&lab.ns("client"), &["long", "--to", &format!("{}:80", lab::VIP), "--bytes", "4000000"]).unwrap();
     assert!(out.contains("\"body_bytes\":400000"), "{out}");
     let into_vm = lab.tap_to_vm_bytes("tap1").unwrap() + lab.tap_to_vm_bytes("tap2").unwrap() - before;
-    assert!(into_vm < 1_000_000, "{into_vm} bytes entered the VM during a 4 MB download: replies crossed it");
-    assert_eq!(lab.neighbour(&lab.ns("router"), lab::VIP).as_deref(), Some(lab::DIRECTOR_VIP_MAC));
+    assert!(into_vm < 1_000_000, "{mode}: {into_vm} bytes entered the VM during a 4 MB download: replies crossed it");
+    // The router's neighbour entry for the VIP is the appliance's MAC.
+    assert_eq!(lab.neighbour(&lab.ns("router"), lab::VIP).as_deref(), Some(lab::DIRECTOR_VIP_MAC), "{mode}");
+    // The appliance's ARP requests for real servers carry the DIP, never the VIP.
+    let cap = tests::wait_sniff(&lab, "sniff-rs1");
+    let reqs: Vec<&serde_json::Value> = cap["arp"].as_array().unwrap().iter().filter(|a| a["sender_mac"] == lab::DIRECTOR_RS_MAC && a["op"] == 1 && a["sender_ip"] != a["target_ip"]).collect();
+    assert!(!reqs.is_empty(), "{mode}: no ARP request from the appliance seen on rs1: {cap}");
+    for r in reqs {
+        assert_eq!(r["sender_ip"], lab::DIP.to_string().as_str(), "{mode}: {r}");
+    }
+}
+
+#[test]
+fn dr_through_the_vm_in_forwarder_mode() {
+    dr_proofs_through_the_vm("forwarder", Firmware::SeaBios);
+}
+
+#[test]
+fn dr_through_the_vm_in_ipvs_mode() {
+    dr_proofs_through_the_vm("ipvs", Firmware::Direct);
 }
 
 #[test]

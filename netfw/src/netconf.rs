@@ -1,5 +1,6 @@
-//! Kernel network configuration over rtnetlink (netlink-packet-route): the management NIC's
-//! address and default route. Errors come back as the kernel's errno, with what was asked.
+//! Kernel network configuration over rtnetlink (netlink-packet-route): addresses and the
+//! default route (the appliance's management NIC; the director's DIP and VIPs in IPVS mode).
+//! Errors come back as the kernel's errno, with what was asked.
 
 use std::net::Ipv4Addr;
 

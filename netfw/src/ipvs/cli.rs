@@ -1,0 +1,83 @@
+//! `netfw ipvs …`: program the kernel's IPVS from the config, show its table, or clear it.
+
+use std::path::Path;
+
+use super::kernel::{Fwd, Ipvs};
+use super::reconcile::{self, Wanted};
+use super::director;
+use crate::config::{Config, Mode};
+
+fn fwd(s: Option<&str>) -> Fwd {
+    match s {
+        Some("tun") => Fwd::Tun,
+        Some("nat") => Fwd::Nat,
+        _ => Fwd::Dr,
+    }
+}
+
+/// The services the config wants, with their methods.
+pub fn wanted(cfg: &Config, spec: &crate::model::DataPlaneSpec) -> Vec<Wanted> {
+    spec.services.iter().zip(&cfg.services).map(|(s, d)| Wanted::from_spec(s, fwd(d.forwarding.as_deref()))).collect()
+}
+
+/// `netfw ipvs apply --config FILE`: the director's network side, then reconcile.
+pub fn apply(path: &Path) -> Result<String, String> {
+    let (cfg, spec) = Config::load(path).map_err(|e| e.to_string())?;
+    if cfg.mode != Mode::Ipvs {
+        return Err("the config's mode is \"forwarder\"; `netfw ipvs apply` programs IPVS only for mode \"ipvs\"".into());
+    }
+    let mut out = String::new();
+    for line in director::setup(&cfg, &spec)? {
+        out.push_str(&format!("{line}\n"));
+    }
+    let mut ipvs = Ipvs::open().map_err(|e| e.to_string())?;
+    let have = reconcile::read(&mut ipvs).map_err(|e| e.to_string())?;
+    let changes = reconcile::diff(&have, &wanted(&cfg, &spec));
+    for c in &changes {
+        out.push_str(&format!("{c}\n"));
+    }
+    reconcile::apply(&mut ipvs, &changes).map_err(|e| format!("{out}{e}"))?;
+    out.push_str(&format!("IPVS matches the config ({} change{})\n", changes.len(), if changes.len() == 1 { "" } else { "s" }));
+    Ok(out)
+}
+
+/// `netfw ipvs status`: the kernel's table with its counters, in the status table's format.
+pub fn status() -> Result<String, String> {
+    let mut ipvs = Ipvs::open().map_err(|e| e.to_string())?;
+    let table = reconcile::read(&mut ipvs).map_err(|e| e.to_string())?;
+    let mut o = String::from("netfw ipvs: the kernel's IPVS table\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port        Forward Weight ActiveConn InActConn      Conns    InPkts     InBytes   CPS  InPPS   InBPS\n");
+    for (s, dests) in &table {
+        let persist = if s.persistence_s > 0 { format!(" persistent {}", s.persistence_s) } else { String::new() };
+        o.push_str(&format!("{:<4} {}:{} {}{}  (conns {} pkts {} bytes {})\n", s.key.proto.name().to_uppercase(), s.key.vip, s.key.port, s.sched, persist, s.stats.conns, s.stats.inpkts, s.stats.inbytes));
+        for d in dests {
+            o.push_str(&format!(
+                "  -> {:<25} {:<7} {:>6} {:>10} {:>9} {:>10} {:>9} {:>11} {:>5} {:>6} {:>7}\n",
+                format!("{}:{}", d.addr, d.port),
+                d.fwd.name(),
+                d.weight,
+                d.active,
+                d.inactive,
+                d.stats.conns,
+                d.stats.inpkts,
+                d.stats.inbytes,
+                d.stats.cps,
+                d.stats.inpps,
+                d.stats.inbps
+            ));
+        }
+    }
+    Ok(o)
+}
+
+/// `netfw ipvs clear --config FILE`: remove every service the kernel has and the director's
+/// addresses of this mode (leaving IPVS mode).
+pub fn clear(path: &Path) -> Result<String, String> {
+    let (cfg, spec) = Config::load(path).map_err(|e| e.to_string())?;
+    let mut ipvs = Ipvs::open().map_err(|e| e.to_string())?;
+    let have = reconcile::read(&mut ipvs).map_err(|e| e.to_string())?;
+    let changes = reconcile::diff(&have, &[]);
+    reconcile::apply(&mut ipvs, &changes).map_err(|e| e.to_string())?;
+    let mut out: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    out.extend(director::teardown(&cfg, &spec));
+    Ok(out.join("\n") + "\n")
+}
