@@ -16,6 +16,8 @@ const USAGE: &str = "usage:
   netfw ipvs apply --config FILE                 program the kernel's IPVS (mode \"ipvs\"): reconcile, never flush
   netfw ipvs status                              the kernel's IPVS table with its counters
   netfw ipvs clear --config FILE                 remove IPVS services and this mode's addresses
+  netfw ipvs import FILE                         `ipvsadm -S -n` rules as the config's services (JSON)
+  netfw ipvs export [--config FILE]              rules in `ipvsadm -S -n` format (config, or the kernel's table)
 ";
 
 struct Args {
@@ -40,6 +42,22 @@ fn parse(rest: &[String]) -> Result<Args, String> {
 
 fn ipvs_cmd(argv: &[String]) -> ExitCode {
     let sub = argv.get(2).map(String::as_str).unwrap_or_default();
+    if sub == "import" {
+        return match argv.get(3).map(|f| crate::ipvs::cli::import(std::path::Path::new(f))) {
+            Some(Ok(out)) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Some(Err(e)) => {
+                eprintln!("netfw ipvs import: {e}");
+                ExitCode::FAILURE
+            }
+            None => {
+                eprint!("{USAGE}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let args = match parse(argv.get(3..).unwrap_or_default()) {
         Ok(a) => a,
         Err(e) => {
@@ -51,6 +69,7 @@ fn ipvs_cmd(argv: &[String]) -> ExitCode {
         ("apply", Some(c)) => crate::ipvs::cli::apply(&c),
         ("clear", Some(c)) => crate::ipvs::cli::clear(&c),
         ("status", _) => crate::ipvs::cli::status(),
+        ("export", c) => crate::ipvs::cli::export(c.as_deref()),
         _ => {
             eprint!("{USAGE}");
             return ExitCode::from(2);

@@ -81,3 +81,35 @@ pub fn clear(path: &Path) -> Result<String, String> {
     out.extend(director::teardown(&cfg, &spec));
     Ok(out.join("\n") + "\n")
 }
+
+/// `netfw ipvs import FILE`: `ipvsadm -S -n` rules as the config's `services` array.
+pub fn import(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let services = super::ipvsadm::import(&text).map_err(|e| e.to_string())?;
+    serde_json::to_string_pretty(&services).map(|s| s + "\n").map_err(|e| e.to_string())
+}
+
+/// `netfw ipvs export [--config FILE]`: rules in `ipvsadm -S -n` format, from a config, or
+/// from the running kernel's table.
+pub fn export(path: Option<&Path>) -> Result<String, String> {
+    let services = match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?.0.services,
+        None => {
+            let mut ipvs = Ipvs::open().map_err(|e| e.to_string())?;
+            reconcile::read(&mut ipvs)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|(s, d)| crate::config::ServiceDoc {
+                    vip: s.key.vip.to_string(),
+                    protocol: s.key.proto.name().into(),
+                    port: i64::from(s.key.port),
+                    scheduler: s.sched,
+                    persistence_s: s.persistence_s,
+                    forwarding: d.first().map(|x| x.fwd.name().to_string()).filter(|m| m != "dr"),
+                    real_servers: d.iter().map(|x| crate::config::RealServerDoc { address: x.addr.to_string(), weight: i64::from(x.weight) }).collect(),
+                })
+                .collect()
+        }
+    };
+    Ok(super::ipvsadm::export(&services))
+}

@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod director;
+pub mod ipvsadm;
 pub mod kernel;
 pub mod nl;
 pub mod reconcile;
