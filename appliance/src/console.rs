@@ -1,6 +1,8 @@
 //! The serial console: the init's log goes out, and a few commands come in (one per line).
 //! There is no shell on the appliance; this is the operator's (and the tests') last resort:
-//! `status`, `restart netfw` (kills it; the supervisor restarts it), `reboot`, `poweroff`.
+//! `status`, `restart netfw` (kills it; the supervisor restarts it), `reboot`, `poweroff`,
+//! `ipvs` (the kernel's IPVS table), `apply-config {…}` (a whole config document on one line:
+//! validated, saved to the config partition, applied without reboot).
 
 use std::io::BufRead;
 use std::sync::mpsc::Sender;
@@ -16,14 +18,22 @@ pub enum Command {
     Reboot,
     /// Power off cleanly.
     Poweroff,
+    /// Validate, save and apply a new config (the JSON document on one line).
+    ApplyConfig(String),
+    /// Show the kernel's IPVS table.
+    Ipvs,
     /// Anything else.
     Unknown(String),
 }
 
 /// Parse one line.
 pub fn parse(line: &str) -> Option<Command> {
+    if let Some(json) = line.trim().strip_prefix("apply-config ") {
+        return Some(Command::ApplyConfig(json.to_string()));
+    }
     let mut w = line.split_whitespace();
     Some(match (w.next()?, w.next()) {
+        ("ipvs", None) => Command::Ipvs,
         ("status", None) => Command::Status,
         ("restart", Some(name)) => Command::Restart(name.to_string()),
         ("reboot", None) => Command::Reboot,
@@ -32,12 +42,30 @@ pub fn parse(line: &str) -> Option<Command> {
     })
 }
 
+/// Turn off the tty's echo: echoed keystrokes interleave with log lines being written and
+/// garble both. Each command is logged back as one clean line instead.
+fn no_echo() {
+    // SAFETY: an all-zero termios is valid storage for tcgetattr to fill.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: fd 0 is the console; `t` is valid.
+    if unsafe { libc::tcgetattr(0, &mut t) } == 0 {
+        t.c_lflag &= !(libc::ECHO | libc::ECHONL);
+        // SAFETY: as above.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+    }
+}
+
 /// Read commands from the console in a thread.
 pub fn listen(tx: Sender<Command>) {
+    no_echo();
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         for line in stdin.lock().lines() {
             let Ok(line) = line else { break };
+            if !line.trim().is_empty() {
+                let shown: String = line.trim().chars().take(100).collect();
+                crate::log::line("console", &format!("> {shown}{}", if line.trim().len() > 100 { "…" } else { "" }));
+            }
             if let Some(c) = parse(&line) {
                 if tx.send(c).is_err() {
                     break;
@@ -56,6 +84,8 @@ mod tests {
         assert_eq!(parse("status"), Some(Command::Status));
         assert_eq!(parse(" restart netfw "), Some(Command::Restart("netfw".into())));
         assert_eq!(parse("poweroff"), Some(Command::Poweroff));
+        assert_eq!(parse("apply-config {\"version\": 1}"), Some(Command::ApplyConfig("{\"version\": 1}".into())));
+        assert_eq!(parse("ipvs"), Some(Command::Ipvs));
         assert_eq!(parse("rm -rf /"), Some(Command::Unknown("rm -rf /".into())));
         assert_eq!(parse("   "), None);
     }

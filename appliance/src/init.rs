@@ -74,10 +74,9 @@ fn write_sysctl(path: &str, value: &str) {
     let _ = std::fs::write(path, value);
 }
 
-/// Read and validate the config; resolve NIC references; write the effective config for netfw.
-fn load_config(nics: &[Nic]) -> Result<(Config, Roles), String> {
-    let text = std::fs::read_to_string(CONFIG_FILE).map_err(|e| format!("no config at {CONFIG_FILE}: {e}"))?;
-    let mut cfg = Config::parse(&text).map_err(|e| e.to_string())?;
+/// Parse and validate a config document; resolve NIC references (names or MACs) to names.
+fn prepare_config(text: &str, nics: &[Nic]) -> Result<(Config, Roles), String> {
+    let mut cfg = Config::parse(text).map_err(|e| e.to_string())?;
     let resolve = |r: &str, field: &str| nics::resolve(nics, r).ok_or_else(|| format!("{field}: no NIC named or with MAC {r}"));
     cfg.nics.vip_side = resolve(&cfg.nics.vip_side, "nics.vip_side")?;
     cfg.nics.rs_side = resolve(&cfg.nics.rs_side, "nics.rs_side")?;
@@ -85,10 +84,103 @@ fn load_config(nics: &[Nic]) -> Result<(Config, Roles), String> {
         m.nic = resolve(&m.nic, "management.nic")?;
     }
     cfg.validate().map_err(|e| e.to_string())?;
-    let text = serde_json::to_string_pretty(&cfg).map_err(|e| e.to_string())?;
-    std::fs::write(RUN_CONFIG, text).map_err(|e| format!("{RUN_CONFIG}: {e}"))?;
     let roles = Roles { management: cfg.management.as_ref().map(|m| m.nic.clone()), vip_side: Some(cfg.nics.vip_side.clone()), rs_side: Some(cfg.nics.rs_side.clone()) };
     Ok((cfg, roles))
+}
+
+/// Write the effective config (resolved NIC names) where netfw reads it.
+fn write_run_config(cfg: &Config) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(cfg).map_err(|e| e.to_string())?;
+    std::fs::write(RUN_CONFIG, text).map_err(|e| format!("{RUN_CONFIG}: {e}"))
+}
+
+/// Read and validate the config partition's document; write the effective config for netfw.
+fn load_config(nics: &[Nic]) -> Result<(Config, Roles), String> {
+    let text = std::fs::read_to_string(CONFIG_FILE).map_err(|e| format!("no config at {CONFIG_FILE}: {e}"))?;
+    let (cfg, roles) = prepare_config(&text, nics)?;
+    write_run_config(&cfg)?;
+    Ok((cfg, roles))
+}
+
+/// Save a document on the config partition so that a power cut leaves the old or the new one:
+/// write a temporary file, fsync it, rename it over the old, fsync the directory.
+fn save_config(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let tmp = format!("{CONFIG_FILE}.new");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{tmp}: {e}"))?;
+    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| format!("{tmp}: {e}"))?;
+    std::fs::rename(&tmp, CONFIG_FILE).map_err(|e| format!("{CONFIG_FILE}: {e}"))?;
+    std::fs::File::open(mounts::CONFIG_DIR).and_then(|d| d.sync_all()).map_err(|e| format!("{}: {e}", mounts::CONFIG_DIR))
+}
+
+/// What is forwarding now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Running {
+    /// Nothing (no valid config).
+    Nothing,
+    /// netfw, supervised.
+    Forwarder,
+    /// The kernel's IPVS (by config or by fallback).
+    Ipvs,
+}
+
+const PREV_RUN_CONFIG: &str = "/run/netfw.prev.json";
+
+fn netfw_argv() -> Vec<String> {
+    vec!["/bin/netfw".into(), "run".into(), "--config".into(), RUN_CONFIG.into(), "--control".into(), "/run/netfw.sock".into()]
+}
+
+/// Leave the running mode (removing everything it set up) and enter `want`.
+fn switch(from: Running, want: Running, sup: &mut Supervisor) {
+    match from {
+        Running::Forwarder if want != Running::Forwarder => sup.remove("netfw"),
+        Running::Ipvs if want != Running::Ipvs => run_logged("ipvs", &["ipvs", "clear", "--config", PREV_RUN_CONFIG]),
+        _ => {}
+    }
+    match want {
+        Running::Forwarder if from != Running::Forwarder => sup.add("netfw", netfw_argv()),
+        Running::Ipvs => run_logged("ipvs", &["ipvs", "apply", "--config", RUN_CONFIG, "--fallback"]),
+        _ => {}
+    }
+}
+
+/// `apply-config`: validate, save, apply without reboot. Returns the new running state.
+fn apply_config(json: &str, nics: &[Nic], roles: &Roles, running: Running, sup: &mut Supervisor, config_mounted: bool) -> Running {
+    let (cfg, new_roles) = match prepare_config(json, nics) {
+        Ok(x) => x,
+        Err(e) => {
+            log::init(&format!("apply-config refused, the running config stays in force: {e}"));
+            return running;
+        }
+    };
+    if new_roles.vip_side != roles.vip_side || new_roles.rs_side != roles.rs_side || new_roles.management != roles.management {
+        log::init("apply-config refused: NIC roles changed; save the config to the partition and reboot");
+        return running;
+    }
+    if !config_mounted {
+        log::init("apply-config refused: there is no config partition to save it on");
+        return running;
+    }
+    if let Err(e) = save_config(json) {
+        log::init(&format!("apply-config refused, nothing changed: cannot save: {e}"));
+        return running;
+    }
+    let _ = std::fs::copy(RUN_CONFIG, PREV_RUN_CONFIG);
+    if let Err(e) = write_run_config(&cfg) {
+        log::init(&e);
+        return running;
+    }
+    let want = if cfg.mode == Mode::Ipvs { Running::Ipvs } else { Running::Forwarder };
+    if want == Running::Forwarder && running == Running::Forwarder {
+        match netfw::ctl::request(std::path::Path::new("/run/netfw.sock"), "reload") {
+            Ok(reply) => log::line("netfw", reply.trim()),
+            Err(e) => log::init(&format!("netfw reload: {e}")),
+        }
+    } else {
+        switch(running, want, sup);
+    }
+    log::init(&format!("config saved and applied: mode {}", if want == Running::Ipvs { "ipvs" } else { "forwarder" }));
+    want
 }
 
 /// The management NIC's address: static from the config, else DHCP (with a link-local
@@ -116,6 +208,14 @@ fn configure_management(nics: &[Nic], roles: &Roles, cfg: Option<&Config>) -> St
             let said = dhcp::start(nic.clone(), mac, Duration::from_secs(6));
             format!("{said} on {nic}")
         }
+    }
+}
+
+fn mode_name(r: Running) -> &'static str {
+    match r {
+        Running::Ipvs => "ipvs (the kernel forwards)",
+        Running::Forwarder => "forwarder (netfw)",
+        Running::Nothing => "none",
     }
 }
 
@@ -186,17 +286,22 @@ pub fn run() -> ! {
     let mgmt_addr = configure_management(&nics, &roles, cfg.as_ref());
 
     let mut sup = Supervisor::default();
-    let ipvs_mode = cfg.as_ref().is_some_and(|c| c.mode == Mode::Ipvs);
-    if ipvs_mode {
-        // The kernel forwards: program IPVS once (reconcile), logging each change.
-        run_logged("ipvs", &["ipvs", "apply", "--config", RUN_CONFIG]);
-    } else if cfg.is_some() {
-        sup.add("netfw", vec!["/bin/netfw".into(), "run".into(), "--config".into(), RUN_CONFIG.into(), "--control".into(), "/run/netfw.sock".into()]);
-    }
+    let mut running = match &cfg {
+        Some(c) if c.mode == Mode::Ipvs => {
+            // The kernel forwards: program IPVS once (reconcile), logging each change.
+            run_logged("ipvs", &["ipvs", "apply", "--config", RUN_CONFIG]);
+            Running::Ipvs
+        }
+        Some(_) => {
+            sup.add("netfw", netfw_argv());
+            Running::Forwarder
+        }
+        None => Running::Nothing,
+    };
     let (tx, rx) = mpsc::channel();
     console::listen(tx.clone());
     power::watch_power_button(tx);
-    banner(&nics, &roles, &mgmt_addr, &cfg_state, if ipvs_mode { "ipvs (the kernel forwards)" } else if cfg.is_some() { "forwarder (netfw)" } else { "none" });
+    banner(&nics, &roles, &mgmt_addr, &cfg_state, mode_name(running));
 
     loop {
         match SIGNAL.swap(0, Ordering::Relaxed) {
@@ -205,7 +310,14 @@ pub fn run() -> ! {
             _ => {}
         }
         while let Some((pid, status)) = sys::reap() {
-            sup.exited(pid, status);
+            let netfw_nics_unusable = sup.exited(pid, status).as_deref() == Some("netfw") && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == i32::from(netfw::run::EXIT_NICS_UNUSABLE);
+            if netfw_nics_unusable && running == Running::Forwarder {
+                log::init("FALLBACK: the forwarder cannot use its NICs (see its last line); the kernel's IPVS takes over with the same config");
+                let _ = std::fs::copy(RUN_CONFIG, PREV_RUN_CONFIG);
+                switch(Running::Forwarder, Running::Ipvs, &mut sup);
+                running = Running::Ipvs;
+                log::init(&format!("mode: {} (fallback)", mode_name(running)));
+            }
         }
         sup.tick();
         if let Ok(cmd) = rx.recv_timeout(Duration::from_millis(100)) {
@@ -214,10 +326,11 @@ pub fn run() -> ! {
                     for l in sup.describe() {
                         log::init(&l);
                     }
-                    if ipvs_mode {
-                        run_logged("status", &["ipvs", "status"]);
-                    } else {
-                        run_logged("status", &["status", "--control", "/run/netfw.sock"]);
+                    log::init(&format!("mode: {}", mode_name(running)));
+                    match running {
+                        Running::Ipvs => run_logged("status", &["ipvs", "status"]),
+                        Running::Forwarder => run_logged("status", &["status", "--control", "/run/netfw.sock"]),
+                        Running::Nothing => {}
                     }
                 }
                 Command::Restart(name) => {
@@ -229,7 +342,9 @@ pub fn run() -> ! {
                 }
                 Command::Reboot => power::shutdown(Action::Reboot, &mut sup, config_mounted),
                 Command::Poweroff => power::shutdown(Action::Poweroff, &mut sup, config_mounted),
-                Command::Unknown(l) => log::init(&format!("unknown command \"{l}\" (status, restart netfw, reboot, poweroff)")),
+                Command::Ipvs => run_logged("ipvs", &["ipvs", "status"]),
+                Command::ApplyConfig(json) => running = apply_config(&json, &nics, &roles, running, &mut sup, config_mounted),
+                Command::Unknown(l) => log::init(&format!("unknown command \"{l}\" (status, ipvs, restart netfw, apply-config {{…}}, reboot, poweroff)")),
             }
         }
     }

@@ -85,9 +85,9 @@ impl Supervisor {
         }
     }
 
-    /// A process exited: if it is ours, schedule its restart. Returns whether it was ours.
-    pub fn exited(&mut self, pid: i32, status: i32) -> bool {
-        let Some(c) = self.children.iter_mut().find(|c| c.pid == Some(pid)) else { return false };
+    /// A process exited: if it is ours, schedule its restart. Returns its name if it was ours.
+    pub fn exited(&mut self, pid: i32, status: i32) -> Option<String> {
+        let c = self.children.iter_mut().find(|c| c.pid == Some(pid))?;
         c.pid = None;
         if c.started.elapsed() >= STABLE {
             c.backoff = BACKOFF_MIN;
@@ -97,7 +97,7 @@ impl Supervisor {
         log::init(&format!("{} {how}; restart {} in {:?}", c.name, c.restarts, c.backoff));
         c.next_start = Some(Instant::now() + c.backoff);
         c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
-        true
+        Some(c.name.clone())
     }
 
     /// Kill a child by name with SIGKILL (fault injection from the console); it is restarted.
@@ -108,6 +108,23 @@ impl Supervisor {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Stop and forget a child (leaving a mode). SIGTERM, up to 3 s, then SIGKILL.
+    pub fn remove(&mut self, name: &str) {
+        let Some(i) = self.children.iter().position(|c| c.name == name) else { return };
+        let mut c = self.children.remove(i);
+        c.next_start = None;
+        if let Some(pid) = c.pid {
+            sys::kill(pid, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            // SAFETY: waiting for our own child; WNOHANG never blocks.
+            while unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            sys::kill(pid, libc::SIGKILL);
+            log::init(&format!("{name} stopped"));
         }
     }
 

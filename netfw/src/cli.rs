@@ -13,7 +13,7 @@ const USAGE: &str = "usage:
   netfw check --config FILE                      validate a config and exit
   netfw status [--json] [--control SOCKET]       ipvsadm-style table of a running forwarder
   netfw reload [--control SOCKET]                make a running forwarder re-read its config
-  netfw ipvs apply --config FILE                 program the kernel's IPVS (mode \"ipvs\"): reconcile, never flush
+  netfw ipvs apply --config FILE [--fallback]    program the kernel's IPVS (mode \"ipvs\", or any mode with --fallback)
   netfw ipvs status                              the kernel's IPVS table with its counters
   netfw ipvs clear --config FILE                 remove IPVS services and this mode's addresses
   netfw ipvs import FILE                         `ipvsadm -S -n` rules as the config's services (JSON)
@@ -34,6 +34,7 @@ fn parse(rest: &[String]) -> Result<Args, String> {
             "--config" => a.config = Some(it.next().ok_or("--config needs a file")?.into()),
             "--control" => a.control = it.next().ok_or("--control needs a socket path")?.into(),
             "--json" => a.json = true,
+            "--fallback" => {}
             other => return Err(format!("unknown argument \"{other}\"")),
         }
     }
@@ -66,7 +67,7 @@ fn ipvs_cmd(argv: &[String]) -> ExitCode {
         }
     };
     let r = match (sub, args.config) {
-        ("apply", Some(c)) => crate::ipvs::cli::apply(&c),
+        ("apply", Some(c)) => crate::ipvs::cli::apply(&c, argv.iter().any(|a| a == "--fallback")),
         ("clear", Some(c)) => crate::ipvs::cli::clear(&c),
         ("status", _) => crate::ipvs::cli::status(),
         ("export", c) => crate::ipvs::cli::export(c.as_deref()),
@@ -113,7 +114,11 @@ pub fn main(argv: &[String]) -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("netfw: {e}");
-                    ExitCode::FAILURE
+                    if e.nics_unusable() {
+                        ExitCode::from(crate::run::EXIT_NICS_UNUSABLE)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }

@@ -44,6 +44,30 @@ pub enum RunError {
     Ring(RingError),
     /// The control socket cannot be opened.
     Control(PathBuf, std::io::Error),
+    /// A dedicated NIC exists but the forwarder cannot serve it.
+    NicUnusable(String),
+}
+
+/// The exit status of `netfw run` when its NICs cannot be used: the appliance falls back to
+/// IPVS mode on it.
+pub const EXIT_NICS_UNUSABLE: u8 = 3;
+
+/// Largest MTU the rings carry (a 2 KiB slot holds a 1514-byte frame and the ring's headers).
+pub const MAX_MTU: u32 = 1500;
+
+impl RunError {
+    /// The NICs (not the config) are the problem: another mode may still work.
+    pub fn nics_unusable(&self) -> bool {
+        matches!(self, RunError::Nic(_) | RunError::Ring(_) | RunError::NicUnusable(_))
+    }
+}
+
+fn check_mtu(nic: &str) -> Result<(), RunError> {
+    let mtu: u32 = std::fs::read_to_string(format!("/sys/class/net/{nic}/mtu")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    if mtu > MAX_MTU {
+        return Err(RunError::NicUnusable(format!("NIC {nic} has MTU {mtu}: netfw's rings carry standard Ethernet frames (MTU at most {MAX_MTU}); use ipvs mode for jumbo frames")));
+    }
+    Ok(())
 }
 
 impl fmt::Display for RunError {
@@ -54,6 +78,7 @@ impl fmt::Display for RunError {
             RunError::Nic(e) => e.fmt(f),
             RunError::Ring(e) => e.fmt(f),
             RunError::Control(p, e) => write!(f, "cannot open the control socket {}: {e}", p.display()),
+            RunError::NicUnusable(m) => f.write_str(m),
         }
     }
 }
@@ -110,6 +135,8 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let now = || Millis(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
     let seed = seed();
 
+    check_mtu(&cfg.nics.vip_side)?;
+    check_mtu(&cfg.nics.rs_side)?;
     let vip_mac = nic_mac(&cfg.nics.vip_side).map_err(RunError::Nic)?;
     let rs_mac = if one_arm { vip_mac } else { nic_mac(&cfg.nics.rs_side).map_err(RunError::Nic)? };
     let vip_ring = PacketRing::open(&cfg.nics.vip_side).map_err(RunError::Ring)?;

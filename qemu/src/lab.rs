@@ -541,9 +541,14 @@ impl Lab {
     /// Boot the appliance VM from its disk (run `write_vm_config` first) and wait for the
     /// ready marker. Returns the time from power-on to ready.
     pub fn boot_vm(&mut self, firmware: Firmware) -> Result<Duration, LabError> {
+        self.boot_vm_with(firmware, None)
+    }
+
+    /// Like `boot_vm`, with the VIP-facing NIC advertising `vip_mtu` (jumbo frames).
+    pub fn boot_vm_with(&mut self, firmware: Firmware, vip_mtu: Option<u32>) -> Result<Duration, LabError> {
         let vmdir = self.dir.join("vm");
         std::fs::create_dir_all(&vmdir).map_err(|e| LabError(e.to_string()))?;
-        let nics = [("tap0", VM_MGMT_MAC), ("tap1", DIRECTOR_VIP_MAC), ("tap2", DIRECTOR_RS_MAC)].map(|(t, m)| VmNic { tap: t.into(), mac: m.into() });
+        let nics = [("tap0", VM_MGMT_MAC, None), ("tap1", DIRECTOR_VIP_MAC, vip_mtu), ("tap2", DIRECTOR_RS_MAC, None)].map(|(t, m, mtu)| VmNic { tap: t.into(), mac: m.into(), mtu });
         let mut vm = Vm::boot(&vmdir, &self.vm_disk(), firmware, &nics, Some(&self.ns("director")))?;
         let t = vm.wait_for(crate::READY_MARKER, Duration::from_secs(120))?;
         self.vm = Some(vm);

@@ -30,6 +30,8 @@ pub struct VmNic {
     pub tap: String,
     /// Guest MAC.
     pub mac: String,
+    /// MTU the device advertises to the guest (jumbo frames), if not the default.
+    pub mtu: Option<u32>,
 }
 
 /// A running VM.
@@ -104,7 +106,7 @@ impl Vm {
             args.push("-netdev".into());
             args.push(format!("tap,id=n{i},ifname={},script=no,downscript=no", n.tap));
             args.push("-device".into());
-            args.push(format!("virtio-net-pci,netdev=n{i},mac={}", n.mac));
+            args.push(format!("virtio-net-pci,netdev=n{i},mac={}{}", n.mac, n.mtu.map(|m| format!(",host_mtu={m}")).unwrap_or_default()));
         }
         let qlog = std::fs::File::create(dir.join("qemu.log")).map_err(|e| LabError(e.to_string()))?;
         let (prog, rest) = args.split_first().ok_or_else(|| LabError("empty qemu command".into()))?;

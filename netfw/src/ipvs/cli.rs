@@ -21,9 +21,10 @@ pub fn wanted(cfg: &Config, spec: &crate::model::DataPlaneSpec) -> Vec<Wanted> {
 }
 
 /// `netfw ipvs apply --config FILE`: the director's network side, then reconcile.
-pub fn apply(path: &Path) -> Result<String, String> {
+/// With `fallback`, a forwarder-mode config is programmed too (the forwarder cannot run).
+pub fn apply(path: &Path, fallback: bool) -> Result<String, String> {
     let (cfg, spec) = Config::load(path).map_err(|e| e.to_string())?;
-    if cfg.mode != Mode::Ipvs {
+    if cfg.mode != Mode::Ipvs && !fallback {
         return Err("the config's mode is \"forwarder\"; `netfw ipvs apply` programs IPVS only for mode \"ipvs\"".into());
     }
     let mut out = String::new();
