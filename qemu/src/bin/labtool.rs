@@ -252,6 +252,7 @@ fn sniff(args: &[String]) -> Result<(), String> {
     let end = Instant::now() + Duration::from_secs(secs);
     let mut arps = Vec::new();
     let mut ipv4_src: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ipip = Vec::new();
     let mut buf = [0u8; 65536];
     while Instant::now() < end {
         let Ok(n) = f.read(&mut buf) else { continue };
@@ -266,11 +267,27 @@ fn sniff(args: &[String]) -> Result<(), String> {
                 "sender_ip": Ipv4Addr::new(fr[28], fr[29], fr[30], fr[31]).to_string(),
                 "target_ip": Ipv4Addr::new(fr[38], fr[39], fr[40], fr[41]).to_string(),
             })),
-            0x0800 if n >= 34 => *ipv4_src.entry(Ipv4Addr::new(fr[26], fr[27], fr[28], fr[29]).to_string()).or_default() += 1,
+            0x0800 if n >= 34 => {
+                *ipv4_src.entry(Ipv4Addr::new(fr[26], fr[27], fr[28], fr[29]).to_string()).or_default() += 1;
+                // IP-in-IP (protocol 4): record outer and inner addresses.
+                let hl = usize::from(fr[14] & 0x0f) * 4;
+                if fr[23] == 4 && n >= 14 + hl + 24 {
+                    let inner = &fr[14 + hl..];
+                    let ihl = usize::from(inner[0] & 0x0f) * 4;
+                    let dport = inner.get(ihl + 2..ihl + 4).map_or(0, |p| u16::from_be_bytes([p[0], p[1]]));
+                    ipip.push(serde_json::json!({
+                        "outer_src": Ipv4Addr::new(fr[26], fr[27], fr[28], fr[29]).to_string(),
+                        "outer_dst": Ipv4Addr::new(fr[30], fr[31], fr[32], fr[33]).to_string(),
+                        "inner_src": Ipv4Addr::new(inner[12], inner[13], inner[14], inner[15]).to_string(),
+                        "inner_dst": Ipv4Addr::new(inner[16], inner[17], inner[18], inner[19]).to_string(),
+                        "inner_dport": dport,
+                    }));
+                }
+            }
             _ => {}
         }
     }
-    println!("{}", serde_json::json!({ "arp": arps, "ipv4_src": ipv4_src }));
+    println!("{}", serde_json::json!({ "arp": arps, "ipv4_src": ipv4_src, "ipip": ipip }));
     Ok(())
 }
 
