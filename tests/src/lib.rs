@@ -75,3 +75,32 @@ pub fn wait_sniff(lab: &Lab, label: &str) -> serde_json::Value {
     }
     panic!("{label} never finished: {}", lab.log(label));
 }
+
+/// Wait until the client reaches every one of `servers` through the VIP: a burst of 6
+/// requests, without errors, answered by all of them (each is resolved and forwarding).
+pub fn wait_forwarding(lab: &Lab, servers: &[&str]) {
+    let deadline = std::time::Instant::now() + qemu::vm::scaled(std::time::Duration::from_secs(60));
+    let to = format!("{}:80", lab::VIP);
+    loop {
+        let out = lab.labtool(&lab.ns("client"), &["get", "--to", &to, "--count", "6"]).unwrap_or_default();
+        if out.contains("\"errors\":[]") && servers.iter().all(|r| out.contains(r)) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "never forwarded to {servers:?}: {out}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// Wait for a long transfer started with `lab.spawn(label, .., ["long", ..])` to print its
+/// result; fails if it broke.
+pub fn long_transfer_result(lab: &Lab, label: &str) -> serde_json::Value {
+    for _ in 0..600 {
+        let log = lab.log(label);
+        if let Some(line) = log.lines().find(|l| l.contains("body_bytes")) {
+            return serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        }
+        assert!(!log.contains("labtool:"), "the long transfer broke: {log}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the long transfer did not finish: {}", lab.log(label));
+}

@@ -173,17 +173,7 @@ fn reload_keeps_a_long_transfer_and_weight_zero_drains() {
     assert_eq!(fresh, counts(&[(&format!("rs{other}"), 10), ("rs3", 10)]), "new connections must avoid the drained rs{carrier}");
 
     // The transfer finishes, complete, on the server it started on.
-    let mut result = None;
-    for _ in 0..300 {
-        let log = lab.log("long");
-        if let Some(line) = log.lines().find(|l| l.contains("body_bytes")) {
-            result = Some(serde_json::from_str::<serde_json::Value>(line).unwrap());
-            break;
-        }
-        assert!(!log.contains("labtool:"), "long transfer failed: {log}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let r = result.expect("long transfer did not finish");
+    let r = tests::long_transfer_result(&lab, "long");
     assert_eq!(r["server"], format!("rs{carrier}").as_str());
     assert_eq!(r["body_bytes"].as_u64().unwrap(), 3_000_000 + 4);
 }

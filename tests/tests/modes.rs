@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use qemu::lab::{self, Lab, Layout};
-use qemu::vm::{scaled, Firmware};
-use tests::{counts, http_requests, one_lab_at_a_time, service};
+use qemu::vm::Firmware;
+use tests::{counts, http_requests, long_transfer_result, one_lab_at_a_time, service, wait_forwarding};
 
 fn svc(rss: &[(usize, u16)]) -> String {
     format!("[{}]", service("rr", "tcp", 80, 0, rss))
@@ -19,18 +19,6 @@ fn one_line(lab: &Lab, services: &str, mode: &str) -> String {
     v.to_string()
 }
 
-fn wait_forwarding(lab: &Lab, servers: &[&str]) {
-    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(60));
-    let to = format!("{}:80", lab::VIP);
-    loop {
-        let out = lab.labtool(&lab.ns("client"), &["get", "--to", &to, "--count", "6"]).unwrap_or_default();
-        if out.contains("\"errors\":[]") && servers.iter().all(|r| out.contains(r)) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "never forwarded to {servers:?}: {out}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 /// Ask the console for the kernel's IPVS table and return its real servers as (RIP, weight,
 /// active connections).
@@ -118,17 +106,7 @@ fn ipvs_reconciles_while_a_long_transfer_runs_and_it_finishes() {
         let want: BTreeSet<(String, u32)> = rss.iter().map(|(i, w)| (lab::rip(*i).to_string(), u32::from(*w))).collect();
         assert_eq!(got, want, "after \"{step}\" the kernel's table is the config");
     }
-    let mut result = None;
-    for _ in 0..300 {
-        let log = lab.log("long");
-        if let Some(line) = log.lines().find(|l| l.contains("body_bytes")) {
-            result = Some(serde_json::from_str::<serde_json::Value>(line).unwrap());
-            break;
-        }
-        assert!(!log.contains("labtool:"), "the long transfer broke: {log}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let r = result.expect("the long transfer did not finish");
+    let r = long_transfer_result(&lab, "long");
     assert_eq!(r["server"], format!("rs{c}").as_str());
     assert_eq!(r["body_bytes"].as_u64().unwrap(), 3_000_000 + 4);
 }

@@ -5,27 +5,13 @@
 use std::time::Duration;
 
 use qemu::lab::{self, Lab, Layout};
-use qemu::vm::{image_dir, scaled, Firmware, Vm};
-use tests::{counts, http_requests, one_lab_at_a_time, service};
+use qemu::vm::{image_dir, Firmware, Vm};
+use tests::{counts, http_requests, one_lab_at_a_time, service, wait_forwarding};
 
 fn rr3() -> String {
     format!("[{}]", service("rr", "tcp", 80, 0, &[(1, 1), (2, 1), (3, 1)]))
 }
 
-/// Wait until the VM forwards to all three real servers (it resolves them after boot): a
-/// burst of 6 requests, without errors, reaches every one of them.
-fn wait_forwarding(lab: &Lab) {
-    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(60));
-    let to = format!("{}:80", lab::VIP);
-    loop {
-        let out = lab.labtool(&lab.ns("client"), &["get", "--to", &to, "--count", "6"]).unwrap_or_default();
-        if out.contains("\"errors\":[]") && ["rs1", "rs2", "rs3"].iter().all(|r| out.contains(r)) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "the VM never forwarded: {out}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 fn fresh_disk(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("director-vm-{}-{name}", std::process::id()));
@@ -90,7 +76,7 @@ fn dr_proofs_through_the_vm(mode: &str, fw: Firmware) {
     let tool = qemu::proc::bin("labtool").unwrap();
     lab.spawn("sniff-rs1", &rs1, &[tool.to_str().unwrap(), "sniff", "--dev", "eth0", "--seconds", "8"]).unwrap();
     tests::wait_ready(&lab, "sniff-rs1");
-    wait_forwarding(&lab);
+    wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
     // Spread as the scheduler says.
     assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]), "{mode}");
     if mode == "ipvs" {
@@ -148,11 +134,11 @@ fn a_killed_netfw_is_restarted_and_forwarding_resumes() {
     let mut lab = Lab::build_for_vm(Layout::TwoArm, 3).unwrap();
     lab.write_vm_config(&lab.config(&rr3())).unwrap();
     lab.boot_vm(Firmware::Direct).unwrap();
-    wait_forwarding(&lab);
+    wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
     lab.vm().send("restart netfw").unwrap();
     lab.vm().wait_for("netfw killed by signal 9", Duration::from_secs(30)).unwrap();
     lab.vm().wait_for_nth("started netfw", 2, Duration::from_secs(30)).unwrap();
-    wait_forwarding(&lab);
+    wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
     assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]));
     lab.vm().send("status").unwrap();
     lab.vm().wait_for("netfw: pid", Duration::from_secs(10)).unwrap();
@@ -165,10 +151,10 @@ fn the_config_survives_a_reboot_and_a_changed_config_is_used_after_the_next_boot
     let mut lab = Lab::build_for_vm(Layout::TwoArm, 3).unwrap();
     lab.write_vm_config(&lab.config(&rr3())).unwrap();
     lab.boot_vm(Firmware::SeaBios).unwrap();
-    wait_forwarding(&lab);
+    wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
     lab.vm().send("reboot").unwrap();
     lab.vm().wait_for_nth(qemu::READY_MARKER, 2, Duration::from_secs(120)).unwrap();
-    wait_forwarding(&lab);
+    wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
     assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]), "after a reboot");
     lab.vm().send("poweroff").unwrap();
     lab.vm().wait_exit(Duration::from_secs(60)).unwrap();
@@ -176,7 +162,7 @@ fn the_config_survives_a_reboot_and_a_changed_config_is_used_after_the_next_boot
     // The operator changes the config on the disk; the next boot uses it.
     lab.write_vm_config(&lab.config(&format!("[{}]", service("wrr", "tcp", 80, 0, &[(1, 3), (2, 2), (3, 1)])))).unwrap();
     lab.boot_vm(Firmware::SeaBios).unwrap();
-    wait_forwarding(&lab);
+    wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
     let c = http_requests(&lab, 60, None);
     assert_eq!(c.values().sum::<u64>(), 60);
     assert!(c["rs1"] > c["rs2"] && c["rs2"] > c["rs3"], "wrr 3:2:1 after the next boot: {c:?}");
