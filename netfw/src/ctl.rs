@@ -2,7 +2,8 @@
 //! running forwarder. One request line, one response, then the connection closes.
 //!
 //! Requests: `status`, `status-json`, `reload`. The socket is polled non-blocking from the
-//! forwarder's loop, so a slow client never stalls forwarding for long (1 s I/O timeout).
+//! forwarder's loop; a client gets 100 ms to send its one-line request, so a client that
+//! connects and says nothing stalls forwarding for at most that long.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -56,8 +57,8 @@ impl Control {
     pub fn serve(&self, mut answer: impl FnMut(Request) -> String) {
         while let Ok((stream, _)) = self.listener.accept() {
             let _ = stream.set_nonblocking(false);
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
             let mut line = String::new();
             let mut r = BufReader::new(&stream);
             if r.read_line(&mut line).is_err() {
