@@ -82,7 +82,9 @@ impl Vm {
         let accel = if std::env::var("DIRECTOR_ACCEL").as_deref() == Ok("kvm") && Path::new("/dev/kvm").exists() { "kvm" } else { "tcg" };
         args.extend(["-machine", "q35", "-accel", accel, "-m", "512", "-display", "none", "-nodefaults", "-device", "virtio-rng-pci"].map(String::from));
         args.push("-chardev".into());
-        args.push(format!("socket,id=con,path={},server=on,wait=on,logfile={},logappend=off", sock.display(), log.display()));
+        // The console log is written by our reader below, not by QEMU's logfile= option,
+        // which was seen to duplicate bytes when a write to the socket had to be retried.
+        args.push(format!("socket,id=con,path={},server=on,wait=on", sock.display()));
         args.extend(["-serial", "chardev:con"].map(String::from));
         args.push("-monitor".into());
         args.push(format!("unix:{},server=on,wait=off", monitor.display()));
@@ -125,11 +127,16 @@ impl Vm {
                 return Err(LabError(format!("{e}\n{}", std::fs::read_to_string(dir.join("qemu.log")).unwrap_or_default())));
             }
         };
-        // Drain the console socket so QEMU never blocks on it; the logfile keeps everything.
+        // Drain the console socket so QEMU never blocks on it, keeping everything in the log.
         let mut reader = console.try_clone().map_err(|e| LabError(e.to_string()))?;
+        let mut file = std::fs::File::create(&log).map_err(|e| LabError(format!("{}: {e}", log.display())))?;
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
-            while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || file.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
         });
         Ok(Vm { child, console, monitor, log, started: Instant::now() })
     }
