@@ -37,7 +37,10 @@ fn load_modules() {
     let order = std::fs::read_to_string("/lib/modules/load-order").unwrap_or_default();
     let (mut ok, mut absent, mut failed) = (0, Vec::new(), Vec::new());
     for name in order.lines().filter(|l| !l.is_empty()) {
-        match std::fs::read(format!("/lib/modules/{name}.ko")).map_err(|e| e.to_string()).and_then(|b| sys::load_module(&b).map_err(|e| e.to_string())) {
+        match std::fs::read(format!("/lib/modules/{name}.ko"))
+            .map_err(|e| e.to_string())
+            .and_then(|b| sys::load_module(&b).map_err(|e| e.to_string()))
+        {
             Ok(()) => ok += 1,
             Err(e) if e.contains("File exists") => ok += 1,
             // ENODEV: the module is for hardware (or a CPU feature) this box does not have.
@@ -84,7 +87,11 @@ fn prepare_config(text: &str, nics: &[Nic]) -> Result<(Config, Roles), String> {
         m.nic = resolve(&m.nic, "management.nic")?;
     }
     cfg.validate().map_err(|e| e.to_string())?;
-    let roles = Roles { management: cfg.management.as_ref().map(|m| m.nic.clone()), vip_side: Some(cfg.nics.vip_side.clone()), rs_side: Some(cfg.nics.rs_side.clone()) };
+    let roles = Roles {
+        management: cfg.management.as_ref().map(|m| m.nic.clone()),
+        vip_side: Some(cfg.nics.vip_side.clone()),
+        rs_side: Some(cfg.nics.rs_side.clone()),
+    };
     Ok((cfg, roles))
 }
 
@@ -275,8 +282,8 @@ pub fn run() -> ! {
     sys::set_hostname(cfg.as_ref().and_then(|c| c.hostname.as_deref()).unwrap_or("director"));
 
     for n in [&roles.vip_side, &roles.rs_side, &roles.management].into_iter().flatten() {
-        if let Err(e) = nics::set_up(n) {
-            log::init(&format!("link up {e}"));
+        if let Err(e) = netconf::set_link_up(n) {
+            log::init(&e);
         }
     }
     // The dedicated NICs carry no kernel address: no IPv6 autoconfiguration on them either.
@@ -310,9 +317,13 @@ pub fn run() -> ! {
             _ => {}
         }
         while let Some((pid, status)) = sys::reap() {
-            let netfw_nics_unusable = sup.exited(pid, status).as_deref() == Some("netfw") && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == i32::from(netfw::run::EXIT_NICS_UNUSABLE);
+            let netfw_nics_unusable = sup.exited(pid, status).as_deref() == Some("netfw")
+                && libc::WIFEXITED(status)
+                && libc::WEXITSTATUS(status) == i32::from(netfw::run::EXIT_NICS_UNUSABLE);
             if netfw_nics_unusable && running == Running::Forwarder {
-                log::init("FALLBACK: the forwarder cannot use its NICs (see its last line); the kernel's IPVS takes over with the same config");
+                log::init(
+                    "FALLBACK: the forwarder cannot use its NICs (see its last line); the kernel's IPVS takes over with the same config",
+                );
                 let _ = std::fs::copy(RUN_CONFIG, PREV_RUN_CONFIG);
                 switch(Running::Forwarder, Running::Ipvs, &mut sup);
                 running = Running::Ipvs;
@@ -344,7 +355,9 @@ pub fn run() -> ! {
                 Command::Poweroff => power::shutdown(Action::Poweroff, &mut sup, config_mounted),
                 Command::Ipvs => run_logged("ipvs", &["ipvs", "status"]),
                 Command::ApplyConfig(json) => running = apply_config(&json, &nics, &roles, running, &mut sup, config_mounted),
-                Command::Unknown(l) => log::init(&format!("unknown command \"{l}\" (status, ipvs, restart netfw, apply-config {{…}}, reboot, poweroff)")),
+                Command::Unknown(l) => {
+                    log::init(&format!("unknown command \"{l}\" (status, ipvs, restart netfw, apply-config {{…}}, reboot, poweroff)"))
+                }
             }
         }
     }

@@ -6,13 +6,17 @@ use std::net::Ipv4Addr;
 
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{LinkFlags, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 /// Interface index of a NIC.
 pub fn ifindex(name: &str) -> Result<u32, String> {
-    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| format!("no NIC {name}"))
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| format!("no NIC {name}"))
 }
 
 fn request(what: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<(), String> {
@@ -28,7 +32,8 @@ fn request(what: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<(), Strin
     sock.send(&buf, 0).map_err(|e| format!("{what}: netlink send: {e}"))?;
     let mut rx = vec![0u8; 8192];
     let n = sock.recv(&mut &mut rx[..], 0).map_err(|e| format!("{what}: netlink recv: {e}"))?;
-    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rx.get(..n).unwrap_or_default()).map_err(|e| format!("{what}: bad netlink reply: {e}"))?;
+    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rx.get(..n).unwrap_or_default())
+        .map_err(|e| format!("{what}: bad netlink reply: {e}"))?;
     match reply.payload {
         NetlinkPayload::Error(e) => match e.code {
             None => Ok(()),
@@ -36,6 +41,15 @@ fn request(what: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<(), Strin
         },
         _ => Ok(()),
     }
+}
+
+/// Bring `nic` up (administratively).
+pub fn set_link_up(nic: &str) -> Result<(), String> {
+    let mut m = LinkMessage::default();
+    m.header.index = ifindex(nic)?;
+    m.header.flags = LinkFlags::Up;
+    m.header.change_mask = LinkFlags::Up;
+    request(&format!("link {nic} up"), RouteNetlinkMessage::SetLink(m), 0)
 }
 
 /// Put `addr/prefix` on `nic` (replacing the same address if present).
