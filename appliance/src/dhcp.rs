@@ -103,7 +103,12 @@ pub fn acquire(nic: &str, mac: &str, budget: Duration) -> Result<Lease, String> 
     let s = socket(nic)?;
     let mac = mac_bytes(mac);
     let until = Instant::now() + budget;
-    let xid = u32::from_ne_bytes([mac.get(2).copied().unwrap_or(0), mac.get(3).copied().unwrap_or(0), mac.get(4).copied().unwrap_or(0), mac.get(5).copied().unwrap_or(0)]) ^ (crate::log::uptime() * 1000.0) as u32;
+    let xid = u32::from_ne_bytes([
+        mac.get(2).copied().unwrap_or(0),
+        mac.get(3).copied().unwrap_or(0),
+        mac.get(4).copied().unwrap_or(0),
+        mac.get(5).copied().unwrap_or(0),
+    ]) ^ (crate::log::uptime() * 1000.0) as u32;
     send(&s, &new_message(&mac, xid, MessageType::Discover)?)?;
     let offer = recv(&s, xid, MessageType::Offer, until).ok_or("no DHCP offer")?;
     let server = match offer.opts().get(OptionCode::ServerIdentifier) {
@@ -178,7 +183,10 @@ fn keep(nic: String, mac: String, mut lease: Option<Lease>) {
                     } else {
                         let _ = netconf::del_address(&nic, fallback, 16);
                     }
-                    log::line("dhcp", &format!("management address {}/{} on {nic} (DHCP from {}, lease {} s)", l.addr, l.prefix, l.server, l.lease_s));
+                    log::line(
+                        "dhcp",
+                        &format!("management address {}/{} on {nic} (DHCP from {}, lease {} s)", l.addr, l.prefix, l.server, l.lease_s),
+                    );
                 }
                 lease = Some(l);
             }

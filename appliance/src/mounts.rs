@@ -27,7 +27,13 @@ pub fn find_config_partition() -> Option<String> {
     let dir = std::fs::read_dir("/sys/class/block").ok()?;
     let mut names: Vec<String> = dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
-    names.into_iter().find(|n| std::fs::read_to_string(format!("/sys/class/block/{n}/uevent")).is_ok_and(|u| u.lines().any(|l| l == format!("PARTNAME={CONFIG_PARTNAME}")))).map(|n| format!("/dev/{n}"))
+    names
+        .into_iter()
+        .find(|n| {
+            std::fs::read_to_string(format!("/sys/class/block/{n}/uevent"))
+                .is_ok_and(|u| u.lines().any(|l| l == format!("PARTNAME={CONFIG_PARTNAME}")))
+        })
+        .map(|n| format!("/dev/{n}"))
 }
 
 /// Mount the config partition (FAT) read-write; None if there is none.

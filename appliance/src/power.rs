@@ -57,7 +57,11 @@ pub fn watch_power_button(tx: Sender<Command>) {
             // struct input_event: timeval (16 bytes), type u16, code u16, value i32.
             let mut ev = [0u8; 24];
             while f.read_exact(&mut ev).is_ok() {
-                let (ty, code, value) = (u16::from_ne_bytes([ev[16], ev[17]]), u16::from_ne_bytes([ev[18], ev[19]]), i32::from_ne_bytes([ev[20], ev[21], ev[22], ev[23]]));
+                let (ty, code, value) = (
+                    u16::from_ne_bytes([ev[16], ev[17]]),
+                    u16::from_ne_bytes([ev[18], ev[19]]),
+                    i32::from_ne_bytes([ev[20], ev[21], ev[22], ev[23]]),
+                );
                 if ty == 1 && code == 116 && value == 1 {
                     log::init("ACPI power button pressed");
                     let _ = tx.send(Command::Poweroff);

@@ -46,7 +46,15 @@ fn forward_lines(name: String, r: impl std::io::Read + Send + 'static) {
 impl Supervisor {
     /// Supervise `argv` under `name`, starting it now.
     pub fn add(&mut self, name: &str, argv: Vec<String>) {
-        self.children.push(Child { name: name.into(), argv, pid: None, started: Instant::now(), next_start: Some(Instant::now()), backoff: BACKOFF_MIN, restarts: 0 });
+        self.children.push(Child {
+            name: name.into(),
+            argv,
+            pid: None,
+            started: Instant::now(),
+            next_start: Some(Instant::now()),
+            backoff: BACKOFF_MIN,
+            restarts: 0,
+        });
         self.tick();
     }
 
@@ -92,7 +100,11 @@ impl Supervisor {
         if c.started.elapsed() >= STABLE {
             c.backoff = BACKOFF_MIN;
         }
-        let how = if libc::WIFSIGNALED(status) { format!("killed by signal {}", libc::WTERMSIG(status)) } else { format!("exited with status {}", libc::WEXITSTATUS(status)) };
+        let how = if libc::WIFSIGNALED(status) {
+            format!("killed by signal {}", libc::WTERMSIG(status))
+        } else {
+            format!("exited with status {}", libc::WEXITSTATUS(status))
+        };
         c.restarts += 1;
         log::init(&format!("{} {how}; restart {} in {:?}", c.name, c.restarts, c.backoff));
         c.next_start = Some(Instant::now() + c.backoff);
@@ -130,7 +142,10 @@ impl Supervisor {
 
     /// One line per child: name, pid, restarts.
     pub fn describe(&self) -> Vec<String> {
-        self.children.iter().map(|c| format!("{}: {} (restarts {})", c.name, c.pid.map_or("not running".to_string(), |p| format!("pid {p}")), c.restarts)).collect()
+        self.children
+            .iter()
+            .map(|c| format!("{}: {} (restarts {})", c.name, c.pid.map_or("not running".to_string(), |p| format!("pid {p}")), c.restarts))
+            .collect()
     }
 
     /// Stop every child: SIGTERM, up to 3 s, then SIGKILL. No restarts after this.

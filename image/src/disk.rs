@@ -48,7 +48,8 @@ fn syslinux_cfg() -> String {
 }
 
 fn read(p: &str) -> Result<Vec<u8>, BuildError> {
-    std::fs::read(p).map_err(|e| BuildError::Tool(format!("{p}: {e} (install the Debian packages syslinux, syslinux-common, syslinux-efi)")))
+    std::fs::read(p)
+        .map_err(|e| BuildError::Tool(format!("{p}: {e} (install the Debian packages syslinux, syslinux-common, syslinux-efi)")))
 }
 
 fn fat_error(what: &str, e: std::io::Error) -> BuildError {
@@ -102,7 +103,11 @@ pub fn build(out: &Path, vmlinuz: &[u8], initramfs: &[u8], config: Option<&[u8]>
     mbr.set_disk_signature(*b"DRCT");
     mbr.overwrite_lba0(&mut disk).map_err(|e| BuildError::Tool(format!("writing the MBR: {e}")))?;
 
-    let mut gdisk = gpt::GptConfig::new().writable(true).logical_block_size(gpt::disk::LogicalBlockSize::Lb512).create_from_device(&mut disk, Some(uuid(DISK_GUID))).map_err(gerr)?;
+    let mut gdisk = gpt::GptConfig::new()
+        .writable(true)
+        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+        .create_from_device(&mut disk, Some(uuid(DISK_GUID)))
+        .map_err(gerr)?;
     gdisk.update_partitions(std::collections::BTreeMap::new()).map_err(gerr)?;
     let esp_id = gdisk.add_partition("EFI system", ESP_SIZE, gpt::partition_types::EFI, LEGACY_BIOS_BOOTABLE, Some(2048)).map_err(gerr)?;
     let cfg_id = gdisk.add_partition(CONFIG_PARTNAME, CONFIG_SIZE, gpt::partition_types::BASIC, 0, Some(2048)).map_err(gerr)?;

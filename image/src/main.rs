@@ -83,10 +83,18 @@ fn build(out: &Path, baked: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
     let k = kernel::prepare(&cache, &progress)?;
     let ix = modules::ModuleIndex::load(&k.modules_dir())?;
     let mods = ix.closure(modules::WANTED)?;
-    progress(&format!("module closure: {} modules for {} wanted ({})", mods.len(), modules::WANTED.len(), mods.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(" ")));
+    progress(&format!(
+        "module closure: {} modules for {} wanted ({})",
+        mods.len(),
+        modules::WANTED.len(),
+        mods.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(" ")
+    ));
     let bin = userland::build(&ws, &progress)?;
 
-    let mut entries: Vec<(String, Node)> = ["bin", "dev", "etc", "lib", "lib/modules", "mnt", "mnt/config", "proc", "run", "sys", "tmp"].iter().map(|d| ((*d).to_string(), Node::Dir)).collect();
+    let mut entries: Vec<(String, Node)> = ["bin", "dev", "etc", "lib", "lib/modules", "mnt", "mnt/config", "proc", "run", "sys", "tmp"]
+        .iter()
+        .map(|d| ((*d).to_string(), Node::Dir))
+        .collect();
     entries.push(("dev/console".into(), Node::CharDev(5, 1)));
     entries.push(("init".into(), Node::File(0o755, std::fs::read(&bin).map_err(|e| BuildError::io(&bin, e))?)));
     entries.push(("bin/netfw".into(), Node::Symlink("/init".into())));
@@ -98,7 +106,10 @@ fn build(out: &Path, baked: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
         order.push('\n');
     }
     entries.push(("lib/modules/load-order".into(), Node::File(0o644, order.into_bytes())));
-    entries.push(("etc/director-release".into(), Node::File(0o644, format!("director {} (kernel {})\n", env!("CARGO_PKG_VERSION"), kernel::RELEASE).into_bytes())));
+    entries.push((
+        "etc/director-release".into(),
+        Node::File(0o644, format!("director {} (kernel {})\n", env!("CARGO_PKG_VERSION"), kernel::RELEASE).into_bytes()),
+    ));
     progress("writing the initramfs (newc cpio, gzip)");
     let initramfs = initramfs::build(entries, source_date_epoch())?;
 
@@ -185,7 +196,12 @@ fn main() -> ExitCode {
             progress(&format!("done in {:.1} s:", started.elapsed().as_secs_f64()));
             for f in files {
                 let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
-                println!("  {:<50} {:>8.1} MiB  sha256 {}", f.display(), size as f64 / 1_048_576.0, kernel::sha256_file(&f).unwrap_or_default());
+                println!(
+                    "  {:<50} {:>8.1} MiB  sha256 {}",
+                    f.display(),
+                    size as f64 / 1_048_576.0,
+                    kernel::sha256_file(&f).unwrap_or_default()
+                );
             }
             ExitCode::SUCCESS
         }

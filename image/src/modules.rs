@@ -11,15 +11,36 @@ use crate::BuildError;
 /// What the appliance needs, by module name.
 pub const WANTED: &[&str] = &[
     // virtio (QEMU): PCI transport, NIC, disk
-    "virtio_pci", "virtio_net", "virtio_blk",
+    "virtio_pci",
+    "virtio_net",
+    "virtio_blk",
     // bare-metal NICs
-    "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "mlx5_core",
+    "e1000",
+    "e1000e",
+    "igb",
+    "ixgbe",
+    "i40e",
+    "ice",
+    "mlx5_core",
     // IPVS and its schedulers, IPIP for TUN mode
-    "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_wlc", "ip_vs_sh", "ip_vs_mh", "ip_vs_sed", "ip_vs_nq", "ipip",
+    "ip_vs",
+    "ip_vs_rr",
+    "ip_vs_wrr",
+    "ip_vs_lc",
+    "ip_vs_wlc",
+    "ip_vs_sh",
+    "ip_vs_mh",
+    "ip_vs_sed",
+    "ip_vs_nq",
+    "ipip",
     // the config partition (FAT) and its code pages
-    "vfat", "nls_cp437", "nls_utf8", "nls_iso8859_1",
+    "vfat",
+    "nls_cp437",
+    "nls_utf8",
+    "nls_iso8859_1",
     // the ACPI power button, as an input device
-    "button", "evdev",
+    "button",
+    "evdev",
     // entropy from the hypervisor in VMs (bare metal has RDRAND): seeds the kernel's RNG early
     "virtio_rng",
 ];

@@ -12,8 +12,15 @@ use crate::BuildError;
 
 /// Byte range of the config partition in the image.
 fn locate(img: &Path) -> Result<(u64, u64), BuildError> {
-    let disk = gpt::GptConfig::new().writable(false).open(img).map_err(|e| BuildError::Tool(format!("{}: not a GPT disk image: {e}", img.display())))?;
-    let p = disk.partitions().values().find(|p| p.name == CONFIG_PARTNAME).ok_or_else(|| BuildError::Tool(format!("{}: no partition named {CONFIG_PARTNAME}", img.display())))?;
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .open(img)
+        .map_err(|e| BuildError::Tool(format!("{}: not a GPT disk image: {e}", img.display())))?;
+    let p = disk
+        .partitions()
+        .values()
+        .find(|p| p.name == CONFIG_PARTNAME)
+        .ok_or_else(|| BuildError::Tool(format!("{}: no partition named {CONFIG_PARTNAME}", img.display())))?;
     Ok((p.first_lba * 512, (p.last_lba - p.first_lba + 1) * 512))
 }
 

@@ -60,8 +60,7 @@ fn main() {
     let mut f = Forwarder::new(spec, VIP_MAC, RS_MAC, false, 7, Millis(0));
     for i in 1..=8u8 {
         let mut a =
-            [RS_MAC.to_vec(), vec![2, 0, 0, 0, 1, i, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2, 2, 0, 0, 0, 1, i, 198, 18, 0, 10 + i]]
-                .concat();
+            [RS_MAC.to_vec(), vec![2, 0, 0, 0, 1, i, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2, 2, 0, 0, 0, 1, i, 198, 18, 0, 10 + i]].concat();
         a.extend_from_slice(&RS_MAC);
         a.extend_from_slice(&[198, 18, 0, 2]);
         f.process(Side::Rs, &mut a, Millis(0));

@@ -354,7 +354,9 @@ impl Config {
             let net = m.address.as_deref().map(|a| parse_cidr(a).map_err(|e| err("management.address".into(), e)).ok()).unwrap_or(None);
             if let Some(g) = &m.gateway {
                 match parse_unicast(g) {
-                    Ok(ip) if net.is_some_and(|n| !n.contains(ip)) => err("management.gateway".into(), format!("{ip} is outside the management subnet")),
+                    Ok(ip) if net.is_some_and(|n| !n.contains(ip)) => {
+                        err("management.gateway".into(), format!("{ip} is outside the management subnet"))
+                    }
                     Ok(_) => {}
                     Err(e) => err("management.gateway".into(), e),
                 }
@@ -425,9 +427,13 @@ impl Config {
             }
             match (s.forwarding.as_deref().unwrap_or("dr"), self.mode) {
                 ("dr", _) | ("tun" | "nat", Mode::Ipvs) => {}
-                ("tun" | "nat", Mode::Forwarder) => {
-                    err(at("forwarding"), format!("\"{}\" needs mode \"ipvs\" (the forwarder does direct routing only)", s.forwarding.as_deref().unwrap_or_default()))
-                }
+                ("tun" | "nat", Mode::Forwarder) => err(
+                    at("forwarding"),
+                    format!(
+                        "\"{}\" needs mode \"ipvs\" (the forwarder does direct routing only)",
+                        s.forwarding.as_deref().unwrap_or_default()
+                    ),
+                ),
                 (other, _) => err(at("forwarding"), format!("\"{other}\" is not a forwarding method; use \"dr\", \"tun\" or \"nat\"")),
             }
             if s.real_servers.len() > MAX_REAL_SERVERS {
@@ -624,9 +630,12 @@ mod tests {
     fn management_must_be_its_own_nic() {
         let e = invalid(&with(|v| v["management"] = serde_json::json!({"nic": "eth1", "address": "198.19.0.10/24"})));
         assert!(has(&e, "management.nic", "dedicated forwarding NIC"), "{e:?}");
-        let e = invalid(&with(|v| v["management"] = serde_json::json!({"nic": "eth0", "address": "198.19.0.10/24", "gateway": "198.18.0.1"})));
+        let e =
+            invalid(&with(|v| v["management"] = serde_json::json!({"nic": "eth0", "address": "198.19.0.10/24", "gateway": "198.18.0.1"})));
         assert!(has(&e, "management.gateway", "outside the management subnet"), "{e:?}");
-        let ok = with(|v| v["management"] = serde_json::json!({"nic": "52:54:00:12:34:56", "address": "198.19.0.10/24", "gateway": "198.19.0.1"}));
+        let ok = with(|v| {
+            v["management"] = serde_json::json!({"nic": "52:54:00:12:34:56", "address": "198.19.0.10/24", "gateway": "198.19.0.1"})
+        });
         Config::parse(&ok).unwrap().validate().unwrap();
     }
 

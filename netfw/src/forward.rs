@@ -311,11 +311,13 @@ impl Forwarder {
         let mut dropped = 0u64;
         self.flows.remap(|b| remap.get(usize::from(b)).copied().flatten(), |_| dropped += 1);
         self.counters.add(Event::FlowsDroppedOnReload, dropped);
-        self.persist.retain_map(|_, v| remap_backend(&remap, &mut v.backend));
-        // Persistence keys hold service indices: re-key by clearing entries of moved services.
+        // Persistence keys hold service indices: an entry survives only if its service kept its
+        // index and its real server is still there.
         let svc_map: Vec<Option<usize>> =
             self.services.iter().map(|o| services.iter().position(|s| s.vip == o.vip && s.proto == o.proto && s.port == o.port)).collect();
-        self.persist.retain_map(|k, _| svc_map.get(usize::from(k.service)).copied().flatten() == Some(usize::from(k.service)));
+        self.persist.retain_map(|k, v| {
+            svc_map.get(usize::from(k.service)).copied().flatten() == Some(usize::from(k.service)) && remap_backend(&remap, &mut v.backend)
+        });
         self.frags.retain_map(|_, v| remap_backend(&remap, &mut v.backend));
 
         self.flows.timeouts = spec.timeouts;

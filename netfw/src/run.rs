@@ -65,7 +65,9 @@ impl RunError {
 fn check_mtu(nic: &str) -> Result<(), RunError> {
     let mtu: u32 = std::fs::read_to_string(format!("/sys/class/net/{nic}/mtu")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
     if mtu > MAX_MTU {
-        return Err(RunError::NicUnusable(format!("NIC {nic} has MTU {mtu}: netfw's rings carry standard Ethernet frames (MTU at most {MAX_MTU}); use ipvs mode for jumbo frames")));
+        return Err(RunError::NicUnusable(format!(
+            "NIC {nic} has MTU {mtu}: netfw's rings carry standard Ethernet frames (MTU at most {MAX_MTU}); use ipvs mode for jumbo frames"
+        )));
     }
     Ok(())
 }

@@ -535,7 +535,15 @@ impl Lab {
         let cfg = self.dir.join("vm-config.json");
         std::fs::write(&cfg, config).map_err(|e| LabError(e.to_string()))?;
         let image = bin("image")?;
-        run(&[image.to_str().unwrap_or_default(), "config-set", "--disk", disk.to_str().unwrap_or_default(), "--config", cfg.to_str().unwrap_or_default()]).map(|_| ())
+        run(&[
+            image.to_str().unwrap_or_default(),
+            "config-set",
+            "--disk",
+            disk.to_str().unwrap_or_default(),
+            "--config",
+            cfg.to_str().unwrap_or_default(),
+        ])
+        .map(|_| ())
     }
 
     /// Boot the appliance VM from its disk (run `write_vm_config` first) and wait for the
@@ -548,7 +556,8 @@ impl Lab {
     pub fn boot_vm_with(&mut self, firmware: Firmware, vip_mtu: Option<u32>) -> Result<Duration, LabError> {
         let vmdir = self.dir.join("vm");
         std::fs::create_dir_all(&vmdir).map_err(|e| LabError(e.to_string()))?;
-        let nics = [("tap0", VM_MGMT_MAC, None), ("tap1", DIRECTOR_VIP_MAC, vip_mtu), ("tap2", DIRECTOR_RS_MAC, None)].map(|(t, m, mtu)| VmNic { tap: t.into(), mac: m.into(), mtu });
+        let nics = [("tap0", VM_MGMT_MAC, None), ("tap1", DIRECTOR_VIP_MAC, vip_mtu), ("tap2", DIRECTOR_RS_MAC, None)]
+            .map(|(t, m, mtu)| VmNic { tap: t.into(), mac: m.into(), mtu });
         let mut vm = Vm::boot(&vmdir, &self.vm_disk(), firmware, &nics, Some(&self.ns("director")))?;
         let t = vm.wait_for(crate::READY_MARKER, Duration::from_secs(120))?;
         self.vm = Some(vm);

@@ -116,7 +116,11 @@ fn demo_vm(layout: Layout, once: bool) -> Result<(), LabError> {
         std::thread::sleep(Duration::from_secs(1));
     }
     println!("\n--- client {} -> VIP {}:80, 30 requests: {out}", lab::CLIENT, lab::VIP);
-    println!("--- router's neighbour entry for the VIP: {:?} (the appliance's VIP-facing MAC {})", lab.neighbour(&lab.ns("router"), lab::VIP), lab::DIRECTOR_VIP_MAC);
+    println!(
+        "--- router's neighbour entry for the VIP: {:?} (the appliance's VIP-facing MAC {})",
+        lab.neighbour(&lab.ns("router"), lab::VIP),
+        lab::DIRECTOR_VIP_MAC
+    );
     println!("--- management address {mgmt}: web page https://{}/ once issue 5 lands; reachable from the router namespace: ip netns exec {} ping 198.19.0.10", &mgmt[..mgmt.len() - 3], lab.ns("router"));
     println!("--- type console commands here (status, restart netfw, reboot, poweroff); more requests: ip netns exec {} {} get --to {}:80 --count 9", lab.ns("client"), qemu::proc::bin("labtool")?.display(), lab::VIP);
     wait_until_stopped(once);
@@ -132,7 +136,11 @@ fn demo_netns(layout: Layout, once: bool) -> Result<(), LabError> {
     println!("netfw is forwarding in namespace {}; config {}", lab.ns("director"), lab.config_path().display());
     let out = requests(&lab)?;
     println!("client {} -> VIP {}:80, 30 requests: {out}", lab::CLIENT, lab::VIP);
-    println!("router's neighbour entry for the VIP: {:?} (director's MAC {})", lab.neighbour(&lab.ns("router"), lab::VIP), lab::DIRECTOR_VIP_MAC);
+    println!(
+        "router's neighbour entry for the VIP: {:?} (director's MAC {})",
+        lab.neighbour(&lab.ns("router"), lab::VIP),
+        lab::DIRECTOR_VIP_MAC
+    );
     println!("\n{}", lab.status()?);
     println!("try it: ip netns exec {} {} get --to {}:80 --count 9", lab.ns("client"), qemu::proc::bin("labtool")?.display(), lab::VIP);
     println!("        {} status --control {}", qemu::proc::bin("netfw")?.display(), lab.control_path().display());

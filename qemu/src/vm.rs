@@ -80,7 +80,10 @@ impl Vm {
         }
         args.push("qemu-system-x86_64".into());
         let accel = if std::env::var("DIRECTOR_ACCEL").as_deref() == Ok("kvm") && Path::new("/dev/kvm").exists() { "kvm" } else { "tcg" };
-        args.extend(["-machine", "q35", "-accel", accel, "-m", "512", "-display", "none", "-nodefaults", "-device", "virtio-rng-pci"].map(String::from));
+        args.extend(
+            ["-machine", "q35", "-accel", accel, "-m", "512", "-display", "none", "-nodefaults", "-device", "virtio-rng-pci"]
+                .map(String::from),
+        );
         args.push("-chardev".into());
         // The console log is written by our reader below, not by QEMU's logfile= option,
         // which was seen to duplicate bytes when a write to the socket had to be retried.
@@ -158,7 +161,11 @@ impl Vm {
                 return Err(LabError(format!("QEMU exited ({st}) before \"{marker}\":\n{}", self.console_log())));
             }
             if Instant::now() > deadline {
-                return Err(LabError(format!("no \"{marker}\" (x{nth}) on the console after {:?}:\n{}", scaled(timeout), self.console_log())));
+                return Err(LabError(format!(
+                    "no \"{marker}\" (x{nth}) on the console after {:?}:\n{}",
+                    scaled(timeout),
+                    self.console_log()
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }

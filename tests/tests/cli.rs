@@ -25,7 +25,9 @@ fn the_documented_example_checks_clean() {
 
 #[test]
 fn every_broken_rule_is_reported_with_its_field() {
-    let bad = EXAMPLE.replace("198.18.0.12", "198.18.1.12").replace("\"vip\": \"203.0.113.10\", \"protocol\": \"udp\"", "\"vip\": \"198.18.0.2\", \"protocol\": \"udp\"");
+    let bad = EXAMPLE
+        .replace("198.18.0.12", "198.18.1.12")
+        .replace("\"vip\": \"203.0.113.10\", \"protocol\": \"udp\"", "\"vip\": \"198.18.0.2\", \"protocol\": \"udp\"");
     let (ok, out) = check(&bad);
     assert!(!ok);
     assert!(out.contains("config rejected (3 problems)"), "{out}");

@@ -15,7 +15,10 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn build(out: &Path) -> String {
-    let o = Command::new(image()).args(["build", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/example-config.json"), "--out", out.to_str().unwrap()]).output().unwrap();
+    let o = Command::new(image())
+        .args(["build", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/example-config.json"), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{text}");
     text
@@ -41,7 +44,12 @@ fn two_builds_from_one_commit_are_byte_identical() {
 #[test]
 fn a_kernel_package_with_the_wrong_checksum_stops_the_build() {
     let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/image/cache");
-    let deb = std::fs::read_dir(&real).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "deb")).expect("the kernel package is cached by `image build`");
+    let deb = std::fs::read_dir(&real)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .expect("the kernel package is cached by `image build`");
     let cache = tmp("badcache");
     let mut bytes = std::fs::read(&deb).unwrap();
     let mid = bytes.len() / 2;

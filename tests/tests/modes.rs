@@ -19,7 +19,6 @@ fn one_line(lab: &Lab, services: &str, mode: &str) -> String {
     v.to_string()
 }
 
-
 /// Ask the console for the kernel's IPVS table and return its real servers as (RIP, weight,
 /// active connections).
 fn ipvs_table(lab: &mut Lab) -> Vec<(String, u32, u32)> {
@@ -65,7 +64,10 @@ fn switching_modes_at_runtime_leaves_nothing_of_the_other_mode() {
     lab.vm().wait_for("config saved and applied: mode forwarder", Duration::from_secs(30)).unwrap();
     let log = lab.vm().console_log();
     assert!(log.contains("ipvs: delete service tcp 203.0.113.10:80"), "{log}");
-    assert!(log.contains("ipvs: removed 198.18.0.2/24 from eth2") && log.contains("ipvs: removed 203.0.113.10/24 from eth1"), "the kernel's addresses go: {log}");
+    assert!(
+        log.contains("ipvs: removed 198.18.0.2/24 from eth2") && log.contains("ipvs: removed 203.0.113.10/24 from eth1"),
+        "the kernel's addresses go: {log}"
+    );
     assert!(ipvs_table(&mut lab).is_empty(), "no IPVS service is left");
     lab.vm().wait_for_nth("started netfw", 2, Duration::from_secs(10)).unwrap();
     wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
@@ -73,7 +75,10 @@ fn switching_modes_at_runtime_leaves_nothing_of_the_other_mode() {
     // The change was saved: the partition holds the last config.
     lab.vm().send("poweroff").unwrap();
     lab.vm().wait_exit(Duration::from_secs(60)).unwrap();
-    let saved = std::process::Command::new(qemu::proc::bin("image").unwrap()).args(["config-get", "--disk", lab.vm_disk().to_str().unwrap()]).output().unwrap();
+    let saved = std::process::Command::new(qemu::proc::bin("image").unwrap())
+        .args(["config-get", "--disk", lab.vm_disk().to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&saved.stdout), to_fwd);
 }
 
@@ -86,7 +91,12 @@ fn ipvs_reconciles_while_a_long_transfer_runs_and_it_finishes() {
     wait_forwarding(&lab, &["rs1", "rs2"]);
     let tool = qemu::proc::bin("labtool").unwrap();
     let client = lab.ns("client");
-    lab.spawn("long", &client, &[tool.to_str().unwrap(), "long", "--to", &format!("{}:80", lab::VIP), "--bytes", "3000000", "--ms", "8000"]).unwrap();
+    lab.spawn(
+        "long",
+        &client,
+        &[tool.to_str().unwrap(), "long", "--to", &format!("{}:80", lab::VIP), "--bytes", "3000000", "--ms", "8000"],
+    )
+    .unwrap();
     // The carrier is the real server with an active connection.
     let mut carrier = None;
     for _ in 0..20 {
@@ -97,7 +107,11 @@ fn ipvs_reconciles_while_a_long_transfer_runs_and_it_finishes() {
     }
     let carrier = carrier.expect("the long transfer never showed as an active connection");
     let (c, other) = if carrier.ends_with(".11") { (1, 2) } else { (2, 1) };
-    for (step, rss) in [("add rs3", vec![(c, 1), (other, 1), (3, 1)]), ("reweight", vec![(c, 1), (other, 2), (3, 1)]), ("remove the other", vec![(c, 1), (3, 4)])] {
+    for (step, rss) in [
+        ("add rs3", vec![(c, 1), (other, 1), (3, 1)]),
+        ("reweight", vec![(c, 1), (other, 2), (3, 1)]),
+        ("remove the other", vec![(c, 1), (3, 4)]),
+    ] {
         let cfg = one_line(&lab, &svc(&rss), "ipvs");
         lab.vm().send(&format!("apply-config {cfg}")).unwrap();
         let applied = lab.vm().console_log().matches("config saved and applied").count() + 1;

@@ -12,12 +12,12 @@ fn rr3() -> String {
     format!("[{}]", service("rr", "tcp", 80, 0, &[(1, 1), (2, 1), (3, 1)]))
 }
 
-
 fn fresh_disk(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("director-vm-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(image_dir().join("director.img"), dir.join("director.img")).expect("target/image/director.img: build it with `cargo run -p image -- build`");
+    std::fs::copy(image_dir().join("director.img"), dir.join("director.img"))
+        .expect("target/image/director.img: build it with `cargo run -p image -- build`");
     dir
 }
 
@@ -32,7 +32,10 @@ fn the_disk_image_boots_under_seabios_and_ovmf_and_powers_off_cleanly() {
             // An operator's mistake the offline check cannot see: a NIC this box does not have.
             let cfg = dir.join("bad-nic.json");
             std::fs::write(&cfg, include_str!("../../docs/example-config.json").replace("\"eth1\"", "\"eth9\"")).unwrap();
-            let set = std::process::Command::new(qemu::proc::bin("image").unwrap()).args(["config-set", "--disk", disk.to_str().unwrap(), "--config", cfg.to_str().unwrap()]).output().unwrap();
+            let set = std::process::Command::new(qemu::proc::bin("image").unwrap())
+                .args(["config-set", "--disk", disk.to_str().unwrap(), "--config", cfg.to_str().unwrap()])
+                .output()
+                .unwrap();
             assert!(set.status.success());
         }
         let mut vm = Vm::boot(&dir, &disk, fw, &[], None).unwrap();
@@ -57,7 +60,10 @@ fn the_disk_image_boots_under_seabios_and_ovmf_and_powers_off_cleanly() {
         assert!(st.success(), "QEMU exit {st}");
         let log = vm.console_log();
         assert!(log.contains("config partition unmounted cleanly"), "{log}");
-        let clean = std::process::Command::new(qemu::proc::bin("image").unwrap()).args(["config-clean", "--disk", disk.to_str().unwrap()]).output().unwrap();
+        let clean = std::process::Command::new(qemu::proc::bin("image").unwrap())
+            .args(["config-clean", "--disk", disk.to_str().unwrap()])
+            .output()
+            .unwrap();
         assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stderr));
         drop(vm);
         let _ = std::fs::remove_dir_all(&dir);
@@ -111,7 +117,12 @@ fn dr_proofs_through_the_vm(mode: &str, fw: Firmware) {
     assert_eq!(lab.neighbour(&lab.ns("router"), lab::VIP).as_deref(), Some(lab::DIRECTOR_VIP_MAC), "{mode}");
     // The appliance's ARP requests for real servers carry the DIP, never the VIP.
     let cap = tests::wait_sniff(&lab, "sniff-rs1");
-    let reqs: Vec<&serde_json::Value> = cap["arp"].as_array().unwrap().iter().filter(|a| a["sender_mac"] == lab::DIRECTOR_RS_MAC && a["op"] == 1 && a["sender_ip"] != a["target_ip"]).collect();
+    let reqs: Vec<&serde_json::Value> = cap["arp"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["sender_mac"] == lab::DIRECTOR_RS_MAC && a["op"] == 1 && a["sender_ip"] != a["target_ip"])
+        .collect();
     assert!(!reqs.is_empty(), "{mode}: no ARP request from the appliance seen on rs1: {cap}");
     for r in reqs {
         assert_eq!(r["sender_ip"], lab::DIP.to_string().as_str(), "{mode}: {r}");

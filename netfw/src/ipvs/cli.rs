@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
+use super::director;
 use super::kernel::{Fwd, Ipvs};
 use super::reconcile::{self, Wanted};
-use super::director;
 use crate::config::{Config, Mode};
 
 fn fwd(s: Option<&str>) -> Fwd {
@@ -49,7 +49,17 @@ pub fn status() -> Result<String, String> {
     let mut o = String::from("netfw ipvs: the kernel's IPVS table\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port        Forward Weight ActiveConn InActConn      Conns    InPkts     InBytes   CPS  InPPS   InBPS\n");
     for (s, dests) in &table {
         let persist = if s.persistence_s > 0 { format!(" persistent {}", s.persistence_s) } else { String::new() };
-        o.push_str(&format!("{:<4} {}:{} {}{}  (conns {} pkts {} bytes {})\n", s.key.proto.name().to_uppercase(), s.key.vip, s.key.port, s.sched, persist, s.stats.conns, s.stats.inpkts, s.stats.inbytes));
+        o.push_str(&format!(
+            "{:<4} {}:{} {}{}  (conns {} pkts {} bytes {})\n",
+            s.key.proto.name().to_uppercase(),
+            s.key.vip,
+            s.key.port,
+            s.sched,
+            persist,
+            s.stats.conns,
+            s.stats.inpkts,
+            s.stats.inbytes
+        ));
         for d in dests {
             o.push_str(&format!(
                 "  -> {:<25} {:<7} {:>6} {:>10} {:>9} {:>10} {:>9} {:>11} {:>5} {:>6} {:>7}\n",
@@ -107,7 +117,10 @@ pub fn export(path: Option<&Path>) -> Result<String, String> {
                     scheduler: s.sched,
                     persistence_s: s.persistence_s,
                     forwarding: d.first().map(|x| x.fwd.name().to_string()).filter(|m| m != "dr"),
-                    real_servers: d.iter().map(|x| crate::config::RealServerDoc { address: x.addr.to_string(), weight: i64::from(x.weight) }).collect(),
+                    real_servers: d
+                        .iter()
+                        .map(|x| crate::config::RealServerDoc { address: x.addr.to_string(), weight: i64::from(x.weight) })
+                        .collect(),
                 })
                 .collect()
         }

@@ -48,7 +48,11 @@ pub fn setup(cfg: &Config, spec: &DataPlaneSpec) -> Result<Vec<String>, String> 
     // their gateway); DR and TUN do not (seed 002), so forwarding stays off for them.
     let nat = cfg.services.iter().any(|s| s.forwarding.as_deref() == Some("nat"));
     std::fs::write("/proc/sys/net/ipv4/ip_forward", if nat { "1" } else { "0" }).map_err(|e| format!("sysctl net.ipv4.ip_forward: {e}"))?;
-    done.push(format!("sysctl net.ipv4.ip_forward={} ({})", u8::from(nat), if nat { "NAT: replies return through the director" } else { "DR/TUN: the director routes nothing" }));
+    done.push(format!(
+        "sysctl net.ipv4.ip_forward={} ({})",
+        u8::from(nat),
+        if nat { "NAT: replies return through the director" } else { "DR/TUN: the director routes nothing" }
+    ));
     for (nic, addr, prefix) in addresses(cfg, spec) {
         netconf::add_address(&nic, addr, prefix)?;
         done.push(format!("address {addr}/{prefix} on {nic}"));

@@ -63,13 +63,24 @@ pub fn import(text: &str) -> Result<Vec<ServiceDoc>, ImportError> {
                         return Err(err(format!("persistence netmask {m}: only per-client (255.255.255.255) affinity is supported")));
                     }
                 }
-                out.push(ServiceDoc { vip: vip.to_string(), protocol: proto.into(), port: i64::from(port), scheduler: sched, persistence_s, forwarding: None, real_servers: Vec::new() });
+                out.push(ServiceDoc {
+                    vip: vip.to_string(),
+                    protocol: proto.into(),
+                    port: i64::from(port),
+                    scheduler: sched,
+                    persistence_s,
+                    forwarding: None,
+                    real_servers: Vec::new(),
+                });
             }
             "-a" => {
                 let rs = opt("-r").ok_or_else(|| err("a real server line without -r".into()))?;
-                let (rip, rport) = vip_port(rs).or_else(|| rs.parse().ok().map(|a| (a, port))).ok_or_else(|| err(format!("\"{rs}\" is not RIP:PORT")))?;
+                let (rip, rport) =
+                    vip_port(rs).or_else(|| rs.parse().ok().map(|a| (a, port))).ok_or_else(|| err(format!("\"{rs}\" is not RIP:PORT")))?;
                 if rport != port {
-                    return Err(err(format!("real server port {rport} differs from the service port {port}: port mapping is NAT-only and not supported")));
+                    return Err(err(format!(
+                        "real server port {rport} differs from the service port {port}: port mapping is NAT-only and not supported"
+                    )));
                 }
                 let method = if w.contains(&"-i") {
                     "tun"
@@ -87,7 +98,12 @@ pub fn import(text: &str) -> Result<Vec<ServiceDoc>, ImportError> {
                 match &svc.forwarding {
                     None if svc.real_servers.is_empty() => svc.forwarding = (method != "dr").then(|| method.to_string()),
                     f if f.as_deref().unwrap_or("dr") == method => {}
-                    f => return Err(err(format!("{proto} {vip}:{port} mixes forwarding methods ({} and {method}); the config has one per service", f.as_deref().unwrap_or("dr")))),
+                    f => {
+                        return Err(err(format!(
+                            "{proto} {vip}:{port} mixes forwarding methods ({} and {method}); the config has one per service",
+                            f.as_deref().unwrap_or("dr")
+                        )))
+                    }
                 }
                 svc.real_servers.push(RealServerDoc { address: rip.to_string(), weight });
             }
@@ -125,7 +141,8 @@ mod tests {
         assert_eq!(import("-A -t 1.2.3.4:80 -s rr\n-a -t 1.2.3.4:80 -r 5.6.7.8:8080 -g -w 1").unwrap_err().line, 2);
         assert!(import("-A -f 1 -s rr").unwrap_err().message.contains("firewall-mark"));
         assert!(import("-a -t 1.2.3.4:80 -r 5.6.7.8:80 -g -w 1").unwrap_err().message.contains("before its service"));
-        let mixed = import("-A -u 1.2.3.4:53 -s rr\n-a -u 1.2.3.4:53 -r 5.6.7.8:53 -i -w 1\n-a -u 1.2.3.4:53 -r 5.6.7.9:53 -g -w 1").unwrap_err();
+        let mixed =
+            import("-A -u 1.2.3.4:53 -s rr\n-a -u 1.2.3.4:53 -r 5.6.7.8:53 -i -w 1\n-a -u 1.2.3.4:53 -r 5.6.7.9:53 -g -w 1").unwrap_err();
         assert_eq!(mixed.line, 3);
     }
 }

@@ -169,7 +169,9 @@ impl fmt::Display for IpvsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IpvsError::Unavailable(m) => write!(f, "IPVS is not available in this kernel: {m} (the ip_vs module must be loaded)"),
-            IpvsError::Refused { what, error, hint } => write!(f, "{what}: the kernel said \"{error}\"{}{hint}", if hint.is_empty() { "" } else { ": " }),
+            IpvsError::Refused { what, error, hint } => {
+                write!(f, "{what}: the kernel said \"{error}\"{}{hint}", if hint.is_empty() { "" } else { ": " })
+            }
         }
     }
 }
@@ -189,7 +191,14 @@ fn hint(errno: Option<i32>, what: &str) -> &'static str {
 
 fn stats(a: Attrs<'_>) -> Stats {
     let v = |k| a.get(k).and_then(|x| if x.data.len() >= 8 { x.u64() } else { x.u32().map(u64::from) }).unwrap_or(0);
-    Stats { conns: v(STATS_CONNS), inpkts: v(STATS_INPKTS), inbytes: v(STATS_INBYTES), cps: v(STATS_CPS), inpps: v(STATS_INPPS), inbps: v(STATS_INBPS) }
+    Stats {
+        conns: v(STATS_CONNS),
+        inpkts: v(STATS_INPKTS),
+        inbytes: v(STATS_INBYTES),
+        cps: v(STATS_CPS),
+        inpps: v(STATS_INPPS),
+        inbps: v(STATS_INBPS),
+    }
 }
 
 fn ip(data: &[u8]) -> Ipv4Addr {
@@ -227,7 +236,10 @@ impl Ipvs {
     }
 
     fn svc_attrs(m: &mut Msg, k: &SvcKey) {
-        m.u16(SVC_AF, AF_INET).u16(SVC_PROTOCOL, u16::from(k.proto.number())).put(SVC_ADDR, &k.vip.octets()).put(SVC_PORT, &k.port.to_be_bytes());
+        m.u16(SVC_AF, AF_INET)
+            .u16(SVC_PROTOCOL, u16::from(k.proto.number()))
+            .put(SVC_ADDR, &k.vip.octets())
+            .put(SVC_PORT, &k.port.to_be_bytes());
     }
 
     /// Every IPv4 TCP/UDP service.
@@ -248,7 +260,11 @@ impl Ipvs {
             };
             let flags = a.get(SVC_FLAGS).and_then(|x| x.u32()).unwrap_or(0);
             out.push(Service {
-                key: SvcKey { proto, vip: ip(a.get(SVC_ADDR).map_or(&[][..], |x| x.data)), port: be16(a.get(SVC_PORT).map_or(&[][..], |x| x.data)) },
+                key: SvcKey {
+                    proto,
+                    vip: ip(a.get(SVC_ADDR).map_or(&[][..], |x| x.data)),
+                    port: be16(a.get(SVC_PORT).map_or(&[][..], |x| x.data)),
+                },
                 sched: a.get(SVC_SCHED_NAME).map(|x| x.string()).unwrap_or_default(),
                 persistence_s: if flags & SVC_F_PERSISTENT != 0 { a.get(SVC_TIMEOUT).and_then(|x| x.u32()).unwrap_or(0) } else { 0 },
                 stats: a.get(SVC_STATS).map(|x| stats(x.nested())).unwrap_or_default(),
@@ -316,7 +332,11 @@ impl Ipvs {
         m.begin(ATTR_DEST);
         m.put(DEST_ADDR, &addr.octets()).put(DEST_PORT, &k.port.to_be_bytes());
         if cmd != CMD_DEL_DEST {
-            m.u32(DEST_FWD_METHOD, fwd.code()).u32(DEST_WEIGHT, weight).u32(DEST_U_THRESH, 0).u32(DEST_L_THRESH, 0).u16(DEST_ADDR_FAMILY, AF_INET);
+            m.u32(DEST_FWD_METHOD, fwd.code())
+                .u32(DEST_WEIGHT, weight)
+                .u32(DEST_U_THRESH, 0)
+                .u32(DEST_L_THRESH, 0)
+                .u16(DEST_ADDR_FAMILY, AF_INET);
         }
         m.end();
         self.call(format!("{verb} real server {addr} ({}) of {k}", fwd.name()), &mut m).map(|_| ())

@@ -223,7 +223,10 @@ impl Socket {
         let mut m = Msg::new(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, F_REQUEST | F_ACK);
         m.str(CTRL_ATTR_FAMILY_NAME, name);
         let replies = self.request(&mut m)?;
-        replies.iter().find_map(|r| Attrs(&r.attrs).get(CTRL_ATTR_FAMILY_ID)?.u16()).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no generic netlink family {name}")))
+        replies
+            .iter()
+            .find_map(|r| Attrs(&r.attrs).get(CTRL_ATTR_FAMILY_ID)?.u16())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no generic netlink family {name}")))
     }
 }
 

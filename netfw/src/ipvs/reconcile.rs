@@ -54,8 +54,12 @@ pub enum Change {
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Change::AddService(k, s, p) => write!(f, "add service {k} scheduler {s}{}", if *p > 0 { format!(" persistent {p}") } else { String::new() }),
-            Change::SetService(k, s, p) => write!(f, "change service {k} to scheduler {s}{}", if *p > 0 { format!(" persistent {p}") } else { String::new() }),
+            Change::AddService(k, s, p) => {
+                write!(f, "add service {k} scheduler {s}{}", if *p > 0 { format!(" persistent {p}") } else { String::new() })
+            }
+            Change::SetService(k, s, p) => {
+                write!(f, "change service {k} to scheduler {s}{}", if *p > 0 { format!(" persistent {p}") } else { String::new() })
+            }
             Change::DelService(k) => write!(f, "delete service {k}"),
             Change::AddDest(k, a, m, w) => write!(f, "add real server {a} to {k} ({}, weight {w})", m.name()),
             Change::SetDest(k, a, m, w) => write!(f, "set real server {a} of {k} to {}, weight {w}", m.name()),
@@ -138,7 +142,10 @@ mod tests {
     fn have(port: u16, sched: &str, dests: &[(u8, u32)]) -> (Service, Vec<Dest>) {
         (
             Service { key: key(port), sched: sched.into(), persistence_s: 0, stats: Stats::default() },
-            dests.iter().map(|&(i, w)| Dest { addr: rip(i), port, fwd: Fwd::Dr, weight: w, active: 0, inactive: 0, stats: Stats::default() }).collect(),
+            dests
+                .iter()
+                .map(|&(i, w)| Dest { addr: rip(i), port, fwd: Fwd::Dr, weight: w, active: 0, inactive: 0, stats: Stats::default() })
+                .collect(),
         )
     }
     fn want(port: u16, sched: &str, dests: &[(u8, u32)]) -> Wanted {
@@ -153,7 +160,14 @@ mod tests {
     #[test]
     fn a_weight_change_is_a_weight_change_and_servers_that_stay_are_untouched() {
         let c = diff(&[have(80, "rr", &[(1, 1), (2, 1), (3, 1)])], &[want(80, "rr", &[(1, 1), (2, 0), (4, 1)])]);
-        assert_eq!(c, vec![Change::DelDest(key(80), rip(3)), Change::SetDest(key(80), rip(2), Fwd::Dr, 0), Change::AddDest(key(80), rip(4), Fwd::Dr, 1)]);
+        assert_eq!(
+            c,
+            vec![
+                Change::DelDest(key(80), rip(3)),
+                Change::SetDest(key(80), rip(2), Fwd::Dr, 0),
+                Change::AddDest(key(80), rip(4), Fwd::Dr, 1)
+            ]
+        );
     }
 
     #[test]
