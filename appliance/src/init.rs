@@ -65,6 +65,15 @@ fn run_logged(who: &str, args: &[&str]) {
     }
 }
 
+/// The kernel's IPVS table as the status table, naming NICs and DIP from the running config.
+fn ipvs_status(who: &str) {
+    if std::path::Path::new(RUN_CONFIG).exists() {
+        run_logged(who, &["ipvs", "status", "--config", RUN_CONFIG]);
+    } else {
+        run_logged(who, &["ipvs", "status"]);
+    }
+}
+
 /// Wait (briefly) for devices that appear after module load.
 fn settle(what: impl Fn() -> bool, limit: Duration) {
     let end = Instant::now() + limit;
@@ -339,7 +348,7 @@ pub fn run() -> ! {
                     }
                     log::init(&format!("mode: {}", mode_name(running)));
                     match running {
-                        Running::Ipvs => run_logged("status", &["ipvs", "status"]),
+                        Running::Ipvs => ipvs_status("status"),
                         Running::Forwarder => run_logged("status", &["status", "--control", "/run/netfw.sock"]),
                         Running::Nothing => {}
                     }
@@ -353,7 +362,7 @@ pub fn run() -> ! {
                 }
                 Command::Reboot => power::shutdown(Action::Reboot, &mut sup, config_mounted),
                 Command::Poweroff => power::shutdown(Action::Poweroff, &mut sup, config_mounted),
-                Command::Ipvs => run_logged("ipvs", &["ipvs", "status"]),
+                Command::Ipvs => ipvs_status("ipvs"),
                 Command::ApplyConfig(json) => running = apply_config(&json, &nics, &roles, running, &mut sup, config_mounted),
                 Command::Unknown(l) => {
                     log::init(&format!("unknown command \"{l}\" (status, ipvs, restart netfw, apply-config {{…}}, reboot, poweroff)"))

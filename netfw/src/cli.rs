@@ -14,7 +14,7 @@ const USAGE: &str = "usage:
   netfw status [--json] [--control SOCKET]       ipvsadm-style table of a running forwarder
   netfw reload [--control SOCKET]                make a running forwarder re-read its config
   netfw ipvs apply --config FILE [--fallback]    program the kernel's IPVS (mode \"ipvs\", or any mode with --fallback)
-  netfw ipvs status                              the kernel's IPVS table with its counters
+  netfw ipvs status [--json] [--config FILE]     the kernel's IPVS table with its counters (the status table)
   netfw ipvs clear --config FILE                 remove IPVS services and this mode's addresses
   netfw ipvs import FILE                         `ipvsadm -S -n` rules as the config's services (JSON)
   netfw ipvs export [--config FILE]              rules in `ipvsadm -S -n` format (config, or the kernel's table)
@@ -66,10 +66,11 @@ fn ipvs_cmd(argv: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let json = args.json;
     let r = match (sub, args.config) {
         ("apply", Some(c)) => crate::ipvs::cli::apply(&c, argv.iter().any(|a| a == "--fallback")),
         ("clear", Some(c)) => crate::ipvs::cli::clear(&c),
-        ("status", _) => crate::ipvs::cli::status(),
+        ("status", c) => crate::ipvs::cli::status(c.as_deref(), json),
         ("export", c) => crate::ipvs::cli::export(c.as_deref()),
         _ => {
             eprint!("{USAGE}");

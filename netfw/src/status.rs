@@ -31,6 +31,20 @@ pub struct RealServerStatus {
     pub packets: u64,
     /// Bytes forwarded.
     pub bytes: u64,
+    /// The kernel's rate estimates (IPVS mode); in forwarder mode rates are the difference of
+    /// two reports.
+    pub rates: Option<Rates>,
+}
+
+/// Rates over the last seconds, as IPVS's estimator reports them.
+#[derive(Debug, Serialize, Clone, Copy, Default)]
+pub struct Rates {
+    /// New connections per second.
+    pub cps: u64,
+    /// Packets per second (director-bound direction).
+    pub pps: u64,
+    /// Bytes per second (director-bound direction).
+    pub bps: u64,
 }
 
 /// One service.
@@ -43,7 +57,9 @@ pub struct ServiceStatus {
     /// Port.
     pub port: u16,
     /// Scheduler.
-    pub scheduler: &'static str,
+    pub scheduler: String,
+    /// Forwarding method: "dr", "tun" or "nat".
+    pub forwarding: &'static str,
     /// Persistence.
     pub persistence_s: u32,
     /// Flows scheduled.
@@ -59,7 +75,7 @@ pub struct ServiceStatus {
 /// The whole report.
 #[derive(Debug, Serialize)]
 pub struct Status {
-    /// "forwarder".
+    /// "forwarder" or "ipvs".
     pub mode: &'static str,
     /// "one-arm"/"two-arm".
     pub layout: &'static str,
@@ -71,7 +87,7 @@ pub struct Status {
     pub dip: String,
     /// Flows in the table.
     pub flows: usize,
-    /// Capacity.
+    /// Capacity (0: the kernel's table, no fixed limit).
     pub flow_capacity: usize,
     /// Memory per flow slot pair.
     pub bytes_per_flow: usize,
@@ -97,7 +113,8 @@ impl Status {
                 protocol: s.proto.name(),
                 vip: s.vip.to_string(),
                 port: s.port,
-                scheduler: s.sched_kind.name(),
+                scheduler: s.sched_kind.name().into(),
+                forwarding: "dr",
                 persistence_s: s.persistence_s,
                 conns: s.conns,
                 packets: s.packets,
@@ -119,6 +136,7 @@ impl Status {
                             conns: b.conns,
                             packets: b.packets,
                             bytes: b.bytes,
+                            rates: None,
                         }
                     })
                     .collect(),
@@ -163,24 +181,35 @@ impl Status {
     /// The ipvsadm-style text table.
     pub fn render(&self) -> String {
         let mut o = String::new();
+        let flows = if self.flow_capacity > 0 {
+            format!("flows {}/{} ({} bytes/flow)", self.flows, self.flow_capacity, self.bytes_per_flow)
+        } else {
+            format!("connections {} (the kernel's table)", self.flows)
+        };
         let _ = writeln!(
             o,
-            "netfw {} ({}: vip_side={} rs_side={}) DIP {}  flows {}/{} ({} bytes/flow)",
-            self.mode, self.layout, self.vip_side, self.rs_side, self.dip, self.flows, self.flow_capacity, self.bytes_per_flow
+            "netfw {} ({}: vip_side={} rs_side={}) DIP {}  {flows}",
+            self.mode, self.layout, self.vip_side, self.rs_side, self.dip
         );
+        let rates = self.services.iter().flat_map(|s| &s.real_servers).any(|r| r.rates.is_some());
         let _ = writeln!(o, "Prot LocalAddress:Port Scheduler Flags");
-        let _ =
-            writeln!(o, "  -> RemoteAddress:Port        MAC                Weight ActiveConn InActConn      Conns    InPkts     InBytes");
+        let _ = writeln!(
+            o,
+            "  -> RemoteAddress:Port        MAC                Weight ActiveConn InActConn      Conns    InPkts     InBytes{}",
+            if rates { "   CPS  InPPS   InBPS" } else { "" }
+        );
         for s in &self.services {
             let persist = if s.persistence_s > 0 { format!(" persistent {}", s.persistence_s) } else { String::new() };
+            let fwd = if s.forwarding == "dr" { String::new() } else { format!(" {}", s.forwarding) };
             let _ = writeln!(
                 o,
-                "{:<4} {}:{} {}{}  (conns {} pkts {} bytes {})",
+                "{:<4} {}:{} {}{}{}  (conns {} pkts {} bytes {})",
                 s.protocol.to_uppercase(),
                 s.vip,
                 s.port,
                 s.scheduler,
                 persist,
+                fwd,
                 s.conns,
                 s.packets,
                 s.bytes
@@ -191,9 +220,10 @@ impl Status {
                     (Some(m), false) => format!("{m}?"),
                     (None, _) => "unresolved".into(),
                 };
+                let rate = r.rates.map(|x| format!(" {:>5} {:>6} {:>7}", x.cps, x.pps, x.bps)).unwrap_or_default();
                 let _ = writeln!(
                     o,
-                    "  -> {:<25} {:<18} {:>6} {:>10} {:>9} {:>10} {:>9} {:>11}",
+                    "  -> {:<25} {:<18} {:>6} {:>10} {:>9} {:>10} {:>9} {:>11}{rate}",
                     format!("{}:{}", r.address, s.port),
                     mac,
                     r.weight,
@@ -204,6 +234,12 @@ impl Status {
                     r.bytes
                 );
             }
+        }
+        if self.mode == "ipvs" {
+            for w in &self.warnings {
+                let _ = writeln!(o, "WARNING: {w}");
+            }
+            return o;
         }
         let _ = writeln!(o, "Drops:");
         let mut any = false;

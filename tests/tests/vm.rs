@@ -91,7 +91,8 @@ fn dr_proofs_through_the_vm(mode: &str, fw: Firmware) {
         let conns = |log: &str, i: u32| -> Option<u64> {
             let line = log.lines().rev().find(|l| l.contains("status:") && l.contains(&format!("-> 198.18.0.1{i}:80")))?;
             let f: Vec<&str> = line.split("->").nth(1)?.split_whitespace().collect();
-            assert_eq!((f[1], f[2]), ("dr", "1"), "{line}");
+            // The same table as the forwarder's: the MAC the kernel resolved, then the weight.
+            assert_eq!((f[1], f[2]), (lab::rs_mac(i as usize).as_str(), "1"), "{line}");
             f.get(5)?.parse().ok()
         };
         let mut ok = false;

@@ -42,42 +42,22 @@ pub fn apply(path: &Path, fallback: bool) -> Result<String, String> {
     Ok(out)
 }
 
-/// `netfw ipvs status`: the kernel's table with its counters, in the status table's format.
-pub fn status() -> Result<String, String> {
+/// `netfw ipvs status`: the kernel's table with its counters, as the same status report the
+/// forwarder gives (text, or JSON with `json`). `config` names the NICs and the DIP.
+pub fn status(config: Option<&Path>, json: bool) -> Result<String, String> {
+    let cfg = match config {
+        Some(p) => Some(Config::load(p).map_err(|e| e.to_string())?.0),
+        None => None,
+    };
     let mut ipvs = Ipvs::open().map_err(|e| e.to_string())?;
     let table = reconcile::read(&mut ipvs).map_err(|e| e.to_string())?;
-    let mut o = String::from("netfw ipvs: the kernel's IPVS table\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port        Forward Weight ActiveConn InActConn      Conns    InPkts     InBytes   CPS  InPPS   InBPS\n");
-    for (s, dests) in &table {
-        let persist = if s.persistence_s > 0 { format!(" persistent {}", s.persistence_s) } else { String::new() };
-        o.push_str(&format!(
-            "{:<4} {}:{} {}{}  (conns {} pkts {} bytes {})\n",
-            s.key.proto.name().to_uppercase(),
-            s.key.vip,
-            s.key.port,
-            s.sched,
-            persist,
-            s.stats.conns,
-            s.stats.inpkts,
-            s.stats.inbytes
-        ));
-        for d in dests {
-            o.push_str(&format!(
-                "  -> {:<25} {:<7} {:>6} {:>10} {:>9} {:>10} {:>9} {:>11} {:>5} {:>6} {:>7}\n",
-                format!("{}:{}", d.addr, d.port),
-                d.fwd.name(),
-                d.weight,
-                d.active,
-                d.inactive,
-                d.stats.conns,
-                d.stats.inpkts,
-                d.stats.inbytes,
-                d.stats.cps,
-                d.stats.inpps,
-                d.stats.inbps
-            ));
-        }
+    let arp = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
+    let report = super::report::collect(cfg.as_ref(), &table, &arp);
+    if json {
+        serde_json::to_string(&report).map(|s| s + "\n").map_err(|e| e.to_string())
+    } else {
+        Ok(report.render())
     }
-    Ok(o)
 }
 
 /// `netfw ipvs clear --config FILE`: remove every service the kernel has and the director's

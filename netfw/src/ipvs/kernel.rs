@@ -355,3 +355,28 @@ impl Ipvs {
         self.dest_cmd(CMD_DEL_DEST, "delete", k, addr, Fwd::Dr, 0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(what: &str, errno: i32) -> String {
+        IpvsError::Refused { what: what.into(), error: io::Error::from_raw_os_error(errno), hint: hint(Some(errno), what) }.to_string()
+    }
+
+    #[test]
+    fn kernel_refusals_say_what_was_asked_what_the_kernel_said_and_what_it_means() {
+        let m = refused("add service tcp 203.0.113.10:80 scheduler mh", libc::ENOENT);
+        assert!(m.starts_with("add service tcp 203.0.113.10:80 scheduler mh: the kernel said \"No such file or directory"), "{m}");
+        assert!(m.ends_with("the scheduler's module (ip_vs_<name>) is missing, or the service does not exist"), "{m}");
+        let m = refused("add real server 198.18.0.11 to tcp 203.0.113.10:80 (dr, weight 1)", libc::EEXIST);
+        assert!(m.contains("198.18.0.11") && m.ends_with("it exists already"), "{m}");
+        let m = refused("set real server 198.18.0.11 weight 70000", libc::EINVAL);
+        assert!(m.ends_with("a value is out of range (port, weight, scheduler name)"), "{m}");
+        assert!(refused("list services", libc::EPERM).ends_with("netfw needs CAP_NET_ADMIN"));
+        // An errno with no known meaning still says what was asked and what the kernel said.
+        assert_eq!(refused("list services", libc::EIO), "list services: the kernel said \"Input/output error (os error 5)\"");
+        let u = IpvsError::Unavailable("generic netlink family \"IPVS\" not found".into()).to_string();
+        assert!(u.contains("the ip_vs module must be loaded"), "{u}");
+    }
+}

@@ -8,6 +8,7 @@
 //!   weight change is a weight change).
 //! - `director`: the director's own network side in this mode (addresses, ARP and IPVS
 //!   sysctls).
+//! - `report`: the kernel's table and counters as the same status report the forwarder gives.
 
 pub mod cli;
 pub mod director;
@@ -15,3 +16,4 @@ pub mod ipvsadm;
 pub mod kernel;
 pub mod nl;
 pub mod reconcile;
+pub mod report;
