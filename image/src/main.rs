@@ -9,6 +9,7 @@
 //!        image config-get --disk IMG
 //!        image config-set --disk IMG --config FILE
 //!        image config-clean --disk IMG
+//!        image lab-guest [--out DIR]
 
 mod disk;
 mod initramfs;
@@ -91,21 +92,8 @@ fn build(out: &Path, baked: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
     ));
     let bin = userland::build(&ws, &progress)?;
 
-    let mut entries: Vec<(String, Node)> = ["bin", "dev", "etc", "lib", "lib/modules", "mnt", "mnt/config", "proc", "run", "sys", "tmp"]
-        .iter()
-        .map(|d| ((*d).to_string(), Node::Dir))
-        .collect();
-    entries.push(("dev/console".into(), Node::CharDev(5, 1)));
-    entries.push(("init".into(), Node::File(0o755, std::fs::read(&bin).map_err(|e| BuildError::io(&bin, e))?)));
+    let mut entries = root_with_modules(&k, &mods, &bin)?;
     entries.push(("bin/netfw".into(), Node::Symlink("/init".into())));
-    let mut order = String::new();
-    for (name, path) in &mods {
-        let src = k.modules_dir().join(path);
-        entries.push((format!("lib/modules/{name}.ko"), Node::File(0o644, std::fs::read(&src).map_err(|e| BuildError::io(&src, e))?)));
-        order.push_str(name);
-        order.push('\n');
-    }
-    entries.push(("lib/modules/load-order".into(), Node::File(0o644, order.into_bytes())));
     entries.push((
         "etc/director-release".into(),
         Node::File(0o644, format!("director {} (kernel {})\n", env!("CARGO_PKG_VERSION"), kernel::RELEASE).into_bytes()),
@@ -133,11 +121,51 @@ fn build(out: &Path, baked: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
     Ok(vec![vmlinuz, ird, img])
 }
 
+/// The root of an initramfs: directories, the console node, `init` from `bin`, and the modules
+/// `mods` with their load order.
+fn root_with_modules(k: &kernel::Kernel, mods: &[(String, String)], bin: &Path) -> Result<Vec<(String, Node)>, BuildError> {
+    let mut entries: Vec<(String, Node)> = ["bin", "dev", "etc", "lib", "lib/modules", "mnt", "mnt/config", "proc", "run", "sys", "tmp"]
+        .iter()
+        .map(|d| ((*d).to_string(), Node::Dir))
+        .collect();
+    entries.push(("dev/console".into(), Node::CharDev(5, 1)));
+    entries.push(("init".into(), Node::File(0o755, std::fs::read(bin).map_err(|e| BuildError::io(bin, e))?)));
+    let mut order = String::new();
+    for (name, path) in mods {
+        let src = k.modules_dir().join(path);
+        entries.push((format!("lib/modules/{name}.ko"), Node::File(0o644, std::fs::read(&src).map_err(|e| BuildError::io(&src, e))?)));
+        order.push_str(name);
+        order.push('\n');
+    }
+    entries.push(("lib/modules/load-order".into(), Node::File(0o644, order.into_bytes())));
+    Ok(entries)
+}
+
+/// The lab's TUN real-server guest (`qemu/src/bin/lab-rs-guest.rs`): the same pinned kernel,
+/// an initramfs with the guest's static init and only virtio networking and IPIP. Not part
+/// of the appliance; the QEMU lab boots it next to the appliance because the host has no IPIP.
+fn build_lab_guest(out: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    let ws = workspace();
+    let cache = std::env::var_os("DIRECTOR_IMAGE_CACHE").map_or_else(|| ws.join("target/image/cache"), PathBuf::from);
+    let k = kernel::prepare(&cache, &progress)?;
+    let mods = modules::ModuleIndex::load(&k.modules_dir())?.closure(&["virtio_pci", "virtio_net", "ipip"])?;
+    progress("building the lab real-server guest's init (static)");
+    let bin = userland::build_static(&ws, "qemu", "lab-rs-guest")?;
+    let initramfs = initramfs::build(root_with_modules(&k, &mods, &bin)?, source_date_epoch())?;
+    std::fs::create_dir_all(out).map_err(|e| BuildError::io(out, e))?;
+    let vmlinuz = out.join("vmlinuz");
+    std::fs::copy(k.vmlinuz(), &vmlinuz).map_err(|e| BuildError::io(&vmlinuz, e))?;
+    let ird = out.join("lab-rs-guest.cpio.gz");
+    std::fs::write(&ird, &initramfs).map_err(|e| BuildError::io(&ird, e))?;
+    Ok(vec![ird])
+}
+
 const USAGE: &str = "usage:
   image build [--config FILE] [--out DIR]      build target/image/{vmlinuz,initramfs.cpio.gz,director.img}
   image config-get --disk IMG                  print director.json from the image's config partition
   image config-set --disk IMG --config FILE    validate FILE and write it as the image's director.json
-  image config-clean --disk IMG                exit 0 if the config filesystem was cleanly unmounted";
+  image config-clean --disk IMG                exit 0 if the config filesystem was cleanly unmounted
+  image lab-guest [--out DIR]                  build target/image/lab-rs-guest.cpio.gz (the QEMU lab's TUN real server)";
 
 fn opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
@@ -184,14 +212,15 @@ fn main() -> ExitCode {
             }
         };
     }
-    if cmd != "build" {
+    if cmd != "build" && cmd != "lab-guest" {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     }
     let out = opt(&args, "--out").map_or_else(|| workspace().join("target/image"), PathBuf::from);
     let baked = opt(&args, "--config").map(PathBuf::from);
     let started = std::time::Instant::now();
-    match build(&out, baked.as_deref()) {
+    let built = if cmd == "build" { build(&out, baked.as_deref()) } else { build_lab_guest(&out) };
+    match built {
         Ok(files) => {
             progress(&format!("done in {:.1} s:", started.elapsed().as_secs_f64()));
             for f in files {

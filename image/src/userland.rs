@@ -12,8 +12,13 @@ pub const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Build the appliance binary statically and return its path.
 pub fn build(workspace: &Path, progress: &dyn Fn(&str)) -> Result<PathBuf, BuildError> {
     progress("building the static userland (appliance init + netfw, one multi-call binary)");
+    build_static(workspace, "appliance", "appliance")
+}
+
+/// Build binary `bin` of `package` with glibc linked statically; return its path.
+pub fn build_static(workspace: &Path, package: &str, bin: &str) -> Result<PathBuf, BuildError> {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--locked", "--target", TARGET, "-p", "appliance"])
+        .args(["build", "--release", "--locked", "--target", TARGET, "-p", package, "--bin", bin])
         .env("RUSTFLAGS", format!("-C target-feature=+crt-static -C strip=debuginfo --remap-path-prefix={}=/src", workspace.display()))
         .current_dir(workspace)
         .output()
@@ -21,7 +26,7 @@ pub fn build(workspace: &Path, progress: &dyn Fn(&str)) -> Result<PathBuf, Build
     if !out.status.success() {
         return Err(BuildError::Tool(format!("building the userland failed:\n{}", String::from_utf8_lossy(&out.stderr))));
     }
-    let bin = workspace.join(format!("target/{TARGET}/release/appliance"));
+    let bin = workspace.join(format!("target/{TARGET}/release/{bin}"));
     let bytes = std::fs::read(&bin).map_err(|e| BuildError::io(&bin, e))?;
     if bytes.windows(15).any(|w| w == b"/lib64/ld-linux") {
         return Err(BuildError::Tool(format!("{} is dynamically linked; the image has no C library", bin.display())));

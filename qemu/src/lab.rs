@@ -93,6 +93,8 @@ pub struct Lab {
     netfw: Option<usize>,
     /// The appliance VM, when the director is the image under QEMU.
     pub vm: Option<Vm>,
+    /// Helper guests (TUN real servers), by real-server number.
+    pub guests: Vec<(usize, Vm)>,
     vm_mode: bool,
 }
 
@@ -140,7 +142,18 @@ impl Lab {
         let dir = std::env::temp_dir().join(format!("{id}-lab"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| LabError(format!("cannot create {}: {e}", dir.display())))?;
-        let mut lab = Lab { id, layout, real_servers, namespaces: Vec::new(), children: Vec::new(), dir, netfw: None, vm: None, vm_mode };
+        let mut lab = Lab {
+            id,
+            layout,
+            real_servers,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            dir,
+            netfw: None,
+            vm: None,
+            guests: Vec::new(),
+            vm_mode,
+        };
         lab.wire()?;
         for i in 1..=real_servers {
             let ns = lab.ns(&format!("rs{i}"));
@@ -564,6 +577,31 @@ impl Lab {
         Ok(t)
     }
 
+    /// Boot real server `i` as a QEMU guest on the real-server segment, set up for VS/TUN as
+    /// seed 002 says (`image lab-guest` builds it; see `qemu/src/bin/lab-rs-guest.rs`): RIP
+    /// `rip(i)`, MAC `rs_mac(i)`, VIP on tunl0, gateway the router. Waits until it serves.
+    pub fn boot_tun_real_server(&mut self, i: usize) -> Result<Duration, LabError> {
+        let router = self.ns("router");
+        let tap = format!("t{i}");
+        self.ip(&router, &["tuntap", "add", &tap, "mode", "tap"])?;
+        self.ip(&router, &["link", "set", &tap, "master", "br0"])?;
+        self.ip(&router, &["link", "set", &tap, "up"])?;
+        let dir = self.dir.join(format!("rs{i}-guest"));
+        std::fs::create_dir_all(&dir).map_err(|e| LabError(e.to_string()))?;
+        let append = format!("labrs.name=rs{i} labrs.rip={}/24 labrs.gw={ROUTER_RS_SIDE} labrs.vip={VIP}", rip(i));
+        let nic = VmNic { tap, mac: rs_mac(i), mtu: None };
+        let mut vm = Vm::boot_guest(&dir, "lab-rs-guest.cpio.gz", &append, &[nic], Some(&router))?;
+        let t = vm.wait_for("lab-rs: ready", Duration::from_secs(90));
+        let log = vm.console_log();
+        self.guests.push((i, vm));
+        t.map_err(|e| LabError(format!("{e}\n{log}")))
+    }
+
+    /// The helper guest that is real server `i`.
+    pub fn guest(&mut self, i: usize) -> Option<&mut Vm> {
+        self.guests.iter_mut().find(|(n, _)| *n == i).map(|(_, v)| v)
+    }
+
     /// The VM (panics with a clear message if none was booted: a test bug).
     pub fn vm(&mut self) -> &mut Vm {
         self.vm.as_mut().expect("no VM booted in this lab")
@@ -605,6 +643,7 @@ fn stop_child(c: &mut Child) {
 impl Drop for Lab {
     fn drop(&mut self) {
         drop(self.vm.take());
+        self.guests.clear();
         for (_, c) in &mut self.children {
             stop_child(c);
         }

@@ -69,6 +69,40 @@ impl Vm {
     /// Boot `disk` (the VM's own copy) with `nics`, running QEMU inside network namespace
     /// `netns` (where the taps are), if any. Files go to `dir`.
     pub fn boot(dir: &Path, disk: &Path, firmware: Firmware, nics: &[VmNic], netns: Option<&str>) -> Result<Vm, LabError> {
+        let mut boot: Vec<String> = vec!["-drive".into(), format!("file={},format=raw,if=virtio", disk.display())];
+        match firmware {
+            Firmware::SeaBios => {}
+            Firmware::Ovmf => boot.extend(["-bios", "/usr/share/ovmf/OVMF.fd"].map(String::from)),
+            Firmware::Direct => {
+                let img = image_dir();
+                boot.push("-kernel".into());
+                boot.push(img.join("vmlinuz").display().to_string());
+                boot.push("-initrd".into());
+                boot.push(img.join("initramfs.cpio.gz").display().to_string());
+                boot.push("-append".into());
+                // DIRECTOR_KERNEL_ARGS adds to the command line (e.g. "loglevel=7" to debug).
+                boot.push(format!("console=ttyS0,115200n8 panic=10 quiet {}", std::env::var("DIRECTOR_KERNEL_ARGS").unwrap_or_default()));
+            }
+        }
+        Self::start(dir, &boot, nics, netns)
+    }
+
+    /// Boot the image's kernel with another initramfs (`target/image/<initramfs>`) and
+    /// command line, and no disk: the lab's helper guests (`image lab-guest`).
+    pub fn boot_guest(dir: &Path, initramfs: &str, append: &str, nics: &[VmNic], netns: Option<&str>) -> Result<Vm, LabError> {
+        let img = image_dir();
+        let boot = vec![
+            "-kernel".into(),
+            img.join("vmlinuz").display().to_string(),
+            "-initrd".into(),
+            img.join(initramfs).display().to_string(),
+            "-append".into(),
+            format!("console=ttyS0,115200n8 panic=10 quiet {append}"),
+        ];
+        Self::start(dir, &boot, nics, netns)
+    }
+
+    fn start(dir: &Path, boot: &[String], nics: &[VmNic], netns: Option<&str>) -> Result<Vm, LabError> {
         let sock = dir.join("console.sock");
         let monitor = dir.join("monitor.sock");
         let log = dir.join("console.log");
@@ -91,22 +125,7 @@ impl Vm {
         args.extend(["-serial", "chardev:con"].map(String::from));
         args.push("-monitor".into());
         args.push(format!("unix:{},server=on,wait=off", monitor.display()));
-        args.push("-drive".into());
-        args.push(format!("file={},format=raw,if=virtio", disk.display()));
-        match firmware {
-            Firmware::SeaBios => {}
-            Firmware::Ovmf => args.extend(["-bios", "/usr/share/ovmf/OVMF.fd"].map(String::from)),
-            Firmware::Direct => {
-                let img = image_dir();
-                args.push("-kernel".into());
-                args.push(img.join("vmlinuz").display().to_string());
-                args.push("-initrd".into());
-                args.push(img.join("initramfs.cpio.gz").display().to_string());
-                args.push("-append".into());
-                // DIRECTOR_KERNEL_ARGS adds to the command line (e.g. "loglevel=7" to debug).
-                args.push(format!("console=ttyS0,115200n8 panic=10 quiet {}", std::env::var("DIRECTOR_KERNEL_ARGS").unwrap_or_default()));
-            }
-        }
+        args.extend_from_slice(boot);
         for (i, n) in nics.iter().enumerate() {
             args.push("-netdev".into());
             args.push(format!("tap,id=n{i},ifname={},script=no,downscript=no", n.tap));

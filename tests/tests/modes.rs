@@ -19,23 +19,32 @@ fn one_line(lab: &Lab, services: &str, mode: &str) -> String {
     v.to_string()
 }
 
-/// Ask the console for the kernel's IPVS table and return its real servers as (RIP, weight,
-/// active connections).
-fn ipvs_table(lab: &mut Lab) -> Vec<(String, u32, u32)> {
-    let nth = lab.vm().console_log().matches("ipvs: netfw ipvs: the kernel's IPVS table").count() + 1;
-    lab.vm().send("ipvs").unwrap();
-    lab.vm().wait_for_nth("ipvs: netfw ipvs: the kernel's IPVS table", nth, Duration::from_secs(10)).unwrap();
+/// Type `command` on the console and return the rows of the status table it prints (the
+/// words after "-> " of each real-server line), once its first line `header` appears.
+fn table_rows(lab: &mut Lab, command: &str, header: &str) -> Vec<Vec<String>> {
+    let nth = lab.vm().console_log().matches(header).count() + 1;
+    lab.vm().send(command).unwrap();
+    lab.vm().wait_for_nth(header, nth, Duration::from_secs(10)).unwrap();
     // The table follows its header; wait a moment for its lines, then read the last table.
     std::thread::sleep(Duration::from_millis(300));
     let log = lab.vm().console_log();
-    let last = log.rsplit("ipvs: netfw ipvs: the kernel's IPVS table").next().unwrap_or_default();
+    let prefix = header.split(' ').next().unwrap_or_default();
+    let last = log.rsplit(header).next().unwrap_or_default();
     last.lines()
-        .take_while(|l| l.contains("ipvs:") || l.trim().is_empty())
+        .skip(1) // the rest of the header line
+        .take_while(|l| l.contains(prefix) || l.trim().is_empty())
         .filter_map(|l| l.split("-> ").nth(1))
-        .filter_map(|r| {
-            let f: Vec<&str> = r.split_whitespace().collect();
-            Some((f.first()?.split(':').next()?.to_string(), f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
-        })
+        .filter(|r| !r.starts_with("RemoteAddress"))
+        .map(|r| r.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+/// Ask the console for the kernel's IPVS table (the status table, read from IPVS) and return
+/// its real servers as (RIP, weight, active connections).
+fn ipvs_table(lab: &mut Lab) -> Vec<(String, u32, u32)> {
+    table_rows(lab, "ipvs", "ipvs: netfw ipvs (")
+        .into_iter()
+        .filter_map(|f| Some((f.first()?.split(':').next()?.to_string(), f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))
         .collect()
 }
 
@@ -137,8 +146,27 @@ fn a_forwarder_that_cannot_use_its_nic_falls_back_to_ipvs() {
     lab.vm().wait_for("mode: ipvs (the kernel forwards) (fallback)", Duration::from_secs(10)).unwrap();
     wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
     assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]));
-    lab.vm().send("status").unwrap();
-    lab.vm().wait_for("init: mode: ipvs", Duration::from_secs(10)).unwrap();
+    // `status` says so, and shows IPVS's own counters in the forwarder's table: each real
+    // server with the MAC the kernel resolved, its connections, packets and bytes.
+    // The kernel's estimator folds its per-CPU counters into what it reports every 2 s.
+    let header = "status: netfw ipvs (two-arm: vip_side=eth1 rs_side=eth2) DIP 198.18.0.2/24";
+    let mut rows = table_rows(&mut lab, "status", header);
+    for _ in 0..10 {
+        if rows.iter().all(|r| r.get(5).is_some_and(|c| c != "0")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        rows = table_rows(&mut lab, "status", header);
+    }
+    rows.sort();
+    assert!(lab.vm().console_log().contains("init: mode: ipvs (the kernel forwards) (fallback)"));
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], format!("{}:80", lab::rip(i + 1)), "{row:?}");
+        assert_eq!(row[1], lab::rs_mac(i + 1), "the kernel resolved the real server's MAC: {row:?}");
+        let (conns, pkts, bytes): (u64, u64, u64) = (row[5].parse().unwrap(), row[6].parse().unwrap(), row[7].parse().unwrap());
+        assert!(conns >= 10 && pkts >= 3 * conns && bytes > 40 * pkts, "IPVS counters for rs{}: {row:?}", i + 1);
+    }
 }
 
 fn with_forwarding(services: &str, method: &str) -> String {
@@ -197,4 +225,47 @@ fn tun_mode_sends_ipip_from_the_dip_to_each_real_server() {
             assert_eq!(t["inner_dport"], 80, "{t}");
         }
     }
+}
+
+/// Seed 002 end to end: two real servers are QEMU guests running the pinned Debian kernel (the
+/// host has no IPIP), set up with `tunl0`, the VIP on it and `rp_filter=0`. IPVS tunnels the
+/// client's requests to both; their replies go straight to the router; and with the reverse
+/// path filter left on (the seed's warning) the real servers silently drop what IPVS sends.
+#[test]
+fn tun_mode_end_to_end_with_real_servers_set_up_per_seed_002() {
+    let _g = one_lab_at_a_time();
+    let mut lab = Lab::build_for_vm(Layout::TwoArm, 0).unwrap();
+    for i in 1..=2 {
+        let t = lab.boot_tun_real_server(i).unwrap();
+        println!("TUN real server guest rs{i} ready in {:.1} s", t.as_secs_f64());
+    }
+    lab.write_vm_config(&one_line(&lab, &with_forwarding(&svc(&[(1, 1), (2, 1)]), "tun"), "ipvs")).unwrap();
+    lab.boot_vm(Firmware::Direct).unwrap();
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+    assert_eq!(http_requests(&lab, 20, None), counts(&[("rs1", 10), ("rs2", 10)]), "rr over TUN");
+    let table = ipvs_table(&mut lab);
+    assert_eq!(table.len(), 2, "{table:?}");
+
+    // Replies bypass the director: a 1 MB answer never enters the VM on the RS-facing NIC.
+    let before = lab.tap_to_vm_bytes("tap2").unwrap();
+    let out = lab.labtool(&lab.ns("client"), &["long", "--to", &format!("{}:80", lab::VIP), "--bytes", "1000000"]).unwrap();
+    assert!(out.contains("\"body_bytes\":1000004"), "{out}");
+    let into_vm = lab.tap_to_vm_bytes("tap2").unwrap() - before;
+    assert!(into_vm < 200_000, "TUN replies must not cross the director: {into_vm} bytes entered it");
+
+    // Seed 002: the kernel applies max(all, tunl0) as tunl0's rp_filter; with 1 the client's
+    // address, which routes out of eth0, fails the check on tunl0 and every request is dropped.
+    for i in 1..=2 {
+        let g = lab.guest(i).unwrap();
+        g.send("rp_filter 1").unwrap();
+        g.wait_for("rp_filter 1 done", Duration::from_secs(10)).unwrap();
+    }
+    let refused = lab.labtool(&lab.ns("client"), &["get", "--to", &format!("{}:80", lab::VIP), "--count", "2"]).unwrap_or_else(|e| e.0);
+    assert!(!refused.contains("\"rs1\"") && !refused.contains("\"rs2\""), "rp_filter=1 on tunl0 should drop: {refused}");
+    for i in 1..=2 {
+        let g = lab.guest(i).unwrap();
+        g.send("rp_filter 0").unwrap();
+        g.wait_for("rp_filter 0 done", Duration::from_secs(10)).unwrap();
+    }
+    wait_forwarding(&lab, &["rs1", "rs2"]);
 }
