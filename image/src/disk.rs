@@ -7,7 +7,9 @@
 //!              /vmlinuz /initramfs.gz
 //!              /syslinux/{syslinux.cfg, ldlinux.sys, ldlinux.c32}   BIOS: gptmbr → VBR → ldlinux
 //!              /EFI/BOOT/{BOOTX64.EFI (syslinux.efi), ldlinux.e64, syslinux.cfg}   UEFI
-//! +64 MiB    p2 "director-config", FAT: director.json (and later the password hash, TLS key)
+//! +64 MiB    p2 "director-config", FAT: director.json (the operator's file), director.slots
+//!              (the appliance's saves), web.slots (password hash, TLS key): the slot files
+//!              are allocated here at full size so saves never change FAT metadata
 //! end        backup GPT
 //! ```
 //! The FAT filesystems are written by the `fatfs` crate into memory, never mounted; only the
@@ -143,7 +145,11 @@ pub fn build(out: &Path, vmlinuz: &[u8], initramfs: &[u8], config: Option<&[u8]>
             ("EFI/BOOT/syslinux.cfg", cfg.as_bytes()),
         ],
     )?;
-    let config_files: Vec<(&str, &[u8])> = config.map(|c| vec![("director.json", c)]).unwrap_or_default();
+    let empty_store = vec![0u8; netfw::store::FILE_SIZE];
+    let mut config_files: Vec<(&str, &[u8])> = vec![("director.slots", &empty_store), ("web.slots", &empty_store)];
+    if let Some(c) = config {
+        config_files.push(("director.json", c));
+    }
     let cfgfs = fat(CONFIG_SIZE, *b"DIRCONFIG  ", 0x4452_0002, &config_files)?;
     let image = disk.get_mut();
     let esp_off = usize::try_from(esp_lba * 512).unwrap_or(0);

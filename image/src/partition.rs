@@ -1,4 +1,6 @@
-//! The config partition of an existing `director.img`: read or replace `director.json`, and
+//! The config partition of an existing `director.img`: read the config the appliance will use
+//! (its newest saved slot, else `director.json`) or replace it (`director.json`, with the saved
+//! slots emptied so the operator's file wins at the next boot), and
 //! tell whether the filesystem was cleanly unmounted (the FAT "dirty" flag the kernel sets
 //! while it is mounted read-write and clears on a clean unmount).
 
@@ -36,12 +38,20 @@ fn fs_err(e: std::io::Error) -> BuildError {
     BuildError::Tool(format!("config partition: {e}"))
 }
 
-/// `director.json` from the image, if present.
+/// The config the appliance boots with: the newest intact slot of `director.slots`, else
+/// `director.json`, if present.
 pub fn get(img: &Path) -> Result<Option<String>, BuildError> {
     let (_, mut part) = load(img)?;
     let fs = FileSystem::new(&mut part, FsOptions::new()).map_err(fs_err)?;
     let mut out = String::new();
     let root = fs.root_dir();
+    if let Ok(mut f) = root.open_file("director.slots") {
+        let mut raw = Vec::new();
+        f.read_to_end(&mut raw).map_err(fs_err)?;
+        if let Some((_, body, _)) = netfw::store::newest(&raw) {
+            return Ok(Some(String::from_utf8_lossy(body).into_owned()));
+        }
+    }
     let found = match root.open_file("director.json") {
         Ok(mut f) => {
             f.read_to_string(&mut out).map_err(fs_err)?;
@@ -61,6 +71,9 @@ pub fn set(img: &Path, text: &str) -> Result<(), BuildError> {
         f.truncate().map_err(fs_err)?;
         f.write_all(text.as_bytes()).map_err(fs_err)?;
         drop(f);
+        if let Ok(mut slots) = fs.root_dir().open_file("director.slots") {
+            slots.write_all(&vec![0u8; netfw::store::FILE_SIZE]).map_err(fs_err)?;
+        }
         fs.unmount().map_err(fs_err)?;
     }
     let mut f = std::fs::OpenOptions::new().write(true).open(img).map_err(|e| BuildError::io(img, e))?;

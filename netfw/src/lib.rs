@@ -35,3 +35,5 @@ pub mod run;
 pub mod stack;
 #[cfg(feature = "std")]
 pub mod status;
+#[cfg(feature = "std")]
+pub mod store;
