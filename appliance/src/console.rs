@@ -7,6 +7,8 @@
 use std::io::BufRead;
 use std::sync::mpsc::Sender;
 
+use crate::control::Request;
+
 /// A console command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -22,6 +24,12 @@ pub enum Command {
     ApplyConfig(String),
     /// Show the kernel's IPVS table.
     Ipvs,
+    /// The status report as JSON (control socket).
+    StatusJson,
+    /// The config in force (control socket).
+    GetConfig,
+    /// Keep a pending management change (control socket).
+    Confirm,
     /// Anything else.
     Unknown(String),
 }
@@ -56,7 +64,7 @@ fn no_echo() {
 }
 
 /// Read commands from the console in a thread.
-pub fn listen(tx: Sender<Command>) {
+pub fn listen(tx: Sender<Request>) {
     no_echo();
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
@@ -67,7 +75,7 @@ pub fn listen(tx: Sender<Command>) {
                 crate::log::line("console", &format!("> {shown}{}", if line.trim().len() > 100 { "…" } else { "" }));
             }
             if let Some(c) = parse(&line) {
-                if tx.send(c).is_err() {
+                if tx.send(c.into()).is_err() {
                     break;
                 }
             }

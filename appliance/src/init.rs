@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use netfw::config::{Config, Mode};
 
+use crate::apply::{self, Running, State};
 use crate::console::{self, Command};
+use crate::control::{self, Request};
 use crate::nics::{self, Nic, Roles};
 use crate::power::{self, Action};
 use crate::supervise::Supervisor;
@@ -22,10 +24,17 @@ use netfw::netconf;
 
 /// The line tests and operators wait for.
 pub const READY_MARKER: &str = "director: ready";
-/// The config file on the config partition.
+/// The operator's config file on the config partition (`image config-set` writes it).
 pub const CONFIG_FILE: &str = "/mnt/config/director.json";
+/// The appliance's own saves: two checksummed slots (`netfw::store`); the newest intact one
+/// wins over `director.json`, which `image config-set` makes win again by emptying them.
+pub const CONFIG_STORE: &str = "/mnt/config/director.slots";
+/// How long a change that touches management waits for confirmation before it is undone.
+pub const CONFIRM_WINDOW: Duration = Duration::from_secs(60);
 /// The effective config netfw runs with (NIC references resolved to names).
 pub const RUN_CONFIG: &str = "/run/netfw.json";
+/// The effective config before the last change (what leaving a mode clears).
+pub const PREV_RUN_CONFIG: &str = "/run/netfw.prev.json";
 
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
@@ -54,7 +63,7 @@ fn load_modules() {
 }
 
 /// Run `/bin/netfw ARGS` to completion, each line of its output on the console as `who`.
-fn run_logged(who: &str, args: &[&str]) {
+pub fn run_logged(who: &str, args: &[&str]) {
     match std::process::Command::new("/bin/netfw").args(args).output() {
         Ok(o) => {
             for l in String::from_utf8_lossy(&o.stdout).lines().chain(String::from_utf8_lossy(&o.stderr).lines()) {
@@ -87,7 +96,7 @@ fn write_sysctl(path: &str, value: &str) {
 }
 
 /// Parse and validate a config document; resolve NIC references (names or MACs) to names.
-fn prepare_config(text: &str, nics: &[Nic]) -> Result<(Config, Roles), String> {
+pub fn prepare_config(text: &str, nics: &[Nic]) -> Result<(Config, Roles), String> {
     let mut cfg = Config::parse(text).map_err(|e| e.to_string())?;
     let resolve = |r: &str, field: &str| nics::resolve(nics, r).ok_or_else(|| format!("{field}: no NIC named or with MAC {r}"));
     cfg.nics.vip_side = resolve(&cfg.nics.vip_side, "nics.vip_side")?;
@@ -105,98 +114,28 @@ fn prepare_config(text: &str, nics: &[Nic]) -> Result<(Config, Roles), String> {
 }
 
 /// Write the effective config (resolved NIC names) where netfw reads it.
-fn write_run_config(cfg: &Config) -> Result<(), String> {
+pub fn write_run_config(cfg: &Config) -> Result<(), String> {
     let text = serde_json::to_string_pretty(cfg).map_err(|e| e.to_string())?;
     std::fs::write(RUN_CONFIG, text).map_err(|e| format!("{RUN_CONFIG}: {e}"))
 }
 
+/// The config document the box boots with: the newest intact saved slot, else the
+/// operator's `director.json`.
+fn read_config_text() -> Result<String, String> {
+    match netfw::store::load(std::path::Path::new(CONFIG_STORE)) {
+        Ok(Some((_, body))) => return String::from_utf8(body).map_err(|_| format!("{CONFIG_STORE}: the saved config is not UTF-8")),
+        Ok(None) => {}
+        Err(e) => log::init(&format!("{e}; trying {CONFIG_FILE}")),
+    }
+    std::fs::read_to_string(CONFIG_FILE).map_err(|e| format!("no config at {CONFIG_FILE}: {e}"))
+}
+
 /// Read and validate the config partition's document; write the effective config for netfw.
-fn load_config(nics: &[Nic]) -> Result<(Config, Roles), String> {
-    let text = std::fs::read_to_string(CONFIG_FILE).map_err(|e| format!("no config at {CONFIG_FILE}: {e}"))?;
+fn load_config(nics: &[Nic]) -> Result<(Config, Roles, String), String> {
+    let text = read_config_text()?;
     let (cfg, roles) = prepare_config(&text, nics)?;
     write_run_config(&cfg)?;
-    Ok((cfg, roles))
-}
-
-/// Save a document on the config partition so that a power cut leaves the old or the new one:
-/// write a temporary file, fsync it, rename it over the old, fsync the directory.
-fn save_config(text: &str) -> Result<(), String> {
-    use std::io::Write;
-    let tmp = format!("{CONFIG_FILE}.new");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{tmp}: {e}"))?;
-    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| format!("{tmp}: {e}"))?;
-    std::fs::rename(&tmp, CONFIG_FILE).map_err(|e| format!("{CONFIG_FILE}: {e}"))?;
-    std::fs::File::open(mounts::CONFIG_DIR).and_then(|d| d.sync_all()).map_err(|e| format!("{}: {e}", mounts::CONFIG_DIR))
-}
-
-/// What is forwarding now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Running {
-    /// Nothing (no valid config).
-    Nothing,
-    /// netfw, supervised.
-    Forwarder,
-    /// The kernel's IPVS (by config or by fallback).
-    Ipvs,
-}
-
-const PREV_RUN_CONFIG: &str = "/run/netfw.prev.json";
-
-fn netfw_argv() -> Vec<String> {
-    vec!["/bin/netfw".into(), "run".into(), "--config".into(), RUN_CONFIG.into(), "--control".into(), "/run/netfw.sock".into()]
-}
-
-/// Leave the running mode (removing everything it set up) and enter `want`.
-fn switch(from: Running, want: Running, sup: &mut Supervisor) {
-    match from {
-        Running::Forwarder if want != Running::Forwarder => sup.remove("netfw"),
-        Running::Ipvs if want != Running::Ipvs => run_logged("ipvs", &["ipvs", "clear", "--config", PREV_RUN_CONFIG]),
-        _ => {}
-    }
-    match want {
-        Running::Forwarder if from != Running::Forwarder => sup.add("netfw", netfw_argv()),
-        Running::Ipvs => run_logged("ipvs", &["ipvs", "apply", "--config", RUN_CONFIG, "--fallback"]),
-        _ => {}
-    }
-}
-
-/// `apply-config`: validate, save, apply without reboot. Returns the new running state.
-fn apply_config(json: &str, nics: &[Nic], roles: &Roles, running: Running, sup: &mut Supervisor, config_mounted: bool) -> Running {
-    let (cfg, new_roles) = match prepare_config(json, nics) {
-        Ok(x) => x,
-        Err(e) => {
-            log::init(&format!("apply-config refused, the running config stays in force: {e}"));
-            return running;
-        }
-    };
-    if new_roles.vip_side != roles.vip_side || new_roles.rs_side != roles.rs_side || new_roles.management != roles.management {
-        log::init("apply-config refused: NIC roles changed; save the config to the partition and reboot");
-        return running;
-    }
-    if !config_mounted {
-        log::init("apply-config refused: there is no config partition to save it on");
-        return running;
-    }
-    if let Err(e) = save_config(json) {
-        log::init(&format!("apply-config refused, nothing changed: cannot save: {e}"));
-        return running;
-    }
-    let _ = std::fs::copy(RUN_CONFIG, PREV_RUN_CONFIG);
-    if let Err(e) = write_run_config(&cfg) {
-        log::init(&e);
-        return running;
-    }
-    let want = if cfg.mode == Mode::Ipvs { Running::Ipvs } else { Running::Forwarder };
-    if want == Running::Forwarder && running == Running::Forwarder {
-        match netfw::ctl::request(std::path::Path::new("/run/netfw.sock"), "reload") {
-            Ok(reply) => log::line("netfw", reply.trim()),
-            Err(e) => log::init(&format!("netfw reload: {e}")),
-        }
-    } else {
-        switch(running, want, sup);
-    }
-    log::init(&format!("config saved and applied: mode {}", if want == Running::Ipvs { "ipvs" } else { "forwarder" }));
-    want
+    Ok((cfg, roles, text))
 }
 
 /// The management NIC's address: static from the config, else DHCP (with a link-local
@@ -227,15 +166,7 @@ fn configure_management(nics: &[Nic], roles: &Roles, cfg: Option<&Config>) -> St
     }
 }
 
-fn mode_name(r: Running) -> &'static str {
-    match r {
-        Running::Ipvs => "ipvs (the kernel forwards)",
-        Running::Forwarder => "forwarder (netfw)",
-        Running::Nothing => "none",
-    }
-}
-
-fn banner(nics: &[Nic], roles: &Roles, mgmt_addr: &str, cfg_state: &str, mode: &str) {
+fn banner(nics: &[Nic], roles: &Roles, mgmt_addr: &str, web: &[String], cfg_state: &str, mode: &str) {
     let release = std::fs::read_to_string("/etc/director-release").unwrap_or_default();
     log::init("================================================================");
     log::init(release.trim());
@@ -256,7 +187,9 @@ fn banner(nics: &[Nic], roles: &Roles, mgmt_addr: &str, cfg_state: &str, mode: &
         log::init(&format!("NIC {:<8} {}  {}", n.name, n.mac, role_of(&n.name)));
     }
     log::init(&format!("management address: {mgmt_addr}"));
-    log::init("web page: not built yet (issue 5); use the console: status, restart netfw, reboot, poweroff");
+    for l in web {
+        log::init(l);
+    }
     log::init(&format!("config: {cfg_state}"));
     log::init(&format!("mode: {mode}"));
     log::init("================================================================");
@@ -277,15 +210,15 @@ pub fn run() -> ! {
     let nics = nics::list();
 
     let config_mounted = mounts::mount_config().is_some();
-    let (cfg, roles, cfg_state) = match load_config(&nics) {
-        Ok((c, r)) => {
-            let state = format!("{CONFIG_FILE} ({} service(s))", c.services.len());
-            (Some(c), r, state)
+    let (cfg, roles, text, cfg_state) = match load_config(&nics) {
+        Ok((c, r, t)) => {
+            let state = format!("{} service(s)", c.services.len());
+            (Some(c), r, Some(t), state)
         }
         Err(e) => {
             log::init(&format!("CONFIG PROBLEM: {e}"));
             log::init("not forwarding until the config is fixed; NIC roles are the defaults");
-            (None, nics::default_roles(&nics), format!("INVALID OR MISSING: {e}"))
+            (None, nics::default_roles(&nics), None, format!("INVALID OR MISSING: {e}"))
         }
     };
     sys::set_hostname(cfg.as_ref().and_then(|c| c.hostname.as_deref()).unwrap_or("director"));
@@ -302,72 +235,121 @@ pub fn run() -> ! {
     let mgmt_addr = configure_management(&nics, &roles, cfg.as_ref());
 
     let mut sup = Supervisor::default();
-    let mut running = match &cfg {
+    let running = match &cfg {
         Some(c) if c.mode == Mode::Ipvs => {
             // The kernel forwards: program IPVS once (reconcile), logging each change.
             run_logged("ipvs", &["ipvs", "apply", "--config", RUN_CONFIG]);
             Running::Ipvs
         }
         Some(_) => {
-            sup.add("netfw", netfw_argv());
+            sup.add("netfw", apply::netfw_argv());
             Running::Forwarder
         }
         None => Running::Nothing,
     };
-    let (tx, rx) = mpsc::channel();
+    let web = start_web(&roles, &mgmt_addr, config_mounted, &mut sup);
+    let (tx, rx) = mpsc::channel::<Request>();
     console::listen(tx.clone());
+    control::listen(tx.clone());
     power::watch_power_button(tx);
-    banner(&nics, &roles, &mgmt_addr, &cfg_state, mode_name(running));
+    banner(&nics, &roles, &mgmt_addr, &web, &cfg_state, running.name());
+    let mut st = State { nics, roles, running, fallback: false, sup, config_mounted, text, cfg, pending: None };
 
     loop {
         match SIGNAL.swap(0, Ordering::Relaxed) {
-            libc::SIGTERM | libc::SIGUSR2 => power::shutdown(Action::Poweroff, &mut sup, config_mounted),
-            libc::SIGINT | libc::SIGUSR1 => power::shutdown(Action::Reboot, &mut sup, config_mounted),
+            libc::SIGTERM | libc::SIGUSR2 => power::shutdown(Action::Poweroff, &mut st.sup, st.config_mounted),
+            libc::SIGINT | libc::SIGUSR1 => power::shutdown(Action::Reboot, &mut st.sup, st.config_mounted),
             _ => {}
         }
         while let Some((pid, status)) = sys::reap() {
-            let netfw_nics_unusable = sup.exited(pid, status).as_deref() == Some("netfw")
+            let netfw_nics_unusable = st.sup.exited(pid, status).as_deref() == Some("netfw")
                 && libc::WIFEXITED(status)
                 && libc::WEXITSTATUS(status) == i32::from(netfw::run::EXIT_NICS_UNUSABLE);
-            if netfw_nics_unusable && running == Running::Forwarder {
+            if netfw_nics_unusable && st.running == Running::Forwarder {
                 log::init(
                     "FALLBACK: the forwarder cannot use its NICs (see its last line); the kernel's IPVS takes over with the same config",
                 );
                 let _ = std::fs::copy(RUN_CONFIG, PREV_RUN_CONFIG);
-                switch(Running::Forwarder, Running::Ipvs, &mut sup);
-                running = Running::Ipvs;
-                log::init(&format!("mode: {} (fallback)", mode_name(running)));
+                apply::switch(Running::Forwarder, Running::Ipvs, &mut st.sup);
+                st.running = Running::Ipvs;
+                st.fallback = true;
+                log::init(&format!("mode: {} (fallback)", st.running.name()));
             }
         }
-        sup.tick();
-        if let Ok(cmd) = rx.recv_timeout(Duration::from_millis(100)) {
-            match cmd {
-                Command::Status => {
-                    for l in sup.describe() {
-                        log::init(&l);
-                    }
-                    log::init(&format!("mode: {}", mode_name(running)));
-                    match running {
-                        Running::Ipvs => ipvs_status("status"),
-                        Running::Forwarder => run_logged("status", &["status", "--control", "/run/netfw.sock"]),
-                        Running::Nothing => {}
-                    }
-                }
-                Command::Restart(name) => {
-                    if sup.kill(&name) {
-                        log::init(&format!("killed {name} on request; the supervisor restarts it"));
-                    } else {
-                        log::init(&format!("no running child named {name}"));
-                    }
-                }
-                Command::Reboot => power::shutdown(Action::Reboot, &mut sup, config_mounted),
-                Command::Poweroff => power::shutdown(Action::Poweroff, &mut sup, config_mounted),
-                Command::Ipvs => ipvs_status("ipvs"),
-                Command::ApplyConfig(json) => running = apply_config(&json, &nics, &roles, running, &mut sup, config_mounted),
-                Command::Unknown(l) => {
-                    log::init(&format!("unknown command \"{l}\" (status, ipvs, restart netfw, apply-config {{…}}, reboot, poweroff)"))
-                }
-            }
+        st.sup.tick();
+        st.tick();
+        if let Ok(req) = rx.recv_timeout(Duration::from_millis(100)) {
+            handle(&mut st, &req);
         }
     }
+}
+
+/// Carry out one console command or control request.
+fn handle(st: &mut State, req: &Request) {
+    match &req.cmd {
+        Command::Status => {
+            for l in st.sup.describe() {
+                log::init(&l);
+            }
+            log::init(&format!("mode: {}{}", st.running.name(), if st.fallback { " (fallback)" } else { "" }));
+            match st.running {
+                Running::Ipvs => ipvs_status("status"),
+                Running::Forwarder => run_logged("status", &["status", "--control", "/run/netfw.sock"]),
+                Running::Nothing => {}
+            }
+        }
+        Command::StatusJson => req.answer(st.status_json()),
+        Command::GetConfig => req.answer(st.text.clone().unwrap_or_default()),
+        Command::Confirm => req.answer(match st.confirm() {
+            Ok(m) => format!("ok {m}"),
+            Err(e) => format!("error {e}"),
+        }),
+        Command::Restart(name) => {
+            if st.sup.kill(name) {
+                log::init(&format!("killed {name} on request; the supervisor restarts it"));
+            } else {
+                log::init(&format!("no running child named {name}"));
+            }
+        }
+        Command::Reboot => {
+            req.answer("ok rebooting");
+            power::shutdown(Action::Reboot, &mut st.sup, st.config_mounted);
+        }
+        Command::Poweroff => {
+            req.answer("ok powering off");
+            power::shutdown(Action::Poweroff, &mut st.sup, st.config_mounted);
+        }
+        Command::Ipvs => ipvs_status("ipvs"),
+        Command::ApplyConfig(json) => req.answer(match st.apply(json) {
+            Ok(m) => format!("ok {m}"),
+            Err(e) => format!("error {e}"),
+        }),
+        Command::Unknown(l) => {
+            log::init(&format!("unknown command \"{l}\" (status, ipvs, restart netfw, apply-config {{…}}, reboot, poweroff)"));
+            req.answer(format!("error unknown request \"{l}\""));
+        }
+    }
+}
+
+/// Prepare and start the web page on the management NIC (never on the forwarding NICs):
+/// returns the banner's lines (address, certificate fingerprint, first-boot setup code).
+fn start_web(roles: &Roles, mgmt_addr: &str, config_mounted: bool, sup: &mut Supervisor) -> Vec<String> {
+    let Some(nic) = roles.management.clone() else {
+        return vec!["web page: none (no management NIC); use the console: status, apply-config, reboot, poweroff".into()];
+    };
+    if !config_mounted {
+        return vec!["web page: not started: no config partition to keep its password and certificate on".into()];
+    }
+    let prep = std::process::Command::new("/bin/web-config").args(["prepare", "--state", mounts::CONFIG_DIR]).output();
+    let mut lines: Vec<String> = match prep {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).lines().chain(String::from_utf8_lossy(&o.stderr).lines()).map(str::to_string).collect(),
+        Err(e) => vec![format!("web page: web-config prepare: {e}")],
+    };
+    sup.add(
+        "web-config",
+        ["/bin/web-config", "serve", "--state", mounts::CONFIG_DIR, "--nic", &nic, "--control", control::SOCKET].map(String::from).to_vec(),
+    );
+    let host = mgmt_addr.split(['/', ' ']).next().filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok()).unwrap_or("<management address>");
+    lines.insert(0, format!("web page: https://{host}/ on {nic} (plain HTTP redirects to it)"));
+    lines
 }

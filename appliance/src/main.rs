@@ -1,7 +1,10 @@
 //! appliance: the multi-call binary of the image. As PID 1 it is the init; called as `netfw`
-//! (the image's `/bin/netfw` links to it) it is the forwarder's command line.
+//! (the image's `/bin/netfw` links to it) it is the forwarder's command line; called as
+//! `web-config` (`/bin/web-config`), the web page's server.
 
+mod apply;
 mod console;
+mod control;
 mod dhcp;
 mod init;
 mod log;
@@ -18,6 +21,9 @@ fn main() -> ExitCode {
     let name = argv.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
     if name == "netfw" {
         return netfw::cli::main(&argv);
+    }
+    if name == "web-config" {
+        return web_config::main(&argv);
     }
     if argv.get(1).map(String::as_str) == Some("netfw") {
         return netfw::cli::main(&argv[1..]);

@@ -39,7 +39,7 @@ pub fn shutdown(action: Action, sup: &mut Supervisor, config_mounted: bool) -> !
 }
 
 /// Watch every input device named "Power Button" and send `Poweroff` when it is pressed.
-pub fn watch_power_button(tx: Sender<Command>) {
+pub fn watch_power_button(tx: Sender<crate::control::Request>) {
     let Ok(dir) = std::fs::read_dir("/sys/class/input") else { return };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -64,7 +64,7 @@ pub fn watch_power_button(tx: Sender<Command>) {
                 );
                 if ty == 1 && code == 116 && value == 1 {
                     log::init("ACPI power button pressed");
-                    let _ = tx.send(Command::Poweroff);
+                    let _ = tx.send(Command::Poweroff.into());
                 }
             }
         });
