@@ -94,6 +94,7 @@ fn build(out: &Path, baked: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
 
     let mut entries = root_with_modules(&k, &mods, &bin)?;
     entries.push(("bin/netfw".into(), Node::Symlink("/init".into())));
+    entries.push(("bin/web-config".into(), Node::Symlink("/init".into())));
     entries.push((
         "etc/director-release".into(),
         Node::File(0o644, format!("director {} (kernel {})\n", env!("CARGO_PKG_VERSION"), kernel::RELEASE).into_bytes()),

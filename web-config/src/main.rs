@@ -1,7 +1,7 @@
-//! web-config: the on-box HTTP page and JSON API (issue 5). Not built yet: this binary says so
-//! and exits non-zero, so nothing mistakes it for a working server.
+//! web-config: the on-box web page and JSON API (see the library). On the appliance the same
+//! code runs from the multi-call binary as `/bin/web-config`.
 
 fn main() -> std::process::ExitCode {
-    eprintln!("web-config: not implemented yet (issue 5); configure netfw with its JSON file");
-    std::process::ExitCode::from(2)
+    let argv: Vec<String> = std::env::args().collect();
+    web_config::main(&argv)
 }

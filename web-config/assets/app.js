@@ -1,0 +1,280 @@
+// The director's page: talks only to the JSON API (docs/openapi.yaml). Nothing the operator or
+// the box sends is ever put into the page as HTML: text goes in with textContent.
+'use strict';
+const $ = (s) => document.querySelector(s);
+let csrf = null;
+let config = null;
+let last = null;
+let timer = null;
+
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === 'text') e.textContent = v;
+    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const k of kids) e.append(k);
+  return e;
+}
+
+async function api(method, path, body, raw) {
+  const h = {};
+  if (csrf) h['X-CSRF-Token'] = csrf;
+  if (body !== undefined) h['Content-Type'] = raw ? 'text/plain' : 'application/json';
+  const r = await fetch(path, { method, headers: h, body: body === undefined ? undefined : raw ? body : JSON.stringify(body), credentials: 'same-origin' });
+  const text = await r.text();
+  let data = text;
+  try { data = JSON.parse(text); } catch (_) { /* text */ }
+  if (r.status === 401 && path !== '/api/login') { csrf = null; show('login'); }
+  return { ok: r.ok, status: r.status, data };
+}
+
+function notice(msg, bad) {
+  const n = $('#notice');
+  n.textContent = msg;
+  n.className = bad ? 'bad' : 'good';
+  n.hidden = !msg;
+}
+
+function clearErrors(root) { root.querySelectorAll('.err').forEach((e) => { e.textContent = ''; }); root.querySelectorAll('.invalid').forEach((e) => e.classList.remove('invalid')); }
+
+function fieldError(root, field, msg) {
+  const slot = root.querySelector(`.err[data-for="${CSS.escape(field)}"]`);
+  const input = root.querySelector(`[data-path="${CSS.escape(field)}"]`);
+  if (input) input.classList.add('invalid');
+  if (slot) { slot.textContent = msg; return true; }
+  return false;
+}
+
+function show(view) {
+  for (const v of ['setup', 'login', 'main']) $(`#${v}-view`).hidden = v !== view;
+  $('#logout').hidden = view !== 'main';
+  if (view !== 'main' && timer) { clearInterval(timer); timer = null; }
+}
+
+function tab(name, keep) {
+  document.querySelectorAll('nav button').forEach((b) => b.classList.toggle('on', b.dataset.tab === name));
+  for (const t of ['status', 'config', 'rs', 'maint']) $(`#tab-${t}`).hidden = t !== name;
+  if (name === 'config' && !keep) loadConfig();
+  if (name === 'rs') loadRsSetup();
+}
+
+// ---- status -------------------------------------------------------------
+function fmt(n) { return n >= 1e9 ? (n / 1e9).toFixed(1) + 'G' : n >= 1e6 ? (n / 1e6).toFixed(1) + 'M' : n >= 1e4 ? (n / 1e3).toFixed(1) + 'k' : String(n); }
+
+async function refresh() {
+  const r = await api('GET', '/api/status');
+  if (!r.ok) return;
+  const d = r.data;
+  const now = Date.now();
+  $('#mode').textContent = d.mode;
+  $('#fallback').textContent = d.fallback ? '(fallback: the forwarder could not use its NICs)' : '';
+  $('#updated').textContent = new Date().toLocaleTimeString();
+  const p = d.confirm_within_s;
+  $('#pending').hidden = p === null || p === undefined;
+  if (p !== null && p !== undefined) $('#pending-text').textContent = `The management address changed: keep it within ${p} s or it is rolled back.`;
+  const s = d.status;
+  const box = $('#services');
+  box.replaceChildren();
+  $('#warnings').replaceChildren(...((s && s.warnings) || []).map((w) => el('li', { text: w })));
+  if (!d.config_valid) box.append(el('p', { text: 'No valid config yet: set one under Configure.' }));
+  if (!s) { last = null; return; }
+  $('#flows').textContent = s.flow_capacity ? `flows ${s.flows} / ${s.flow_capacity}` : `connections ${s.flows}`;
+  const prev = last;
+  s.services.forEach((svc, i) => {
+    const rows = svc.real_servers.map((rs, j) => {
+      const before = prev && prev.s.services[i] && prev.s.services[i].real_servers[j];
+      const secs = prev ? (now - prev.at) / 1000 : 0;
+      const pps = rs.rates ? rs.rates.pps : before && secs > 0 ? Math.max(0, Math.round((rs.packets - before.packets) / secs)) : 0;
+      const mac = rs.mac ? rs.mac + (rs.reachable ? '' : ' (stale)') : 'unresolved';
+      return el('tr', { class: rs.weight === 0 ? 'drain' : '' },
+        el('td', { text: rs.address }), el('td', { text: mac }), el('td', { text: String(rs.weight) }),
+        el('td', { text: String(rs.active) }), el('td', { text: String(rs.inactive) }), el('td', { text: fmt(rs.conns) }),
+        el('td', { text: fmt(rs.packets), 'data-rs': rs.address, 'data-packets': String(rs.packets) }), el('td', { text: fmt(rs.bytes) }), el('td', { text: String(pps) }));
+    });
+    const head = el('tr', {}, ...['Real server', 'MAC', 'Weight', 'Active', 'Inactive', 'Conns', 'Packets', 'Bytes', 'Pkt/s'].map((h) => el('th', { text: h })));
+    const title = `${svc.protocol.toUpperCase()} ${svc.vip}:${svc.port} · ${svc.scheduler}${svc.persistence_s ? ' · persistent ' + svc.persistence_s + ' s' : ''} · ${svc.forwarding}`;
+    box.append(el('h3', { text: title }), el('table', { class: 'svc' }, el('thead', {}, head), el('tbody', {}, ...rows)));
+  });
+  const drops = Object.entries(s.drops || {}).filter(([, n]) => n > 0);
+  $('#drops tbody').replaceChildren(...(drops.length ? drops.map(([k, n]) => el('tr', {}, el('td', { text: k }), el('td', { text: fmt(n) }))) : [el('tr', {}, el('td', { text: s.mode === 'ipvs' ? 'the kernel keeps no drop reasons' : 'none' }))]));
+  last = { s, at: now };
+}
+
+// ---- configure ----------------------------------------------------------
+const SCHEDULERS = ['rr', 'wrr', 'lc', 'wlc', 'sh', 'mh'];
+
+function input(id, path, value, label, attrs) {
+  return [el('label', { for: id, text: label }), el('input', Object.assign({ id, 'data-path': path, value: value === undefined || value === null ? '' : String(value) }, attrs || {})), el('span', { class: 'err', 'data-for': path })];
+}
+
+function select(id, path, value, label, options) {
+  const s = el('select', { id, 'data-path': path }, ...options.map((o) => el('option', { value: o, text: o })));
+  s.value = value;
+  return [el('label', { for: id, text: label }), s, el('span', { class: 'err', 'data-for': path })];
+}
+
+function rsRow(i, j, rs) {
+  const p = `services[${i}].real_servers[${j}]`;
+  return el('div', { class: 'rs' },
+    ...input(`svc${i}-rs${j}-address`, `${p}.address`, rs.address, `Real server ${j + 1} address (RIP)`),
+    ...input(`svc${i}-rs${j}-weight`, `${p}.weight`, rs.weight, 'Weight (0 drains)', { type: 'number', min: '0', max: '65535' }),
+    el('button', { type: 'button', text: 'Remove', onclick: () => { readForm(); config.services[i].real_servers.splice(j, 1); drawServices(); } }));
+}
+
+function drawServices() {
+  const box = $('#cfg-services');
+  box.replaceChildren();
+  config.services.forEach((svc, i) => {
+    const p = `services[${i}]`;
+    box.append(el('fieldset', { class: 'svc' }, el('legend', { text: `Service ${i + 1}` }),
+      ...input(`svc${i}-vip`, `${p}.vip`, svc.vip, 'VIP'),
+      ...select(`svc${i}-protocol`, `${p}.protocol`, svc.protocol, 'Protocol', ['tcp', 'udp']),
+      ...input(`svc${i}-port`, `${p}.port`, svc.port, 'Port', { type: 'number', min: '1', max: '65535' }),
+      ...select(`svc${i}-scheduler`, `${p}.scheduler`, svc.scheduler, 'Scheduler', SCHEDULERS),
+      ...input(`svc${i}-persistence`, `${p}.persistence_s`, svc.persistence_s || 0, 'Persistence (seconds, 0 = off)', { type: 'number', min: '0' }),
+      ...select(`svc${i}-forwarding`, `${p}.forwarding`, svc.forwarding || 'dr', 'Forwarding', ['dr', 'tun', 'nat']),
+      ...svc.real_servers.map((rs, j) => rsRow(i, j, rs)),
+      el('span', { class: 'err', 'data-for': `${p}.real_servers` }),
+      el('button', { type: 'button', id: `svc${i}-add-rs`, text: 'Add real server', onclick: () => { readForm(); config.services[i].real_servers.push({ address: '', weight: 1 }); drawServices(); } }),
+      el('button', { type: 'button', text: 'Remove service', onclick: () => { readForm(); config.services.splice(i, 1); drawServices(); } })));
+  });
+}
+
+function num(v) { const n = Number(v); return v.trim() !== '' && Number.isFinite(n) ? n : v; }
+
+function readForm() {
+  config.mode = $('#cfg-mode').value;
+  config.dip = $('#cfg-dip').value.trim();
+  const gw = $('#cfg-gateway').value.trim();
+  if (gw) config.gateway = gw; else delete config.gateway;
+  config.nics = Object.assign({}, config.nics, { vip_side: $('#cfg-vip-side').value.trim(), rs_side: $('#cfg-rs-side').value.trim() });
+  config.services.forEach((svc, i) => {
+    const v = (f) => $(`#svc${i}-${f}`).value;
+    svc.vip = v('vip').trim(); svc.protocol = v('protocol'); svc.port = num(v('port')); svc.scheduler = v('scheduler');
+    svc.persistence_s = num(v('persistence')) || 0;
+    const fw = v('forwarding');
+    if (fw === 'dr') delete svc.forwarding; else svc.forwarding = fw;
+    svc.real_servers.forEach((rs, j) => { rs.address = v(`rs${j}-address`).trim(); rs.weight = num(v(`rs${j}-weight`)); });
+  });
+}
+
+function drawConfig() {
+  $('#cfg-mode').value = config.mode || 'forwarder';
+  $('#cfg-dip').value = config.dip || '';
+  $('#cfg-gateway').value = config.gateway || '';
+  $('#cfg-vip-side').value = (config.nics && config.nics.vip_side) || '';
+  $('#cfg-rs-side').value = (config.nics && config.nics.rs_side) || '';
+  drawServices();
+}
+
+async function loadConfig() {
+  const r = await api('GET', '/api/config');
+  config = r.ok ? r.data : { version: 1, mode: 'forwarder', nics: { vip_side: 'eth1', rs_side: 'eth2' }, dip: '', services: [] };
+  clearErrors($('#config-form'));
+  $('#config-error').textContent = '';
+  drawConfig();
+}
+
+async function saveConfig(doc) {
+  const form = $('#config-form');
+  clearErrors(form);
+  $('#config-error').textContent = '';
+  const r = await api('PUT', '/api/config', doc);
+  if (r.ok) { notice(r.data.message); refresh(); return true; }
+  const errs = r.data.fields || (r.data.field ? [{ field: r.data.field, message: r.data.error }] : []);
+  let placed = 0;
+  for (const e of errs) if (fieldError(form, e.field, e.message)) placed += 1;
+  if (placed < errs.length || !errs.length) $('#config-error').textContent = r.data.error || `error ${r.status}`;
+  notice('Not saved: see the messages beside the fields.', true);
+  return false;
+}
+
+// ---- real-server setup ----------------------------------------------------
+async function loadRsSetup() {
+  const r = await api('GET', '/api/real-servers/setup');
+  const box = $('#rs-setup');
+  box.replaceChildren();
+  if (!r.ok) { box.append(el('p', { text: r.data.error || 'no config yet' })); return; }
+  for (const rs of r.data.real_servers) {
+    const pre = el('pre', { text: rs.commands });
+    box.append(el('h3', { text: `${rs.address} (${rs.forwarding.toUpperCase()}; VIP ${rs.vips.join(', ')})` }), pre,
+      el('button', { text: 'Copy', onclick: () => navigator.clipboard && navigator.clipboard.writeText(rs.commands).then(() => notice('Copied.')) }));
+  }
+}
+
+// ---- maintenance ----------------------------------------------------------
+async function download(path, name) {
+  const r = await fetch(path, { credentials: 'same-origin' });
+  if (!r.ok) { notice('Nothing to export yet.', true); return; }
+  const url = URL.createObjectURL(await r.blob());
+  const a = el('a', { href: url, download: name });
+  document.body.append(a); a.click(); a.remove();
+  URL.revokeObjectURL(url);
+}
+
+async function power(what) {
+  if (!window.confirm(`${what === 'reboot' ? 'Reboot' : 'Power off'} the director now? Forwarding stops until it is back.`)) return;
+  const r = await api('POST', `/api/${what}`);
+  notice(r.ok ? `${r.data.message}. Reload this page when the box is back.` : r.data.error, !r.ok);
+}
+
+// ---- start ----------------------------------------------------------------
+async function enter() {
+  show('main');
+  tab('status');
+  refresh();
+  timer = setInterval(refresh, 2000);
+}
+
+async function start() {
+  const r = await api('GET', '/api/session');
+  if (r.data.logged_in) { csrf = r.data.csrf; enter(); } else show(r.data.setup_needed ? 'setup' : 'login');
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  $('#setup-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearErrors($('#setup-form'));
+    const r = await api('POST', '/api/setup', { code: $('#setup-code').value, password: $('#setup-password').value });
+    if (r.ok) { csrf = r.data.csrf; notice('Password set.'); enter(); } else if (!r.data.field || !fieldError($('#setup-form'), r.data.field, r.data.error)) notice(r.data.error, true);
+  });
+  $('#login-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearErrors($('#login-form'));
+    const r = await api('POST', '/api/login', { password: $('#login-password').value });
+    if (r.ok) { csrf = r.data.csrf; notice(''); enter(); } else if (r.status === 429 || !fieldError($('#login-form'), 'password', r.data.error)) notice(r.data.error, true);
+  });
+  $('#logout').addEventListener('click', async () => { await api('POST', '/api/logout'); csrf = null; show('login'); });
+  document.querySelectorAll('nav button').forEach((b) => b.addEventListener('click', () => tab(b.dataset.tab)));
+  $('#confirm').addEventListener('click', async () => { const r = await api('POST', '/api/config/confirm'); notice(r.ok ? r.data.message : r.data.error, !r.ok); refresh(); });
+  $('#add-service').addEventListener('click', () => { readForm(); config.services.push({ vip: '', protocol: 'tcp', port: 80, scheduler: 'rr', persistence_s: 0, real_servers: [{ address: '', weight: 1 }] }); drawServices(); });
+  $('#config-form').addEventListener('submit', async (ev) => { ev.preventDefault(); readForm(); await saveConfig(config); });
+  $('#export-json').addEventListener('click', () => download('/api/config/export?format=json', 'director.json'));
+  $('#export-ipvsadm').addEventListener('click', () => download('/api/config/export?format=ipvsadm', 'ipvsadm.rules'));
+  $('#import-json').addEventListener('change', async (ev) => {
+    const f = ev.target.files[0];
+    if (!f) return;
+    let doc;
+    try { doc = JSON.parse(await f.text()); } catch (e) { notice(`${f.name} is not JSON: ${e.message}`, true); return; }
+    if (await saveConfig(doc)) loadConfig();
+  });
+  $('#import-ipvsadm-go').addEventListener('click', async () => {
+    const r = await api('POST', '/api/config/import-ipvsadm', $('#import-ipvsadm').value, true);
+    if (!r.ok) { notice(r.data.error, true); return; }
+    await loadConfig();
+    config.services = r.data.services;
+    tab('config', true); drawConfig();
+    notice('Rules loaded into the form: review them and press Save and apply.');
+  });
+  $('#password-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearErrors($('#password-form'));
+    const r = await api('POST', '/api/password', { current: $('#pw-current').value, new: $('#pw-new').value });
+    if (r.ok) { csrf = null; notice(r.data.message); show('login'); } else if (!fieldError($('#password-form'), r.data.field || '', r.data.error)) notice(r.data.error, true);
+  });
+  $('#reboot').addEventListener('click', () => power('reboot'));
+  $('#poweroff').addEventListener('click', () => power('poweroff'));
+  start();
+});

@@ -1,0 +1,342 @@
+//! The JSON API (documented in `docs/openapi.yaml`) and the page's assets. Everything but the
+//! page itself, `GET /api/session`, login and first-boot setup needs a session; every state
+//! change also needs the session's CSRF token in `X-CSRF-Token`.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{self, LoginLimit, Session, Sessions};
+use crate::http::{Request, Response};
+use crate::secrets::{self, Secrets};
+use crate::{control, rs_setup};
+
+const INDEX: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+const APP_CSS: &str = include_str!("../assets/app.css");
+const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
+
+/// The server's shared state.
+#[derive(Debug)]
+pub struct App {
+    /// Where `web.slots` lives (the config partition).
+    pub state_dir: PathBuf,
+    /// The init's control socket.
+    pub control: PathBuf,
+    /// Where the first-boot setup code is kept (tmpfs).
+    pub setup_code_file: PathBuf,
+    /// Password hash and certificate.
+    pub secrets: Mutex<Secrets>,
+    /// Sessions.
+    pub sessions: Mutex<Sessions>,
+    /// Failed logins.
+    pub limit: Mutex<LoginLimit>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Parse a JSON body into `T`; a 400 that names the field otherwise.
+pub fn body<T: DeserializeOwned>(req: &Request) -> Result<T, Response> {
+    let mut de = serde_json::Deserializer::from_slice(&req.body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        let named = |marker: &str| inner.split(marker).nth(1).and_then(|r| r.split('`').next()).map(str::to_string);
+        let field =
+            if path != "." && !path.is_empty() { Some(path) } else { named("missing field `").or_else(|| named("unknown field `")) };
+        let msg = match &field {
+            Some(f) => format!("{f}: {inner}"),
+            None => format!("the body is not valid JSON: {inner}"),
+        };
+        Response::error(400, &msg, field.as_deref())
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetupBody {
+    code: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    current: String,
+    new: String,
+}
+
+fn session_cookie(token: &str) -> String {
+    format!("sid={token}; Path=/; HttpOnly; Secure; SameSite=Strict")
+}
+
+impl App {
+    /// Load the secrets and make the app.
+    pub fn new(state_dir: PathBuf, control: PathBuf, setup_code_file: PathBuf) -> Result<App, String> {
+        let s = secrets::load(&state_dir)?;
+        Ok(App { state_dir, control, setup_code_file, secrets: Mutex::new(s), sessions: Mutex::default(), limit: Mutex::default() })
+    }
+
+    fn session(&self, req: &Request) -> Option<(String, Session)> {
+        let t = req.cookie("sid")?;
+        lock(&self.sessions).touch(t).map(|s| (t.to_string(), s))
+    }
+
+    /// The session of a request, checking its CSRF token for state changes.
+    fn require(&self, req: &Request, change: bool) -> Result<(String, Session), Response> {
+        let Some((t, s)) = self.session(req) else { return Err(Response::error(401, "log in first (or the session expired)", None)) };
+        if change && !req.header("x-csrf-token").is_some_and(|c| auth::same(c, &s.csrf)) {
+            return Err(Response::error(403, "missing or wrong CSRF token: reload the page", None));
+        }
+        Ok((t, s))
+    }
+
+    fn setup_needed(&self) -> bool {
+        lock(&self.secrets).password.is_none()
+    }
+
+    fn login_wait(&self, req: &Request) -> Option<Response> {
+        let wait = lock(&self.limit).wait(req.peer, Instant::now())?;
+        let s = wait.as_secs().max(1);
+        Some(
+            Response::json(
+                429,
+                &json!({ "error": format!("too many failed attempts from {}: retry in {s} s", req.peer), "retry_after_s": s }),
+            )
+            .with("Retry-After", &s.to_string()),
+        )
+    }
+
+    fn new_session(&self, status_msg: &str) -> Response {
+        match lock(&self.sessions).create() {
+            Ok((token, csrf)) => {
+                Response::json(200, &json!({ "message": status_msg, "csrf": csrf })).with("Set-Cookie", &session_cookie(&token))
+            }
+            Err(e) => Response::error(500, &e, None),
+        }
+    }
+
+    fn setup(&self, req: &Request) -> Response {
+        if let Some(r) = self.login_wait(req) {
+            return r;
+        }
+        let b: SetupBody = match body(req) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        if !self.setup_needed() {
+            return Response::error(409, "the password is already set: log in", None);
+        }
+        let want = std::fs::read_to_string(&self.setup_code_file).unwrap_or_default();
+        let norm = |s: &str| s.trim().to_ascii_uppercase().replace([' ', '-'], "");
+        if want.trim().is_empty() || !auth::same(&norm(&b.code), &norm(&want)) {
+            lock(&self.limit).failed(req.peer, Instant::now());
+            return Response::error(403, "wrong setup code: it is shown on the appliance's console", Some("code"));
+        }
+        if let Err(e) = auth::check_new_password(&b.password) {
+            return Response::error(400, &format!("password: {e}"), Some("password"));
+        }
+        let hash = match auth::hash_password(&b.password) {
+            Ok(h) => h,
+            Err(e) => return Response::error(500, &e, None),
+        };
+        let mut s = lock(&self.secrets);
+        let mut next = s.clone();
+        next.password = Some(hash);
+        if let Err(e) = secrets::save(&self.state_dir, &next) {
+            return Response::error(500, &format!("cannot save the password: {e}"), None);
+        }
+        *s = next;
+        drop(s);
+        let _ = std::fs::remove_file(&self.setup_code_file);
+        lock(&self.limit).succeeded(req.peer);
+        println!("first-boot setup done from {}: the password is set", req.peer);
+        self.new_session("password set")
+    }
+
+    fn login(&self, req: &Request) -> Response {
+        if let Some(r) = self.login_wait(req) {
+            return r;
+        }
+        let b: LoginBody = match body(req) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let Some(hash) = lock(&self.secrets).password.clone() else {
+            return Response::error(409, "no password yet: use the setup code from the console", None);
+        };
+        if !auth::verify_password(&b.password, &hash) {
+            lock(&self.limit).failed(req.peer, Instant::now());
+            println!("failed login from {}", req.peer);
+            return Response::error(401, "wrong password", Some("password"));
+        }
+        lock(&self.limit).succeeded(req.peer);
+        self.new_session("logged in")
+    }
+
+    fn password(&self, req: &Request) -> Response {
+        let b: PasswordBody = match body(req) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let hash = lock(&self.secrets).password.clone().unwrap_or_default();
+        if !auth::verify_password(&b.current, &hash) {
+            return Response::error(403, "the current password is wrong", Some("current"));
+        }
+        if let Err(e) = auth::check_new_password(&b.new) {
+            return Response::error(400, &format!("new: {e}"), Some("new"));
+        }
+        let Ok(h) = auth::hash_password(&b.new) else { return Response::error(500, "cannot hash the password", None) };
+        let mut s = lock(&self.secrets);
+        let mut next = s.clone();
+        next.password = Some(h);
+        if let Err(e) = secrets::save(&self.state_dir, &next) {
+            return Response::error(500, &format!("cannot save the password: {e}"), None);
+        }
+        *s = next;
+        lock(&self.sessions).clear();
+        Response::json(200, &json!({ "message": "password changed: log in again" }))
+    }
+
+    fn current_config(&self) -> Result<netfw::config::Config, Response> {
+        let text = control::request(&self.control, "config").map_err(|e| Response::error(502, &e, None))?;
+        if text.trim().is_empty() {
+            return Err(Response::error(404, "there is no valid config yet: save one", None));
+        }
+        netfw::config::Config::parse(&text).map_err(|e| Response::error(500, &e.to_string(), None))
+    }
+
+    fn put_config(&self, req: &Request) -> Response {
+        let cfg: netfw::config::Config = match body(req) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        if let Err(netfw::config::ConfigError::Invalid(errs)) = cfg.validate() {
+            let fields: Vec<_> = errs.iter().map(|e| json!({ "field": e.field, "message": e.message })).collect();
+            let first = errs.first().map(|e| e.field.clone()).unwrap_or_default();
+            let msg = errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            return Response::json(400, &json!({ "error": msg, "field": first, "fields": fields }));
+        }
+        // One line for the control socket, as the operator wrote it (fields and order kept).
+        let line = match serde_json::from_slice::<serde_json::Value>(&req.body) {
+            Ok(v) => v.to_string(),
+            Err(e) => return Response::error(400, &e.to_string(), None),
+        };
+        match control::act(&self.control, &format!("apply-config {line}")) {
+            Ok(m) => Response::json(200, &json!({ "message": m })),
+            Err(e) => Response::error(409, &e, e.split(':').next().filter(|f| f.contains('.') || f.starts_with("nics"))),
+        }
+    }
+
+    fn act(&self, what: &str) -> Response {
+        match control::act(&self.control, what) {
+            Ok(m) => Response::json(200, &json!({ "message": m })),
+            Err(e) => Response::error(409, &e, None),
+        }
+    }
+
+    /// Route one request.
+    pub fn handle(&self, req: &Request) -> Response {
+        let m = req.method.as_str();
+        let p = req.path.as_str();
+        match (m, p) {
+            ("GET", "/") => {
+                return Response { status: 200, content_type: "text/html; charset=utf-8", headers: Vec::new(), body: INDEX.into() }
+            }
+            ("GET", "/app.js") => {
+                return Response { status: 200, content_type: "text/javascript", headers: Vec::new(), body: APP_JS.into() }
+            }
+            ("GET", "/app.css") => return Response { status: 200, content_type: "text/css", headers: Vec::new(), body: APP_CSS.into() },
+            ("GET", "/openapi.yaml") => {
+                return Response { status: 200, content_type: "text/yaml", headers: Vec::new(), body: OPENAPI.into() }
+            }
+            ("GET", "/api/session") => {
+                let s = self.session(req);
+                return Response::json(
+                    200,
+                    &json!({ "setup_needed": self.setup_needed(), "logged_in": s.is_some(), "csrf": s.map(|(_, s)| s.csrf) }),
+                );
+            }
+            // JSON only: a cross-site HTML form cannot send it, so no login CSRF.
+            ("POST", "/api/setup" | "/api/login") if !req.header("content-type").is_some_and(|c| c.starts_with("application/json")) => {
+                return Response::error(400, "send the body as application/json", None)
+            }
+            ("POST", "/api/setup") => return self.setup(req),
+            ("POST", "/api/login") => return self.login(req),
+            _ => {}
+        }
+        let known = matches!(
+            (m, p),
+            ("POST", "/api/logout")
+                | ("GET", "/api/status")
+                | ("GET", "/api/config")
+                | ("PUT", "/api/config")
+                | ("POST", "/api/config/confirm")
+                | ("GET", "/api/config/export")
+                | ("POST", "/api/config/import-ipvsadm")
+                | ("GET", "/api/real-servers/setup")
+                | ("POST", "/api/password")
+                | ("POST", "/api/reboot")
+                | ("POST", "/api/poweroff")
+        );
+        if !known {
+            return Response::error(404, &format!("no such page or API: {m} {}", p.chars().take(100).collect::<String>()), None);
+        }
+        let (token, _) = match self.require(req, m != "GET") {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        match (m, p) {
+            ("POST", "/api/logout") => {
+                lock(&self.sessions).remove(&token);
+                Response::json(200, &json!({ "message": "logged out" }))
+                    .with("Set-Cookie", "sid=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0")
+            }
+            ("GET", "/api/status") => match control::request(&self.control, "status-json") {
+                Ok(s) => Response { status: 200, content_type: "application/json", headers: Vec::new(), body: s.into_bytes() },
+                Err(e) => Response::error(502, &e, None),
+            },
+            ("GET", "/api/config") => match self.current_config() {
+                Ok(c) => Response::json(200, &serde_json::to_value(c).unwrap_or_default()),
+                Err(r) => r,
+            },
+            ("PUT", "/api/config") => self.put_config(req),
+            ("POST", "/api/config/confirm") => self.act("confirm"),
+            ("GET", "/api/config/export") => match self.current_config() {
+                Ok(c) if req.param("format") == Some("ipvsadm") => Response {
+                    status: 200,
+                    content_type: "text/plain; charset=utf-8",
+                    headers: vec![("Content-Disposition".into(), "attachment; filename=\"ipvsadm.rules\"".into())],
+                    body: netfw::ipvs::ipvsadm::export(&c.services).into_bytes(),
+                },
+                Ok(c) => Response::json(200, &serde_json::to_value(c).unwrap_or_default())
+                    .with("Content-Disposition", "attachment; filename=\"director.json\""),
+                Err(r) => r,
+            },
+            ("POST", "/api/config/import-ipvsadm") => match netfw::ipvs::ipvsadm::import(&String::from_utf8_lossy(&req.body)) {
+                Ok(services) => Response::json(200, &json!({ "services": services })),
+                Err(e) => Response::error(400, &e.to_string(), None),
+            },
+            ("GET", "/api/real-servers/setup") => match self.current_config() {
+                Ok(c) => Response::json(200, &json!({ "real_servers": rs_setup::for_config(&c) })),
+                Err(r) => r,
+            },
+            ("POST", "/api/password") => self.password(req),
+            ("POST", "/api/reboot") => self.act("reboot"),
+            ("POST", "/api/poweroff") => self.act("poweroff"),
+            _ => Response::error(404, "no such API", None),
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! HTTP/1.1 over any stream, one request per connection: the head is parsed by `httparse`
+//! within a size limit, the body is read up to `MAX_BODY` (larger → 413 without reading it),
+//! and every response carries the page's security headers.
+
+use std::io::{Read, Write};
+use std::net::IpAddr;
+
+/// The largest request head.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// The largest request body (a config document or an ipvsadm file).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// A request.
+#[derive(Debug)]
+pub struct Request {
+    /// GET, POST, PUT…
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The query string (after `?`), if any.
+    pub query: String,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// The client's address.
+    pub peer: IpAddr,
+}
+
+impl Request {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A cookie's value.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.header("cookie")?.split(';').filter_map(|c| c.trim().split_once('=')).find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// A query parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+}
+
+/// A request that cannot be served.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HttpError {
+    /// Malformed: 400 with the reason.
+    Bad(String),
+    /// Head or body over the limit: 413 (431 is folded into it).
+    TooLarge,
+    /// The client went away or was too slow: no answer.
+    Gone,
+}
+
+/// Read one request.
+pub fn read_request(s: &mut impl Read, peer: IpAddr) -> Result<Request, HttpError> {
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).map_err(|_| HttpError::Gone)?;
+        if n == 0 {
+            return Err(HttpError::Gone);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut hs = [httparse::EMPTY_HEADER; 48];
+        let mut req = httparse::Request::new(&mut hs);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let target = req.path.unwrap_or("/");
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
+                let headers: Vec<(String, String)> =
+                    req.headers.iter().map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned())).collect();
+                let method = req.method.unwrap_or("GET").to_string();
+                let (path, query) = (path.to_string(), query.to_string());
+                let len = match headers.iter().find(|(n, _)| n == "content-length") {
+                    Some((_, v)) => v.trim().parse::<usize>().map_err(|_| HttpError::Bad("Content-Length is not a number".into()))?,
+                    None if headers.iter().any(|(n, _)| n == "transfer-encoding") => {
+                        return Err(HttpError::Bad("chunked bodies are not accepted; send Content-Length".into()))
+                    }
+                    None => 0,
+                };
+                if len > MAX_BODY {
+                    return Err(HttpError::TooLarge);
+                }
+                let mut body = buf.split_off(head_len);
+                while body.len() < len {
+                    let n = s.read(&mut chunk).map_err(|_| HttpError::Gone)?;
+                    if n == 0 {
+                        return Err(HttpError::Gone);
+                    }
+                    body.extend_from_slice(&chunk[..n]);
+                }
+                body.truncate(len);
+                return Ok(Request { method, path, query, headers, body, peer });
+            }
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HttpError::TooLarge),
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooLarge),
+            Err(e) => return Err(HttpError::Bad(format!("malformed request: {e}"))),
+        }
+    }
+}
+
+/// A response.
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Content type.
+    pub content_type: &'static str,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        301 => "Moved Permanently",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        _ => "",
+    }
+}
+
+impl Response {
+    /// A JSON response.
+    pub fn json(status: u16, v: &serde_json::Value) -> Response {
+        Response { status, content_type: "application/json", headers: Vec::new(), body: v.to_string().into_bytes() }
+    }
+
+    /// `{"error": msg}` (and `field` when one field is at fault).
+    pub fn error(status: u16, msg: &str, field: Option<&str>) -> Response {
+        let mut v = serde_json::json!({ "error": msg });
+        if let Some(f) = field {
+            v["field"] = f.into();
+        }
+        Response::json(status, &v)
+    }
+
+    /// Add a header.
+    pub fn with(mut self, name: &str, value: &str) -> Response {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Write it and close.
+    pub fn write(&self, s: &mut impl Write) -> std::io::Result<()> {
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\
+             X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n\
+             Content-Security-Policy: default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'\r\n",
+            self.status,
+            reason(self.status),
+            self.content_type,
+            self.body.len()
+        );
+        for (n, v) in &self.headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes())?;
+        s.write_all(&self.body)?;
+        s.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(raw: &[u8]) -> Result<Request, HttpError> {
+        read_request(&mut &raw[..], "198.19.0.1".parse().unwrap())
+    }
+
+    #[test]
+    fn parses_limits_and_refuses() {
+        let r = read(b"POST /api/login?x=1 HTTP/1.1\r\nHost: d\r\nCookie: a=1; sid=abc\r\nContent-Length: 4\r\n\r\nbodyEXTRA").unwrap();
+        assert_eq!((r.method.as_str(), r.path.as_str(), r.param("x"), r.cookie("sid")), ("POST", "/api/login", Some("1"), Some("abc")));
+        assert_eq!(r.body, b"body");
+        assert_eq!(read(b"POST / HTTP/1.1\r\nContent-Length: 999999\r\n\r\n").unwrap_err(), HttpError::TooLarge);
+        assert!(matches!(read(b"GARBAGE\x00 / HTTP/1.1\r\n\r\n"), Err(HttpError::Bad(_))));
+        assert!(matches!(read(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), Err(HttpError::Bad(_))));
+        let mut huge = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
+        assert_eq!(read(&huge).unwrap_err(), HttpError::TooLarge);
+        assert_eq!(read(b"GET / HTTP/1.1\r\n").unwrap_err(), HttpError::Gone);
+    }
+}
