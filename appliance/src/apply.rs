@@ -129,7 +129,8 @@ impl State {
                 "nics: the VIP-facing and RS-facing NICs can only change with a reboot: save the config to the partition and reboot".into(),
             );
         }
-        if new_roles.management != self.roles.management {
+        // A config without a management section keeps the NIC the box manages itself through.
+        if cfg.management.is_some() && new_roles.management != self.roles.management {
             return Err("management.nic: the management NIC can only change with a reboot".into());
         }
         let old_mgmt = static_of(self.cfg.as_ref().and_then(|c| c.management.as_ref()));

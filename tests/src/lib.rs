@@ -104,3 +104,127 @@ pub fn long_transfer_result(lab: &Lab, label: &str) -> serde_json::Value {
     }
     panic!("the long transfer did not finish: {}", lab.log(label));
 }
+
+/// An HTTPS client for the appliance's web API, run in a lab namespace with `curl` (a real
+/// client: TLS, cookies in a jar, headers as sent on the wire).
+#[derive(Debug)]
+pub struct Web {
+    ns: String,
+    base: String,
+    jar: std::path::PathBuf,
+    /// The session's CSRF token, once logged in.
+    pub csrf: Option<String>,
+    /// Source address to use (the client namespace has several).
+    pub from: Option<String>,
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Header lines, as received.
+    pub headers: String,
+    /// Body text.
+    pub body: String,
+}
+
+impl Answer {
+    /// The body as JSON (Null if it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Web {
+    /// A client in `ns` for `https://host/`, with its cookie jar in `dir`.
+    pub fn new(ns: &str, host: &str, dir: &std::path::Path, name: &str) -> Web {
+        let jar = dir.join(format!("{name}.cookies"));
+        let _ = std::fs::remove_file(&jar);
+        Web { ns: ns.into(), base: format!("https://{host}"), jar, csrf: None, from: None }
+    }
+
+    /// A request; `body` is sent as is with `content_type`.
+    pub fn call(&self, method: &str, path: &str, body: Option<(&str, &[u8])>, csrf: Option<&str>) -> Answer {
+        let jar = self.jar.to_string_lossy().into_owned();
+        let url = format!("{}{path}", self.base);
+        let mut args: Vec<String> =
+            ["netns", "exec", &self.ns, "curl", "-sk", "-i", "--max-time", "60", "-X", method, "-b", &jar, "-c", &jar]
+                .map(String::from)
+                .to_vec();
+        if let Some(f) = &self.from {
+            args.extend(["--interface".into(), f.clone()]);
+        }
+        if let Some(t) = csrf {
+            args.extend(["-H".into(), format!("X-CSRF-Token: {t}")]);
+        }
+        if let Some((ct, _)) = body {
+            args.extend(["-H".into(), format!("Content-Type: {ct}"), "--data-binary".into(), "@-".into()]);
+        }
+        args.push(url);
+        let mut child = std::process::Command::new("ip")
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("curl");
+        if let (Some((_, b)), Some(mut stdin)) = (body, child.stdin.take()) {
+            use std::io::Write;
+            let _ = stdin.write_all(b);
+        }
+        let out = child.wait_with_output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        Answer { status, headers: head.to_string(), body: body.to_string() }
+    }
+
+    /// GET.
+    pub fn get(&self, path: &str) -> Answer {
+        self.call("GET", path, None, None)
+    }
+
+    /// A state change with JSON and this session's CSRF token.
+    pub fn send(&self, method: &str, path: &str, json: &serde_json::Value) -> Answer {
+        self.call(method, path, Some(("application/json", json.to_string().as_bytes())), self.csrf.as_deref())
+    }
+
+    /// Log in (or first-boot setup when `code` is given); keeps the new CSRF token (a failed
+    /// attempt leaves the previous one).
+    pub fn login(&mut self, password: &str, code: Option<&str>) -> Answer {
+        let a = match code {
+            Some(c) => self.call(
+                "POST",
+                "/api/setup",
+                Some(("application/json", serde_json::json!({"code": c, "password": password}).to_string().as_bytes())),
+                None,
+            ),
+            None => self.call(
+                "POST",
+                "/api/login",
+                Some(("application/json", serde_json::json!({"password": password}).to_string().as_bytes())),
+                None,
+            ),
+        };
+        if let Some(c) = a.json()["csrf"].as_str() {
+            self.csrf = Some(c.to_string());
+        }
+        a
+    }
+}
+
+/// The first-boot setup code the console shows.
+pub fn setup_code(console: &str) -> Option<String> {
+    console.lines().rev().find_map(|l| l.split("setup code ").nth(1)).and_then(|r| r.split_whitespace().next()).map(str::to_string)
+}
+
+/// The management address the console banner shows.
+pub fn management_address(console: &str) -> Option<String> {
+    console
+        .lines()
+        .rev()
+        .find_map(|l| l.split("management address: ").nth(1))
+        .and_then(|r| r.split('/').next())
+        .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+        .map(str::to_string)
+}

@@ -136,9 +136,11 @@ fn reason(status: u16) -> &'static str {
 }
 
 impl Response {
-    /// A JSON response.
+    /// A JSON response. `<`, `>` and `&` go out as `\u003c`… (the same JSON): nothing an
+    /// operator typed can turn into markup, even where a client mishandles the type.
     pub fn json(status: u16, v: &serde_json::Value) -> Response {
-        Response { status, content_type: "application/json", headers: Vec::new(), body: v.to_string().into_bytes() }
+        let body = v.to_string().replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026");
+        Response { status, content_type: "application/json", headers: Vec::new(), body: body.into_bytes() }
     }
 
     /// `{"error": msg}` (and `field` when one field is at fault).
@@ -180,6 +182,15 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_never_carries_markup() {
+        let r = Response::json(400, &serde_json::json!({ "error": "<script>alert(1)</script> & more" }));
+        let text = String::from_utf8(r.body).unwrap();
+        assert!(!text.contains('<') && !text.contains('>'), "{text}");
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["error"], "<script>alert(1)</script> & more");
+    }
 
     fn read(raw: &[u8]) -> Result<Request, HttpError> {
         read_request(&mut &raw[..], "198.19.0.1".parse().unwrap())

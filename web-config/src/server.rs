@@ -3,7 +3,7 @@
 //! whatever addresses they carry. One thread per connection, at most `MAX_CONNECTIONS`, each
 //! with read and write timeouts.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
@@ -117,13 +117,23 @@ fn peer_of(s: &TcpStream) -> IpAddr {
     s.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
 }
 
-fn answer_error(e: HttpError, s: &mut impl Write) {
+fn answer_error<S: Read + Write>(e: HttpError, s: &mut S) {
     let r = match e {
         HttpError::Bad(m) => Response::error(400, &m, None),
         HttpError::TooLarge => Response::error(413, &format!("request too large (body limit {} bytes)", http::MAX_BODY), None),
         HttpError::Gone => return,
     };
     let _ = r.write(s);
+    // Read (and drop) what the client is still sending, a bounded amount: closing with
+    // unread data makes the kernel reset the connection, and the client never sees the 413.
+    let mut sink = [0u8; 8192];
+    let mut left = 1usize << 20;
+    while left > 0 {
+        match s.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
 }
 
 fn serve_https(app: &App, tls_cfg: Arc<rustls::ServerConfig>, tcp: TcpStream) {
@@ -135,7 +145,10 @@ fn serve_https(app: &App, tls_cfg: Arc<rustls::ServerConfig>, tcp: TcpStream) {
             let resp = app.handle(&req);
             let _ = resp.write(&mut s);
         }
-        Err(e) => answer_error(e, &mut s),
+        Err(e) => {
+            let _ = s.sock.set_read_timeout(Some(Duration::from_secs(1)));
+            answer_error(e, &mut s);
+        }
     }
     s.conn.send_close_notify();
     let _ = s.flush();
@@ -158,7 +171,10 @@ fn serve_redirect(mut tcp: TcpStream) {
                 .with("Location", &format!("https://{host}/"))
                 .write(&mut tcp);
         }
-        Err(e) => answer_error(e, &mut tcp),
+        Err(e) => {
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
+            answer_error(e, &mut tcp);
+        }
     }
 }
 

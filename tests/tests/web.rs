@@ -1,0 +1,141 @@
+//! Issue 5's API proofs against the appliance booted in QEMU: the web page's JSON API over
+//! HTTPS on the management NIC, with curl from the client namespace as the browser.
+
+use std::time::Duration;
+
+use qemu::lab::{self, Lab, Layout};
+use qemu::vm::Firmware;
+use serde_json::json;
+use tests::{one_lab_at_a_time, setup_code, Web};
+
+const MGMT: &str = "198.19.0.10";
+const PASSWORD: &str = "correct horse battery";
+
+/// A lab whose appliance has a static management address and no services yet.
+fn boot() -> Lab {
+    let mut lab = Lab::build_for_vm(Layout::TwoArm, 2).unwrap();
+    let mut cfg = config(&lab, json!([]));
+    // No VIP yet, so no router on a VIP segment to point at.
+    cfg.as_object_mut().unwrap().remove("gateway");
+    lab.write_vm_config(&cfg.to_string()).unwrap();
+    lab.boot_vm(Firmware::Direct).unwrap();
+    lab.vm().wait_for("web page: serving HTTPS on eth0", Duration::from_secs(30)).unwrap();
+    lab
+}
+
+fn config(lab: &Lab, services: serde_json::Value) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(&lab.config_with_management("[]", "eth0", Some(&format!("{MGMT}/24")))).unwrap();
+    v["services"] = services;
+    v
+}
+
+#[test]
+fn the_api_needs_a_session_and_csrf_limits_logins_and_names_bad_fields() {
+    let _g = one_lab_at_a_time();
+    let mut lab = boot();
+    let code = setup_code(&lab.vm().console_log()).expect("the console shows a setup code");
+    let client = lab.ns("client");
+    let mut web = Web::new(&client, MGMT, lab.dir(), "api");
+
+    // Plain HTTP only redirects; the page is there; unknown routes are 404.
+    let plain = std::process::Command::new("ip")
+        .args(["netns", "exec", &client, "curl", "-s", "-i", &format!("http://{MGMT}/api/status")])
+        .output()
+        .unwrap();
+    let plain = String::from_utf8_lossy(&plain.stdout);
+    assert!(plain.starts_with("HTTP/1.1 301") && plain.contains(&format!("Location: https://{MGMT}/")), "{plain}");
+    assert_eq!(web.get("/").status, 200);
+    assert_eq!(web.get("/no/such/page").status, 404);
+    assert!(web.get("/").headers.contains("Content-Security-Policy: default-src 'self'"));
+
+    // Nothing but the session state before login.
+    assert_eq!(web.get("/api/session").json()["setup_needed"], true);
+    for path in ["/api/status", "/api/config", "/api/real-servers/setup", "/api/config/export"] {
+        assert_eq!(web.get(path).status, 401, "{path} without a session");
+    }
+    assert_eq!(web.send("PUT", "/api/config", &config(&lab, json!([]))).status, 401);
+    assert_eq!(web.call("POST", "/api/reboot", None, None).status, 401);
+
+    // First boot: the console's code and a new password.
+    let wrong = web.login(PASSWORD, Some("AAAAA-AAAAA"));
+    assert_eq!((wrong.status, wrong.json()["field"].as_str()), (403, Some("code")), "{}", wrong.body);
+    let short = web.login("short", Some(&code));
+    assert_eq!((short.status, short.json()["field"].as_str()), (400, Some("password")), "{}", short.body);
+    let form = web.call("POST", "/api/setup", Some(("application/x-www-form-urlencoded", b"code=x&password=y")), None);
+    assert_eq!(form.status, 400, "a cross-site form cannot post the setup: {}", form.body);
+    let ok = web.login(PASSWORD, Some(&code));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let cookie = ok.headers.lines().find(|l| l.starts_with("Set-Cookie: sid=")).unwrap_or_default().to_string();
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    let token = cookie.trim_start_matches("Set-Cookie: sid=").split(';').next().unwrap_or_default();
+    assert_eq!(token.len(), 32, "a 128-bit token: {cookie}");
+    assert_eq!(web.login(PASSWORD, Some(&code)).status, 409, "the setup code works once");
+    assert_eq!(web.get("/api/status").json()["mode"], "forwarder");
+
+    // CSRF: missing or wrong → 403; nothing changes.
+    let doc = config(
+        &lab,
+        json!([{"vip": lab::VIP.to_string(), "protocol": "tcp", "port": 80, "scheduler": "rr",
+        "real_servers": [{"address": lab::rip(1).to_string(), "weight": 1}]}]),
+    );
+    let body = doc.to_string();
+    assert_eq!(web.call("PUT", "/api/config", Some(("application/json", body.as_bytes())), None).status, 403);
+    assert_eq!(
+        web.call("PUT", "/api/config", Some(("application/json", body.as_bytes())), Some("0123456789abcdef0123456789abcdef")).status,
+        403
+    );
+    assert_eq!(web.get("/api/config").json()["services"], json!([]), "a refused change changed nothing");
+    assert!(web.get("/api/config").json().get("gateway").is_none());
+
+    // Invalid inputs: 400 naming the field, in the seeds' words.
+    let mut bad = doc.clone();
+    bad["services"][0]["port"] = json!("eighty");
+    let a = web.send("PUT", "/api/config", &bad);
+    assert_eq!((a.status, a.json()["field"].as_str()), (400, Some("services[0].port")), "{}", a.body);
+    let mut bad = doc.clone();
+    bad["services"][0]["real_servers"][0]["address"] = json!("10.99.0.5");
+    let a = web.send("PUT", "/api/config", &bad);
+    assert_eq!((a.status, a.json()["field"].as_str()), (400, Some("services[0].real_servers[0].address")), "{}", a.body);
+    assert!(a.json()["error"].as_str().unwrap_or_default().contains("DIP's L2 segment"), "{}", a.body);
+    let a = web.call("PUT", "/api/config", Some(("application/json", b"{\"version\": 1, ")), web.csrf.as_deref());
+    assert_eq!(a.status, 400, "{}", a.body);
+    // An XSS payload comes back escaped.
+    let mut xss = doc.clone();
+    xss["services"][0]["vip"] = json!("<img src=x onerror=alert(1)>");
+    let a = web.send("PUT", "/api/config", &xss);
+    assert_eq!(a.status, 400);
+    assert!(!a.body.contains("<img") && a.body.contains("\\u003cimg"), "{}", a.body);
+    assert_eq!(a.json()["field"], "services[0].vip");
+    // Oversize → 413.
+    let huge = vec![b' '; 70 * 1024];
+    assert_eq!(web.call("PUT", "/api/config", Some(("application/json", &huge)), web.csrf.as_deref()).status, 413);
+
+    // A valid change applies and is readable back; the real-server commands follow it.
+    let a = web.send("PUT", "/api/config", &doc);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(web.get("/api/config").json()["services"][0]["real_servers"][0]["address"], lab::rip(1).to_string());
+    let setup = web.get("/api/real-servers/setup").json();
+    let cmds = setup["real_servers"][0]["commands"].as_str().unwrap_or_default().to_string();
+    assert!(cmds.contains("arp_ignore = 1") && cmds.contains(&format!("ip addr add {}/32 dev lo", lab::VIP)), "{cmds}");
+    let rules = web.get("/api/config/export?format=ipvsadm").body;
+    assert!(rules.contains(&format!("-A -t {}:80 -s rr", lab::VIP)), "{rules}");
+
+    // Logout ends the session.
+    assert_eq!(web.send("POST", "/api/logout", &json!({})).status, 200);
+    assert_eq!(web.get("/api/status").status, 401);
+
+    // Wrong passwords: 5 per address per minute, then 429 with when to retry, even for the
+    // right one; another address is not affected.
+    let mut attacker = Web::new(&client, MGMT, lab.dir(), "attacker");
+    attacker.from = Some("198.51.100.3".into());
+    for _ in 0..5 {
+        assert_eq!(attacker.login("guess guess guess", None).status, 401);
+    }
+    let limited = attacker.login(PASSWORD, None);
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert!(limited.headers.contains("Retry-After: "), "{}", limited.headers);
+    assert!(limited.json()["error"].as_str().unwrap_or_default().contains("retry in"), "{}", limited.body);
+    assert_eq!(web.login(PASSWORD, None).status, 200, "198.51.100.2 may still log in");
+}
