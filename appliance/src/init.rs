@@ -105,8 +105,11 @@ pub fn prepare_config(text: &str, nics: &[Nic]) -> Result<(Config, Roles), Strin
         m.nic = resolve(&m.nic, "management.nic")?;
     }
     cfg.validate().map_err(|e| e.to_string())?;
+    // Without a management section the box stays manageable: the first NIC that is neither
+    // VIP- nor RS-facing is management (DHCP), as without any config.
+    let spare = nics.iter().map(|n| n.name.clone()).find(|n| *n != cfg.nics.vip_side && *n != cfg.nics.rs_side);
     let roles = Roles {
-        management: cfg.management.as_ref().map(|m| m.nic.clone()),
+        management: cfg.management.as_ref().map(|m| m.nic.clone()).or(spare),
         vip_side: Some(cfg.nics.vip_side.clone()),
         rs_side: Some(cfg.nics.rs_side.clone()),
     };
@@ -311,13 +314,15 @@ fn handle(st: &mut State, req: &Request) {
                 log::init(&format!("no running child named {name}"));
             }
         }
-        Command::Reboot => {
-            req.answer("ok rebooting");
-            power::shutdown(Action::Reboot, &mut st.sup, st.config_mounted);
-        }
-        Command::Poweroff => {
-            req.answer("ok powering off");
-            power::shutdown(Action::Poweroff, &mut st.sup, st.config_mounted);
+        Command::Reboot | Command::Poweroff => {
+            let (action, said) =
+                if req.cmd == Command::Reboot { (Action::Reboot, "rebooting") } else { (Action::Poweroff, "powering off") };
+            if req.reply.is_some() {
+                req.answer(format!("ok {said}"));
+                // Let web-config pass the answer on before the shutdown stops it.
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            power::shutdown(action, &mut st.sup, st.config_mounted);
         }
         Command::Ipvs => ipvs_status("ipvs"),
         Command::ApplyConfig(json) => req.answer(match st.apply(json) {

@@ -537,6 +537,14 @@ impl Lab {
         self.dir.join("director.img")
     }
 
+    /// Give the VM a fresh copy of the image with no config at all (a box out of the box).
+    pub fn fresh_vm_disk(&self) -> Result<(), LabError> {
+        let src = crate::vm::image_dir().join("director.img");
+        std::fs::copy(&src, self.vm_disk())
+            .map(|_| ())
+            .map_err(|e| LabError(format!("{}: {e} (build it: cargo run -p image -- build)", src.display())))
+    }
+
     /// Put `config` on the VM's disk (a fresh copy of `target/image/director.img` the first
     /// time) with the image tool, as an operator would before first boot.
     pub fn write_vm_config(&self, config: &str) -> Result<(), LabError> {

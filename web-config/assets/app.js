@@ -118,8 +118,8 @@ function select(id, path, value, label, options) {
 function rsRow(i, j, rs) {
   const p = `services[${i}].real_servers[${j}]`;
   return el('div', { class: 'rs' },
-    ...input(`svc${i}-rs${j}-address`, `${p}.address`, rs.address, `Real server ${j + 1} address (RIP)`),
-    ...input(`svc${i}-rs${j}-weight`, `${p}.weight`, rs.weight, 'Weight (0 drains)', { type: 'number', min: '0', max: '65535' }),
+    el('div', {}, ...input(`svc${i}-rs${j}-address`, `${p}.address`, rs.address, `Real server ${j + 1} address (RIP)`)),
+    el('div', {}, ...input(`svc${i}-rs${j}-weight`, `${p}.weight`, rs.weight, 'Weight (0 drains)', { type: 'number', min: '0', max: '65535' })),
     el('button', { type: 'button', text: 'Remove', onclick: () => { readForm(); config.services[i].real_servers.splice(j, 1); drawServices(); } }));
 }
 
@@ -169,12 +169,19 @@ function drawConfig() {
   drawServices();
 }
 
+function formBusy(busy) {
+  $('#config-form').querySelectorAll('input, select, button').forEach((e) => { e.disabled = busy; });
+}
+
 async function loadConfig() {
+  // Nothing can be typed until the config in force is in the form (it would be overwritten).
+  formBusy(true);
   const r = await api('GET', '/api/config');
   config = r.ok ? r.data : { version: 1, mode: 'forwarder', nics: { vip_side: 'eth1', rs_side: 'eth2' }, dip: '', services: [] };
   clearErrors($('#config-form'));
   $('#config-error').textContent = '';
   drawConfig();
+  formBusy(false);
 }
 
 async function saveConfig(doc) {

@@ -1,0 +1,128 @@
+// The operator's whole path through the web page in a real browser (Debian's chromium,
+// headless, driven by playwright-core), against the appliance booted in QEMU. The Rust test
+// (tests/tests/browser.rs) runs this in the client namespace and checks the traffic: this
+// script prints `STEP <name>` at each point where the lab must look, and waits for a line on
+// stdin before going on. Screenshots of each page go to $OUT.
+import { chromium } from 'playwright-core';
+import readline from 'node:readline';
+
+const { BASE, CODE, OUT, VIP, RIP1, RIP2, DIP, GATEWAY } = process.env;
+const PASSWORD = 'correct horse battery';
+const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+async function step(name) {
+  console.log(`STEP ${name}`);
+  const l = await lines.next();
+  if (l.done || l.value.trim() !== 'go') throw new Error(`the test said ${JSON.stringify(l.value)} after ${name}`);
+}
+function check(cond, what) { if (!cond) throw new Error(what); }
+// Press "Save and apply" and wait for the box's answer to that very request.
+async function save(page) {
+  const answer = page.waitForResponse((r) => r.url().endsWith('/api/config') && r.request().method() === 'PUT', { timeout: 90000 });
+  await page.getByRole('button', { name: 'Save and apply' }).click();
+  return (await answer).status();
+}
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+});
+try {
+  const ctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1100, height: 900 } });
+  const page = await ctx.newPage();
+  const external = [];
+  page.on('request', (r) => { if (!r.url().startsWith(BASE)) external.push(r.url()); });
+  page.on('dialog', (d) => d.accept());
+  const shot = (name) => page.screenshot({ path: `${OUT}/${name}.png`, fullPage: true });
+
+  // First boot: the setup code from the console and a new password.
+  await page.goto(`${BASE}/`);
+  await page.getByLabel('Setup code').waitFor();
+  await shot('01-first-boot-setup');
+  await page.getByLabel('Setup code').fill(CODE);
+  await page.getByLabel('New password (10 characters or more)').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Set password' }).click();
+  await page.locator('#mode').filter({ hasText: /\w/ }).waitFor();
+
+  // Log out and in again.
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByLabel('Password', { exact: true }).fill('wrong password here');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.locator('.err[data-for="password"]', { hasText: 'wrong password' }).waitFor();
+  await shot('02-login-wrong-password');
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.locator('#mode').filter({ hasText: /\w/ }).waitFor();
+
+  // Configure: the DIP, a VIP, two real servers.
+  await page.getByRole('button', { name: 'Configure' }).click();
+  await page.getByLabel('DIP (address/prefix on the real servers\' segment)').fill(`${DIP}/24`);
+  await page.getByLabel('Gateway (the router)').fill(GATEWAY);
+  await page.getByRole('button', { name: 'Add service' }).click();
+  // An XSS payload where an address goes: refused beside the field, shown as text.
+  await page.locator('#svc0-vip').fill('<img src=x onerror="document.title=\'owned\'">');
+  await page.locator('#svc0-rs0-address').fill(RIP1);
+  check((await save(page)) === 400, 'the payload was accepted');
+  const vipErr = page.locator('.err[data-for="services[0].vip"]');
+  await vipErr.filter({ hasText: 'onerror' }).waitFor();
+  check((await page.locator('form img').count()) === 0 && (await page.title()) !== 'owned', 'the payload became markup');
+  await shot('03-config-field-error');
+  await page.locator('#svc0-vip').fill(VIP);
+  await page.locator('#svc0-add-rs').click();
+  await page.locator('#svc0-rs1-address').fill(RIP2);
+  check((await save(page)) === 200, 'the config was not accepted');
+  await page.locator('#notice', { hasText: 'config saved and applied' }).waitFor();
+  await shot('04-config-saved');
+  await step('saved');
+
+  // Weight 0 drains the second real server.
+  await page.locator('#svc0-rs1-weight').fill('0');
+  check((await save(page)) === 200, 'the weight change was not accepted');
+  await step('drained');
+
+  // The status page shows the counters moving (it refreshes by itself).
+  await page.getByRole('button', { name: 'Status' }).click();
+  const cell = page.locator(`td[data-rs="${RIP1}"]`);
+  await cell.waitFor();
+  const before = Number(await cell.getAttribute('data-packets'));
+  await step('counters');
+  let after = before;
+  for (let i = 0; i < 40 && after <= before; i += 1) {
+    await page.waitForTimeout(500);
+    after = Number(await cell.getAttribute('data-packets'));
+  }
+  check(after > before, `rs1's packet counter did not move: ${before} -> ${after}`);
+  console.log(`COUNTERS ${before} ${after}`);
+  await shot('05-status');
+
+  // The commands for the real servers, and the maintenance page.
+  await page.getByRole('button', { name: 'Real-server setup' }).click();
+  await page.locator('#rs-setup pre', { hasText: `ip addr add ${VIP}/32 dev lo` }).first().waitFor();
+  await shot('06-real-server-setup');
+  await page.getByRole('button', { name: 'Maintenance' }).click();
+  await shot('07-maintenance');
+
+  // Reboot from the page; afterwards the config is still there.
+  await page.getByRole('button', { name: 'Reboot' }).click();
+  await page.locator('#notice', { hasText: 'rebooting' }).waitFor();
+  await step('rebooting');
+  await page.goto(`${BASE}/`);
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('button', { name: 'Configure' }).click();
+  await page.locator('#svc0-rs1-address').waitFor();
+  check((await page.locator('#svc0-vip').inputValue()) === VIP, 'the VIP did not survive the reboot');
+  check((await page.locator('#svc0-rs1-address').inputValue()) === RIP2, 'the second real server did not survive');
+  check((await page.locator('#svc0-rs1-weight').inputValue()) === '0', 'the drain did not survive');
+  await shot('08-after-reboot');
+  check(external.length === 0, `the page made requests elsewhere: ${external.join(' ')}`);
+  console.log('DONE');
+} catch (e) {
+  for (const p of browser.contexts().flatMap((c) => c.pages())) {
+    console.log(`at failure: ${p.url()}: ${await p.locator('#notice').textContent().catch(() => '')} | ${await p.locator('#config-error').textContent().catch(() => '')}`);
+    await p.screenshot({ path: `${OUT}/failure.png`, fullPage: true }).catch(() => {});
+  }
+  throw e;
+} finally {
+  await browser.close();
+}
+process.exit(0);
