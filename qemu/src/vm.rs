@@ -232,6 +232,13 @@ impl Vm {
         prompt(&mut m)
     }
 
+    /// Pull the plug: SIGKILL QEMU, so whatever the guest had not yet written to its virtual
+    /// disk is lost, as in a power cut.
+    pub fn pull_plug(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Wait for QEMU to exit by itself (the guest powered off).
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus, LabError> {
         let deadline = Instant::now() + scaled(timeout);
