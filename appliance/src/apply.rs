@@ -44,6 +44,9 @@ pub struct Pending {
     new: String,
     /// When it is rolled back.
     deadline: Instant,
+    /// The old management address, kept during the window so the operator's page still gets
+    /// its answer; removed on confirmation.
+    retire: Option<(String, String)>,
 }
 
 /// Everything the init owns after boot.
@@ -93,19 +96,33 @@ fn static_of(m: Option<&Management>) -> Option<(String, Option<String>)> {
     m.and_then(|m| m.address.clone().map(|a| (a, m.gateway.clone())))
 }
 
-/// Move the management NIC from one static address to another.
-fn move_management(nic: &str, from: Option<&(String, Option<String>)>, to: &(String, Option<String>)) -> Result<(), String> {
+/// Give the management NIC its new static address (and gateway); with `drop_old`, remove the
+/// old address too.
+fn move_management(
+    nic: &str,
+    from: Option<&(String, Option<String>)>,
+    to: &(String, Option<String>),
+    drop_old: bool,
+) -> Result<(), String> {
     let new = netfw::config::parse_cidr(&to.0).map_err(|e| format!("management.address: {e}"))?;
+    // Both addresses may share a subnet, where the new one is a secondary: removing the old
+    // primary would take every secondary with it unless the kernel promotes them.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{nic}/promote_secondaries"), "1");
     netconf::add_address(nic, new.addr, new.prefix)?;
-    if let Some((old, _)) = from.filter(|(a, _)| *a != to.0) {
-        if let Ok(o) = netfw::config::parse_cidr(old) {
-            netconf::del_address(nic, o.addr, o.prefix)?;
-        }
+    if let Some((old, _)) = from.filter(|(a, _)| drop_old && *a != to.0) {
+        remove_address(nic, old)?;
     }
     if let Some(gw) = to.1.as_deref().and_then(|g| g.parse().ok()) {
         netconf::set_default_route(gw)?;
     }
     Ok(())
+}
+
+fn remove_address(nic: &str, cidr: &str) -> Result<(), String> {
+    match netfw::config::parse_cidr(cidr) {
+        Ok(o) => netconf::del_address(nic, o.addr, o.prefix),
+        Err(_) => Ok(()),
+    }
 }
 
 impl State {
@@ -148,7 +165,9 @@ impl State {
         let _ = std::fs::copy(RUN_CONFIG, PREV_RUN_CONFIG);
         init::write_run_config(&cfg)?;
         if let (true, Some(nic), Some(to)) = (mgmt_changes, self.roles.management.as_deref(), new_mgmt.as_ref()) {
-            move_management(nic, old_mgmt.as_ref(), to)?;
+            // A rollback drops the address that was being tried; a new change keeps the old one
+            // until it is confirmed.
+            move_management(nic, old_mgmt.as_ref(), to, rollback)?;
         }
         let want = if cfg.mode == Mode::Ipvs { Running::Ipvs } else { Running::Forwarder };
         if want == Running::Forwarder && self.running == Running::Forwarder {
@@ -165,9 +184,10 @@ impl State {
         self.cfg = Some(cfg);
         let mode = if want == Running::Ipvs { "ipvs" } else { "forwarder" };
         if mgmt_changes && !rollback {
-            self.pending = Some(Pending { previous, new: json.to_string(), deadline: Instant::now() + CONFIRM_WINDOW });
+            let retire = old_mgmt.zip(self.roles.management.clone()).map(|((a, _), nic)| (nic, a));
+            self.pending = Some(Pending { previous, new: json.to_string(), deadline: Instant::now() + CONFIRM_WINDOW, retire });
             return Ok(format!(
-                "config applied: mode {mode}; the management address changed to {}: confirm within {} s from the new address or it is rolled back",
+                "config applied: mode {mode}; the management address changed to {}: confirm within {} s from the new address or it is rolled back (the old address answers until then)",
                 new_mgmt.map(|m| m.0).unwrap_or_default(),
                 CONFIRM_WINDOW.as_secs()
             ));
@@ -181,6 +201,11 @@ impl State {
         if let Err(e) = save_config(&p.new) {
             self.pending = Some(p);
             return Err(e);
+        }
+        if let Some((nic, old)) = &p.retire {
+            if let Err(e) = remove_address(nic, old) {
+                log::init(&format!("removing the old management address {old}: {e}"));
+            }
         }
         let m = "management change confirmed and saved".to_string();
         log::init(&m);

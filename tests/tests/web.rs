@@ -139,3 +139,43 @@ fn the_api_needs_a_session_and_csrf_limits_logins_and_names_bad_fields() {
     assert!(limited.json()["error"].as_str().unwrap_or_default().contains("retry in"), "{}", limited.body);
     assert_eq!(web.login(PASSWORD, None).status, 200, "198.51.100.2 may still log in");
 }
+
+/// A change of the management address is applied at once but kept only if confirmed from
+/// the new address within 60 s; otherwise the box goes back to the old one by itself.
+#[test]
+fn a_management_change_rolls_back_unless_confirmed() {
+    let _g = one_lab_at_a_time();
+    let mut lab = boot();
+    let code = setup_code(&lab.vm().console_log()).unwrap();
+    let client = lab.ns("client");
+    let mut old = Web::new(&client, MGMT, lab.dir(), "old");
+    assert_eq!(old.login(PASSWORD, Some(&code)).status, 200);
+    let mut doc = old.get("/api/config").json();
+    doc["management"]["address"] = json!("198.19.0.11/24");
+
+    // Not confirmed: rolled back after the window.
+    let a = old.send("PUT", "/api/config", &doc);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.json()["message"].as_str().unwrap_or_default().contains("confirm within 60 s"), "{}", a.body);
+    let mut new = Web::new(&client, "198.19.0.11", lab.dir(), "new");
+    assert_eq!(new.login(PASSWORD, None).status, 200, "the page answers on the new address");
+    assert!(new.get("/api/status").json()["confirm_within_s"].as_u64().is_some());
+    assert_eq!(old.get("/api/session").status, 200, "the old address answers during the window");
+    lab.vm().wait_for("ROLLBACK: the management change was not confirmed within 60 s", Duration::from_secs(90)).unwrap();
+    assert_eq!(old.get("/api/config").json()["management"]["address"], format!("{MGMT}/24"), "back on the old address");
+    assert_eq!(new.get("/api/session").status, 0);
+
+    // Confirmed from the new address: kept, and saved.
+    let a = old.send("PUT", "/api/config", &doc);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let mut new = Web::new(&client, "198.19.0.11", lab.dir(), "new2");
+    assert_eq!(new.login(PASSWORD, None).status, 200);
+    let c = new.send("POST", "/api/config/confirm", &json!({}));
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert_eq!(new.send("POST", "/api/config/confirm", &json!({})).status, 409, "nothing left to confirm");
+    assert_eq!(old.get("/api/session").status, 0, "the old address is gone once confirmed");
+    let image = qemu::proc::bin("image").unwrap();
+    let disk = std::process::Command::new(image).args(["config-get", "--disk", lab.vm_disk().to_str().unwrap()]).output().unwrap();
+    let saved: serde_json::Value = serde_json::from_slice(&disk.stdout).unwrap();
+    assert_eq!(saved["management"]["address"], "198.19.0.11/24", "the confirmed change is on the config partition");
+}
