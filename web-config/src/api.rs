@@ -340,3 +340,21 @@ impl App {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_is_small_and_self_contained() {
+        let total = INDEX.len() + APP_JS.len() + APP_CSS.len();
+        assert!(total < 100 * 1024, "the page's assets are {total} bytes");
+        for asset in [INDEX, APP_JS, APP_CSS] {
+            for external in ["http://", "https://", "//cdn", "@import"] {
+                assert!(!asset.contains(external), "an external reference ({external}) in the page");
+            }
+            assert!(!asset.contains("innerHTML"), "the page builds its DOM from text only");
+        }
+        assert!(INDEX.contains("name=\"viewport\""), "usable on a phone");
+    }
+}
