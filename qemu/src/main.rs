@@ -121,7 +121,12 @@ fn demo_vm(layout: Layout, once: bool) -> Result<(), LabError> {
         lab.neighbour(&lab.ns("router"), lab::VIP),
         lab::DIRECTOR_VIP_MAC
     );
-    println!("--- management address {mgmt}: web page https://{}/ once issue 5 lands; reachable from the router namespace: ip netns exec {} ping 198.19.0.10", &mgmt[..mgmt.len() - 3], lab.ns("router"));
+    println!(
+        "--- web page: https://{}/ (self-signed; first boot: the setup code is on the console above). It is reachable from the lab's namespaces, e.g.: ip netns exec {} curl -k https://{}/api/session",
+        &mgmt[..mgmt.len() - 3],
+        lab.ns("client"),
+        &mgmt[..mgmt.len() - 3]
+    );
     println!("--- type console commands here (status, restart netfw, reboot, poweroff); more requests: ip netns exec {} {} get --to {}:80 --count 9", lab.ns("client"), qemu::proc::bin("labtool")?.display(), lab::VIP);
     wait_until_stopped(once);
     Ok(())

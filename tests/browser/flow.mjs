@@ -93,6 +93,12 @@ try {
   check(after > before, `rs1's packet counter did not move: ${before} -> ${after}`);
   console.log(`COUNTERS ${before} ${after}`);
   await shot('05-status');
+  // The same page on a phone-sized screen: nothing needs horizontal scrolling of the page.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await shot('05b-status-phone');
+  const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+  check(wide <= 400, `the page is ${wide} px wide on a 390 px screen`);
+  await page.setViewportSize({ width: 1100, height: 900 });
 
   // The commands for the real servers, and the maintenance page.
   await page.getByRole('button', { name: 'Real-server setup' }).click();
