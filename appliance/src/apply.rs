@@ -70,6 +70,8 @@ pub struct State {
     pub cfg: Option<Config>,
     /// A management change awaiting confirmation.
     pub pending: Option<Pending>,
+    /// A saved config that only a reboot applies (why).
+    pub reboot_needed: Option<String>,
 }
 
 /// The netfw command line the supervisor runs.
@@ -141,20 +143,30 @@ impl State {
             return Err("a management change is waiting for confirmation: confirm it (or let it roll back) first".into());
         }
         let (cfg, new_roles) = init::prepare_config(json, &self.nics)?;
-        if new_roles.vip_side != self.roles.vip_side || new_roles.rs_side != self.roles.rs_side {
-            return Err(
-                "nics: the VIP-facing and RS-facing NICs can only change with a reboot: save the config to the partition and reboot".into(),
-            );
-        }
-        // A config without a management section keeps the NIC the box manages itself through.
-        if cfg.management.is_some() && new_roles.management != self.roles.management {
-            return Err("management.nic: the management NIC can only change with a reboot".into());
-        }
         let old_mgmt = static_of(self.cfg.as_ref().and_then(|c| c.management.as_ref()));
         let new_mgmt = static_of(cfg.management.as_ref());
         let mgmt_changes = old_mgmt != new_mgmt;
-        if mgmt_changes && (old_mgmt.is_none() || new_mgmt.is_none()) {
-            return Err("management.address: switching between DHCP and a static address takes a reboot".into());
+        // What only a reboot can change: the NICs' roles (the forwarder's rings, the web
+        // page's sockets are bound to them) and DHCP versus a static management address. A
+        // config without a management section keeps the NIC the box is managed through.
+        let reboot_for = if new_roles.vip_side != self.roles.vip_side || new_roles.rs_side != self.roles.rs_side {
+            Some("the VIP-facing and RS-facing NICs change")
+        } else if cfg.management.is_some() && new_roles.management != self.roles.management {
+            Some("the management NIC changes")
+        } else if mgmt_changes && (old_mgmt.is_none() || new_mgmt.is_none()) {
+            Some("the management address switches between DHCP and static")
+        } else {
+            None
+        };
+        if let Some(why) = reboot_for.filter(|_| !rollback) {
+            if !self.config_mounted {
+                return Err("there is no config partition to save it on".into());
+            }
+            save_config(json)?;
+            self.reboot_needed = Some(format!("{why}: saved, takes effect at the next reboot"));
+            return Ok(format!(
+                "config saved, NOT applied: {why}, which takes a reboot; the running config stays in force until then (check the management NIC and address: the page is reached through them)"
+            ));
         }
         if !self.config_mounted {
             return Err("there is no config partition to save it on".into());
@@ -180,6 +192,7 @@ impl State {
         }
         self.running = want;
         self.fallback = false;
+        self.reboot_needed = None;
         let previous = self.text.replace(json.to_string()).unwrap_or_default();
         self.cfg = Some(cfg);
         let mode = if want == Running::Ipvs { "ipvs" } else { "forwarder" };
@@ -244,6 +257,7 @@ impl State {
             "fallback": self.fallback,
             "confirm_within_s": self.pending.as_ref().map(|p| p.deadline.saturating_duration_since(Instant::now()).as_secs()),
             "config_valid": self.cfg.is_some(),
+            "reboot_needed": self.reboot_needed,
             "status": status,
         })
         .to_string()

@@ -256,7 +256,7 @@ pub fn run() -> ! {
     control::listen(tx.clone());
     power::watch_power_button(tx);
     banner(&nics, &roles, &mgmt_addr, &web, &cfg_state, running.name());
-    let mut st = State { nics, roles, running, fallback: false, sup, config_mounted, text, cfg, pending: None };
+    let mut st = State { nics, roles, running, fallback: false, sup, config_mounted, text, cfg, pending: None, reboot_needed: None };
 
     loop {
         match SIGNAL.swap(0, Ordering::Relaxed) {

@@ -138,6 +138,19 @@ fn the_api_needs_a_session_and_csrf_limits_logins_and_names_bad_fields() {
     assert!(limited.headers.contains("Retry-After: "), "{}", limited.headers);
     assert!(limited.json()["error"].as_str().unwrap_or_default().contains("retry in"), "{}", limited.body);
     assert_eq!(web.login(PASSWORD, None).status, 200, "198.51.100.2 may still log in");
+
+    // NIC roles only change with a reboot: saved, not applied, and the status says so.
+    let mut swapped = doc.clone();
+    swapped["nics"] = json!({"vip_side": "eth2", "rs_side": "eth1"});
+    swapped["dip"] = json!("203.0.113.2/24");
+    swapped["services"][0]["vip"] = json!("198.18.0.10");
+    swapped["services"][0]["real_servers"][0]["address"] = json!("203.0.113.11");
+    swapped["gateway"] = json!("198.18.0.1");
+    let a = web.send("PUT", "/api/config", &swapped);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.json()["message"].as_str().unwrap_or_default().contains("NOT applied"), "{}", a.body);
+    assert!(web.get("/api/status").json()["reboot_needed"].as_str().unwrap_or_default().contains("next reboot"));
+    assert_eq!(web.get("/api/config").json()["nics"]["vip_side"], "eth1", "the running config stays in force");
 }
 
 /// A change of the management address is applied at once but kept only if confirmed from

@@ -74,6 +74,8 @@ async function refresh() {
   const p = d.confirm_within_s;
   $('#pending').hidden = p === null || p === undefined;
   if (p !== null && p !== undefined) $('#pending-text').textContent = `The management address changed: keep it within ${p} s or it is rolled back.`;
+  $('#reboot-needed').hidden = !d.reboot_needed;
+  $('#reboot-needed').textContent = d.reboot_needed ? `Reboot needed: ${d.reboot_needed}.` : '';
   const s = d.status;
   const box = $('#services');
   box.replaceChildren();
