@@ -66,6 +66,29 @@ fn switching_modes_at_runtime_leaves_nothing_of_the_other_mode() {
     wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
     assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]), "in ipvs mode");
     assert_eq!(ipvs_table(&mut lab).len(), 3, "IPVS holds the three real servers");
+    // Now the kernel holds the VIP and the DIP, and still the web page answers on neither:
+    // its sockets are bound to the management NIC.
+    for (ns, ip) in [(lab.ns("client"), lab::VIP), (lab.ns("rs1"), lab::DIP)] {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "curl",
+                "-sk",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("https://{ip}/"),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "000", "the page must not answer on {ip}");
+        assert_eq!(out.status.code(), Some(7), "curl: connection refused on {ip} (exit 7)");
+    }
 
     // ipvs -> forwarder
     let to_fwd = one_line(&lab, &all, "forwarder");

@@ -139,6 +139,16 @@ fn the_api_needs_a_session_and_csrf_limits_logins_and_names_bad_fields() {
     assert!(limited.json()["error"].as_str().unwrap_or_default().contains("retry in"), "{}", limited.body);
     assert_eq!(web.login(PASSWORD, None).status, 200, "198.51.100.2 may still log in");
 
+    // Change the password: the current one is checked, every session ends, the new one works.
+    let a = web.send("POST", "/api/password", &json!({"current": "not it at all", "new": "another good password"}));
+    assert_eq!((a.status, a.json()["field"].as_str()), (403, Some("current")), "{}", a.body);
+    let a = web.send("POST", "/api/password", &json!({"current": PASSWORD, "new": "short"}));
+    assert_eq!((a.status, a.json()["field"].as_str()), (400, Some("new")), "{}", a.body);
+    assert_eq!(web.send("POST", "/api/password", &json!({"current": PASSWORD, "new": "another good password"})).status, 200);
+    assert_eq!(web.get("/api/status").status, 401, "sessions end with a password change");
+    assert_eq!(web.login(PASSWORD, None).status, 401);
+    assert_eq!(web.login("another good password", None).status, 200);
+
     // NIC roles only change with a reboot: saved, not applied, and the status says so.
     let mut swapped = doc.clone();
     swapped["nics"] = json!({"vip_side": "eth2", "rs_side": "eth1"});

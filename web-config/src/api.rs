@@ -128,6 +128,17 @@ impl App {
         }
     }
 
+    /// Hash and save a new password (power-loss safe); the old one stays if the save fails.
+    fn store_password(&self, password: &str) -> Result<(), Response> {
+        let hash = auth::hash_password(password).map_err(|e| Response::error(500, &e, None))?;
+        let mut s = lock(&self.secrets);
+        let mut next = s.clone();
+        next.password = Some(hash);
+        secrets::save(&self.state_dir, &next).map_err(|e| Response::error(500, &format!("cannot save the password: {e}"), None))?;
+        *s = next;
+        Ok(())
+    }
+
     fn setup(&self, req: &Request) -> Response {
         if let Some(r) = self.login_wait(req) {
             return r;
@@ -148,18 +159,9 @@ impl App {
         if let Err(e) = auth::check_new_password(&b.password) {
             return Response::error(400, &format!("password: {e}"), Some("password"));
         }
-        let hash = match auth::hash_password(&b.password) {
-            Ok(h) => h,
-            Err(e) => return Response::error(500, &e, None),
-        };
-        let mut s = lock(&self.secrets);
-        let mut next = s.clone();
-        next.password = Some(hash);
-        if let Err(e) = secrets::save(&self.state_dir, &next) {
-            return Response::error(500, &format!("cannot save the password: {e}"), None);
+        if let Err(r) = self.store_password(&b.password) {
+            return r;
         }
-        *s = next;
-        drop(s);
         let _ = std::fs::remove_file(&self.setup_code_file);
         lock(&self.limit).succeeded(req.peer);
         println!("first-boot setup done from {}: the password is set", req.peer);
@@ -198,14 +200,9 @@ impl App {
         if let Err(e) = auth::check_new_password(&b.new) {
             return Response::error(400, &format!("new: {e}"), Some("new"));
         }
-        let Ok(h) = auth::hash_password(&b.new) else { return Response::error(500, "cannot hash the password", None) };
-        let mut s = lock(&self.secrets);
-        let mut next = s.clone();
-        next.password = Some(h);
-        if let Err(e) = secrets::save(&self.state_dir, &next) {
-            return Response::error(500, &format!("cannot save the password: {e}"), None);
+        if let Err(r) = self.store_password(&b.new) {
+            return r;
         }
-        *s = next;
         lock(&self.sessions).clear();
         Response::json(200, &json!({ "message": "password changed: log in again" }))
     }
