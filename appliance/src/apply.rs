@@ -158,18 +158,15 @@ impl State {
         } else {
             None
         };
+        if !self.config_mounted {
+            return Err("there is no config partition to save it on".into());
+        }
         if let Some(why) = reboot_for.filter(|_| !rollback) {
-            if !self.config_mounted {
-                return Err("there is no config partition to save it on".into());
-            }
             save_config(json)?;
             self.reboot_needed = Some(format!("{why}: saved, takes effect at the next reboot"));
             return Ok(format!(
                 "config saved, NOT applied: {why}, which takes a reboot; the running config stays in force until then (check the management NIC and address: the page is reached through them)"
             ));
-        }
-        if !self.config_mounted {
-            return Err("there is no config partition to save it on".into());
         }
         if !mgmt_changes || rollback {
             save_config(json)?;

@@ -345,11 +345,8 @@ fn start_web(roles: &Roles, mgmt_addr: &str, config_mounted: bool, sup: &mut Sup
     if !config_mounted {
         return vec!["web page: not started: no config partition to keep its password and certificate on".into()];
     }
-    let prep = std::process::Command::new("/bin/web-config").args(["prepare", "--state", mounts::CONFIG_DIR]).output();
-    let mut lines: Vec<String> = match prep {
-        Ok(o) => String::from_utf8_lossy(&o.stdout).lines().chain(String::from_utf8_lossy(&o.stderr).lines()).map(str::to_string).collect(),
-        Err(e) => vec![format!("web page: web-config prepare: {e}")],
-    };
+    let mut lines = web_config::server::prepare(std::path::Path::new(mounts::CONFIG_DIR))
+        .unwrap_or_else(|e| vec![format!("web page: cannot prepare the certificate or setup code: {e}")]);
     sup.add(
         "web-config",
         ["/bin/web-config", "serve", "--state", mounts::CONFIG_DIR, "--nic", &nic, "--control", control::SOCKET].map(String::from).to_vec(),

@@ -567,6 +567,13 @@ impl Lab {
         .map(|_| ())
     }
 
+    /// The config the VM's disk holds, as the box will boot with it (`image config-get`:
+    /// the newest saved slot, else `director.json`).
+    pub fn read_vm_config(&self) -> Result<String, LabError> {
+        let image = bin("image")?;
+        run(&[image.to_str().unwrap_or_default(), "config-get", "--disk", self.vm_disk().to_str().unwrap_or_default()])
+    }
+
     /// Boot the appliance VM from its disk (run `write_vm_config` first) and wait for the
     /// ready marker. Returns the time from power-on to ready.
     pub fn boot_vm(&mut self, firmware: Firmware) -> Result<Duration, LabError> {

@@ -18,10 +18,7 @@ fn with_weight(lab: &Lab, w: u16) -> String {
 
 /// rs1's weight in the config the disk holds (read offline, as the box will read it).
 fn weight_on_disk(lab: &Lab) -> u64 {
-    let image = qemu::proc::bin("image").unwrap();
-    let out = std::process::Command::new(image).args(["config-get", "--disk", lab.vm_disk().to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "no readable config after the cut: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = lab.read_vm_config().unwrap_or_else(|e| panic!("no readable config after the cut: {e}"));
     let cfg = netfw::config::Config::parse(&text).unwrap_or_else(|e| panic!("broken config after the cut: {e}\n{text}"));
     cfg.validate().unwrap_or_else(|e| panic!("invalid config after the cut: {e}"));
     cfg.services[0].real_servers[0].weight as u64

@@ -197,8 +197,6 @@ fn a_management_change_rolls_back_unless_confirmed() {
     assert_eq!(c.status, 200, "{}", c.body);
     assert_eq!(new.send("POST", "/api/config/confirm", &json!({})).status, 409, "nothing left to confirm");
     assert_eq!(old.get("/api/session").status, 0, "the old address is gone once confirmed");
-    let image = qemu::proc::bin("image").unwrap();
-    let disk = std::process::Command::new(image).args(["config-get", "--disk", lab.vm_disk().to_str().unwrap()]).output().unwrap();
-    let saved: serde_json::Value = serde_json::from_slice(&disk.stdout).unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&lab.read_vm_config().unwrap()).unwrap();
     assert_eq!(saved["management"]["address"], "198.19.0.11/24", "the confirmed change is on the config partition");
 }

@@ -249,16 +249,10 @@ impl App {
         let m = req.method.as_str();
         let p = req.path.as_str();
         match (m, p) {
-            ("GET", "/") => {
-                return Response { status: 200, content_type: "text/html; charset=utf-8", headers: Vec::new(), body: INDEX.into() }
-            }
-            ("GET", "/app.js") => {
-                return Response { status: 200, content_type: "text/javascript", headers: Vec::new(), body: APP_JS.into() }
-            }
-            ("GET", "/app.css") => return Response { status: 200, content_type: "text/css", headers: Vec::new(), body: APP_CSS.into() },
-            ("GET", "/openapi.yaml") => {
-                return Response { status: 200, content_type: "text/yaml", headers: Vec::new(), body: OPENAPI.into() }
-            }
+            ("GET", "/") => return Response::ok("text/html; charset=utf-8", INDEX),
+            ("GET", "/app.js") => return Response::ok("text/javascript", APP_JS),
+            ("GET", "/app.css") => return Response::ok("text/css", APP_CSS),
+            ("GET", "/openapi.yaml") => return Response::ok("text/yaml", OPENAPI),
             ("GET", "/api/session") => {
                 let s = self.session(req);
                 return Response::json(
@@ -302,7 +296,7 @@ impl App {
                     .with("Set-Cookie", "sid=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0")
             }
             ("GET", "/api/status") => match control::request(&self.control, "status-json") {
-                Ok(s) => Response { status: 200, content_type: "application/json", headers: Vec::new(), body: s.into_bytes() },
+                Ok(s) => Response::ok("application/json", s),
                 Err(e) => Response::error(502, &e, None),
             },
             ("GET", "/api/config") => match self.current_config() {
@@ -312,12 +306,10 @@ impl App {
             ("PUT", "/api/config") => self.put_config(req),
             ("POST", "/api/config/confirm") => self.act("confirm"),
             ("GET", "/api/config/export") => match self.current_config() {
-                Ok(c) if req.param("format") == Some("ipvsadm") => Response {
-                    status: 200,
-                    content_type: "text/plain; charset=utf-8",
-                    headers: vec![("Content-Disposition".into(), "attachment; filename=\"ipvsadm.rules\"".into())],
-                    body: netfw::ipvs::ipvsadm::export(&c.services).into_bytes(),
-                },
+                Ok(c) if req.param("format") == Some("ipvsadm") => {
+                    Response::ok("text/plain; charset=utf-8", netfw::ipvs::ipvsadm::export(&c.services))
+                        .with("Content-Disposition", "attachment; filename=\"ipvsadm.rules\"")
+                }
                 Ok(c) => Response::json(200, &serde_json::to_value(c).unwrap_or_default())
                     .with("Content-Disposition", "attachment; filename=\"director.json\""),
                 Err(r) => r,

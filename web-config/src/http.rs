@@ -136,6 +136,11 @@ fn reason(status: u16) -> &'static str {
 }
 
 impl Response {
+    /// A 200 with a body of a given type.
+    pub fn ok(content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
+        Response { status: 200, content_type, headers: Vec::new(), body: body.into() }
+    }
+
     /// A JSON response. `<`, `>` and `&` go out as `\u003c`… (the same JSON): nothing an
     /// operator typed can turn into markup, even where a client mishandles the type.
     pub fn json(status: u16, v: &serde_json::Value) -> Response {

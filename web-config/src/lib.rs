@@ -41,7 +41,7 @@ pub fn main(argv: &[String]) -> ExitCode {
         return ExitCode::from(2);
     };
     let r = match cmd {
-        "prepare" => server::prepare(&state),
+        "prepare" => server::prepare(&state).map(|lines| lines.iter().for_each(|l| println!("{l}"))),
         "serve" => match opt(rest, "--nic") {
             Some(nic) => server::serve(&server::Options {
                 state,

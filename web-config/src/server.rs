@@ -44,24 +44,29 @@ pub fn setup_code_file(state: &Path) -> PathBuf {
 }
 
 /// First boot: make and save the certificate; while no password is set, make a setup code.
-/// Prints what the console banner shows.
-pub fn prepare(state: &Path) -> Result<(), String> {
+/// Returns what the console banner shows.
+pub fn prepare(state: &Path) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
     let mut s = secrets::load(state)?;
     if s.cert_pem.is_none() || s.key_pem.is_none() {
         let (c, k) = tls::generate("director")?;
         s.cert_pem = Some(c);
         s.key_pem = Some(k);
         secrets::save(state, &s)?;
-        println!("web page: new TLS certificate made (first boot)");
+        lines.push("web page: new TLS certificate made (first boot)".to_string());
     }
-    println!("web page: certificate SHA-256 fingerprint {}", tls::fingerprint(s.cert_pem.as_deref().unwrap_or_default()));
+    lines.push(format!("web page: certificate SHA-256 fingerprint {}", tls::fingerprint(s.cert_pem.as_deref().unwrap_or_default())));
     if s.password.is_none() {
-        let code = auth::new_setup_code()?;
-        let f = setup_code_file(state);
-        write_private(&f, &code)?;
-        println!("web page: FIRST BOOT: setup code {code} (the page asks for it and a new password)");
+        lines.push(new_setup_code(state)?);
     }
-    Ok(())
+    Ok(lines)
+}
+
+/// Make a setup code, keep it where `serve` reads it, and return the line that shows it.
+fn new_setup_code(state: &Path) -> Result<String, String> {
+    let code = auth::new_setup_code()?;
+    write_private(&setup_code_file(state), &code)?;
+    Ok(format!("web page: FIRST BOOT: setup code {code} (the page asks for it and a new password)"))
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), String> {
@@ -203,9 +208,7 @@ pub fn serve(o: &Options) -> Result<(), String> {
     };
     let tls_cfg = tls::server_config(&cert, &key)?;
     if app.secrets.lock().map_err(|_| "poisoned")?.password.is_none() && !setup_code_file(&o.state).exists() {
-        let code = auth::new_setup_code()?;
-        write_private(&setup_code_file(&o.state), &code)?;
-        println!("web page: FIRST BOOT: setup code {code} (the page asks for it and a new password)");
+        println!("{}", new_setup_code(&o.state)?);
     }
     let https = listen_on_nic(&o.nic, o.https_port)?;
     let plain = listen_on_nic(&o.nic, o.http_port)?;
