@@ -24,8 +24,8 @@ pub enum Command {
     ApplyConfig(String),
     /// Show the kernel's IPVS table.
     Ipvs,
-    /// The status report as JSON (control socket).
-    StatusJson,
+    /// The box's status document (control socket).
+    BoxStatus,
     /// The config in force (control socket).
     GetConfig,
     /// Keep a pending management change (control socket).

@@ -1,25 +1,18 @@
 //! The init's control socket (`/run/director.sock`, root only): how web-config asks the init
-//! to act. One request per connection, one line (a config document may be long), one answer:
-//!
-//! - `status-json`: mode, fallback, pending management change, and the status report.
-//! - `config`: the config document in force.
-//! - `apply-config {…}`: validate, apply live, save (the answer says what happened or why not).
-//! - `confirm`: keep a pending management change (else it is rolled back after 60 s).
-//! - `reboot`, `poweroff`.
+//! to act, in typed messages (`director_messages::init`): the box's status, the config in
+//! force, applying a config, confirming a management change, reboot and power off. One request
+//! per connection, one answer.
 //!
 //! Requests go through the same queue as console commands, so the init's state has one owner.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
-use crate::console::Command;
+use director_messages::framing::{read_message, write_message, INIT_SOCKET};
+use director_messages::init::{InitAnswer, InitRequest};
 
-/// Where the socket lives.
-pub const SOCKET: &str = "/run/director.sock";
-/// The largest request (a config document, with room to spare).
-const MAX_REQUEST: u64 = 256 * 1024;
+use crate::console::Command;
 
 /// A command and, for control requests, where its answer goes.
 #[derive(Debug)]
@@ -27,7 +20,7 @@ pub struct Request {
     /// What to do.
     pub cmd: Command,
     /// The requester's reply channel (console commands answer on the console).
-    pub reply: Option<Sender<String>>,
+    pub reply: Option<Sender<InitAnswer>>,
 }
 
 impl From<Command> for Request {
@@ -38,51 +31,49 @@ impl From<Command> for Request {
 
 impl Request {
     /// Answer the requester, if there is one.
-    pub fn answer(&self, text: impl Into<String>) {
+    pub fn answer(&self, a: InitAnswer) {
         if let Some(r) = &self.reply {
-            let _ = r.send(text.into());
+            let _ = r.send(a);
         }
     }
 }
 
-fn parse(line: &str) -> Command {
-    if let Some(json) = line.strip_prefix("apply-config ") {
-        return Command::ApplyConfig(json.to_string());
-    }
-    match line {
-        "status-json" => Command::StatusJson,
-        "config" => Command::GetConfig,
-        "confirm" => Command::Confirm,
-        "reboot" => Command::Reboot,
-        "poweroff" => Command::Poweroff,
-        other => Command::Unknown(other.chars().take(60).collect()),
+/// The console command a control request stands for.
+pub fn command(r: InitRequest) -> Command {
+    match r {
+        InitRequest::Status => Command::BoxStatus,
+        InitRequest::Config => Command::GetConfig,
+        InitRequest::ApplyConfig { document } => Command::ApplyConfig(document),
+        InitRequest::Confirm => Command::Confirm,
+        InitRequest::Reboot => Command::Reboot,
+        InitRequest::Poweroff => Command::Poweroff,
     }
 }
 
 fn serve(stream: UnixStream, tx: &Sender<Request>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut line = String::new();
-    let Ok(clone) = stream.try_clone() else { return };
-    let mut reader = BufReader::new(std::io::Read::take(clone, MAX_REQUEST));
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    let (rtx, rrx) = mpsc::channel();
-    if tx.send(Request { cmd: parse(line.trim()), reply: Some(rtx) }).is_err() {
-        return;
-    }
-    // A mode switch or an IPVS apply can take a while under emulation.
-    let answer = rrx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| "error the init did not answer".into());
-    let mut stream = stream;
-    let _ = stream.write_all(answer.as_bytes());
+    let mut s = stream;
+    let answer = match read_message::<InitRequest>(&mut s) {
+        Ok(req) => {
+            let (rtx, rrx) = mpsc::channel();
+            if tx.send(Request { cmd: command(req), reply: Some(rtx) }).is_err() {
+                return;
+            }
+            // A mode switch or an IPVS apply can take a while under emulation.
+            rrx.recv_timeout(Duration::from_secs(90))
+                .unwrap_or_else(|_| InitAnswer::Error { message: "the init did not answer within 90 s".into() })
+        }
+        Err(e) => InitAnswer::Error { message: e.to_string() },
+    };
+    let _ = write_message(&mut s, &answer);
 }
 
 /// Listen in a thread.
 pub fn listen(tx: Sender<Request>) {
-    let _ = std::fs::remove_file(SOCKET);
-    let listener = match UnixListener::bind(SOCKET) {
+    let _ = std::fs::remove_file(INIT_SOCKET);
+    let listener = match UnixListener::bind(INIT_SOCKET) {
         Ok(l) => l,
-        Err(e) => return crate::log::init(&format!("control socket {SOCKET}: {e}")),
+        Err(e) => return crate::log::init(&format!("control socket {INIT_SOCKET}: {e}")),
     };
     std::thread::spawn(move || {
         for s in listener.incoming().flatten() {
@@ -97,10 +88,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests() {
-        assert_eq!(parse("status-json"), Command::StatusJson);
-        assert_eq!(parse("apply-config {}"), Command::ApplyConfig("{}".into()));
-        assert_eq!(parse("confirm"), Command::Confirm);
-        assert_eq!(parse("restart netfw"), Command::Unknown("restart netfw".into()));
+    fn requests_become_commands() {
+        assert_eq!(command(InitRequest::Status), Command::BoxStatus);
+        assert_eq!(command(InitRequest::ApplyConfig { document: "{}".into() }), Command::ApplyConfig("{}".into()));
+        assert_eq!(command(InitRequest::Confirm), Command::Confirm);
     }
 }

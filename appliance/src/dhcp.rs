@@ -12,7 +12,7 @@ use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
 
 use crate::log;
-use netfw::netconf;
+use netfw_kernel::rtnl;
 
 /// A lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub fn acquire(nic: &str, mac: &str, budget: Duration) -> Result<Lease, String> 
         mac.get(3).copied().unwrap_or(0),
         mac.get(4).copied().unwrap_or(0),
         mac.get(5).copied().unwrap_or(0),
-    ]) ^ (crate::log::uptime() * 1000.0) as u32;
+    ]) ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     send(&s, &new_message(&mac, xid, MessageType::Discover)?)?;
     let offer = recv(&s, xid, MessageType::Offer, until).ok_or("no DHCP offer")?;
     let server = match offer.opts().get(OptionCode::ServerIdentifier) {
@@ -136,9 +136,9 @@ pub fn acquire(nic: &str, mac: &str, budget: Duration) -> Result<Lease, String> 
 }
 
 fn apply(nic: &str, l: &Lease) -> Result<(), String> {
-    netconf::add_address(nic, l.addr, l.prefix)?;
+    rtnl::add_address(nic, l.addr, l.prefix).map_err(|e| e.to_string())?;
     if let Some(gw) = l.router {
-        netconf::set_default_route(gw)?;
+        rtnl::set_default_route(gw).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -154,7 +154,7 @@ pub fn start(nic: String, mac: String, first_budget: Duration) -> String {
         }
         Err(e) => {
             let ll = link_local(&mac);
-            let applied = netconf::add_address(&nic, ll, 16);
+            let applied = rtnl::add_address(&nic, ll, 16);
             let said = match applied {
                 Ok(()) => format!("{ll}/16 (link-local fallback: {e}; DHCP retried every 30 s)"),
                 Err(e2) => format!("none ({e}; fallback failed: {e2})"),
@@ -179,9 +179,9 @@ fn keep(nic: String, mac: String, mut lease: Option<Lease>) {
                         continue;
                     }
                     if let Some(old) = lease {
-                        let _ = netconf::del_address(&nic, old.addr, old.prefix);
+                        let _ = rtnl::del_address(&nic, old.addr, old.prefix);
                     } else {
-                        let _ = netconf::del_address(&nic, fallback, 16);
+                        let _ = rtnl::del_address(&nic, fallback, 16);
                     }
                     log::line(
                         "dhcp",

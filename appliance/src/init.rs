@@ -11,30 +11,23 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use netfw::config::{Config, Mode};
+use director_config::{paths, store, Config};
+use director_messages::init::InitAnswer;
+use director_messages::one_line;
+use netfw_kernel::{mode, rtnl};
 
-use crate::apply::{self, Running, State};
+use crate::apply::{self, Appliance, Book, InForce, Plant, Running};
 use crate::console::{self, Command};
 use crate::control::{self, Request};
 use crate::nics::{self, Nic, Roles};
 use crate::power::{self, Action};
 use crate::supervise::Supervisor;
 use crate::{dhcp, log, mounts, sys};
-use netfw::netconf;
 
 /// The line tests and operators wait for.
 pub const READY_MARKER: &str = "director: ready";
-/// The operator's config file on the config partition (`image config-set` writes it).
-pub const CONFIG_FILE: &str = "/mnt/config/director.json";
-/// The appliance's own saves: two checksummed slots (`netfw::store`); the newest intact one
-/// wins over `director.json`, which `image config-set` makes win again by emptying them.
-pub const CONFIG_STORE: &str = "/mnt/config/director.slots";
 /// How long a change that touches management waits for confirmation before it is undone.
 pub const CONFIRM_WINDOW: Duration = Duration::from_secs(60);
-/// The effective config netfw runs with (NIC references resolved to names).
-pub const RUN_CONFIG: &str = "/run/netfw.json";
-/// The effective config before the last change (what leaving a mode clears).
-pub const PREV_RUN_CONFIG: &str = "/run/netfw.prev.json";
 
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
@@ -62,24 +55,21 @@ fn load_modules() {
     log::init(&format!("loaded {ok} kernel modules{absent}{failed}"));
 }
 
-/// Run `/bin/netfw ARGS` to completion, each line of its output on the console as `who`.
-pub fn run_logged(who: &str, args: &[&str]) {
-    match std::process::Command::new("/bin/netfw").args(args).output() {
-        Ok(o) => {
-            for l in String::from_utf8_lossy(&o.stdout).lines().chain(String::from_utf8_lossy(&o.stderr).lines()) {
+/// The data plane's status table on the console, each line under `who`: for `status`, the
+/// table of the mode in force; for `ipvs`, the kernel's IPVS table whatever the mode.
+fn show_table(book: &Book, who: &str) {
+    let table = match (book.running, who) {
+        (Running::Forwarder, "status") => apply::netfw_status().map_err(|p| p.to_string()),
+        (Running::Nothing, "status") => return,
+        _ => mode::status(book.current.as_ref().map(|c| &c.cfg)).map_err(|e| e.to_string()),
+    };
+    match table {
+        Ok(t) => {
+            for l in t.render().lines() {
                 log::line(who, l);
             }
         }
-        Err(e) => log::init(&format!("netfw {}: {e}", args.join(" "))),
-    }
-}
-
-/// The kernel's IPVS table as the status table, naming NICs and DIP from the running config.
-fn ipvs_status(who: &str) {
-    if std::path::Path::new(RUN_CONFIG).exists() {
-        run_logged(who, &["ipvs", "status", "--config", RUN_CONFIG]);
-    } else {
-        run_logged(who, &["ipvs", "status"]);
+        Err(e) => log::line(who, &e),
     }
 }
 
@@ -95,50 +85,25 @@ fn write_sysctl(path: &str, value: &str) {
     let _ = std::fs::write(path, value);
 }
 
-/// Parse and validate a config document; resolve NIC references (names or MACs) to names.
-pub fn prepare_config(text: &str, nics: &[Nic]) -> Result<(Config, Roles), String> {
-    let mut cfg = Config::parse(text).map_err(|e| e.to_string())?;
-    let resolve = |r: &str, field: &str| nics::resolve(nics, r).ok_or_else(|| format!("{field}: no NIC named or with MAC {r}"));
-    cfg.nics.vip_side = resolve(&cfg.nics.vip_side, "nics.vip_side")?;
-    cfg.nics.rs_side = resolve(&cfg.nics.rs_side, "nics.rs_side")?;
-    if let Some(m) = cfg.management.as_mut() {
-        m.nic = resolve(&m.nic, "management.nic")?;
-    }
-    cfg.validate().map_err(|e| e.to_string())?;
-    // Without a management section the box stays manageable: the first NIC that is neither
-    // VIP- nor RS-facing is management (DHCP), as without any config.
-    let spare = nics.iter().map(|n| n.name.clone()).find(|n| *n != cfg.nics.vip_side && *n != cfg.nics.rs_side);
-    let roles = Roles {
-        management: cfg.management.as_ref().map(|m| m.nic.clone()).or(spare),
-        vip_side: Some(cfg.nics.vip_side.clone()),
-        rs_side: Some(cfg.nics.rs_side.clone()),
-    };
-    Ok((cfg, roles))
-}
-
-/// Write the effective config (resolved NIC names) where netfw reads it.
-pub fn write_run_config(cfg: &Config) -> Result<(), String> {
-    let text = serde_json::to_string_pretty(cfg).map_err(|e| e.to_string())?;
-    std::fs::write(RUN_CONFIG, text).map_err(|e| format!("{RUN_CONFIG}: {e}"))
-}
-
 /// The config document the box boots with: the newest intact saved slot, else the
 /// operator's `director.json`.
 fn read_config_text() -> Result<String, String> {
-    match netfw::store::load(std::path::Path::new(CONFIG_STORE)) {
-        Ok(Some((_, body))) => return String::from_utf8(body).map_err(|_| format!("{CONFIG_STORE}: the saved config is not UTF-8")),
+    let slots = paths::on_partition(paths::CONFIG_STORE);
+    match store::load(&slots) {
+        Ok(Some((_, body))) => return String::from_utf8(body).map_err(|_| format!("{}: the saved config is not UTF-8", slots.display())),
         Ok(None) => {}
-        Err(e) => log::init(&format!("{e}; trying {CONFIG_FILE}")),
+        Err(e) => log::init(&format!("{e}; trying {}", paths::OPERATOR_CONFIG)),
     }
-    std::fs::read_to_string(CONFIG_FILE).map_err(|e| format!("no config at {CONFIG_FILE}: {e}"))
+    let file = paths::on_partition(paths::OPERATOR_CONFIG);
+    std::fs::read_to_string(&file).map_err(|e| format!("no config at {}: {e}", file.display()))
 }
 
 /// Read and validate the config partition's document; write the effective config for netfw.
-fn load_config(nics: &[Nic]) -> Result<(Config, Roles, String), String> {
+fn load_config(nics: &[Nic]) -> Result<InForce, String> {
     let text = read_config_text()?;
-    let (cfg, roles) = prepare_config(&text, nics)?;
-    write_run_config(&cfg)?;
-    Ok((cfg, roles, text))
+    let c = apply::prepare(&text, nics).map_err(|p| one_line(&p))?;
+    apply::write_run_config(&c.cfg).map_err(|p| p.to_string())?;
+    Ok(c)
 }
 
 /// The management NIC's address: static from the config, else DHCP (with a link-local
@@ -149,15 +114,15 @@ fn configure_management(nics: &[Nic], roles: &Roles, cfg: Option<&Config>) -> St
     let m = cfg.and_then(|c| c.management.as_ref());
     match m.and_then(|m| m.address.as_deref()) {
         Some(a) => {
-            let Ok(net) = netfw::config::parse_cidr(a) else { return format!("none (bad address {a})") };
+            let Ok(net) = director_config::parse_cidr(a) else { return format!("none (bad address {a})") };
             let mut said = format!("{a} on {nic} (static)");
-            if let Err(e) = netconf::add_address(&nic, net.addr, net.prefix) {
-                log::init(&e);
+            if let Err(e) = rtnl::add_address(&nic, net.addr(), net.prefix()) {
+                log::init(&e.to_string());
                 said = format!("none ({e})");
             }
             if let Some(gw) = m.and_then(|m| m.gateway.as_deref()).and_then(|g| g.parse().ok()) {
-                if let Err(e) = netconf::set_default_route(gw) {
-                    log::init(&e);
+                if let Err(e) = rtnl::set_default_route(gw) {
+                    log::init(&e.to_string());
                 }
             }
             said
@@ -213,35 +178,39 @@ pub fn run() -> ! {
     let nics = nics::list();
 
     let config_mounted = mounts::mount_config().is_some();
-    let (cfg, roles, text, cfg_state) = match load_config(&nics) {
-        Ok((c, r, t)) => {
-            let state = format!("{} service(s)", c.services.len());
-            (Some(c), r, Some(t), state)
+    let (current, roles, cfg_state) = match load_config(&nics) {
+        Ok(c) => {
+            let state = format!("{} service(s)", c.spec.services.len());
+            let roles = c.roles.clone();
+            (Some(c), roles, state)
         }
         Err(e) => {
             log::init(&format!("CONFIG PROBLEM: {e}"));
             log::init("not forwarding until the config is fixed; NIC roles are the defaults");
-            (None, nics::default_roles(&nics), None, format!("INVALID OR MISSING: {e}"))
+            (None, nics::default_roles(&nics), format!("INVALID OR MISSING: {e}"))
         }
     };
-    sys::set_hostname(cfg.as_ref().and_then(|c| c.hostname.as_deref()).unwrap_or("director"));
+    let cfg = current.as_ref().map(|c| &c.cfg);
+    sys::set_hostname(cfg.and_then(|c| c.hostname.as_deref()).unwrap_or("director"));
 
     for n in [&roles.vip_side, &roles.rs_side, &roles.management].into_iter().flatten() {
-        if let Err(e) = netconf::set_link_up(n) {
-            log::init(&e);
+        if let Err(e) = rtnl::set_link_up(n) {
+            log::init(&e.to_string());
         }
     }
     // The dedicated NICs carry no kernel address: no IPv6 autoconfiguration on them either.
     for n in [&roles.vip_side, &roles.rs_side].into_iter().flatten() {
         write_sysctl(&format!("/proc/sys/net/ipv6/conf/{n}/disable_ipv6"), "1");
     }
-    let mgmt_addr = configure_management(&nics, &roles, cfg.as_ref());
+    let mgmt_addr = configure_management(&nics, &roles, cfg);
 
     let mut sup = Supervisor::default();
-    let running = match &cfg {
-        Some(c) if c.mode == Mode::Ipvs => {
+    let running = match &current {
+        Some(c) if c.mode == Running::Ipvs => {
             // The kernel forwards: program IPVS once (reconcile), logging each change.
-            run_logged("ipvs", &["ipvs", "apply", "--config", RUN_CONFIG]);
+            if let Err(e) = mode::enter(&c.cfg, &c.spec, &mut |l| log::line("ipvs", &l)) {
+                log::line("ipvs", &e.to_string());
+            }
             Running::Ipvs
         }
         Some(_) => {
@@ -256,59 +225,71 @@ pub fn run() -> ! {
     control::listen(tx.clone());
     power::watch_power_button(tx);
     banner(&nics, &roles, &mgmt_addr, &web, &cfg_state, running.name());
-    let mut st = State { nics, roles, running, fallback: false, sup, config_mounted, text, cfg, pending: None, reboot_needed: None };
+    let mut book = Book { nics, roles, running, fallback: false, config_mounted, current, pending: None, reboot_needed: None };
 
     loop {
         match SIGNAL.swap(0, Ordering::Relaxed) {
-            libc::SIGTERM | libc::SIGUSR2 => power::shutdown(Action::Poweroff, &mut st.sup, st.config_mounted),
-            libc::SIGINT | libc::SIGUSR1 => power::shutdown(Action::Reboot, &mut st.sup, st.config_mounted),
+            libc::SIGTERM | libc::SIGUSR2 => power::shutdown(Action::Poweroff, &mut sup, book.config_mounted),
+            libc::SIGINT | libc::SIGUSR1 => power::shutdown(Action::Reboot, &mut sup, book.config_mounted),
             _ => {}
         }
         while let Some((pid, status)) = sys::reap() {
-            let netfw_nics_unusable = st.sup.exited(pid, status).as_deref() == Some("netfw")
+            let netfw_nics_unusable = sup.exited(pid, status).as_deref() == Some("netfw")
                 && libc::WIFEXITED(status)
                 && libc::WEXITSTATUS(status) == i32::from(netfw::run::EXIT_NICS_UNUSABLE);
-            if netfw_nics_unusable && st.running == Running::Forwarder {
-                log::init(
-                    "FALLBACK: the forwarder cannot use its NICs (see its last line); the kernel's IPVS takes over with the same config",
-                );
-                let _ = std::fs::copy(RUN_CONFIG, PREV_RUN_CONFIG);
-                apply::switch(Running::Forwarder, Running::Ipvs, &mut st.sup);
-                st.running = Running::Ipvs;
-                st.fallback = true;
-                log::init(&format!("mode: {} (fallback)", st.running.name()));
+            if netfw_nics_unusable && book.running == Running::Forwarder {
+                fall_back(&mut book, &mut sup);
             }
         }
-        st.sup.tick();
-        st.tick();
+        sup.tick();
+        book.tick(&mut Appliance { sup: &mut sup });
         if let Ok(req) = rx.recv_timeout(Duration::from_millis(100)) {
-            handle(&mut st, &req);
+            handle(&mut book, &mut sup, &req);
         }
     }
 }
 
+/// The forwarder cannot use its NICs: the kernel's IPVS takes over with the same config.
+fn fall_back(book: &mut Book, sup: &mut Supervisor) {
+    log::init("FALLBACK: the forwarder cannot use its NICs (see its last line); the kernel's IPVS takes over with the same config");
+    let Some(c) = book.current.clone() else { return };
+    let ipvs = InForce { mode: Running::Ipvs, ..c.clone() };
+    match (Appliance { sup }).switch(Some(&c), Some(&ipvs)) {
+        Ok(m) => {
+            book.running = m;
+            book.fallback = true;
+            book.current = Some(ipvs);
+        }
+        Err(p) => log::init(&format!("the fallback to IPVS failed: {}", one_line(&p))),
+    }
+    log::init(&format!("mode: {} (fallback)", book.running.name()));
+}
+
 /// Carry out one console command or control request.
-fn handle(st: &mut State, req: &Request) {
+fn handle(book: &mut Book, sup: &mut Supervisor, req: &Request) {
     match &req.cmd {
         Command::Status => {
-            for l in st.sup.describe() {
+            for l in sup.describe() {
                 log::init(&l);
             }
-            log::init(&format!("mode: {}{}", st.running.name(), if st.fallback { " (fallback)" } else { "" }));
-            match st.running {
-                Running::Ipvs => ipvs_status("status"),
-                Running::Forwarder => run_logged("status", &["status", "--control", "/run/netfw.sock"]),
-                Running::Nothing => {}
-            }
+            log::init(&format!("mode: {}{}", book.running.name(), if book.fallback { " (fallback)" } else { "" }));
+            show_table(book, "status");
         }
-        Command::StatusJson => req.answer(st.status_json()),
-        Command::GetConfig => req.answer(st.text.clone().unwrap_or_default()),
-        Command::Confirm => req.answer(match st.confirm() {
-            Ok(m) => format!("ok {m}"),
-            Err(e) => format!("error {e}"),
+        Command::BoxStatus => {
+            let table = match book.running {
+                Running::Forwarder => apply::netfw_status().ok(),
+                Running::Ipvs => mode::status(book.current.as_ref().map(|c| &c.cfg)).ok(),
+                Running::Nothing => None,
+            };
+            req.answer(InitAnswer::Status { status: Box::new(book.status(table)) });
+        }
+        Command::GetConfig => req.answer(InitAnswer::Config { document: book.current.as_ref().map(|c| c.text.clone()) }),
+        Command::Confirm => req.answer(match book.confirm(&mut Appliance { sup }) {
+            Ok(message) => InitAnswer::Done { message },
+            Err(message) => InitAnswer::Error { message },
         }),
         Command::Restart(name) => {
-            if st.sup.kill(name) {
+            if sup.kill(name) {
                 log::init(&format!("killed {name} on request; the supervisor restarts it"));
             } else {
                 log::init(&format!("no running child named {name}"));
@@ -318,20 +299,20 @@ fn handle(st: &mut State, req: &Request) {
             let (action, said) =
                 if req.cmd == Command::Reboot { (Action::Reboot, "rebooting") } else { (Action::Poweroff, "powering off") };
             if req.reply.is_some() {
-                req.answer(format!("ok {said}"));
+                req.answer(InitAnswer::Done { message: said.into() });
                 // Let web-config pass the answer on before the shutdown stops it.
                 std::thread::sleep(Duration::from_secs(1));
             }
-            power::shutdown(action, &mut st.sup, st.config_mounted);
+            power::shutdown(action, sup, book.config_mounted);
         }
-        Command::Ipvs => ipvs_status("ipvs"),
-        Command::ApplyConfig(json) => req.answer(match st.apply(json) {
-            Ok(m) => format!("ok {m}"),
-            Err(e) => format!("error {e}"),
+        Command::Ipvs => show_table(book, "ipvs"),
+        Command::ApplyConfig(json) => req.answer(match book.apply(&mut Appliance { sup }, json) {
+            Ok(applied) => InitAnswer::Applied { applied },
+            Err(failure) => InitAnswer::Refused { failure },
         }),
         Command::Unknown(l) => {
             log::init(&format!("unknown command \"{l}\" (status, ipvs, restart netfw, apply-config {{…}}, reboot, poweroff)"));
-            req.answer(format!("error unknown request \"{l}\""));
+            req.answer(InitAnswer::Error { message: format!("unknown request \"{l}\"") });
         }
     }
 }
@@ -349,7 +330,9 @@ fn start_web(roles: &Roles, mgmt_addr: &str, config_mounted: bool, sup: &mut Sup
         .unwrap_or_else(|e| vec![format!("web page: cannot prepare the certificate or setup code: {e}")]);
     sup.add(
         "web-config",
-        ["/bin/web-config", "serve", "--state", mounts::CONFIG_DIR, "--nic", &nic, "--control", control::SOCKET].map(String::from).to_vec(),
+        ["/bin/web-config", "serve", "--state", mounts::CONFIG_DIR, "--nic", &nic, "--control", director_messages::INIT_SOCKET]
+            .map(String::from)
+            .to_vec(),
     );
     let host = mgmt_addr.split(['/', ' ']).next().filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok()).unwrap_or("<management address>");
     lines.insert(0, format!("web page: https://{host}/ on {nic} (plain HTTP redirects to it)"));

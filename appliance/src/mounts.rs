@@ -2,10 +2,7 @@
 
 use crate::{log, sys};
 
-/// Where the config partition is mounted.
-pub const CONFIG_DIR: &str = "/mnt/config";
-/// GPT partition name of the config partition.
-pub const CONFIG_PARTNAME: &str = "director-config";
+pub use director_config::paths::{CONFIG_DIR, CONFIG_PARTNAME};
 
 /// proc, sys, devtmpfs, run, tmp.
 pub fn early() {

@@ -72,9 +72,3 @@ pub fn reboot(cmd: libc::c_int) {
     // SAFETY: plain system call; only returns on failure.
     unsafe { libc::reboot(cmd) };
 }
-
-/// Send a signal to a process.
-pub fn kill(pid: i32, sig: libc::c_int) {
-    // SAFETY: plain system call.
-    unsafe { libc::kill(pid, sig) };
-}

@@ -30,7 +30,7 @@ pub const ESP_SIZE: u64 = 64 * MIB;
 /// Size of the config partition.
 pub const CONFIG_SIZE: u64 = 16 * MIB;
 /// GPT name of the config partition (the init finds it by this).
-pub const CONFIG_PARTNAME: &str = "director-config";
+pub use director_config::paths::CONFIG_PARTNAME;
 /// The legacy-BIOS-bootable GPT attribute (bit 2): gptmbr.bin boots the partition carrying it.
 const LEGACY_BIOS_BOOTABLE: u64 = 1 << 2;
 /// Fixed GUIDs: a build from the same commit must be byte-identical.
@@ -145,10 +145,10 @@ pub fn build(out: &Path, vmlinuz: &[u8], initramfs: &[u8], config: Option<&[u8]>
             ("EFI/BOOT/syslinux.cfg", cfg.as_bytes()),
         ],
     )?;
-    let empty_store = vec![0u8; netfw::store::FILE_SIZE];
-    let mut config_files: Vec<(&str, &[u8])> = vec![("director.slots", &empty_store), ("web.slots", &empty_store)];
+    let empty_store = vec![0u8; director_config::store::FILE_SIZE];
+    let mut config_files: Vec<(&str, &[u8])> = director_config::paths::PREALLOCATED.iter().map(|f| (*f, &empty_store[..])).collect();
     if let Some(c) = config {
-        config_files.push(("director.json", c));
+        config_files.push((director_config::paths::OPERATOR_CONFIG, c));
     }
     let cfgfs = fat(CONFIG_SIZE, *b"DIRCONFIG  ", 0x4452_0002, &config_files)?;
     let image = disk.get_mut();

@@ -110,7 +110,7 @@ fn build(out: &Path, baked: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
     let config = match baked {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| BuildError::io(p, e))?;
-            netfw::config::Config::parse(&text).and_then(|c| c.validate().map(|_| ())).map_err(|e| BuildError::Config(e.to_string()))?;
+            director_config::Config::parse(&text).and_then(|c| c.validate().map(|_| ())).map_err(|e| BuildError::Config(e.to_string()))?;
             progress(&format!("baking {} into the config partition", p.display()));
             Some(text.into_bytes())
         }
@@ -185,7 +185,7 @@ fn config_cmd(cmd: &str, args: &[String]) -> Result<(), BuildError> {
         "config-set" => {
             let p = PathBuf::from(opt(args, "--config").ok_or_else(|| BuildError::Tool(format!("--config FILE is required\n{USAGE}")))?);
             let text = std::fs::read_to_string(&p).map_err(|e| BuildError::io(&p, e))?;
-            netfw::config::Config::parse(&text).and_then(|c| c.validate().map(|_| ())).map_err(|e| BuildError::Config(e.to_string()))?;
+            director_config::Config::parse(&text).and_then(|c| c.validate().map(|_| ())).map_err(|e| BuildError::Config(e.to_string()))?;
             partition::set(&disk, &text)?;
             println!("{}: director.json replaced", disk.display());
             Ok(())

@@ -45,14 +45,14 @@ pub fn get(img: &Path) -> Result<Option<String>, BuildError> {
     let fs = FileSystem::new(&mut part, FsOptions::new()).map_err(fs_err)?;
     let mut out = String::new();
     let root = fs.root_dir();
-    if let Ok(mut f) = root.open_file("director.slots") {
+    if let Ok(mut f) = root.open_file(director_config::paths::CONFIG_STORE) {
         let mut raw = Vec::new();
         f.read_to_end(&mut raw).map_err(fs_err)?;
-        if let Some((_, body, _)) = netfw::store::newest(&raw) {
+        if let Some((_, body, _)) = director_config::store::newest(&raw) {
             return Ok(Some(String::from_utf8_lossy(body).into_owned()));
         }
     }
-    let found = match root.open_file("director.json") {
+    let found = match root.open_file(director_config::paths::OPERATOR_CONFIG) {
         Ok(mut f) => {
             f.read_to_string(&mut out).map_err(fs_err)?;
             true
@@ -67,12 +67,12 @@ pub fn set(img: &Path, text: &str) -> Result<(), BuildError> {
     let (off, mut part) = load(img)?;
     {
         let fs = FileSystem::new(&mut part, FsOptions::new()).map_err(fs_err)?;
-        let mut f = fs.root_dir().create_file("director.json").map_err(fs_err)?;
+        let mut f = fs.root_dir().create_file(director_config::paths::OPERATOR_CONFIG).map_err(fs_err)?;
         f.truncate().map_err(fs_err)?;
         f.write_all(text.as_bytes()).map_err(fs_err)?;
         drop(f);
-        if let Ok(mut slots) = fs.root_dir().open_file("director.slots") {
-            slots.write_all(&vec![0u8; netfw::store::FILE_SIZE]).map_err(fs_err)?;
+        if let Ok(mut slots) = fs.root_dir().open_file(director_config::paths::CONFIG_STORE) {
+            slots.write_all(&vec![0u8; director_config::store::FILE_SIZE]).map_err(fs_err)?;
         }
         fs.unmount().map_err(fs_err)?;
     }

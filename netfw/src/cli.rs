@@ -4,8 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::Config;
-use crate::ctl;
+use std::time::Duration;
+
+use director_config::Config;
+use director_messages::framing::{call, NETFW_SOCKET};
+use director_messages::netfw::{NetfwAnswer, NetfwRequest};
+
 use crate::run::{run, RunOptions};
 
 const USAGE: &str = "usage:
@@ -27,7 +31,7 @@ struct Args {
 }
 
 fn parse(rest: &[String]) -> Result<Args, String> {
-    let mut a = Args { config: None, control: PathBuf::from(ctl::DEFAULT_PATH), json: false };
+    let mut a = Args { config: None, control: PathBuf::from(NETFW_SOCKET), json: false };
     let mut it = rest.iter();
     while let Some(x) = it.next() {
         match x.as_str() {
@@ -44,7 +48,7 @@ fn parse(rest: &[String]) -> Result<Args, String> {
 fn ipvs_cmd(argv: &[String]) -> ExitCode {
     let sub = argv.get(2).map(String::as_str).unwrap_or_default();
     if sub == "import" {
-        return match argv.get(3).map(|f| crate::ipvs::cli::import(std::path::Path::new(f))) {
+        return match argv.get(3).map(|f| crate::ipvs_cli::import(std::path::Path::new(f))) {
             Some(Ok(out)) => {
                 print!("{out}");
                 ExitCode::SUCCESS
@@ -68,10 +72,10 @@ fn ipvs_cmd(argv: &[String]) -> ExitCode {
     };
     let json = args.json;
     let r = match (sub, args.config) {
-        ("apply", Some(c)) => crate::ipvs::cli::apply(&c, argv.iter().any(|a| a == "--fallback")),
-        ("clear", Some(c)) => crate::ipvs::cli::clear(&c),
-        ("status", c) => crate::ipvs::cli::status(c.as_deref(), json),
-        ("export", c) => crate::ipvs::cli::export(c.as_deref()),
+        ("apply", Some(c)) => crate::ipvs_cli::apply(&c, argv.iter().any(|a| a == "--fallback")),
+        ("clear", Some(c)) => crate::ipvs_cli::clear(&c),
+        ("status", c) => crate::ipvs_cli::status(c.as_deref(), json),
+        ("export", c) => crate::ipvs_cli::export(c.as_deref()),
         _ => {
             eprint!("{USAGE}");
             return ExitCode::from(2);
@@ -147,19 +151,20 @@ pub fn main(argv: &[String]) -> ExitCode {
             }
         }
         "status" | "reload" => {
-            let req = match (cmd.as_str(), args.json) {
-                ("status", true) => "status-json",
-                ("status", false) => "status",
-                _ => "reload",
-            };
-            match ctl::request(&args.control, req) {
-                Ok(reply) => {
-                    print!("{reply}");
-                    if reply.starts_with("reload refused") || reply.starts_with("error") {
-                        ExitCode::FAILURE
-                    } else {
-                        ExitCode::SUCCESS
-                    }
+            let req = if cmd == "status" { NetfwRequest::Status } else { NetfwRequest::Reload };
+            // A reload of a large config is built beside the running one: give it time.
+            match call::<_, NetfwAnswer>(&args.control, &req, Duration::from_secs(60)) {
+                Ok(NetfwAnswer::Status { status }) if args.json => {
+                    println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(a @ (NetfwAnswer::Status { .. } | NetfwAnswer::Reloaded { .. })) => {
+                    print!("{}", with_newline(a.human()));
+                    ExitCode::SUCCESS
+                }
+                Ok(a) => {
+                    print!("{}", with_newline(a.human()));
+                    ExitCode::FAILURE
                 }
                 Err(e) => {
                     eprintln!("netfw: {e}");
@@ -176,4 +181,11 @@ pub fn main(argv: &[String]) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn with_newline(mut s: String) -> String {
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
 }

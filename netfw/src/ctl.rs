@@ -1,27 +1,29 @@
-//! The control socket: a Unix stream socket where `netfw status` and `netfw reload` talk to a
-//! running forwarder. One request line, one response, then the connection closes.
+//! The control socket of a running forwarder: `netfw status`, `netfw reload`, the init and
+//! the tests ask it for the status document or a reload, in typed messages
+//! (`director_messages::netfw`), one request per connection.
 //!
-//! Requests: `status`, `status-json`, `reload`. The socket is polled non-blocking from the
-//! forwarder's loop; a client gets 100 ms to send its one-line request, so a client that
-//! connects and says nothing stalls forwarding for at most that long.
+//! The socket is polled non-blocking from the forwarder's loop; a client gets 100 ms to send
+//! its request, so one that connects and says nothing stalls forwarding for at most that
+//! long. A reload is answered later, once the new config is installed.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::Duration;
 
-/// Default socket path.
-pub const DEFAULT_PATH: &str = "/run/netfw.sock";
+use director_messages::framing::{read_message, write_message};
+use director_messages::netfw::{NetfwAnswer, NetfwRequest};
+use director_messages::MessageError;
 
-/// A request read from a client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
-    /// The text table.
-    Status,
-    /// The same as JSON.
-    StatusJson,
-    /// Re-read the config file.
-    Reload,
+/// A connected client waiting for its answer.
+#[derive(Debug)]
+pub struct Client(UnixStream);
+
+impl Client {
+    /// Answer and close (a client that went away is not our problem).
+    pub fn answer(mut self, a: &NetfwAnswer) {
+        let _ = self.0.set_write_timeout(Some(Duration::from_millis(500)));
+        let _ = write_message(&mut self.0, a);
+    }
 }
 
 /// The listening side.
@@ -31,7 +33,7 @@ pub struct Control {
 }
 
 impl Control {
-    /// Listen at `path` (replacing a stale socket file).
+    /// Listen at `path` (replacing a stale socket file, refusing if another netfw answers).
     pub fn bind(path: &Path) -> std::io::Result<Control> {
         if path.exists() {
             if UnixStream::connect(path).is_ok() {
@@ -53,39 +55,14 @@ impl Control {
         self.listener.as_raw_fd()
     }
 
-    /// Serve every waiting client with `answer`.
-    pub fn serve(&self, mut answer: impl FnMut(Request) -> String) {
-        while let Ok((stream, _)) = self.listener.accept() {
-            let _ = stream.set_nonblocking(false);
-            let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
-            let mut line = String::new();
-            let mut r = BufReader::new(&stream);
-            if r.read_line(&mut line).is_err() {
-                continue;
-            }
-            let reply = match line.trim() {
-                "status" => answer(Request::Status),
-                "status-json" => answer(Request::StatusJson),
-                "reload" => answer(Request::Reload),
-                other => format!(
-                    "error: unknown request \"{}\" (use status, status-json or reload)\n",
-                    other.chars().take(40).collect::<String>()
-                ),
-            };
-            let mut w = &stream;
-            let _ = w.write_all(reply.as_bytes());
-        }
+    /// The next waiting client and its request (or why the request could not be read);
+    /// `None` when nobody waits.
+    pub fn accept(&self) -> Option<(Client, Result<NetfwRequest, MessageError>)> {
+        let (stream, _) = self.listener.accept().ok()?;
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+        let mut s = stream;
+        let req = read_message(&mut s);
+        Some((Client(s), req))
     }
-}
-
-/// Client side: send one request, return the reply.
-pub fn request(path: &Path, req: &str) -> std::io::Result<String> {
-    let mut s = UnixStream::connect(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot reach netfw at {}: {e} (is `netfw run` running?)", path.display())))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(format!("{req}\n").as_bytes())?;
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut s, &mut out)?;
-    Ok(out)
 }

@@ -1,39 +1,24 @@
-//! netfw: an LVS-style Direct Routing (DR) forwarder.
+//! netfw: the runtime of the LVS-style Direct Routing forwarder on dedicated NICs.
 //!
-//! The data-plane core (`wire`, `flow`, `sched`, `forward`, `neigh`, `counters`) is `no_std`
-//! with `alloc`: tables are sized once when a config is applied, never per packet. The parts
-//! that need an operating system (NIC rings, the smoltcp control stack, config files, the
-//! control socket, the CLI) are behind the default `std` feature.
-#![cfg_attr(not(feature = "std"), no_std)]
+//! - `io`: NIC I/O behind the `Port` traits; AF_PACKET with PACKET_MMAP rings.
+//! - `stack`: the smoltcp control stack that owns the director's addresses on each NIC.
+//! - `pump`: one turn of the poll loop: frames in, decided by the core, frames out; every
+//!   frame that cannot be sent is counted.
+//! - `reload`: a new config is read, checked and built on its own thread, then installed.
+//! - `ctl`: the control socket (typed requests and answers, `director-messages`).
+//! - `status`: the forwarder's tables as the status document.
+//! - `run`: `netfw run`: open the NICs, then forward until told to stop.
+//! - `cli`, `ipvs_cli`: the `netfw` command.
+//!
+//! The per-frame decision lives in `netfw-core` (no_std); the config document in
+//! `director-config`; IPVS and rtnetlink in `netfw-kernel`.
 
-extern crate alloc;
-
-pub mod counters;
-pub mod flow;
-pub mod forward;
-pub mod model;
-pub mod neigh;
-pub mod sched;
-pub mod time;
-pub mod wire;
-
-#[cfg(feature = "std")]
 pub mod cli;
-#[cfg(feature = "std")]
-pub mod config;
-#[cfg(feature = "std")]
 pub mod ctl;
-#[cfg(feature = "std")]
 pub mod io;
-#[cfg(feature = "std")]
-pub mod ipvs;
-#[cfg(feature = "std")]
-pub mod netconf;
-#[cfg(feature = "std")]
+pub mod ipvs_cli;
+pub mod pump;
+pub mod reload;
 pub mod run;
-#[cfg(feature = "std")]
 pub mod stack;
-#[cfg(feature = "std")]
 pub mod status;
-#[cfg(feature = "std")]
-pub mod store;

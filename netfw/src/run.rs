@@ -1,25 +1,28 @@
 //! `netfw run`: open the dedicated NICs, then forward until told to stop.
 //!
-//! One thread, one poll loop: receive a batch from each NIC ring, decide each frame, queue
-//! forwarded frames on the RS-facing transmit ring and control frames to the smoltcp stack of
-//! the NIC they came in on, run timers, flush the transmit rings (one syscall per batch), and
-//! serve the control socket. SIGHUP reloads the config file; SIGTERM/SIGINT stop.
+//! One thread, one poll loop (`pump::turn`) over the NICs; the control socket is served from
+//! the same loop. A reload (`netfw reload`, SIGHUP) is prepared on another thread
+//! (`reload`) and only installed here, so a large config does not stall forwarding.
+//! SIGTERM/SIGINT stop.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::config::{Config, ConfigError, Mode};
-use crate::counters::DropReason;
-use crate::ctl::{Control, Request};
-use crate::forward::{Forwarder, Side, Verdict};
-use crate::io::nic::{fmt_mac, NicError};
-use crate::io::{nic_mac, PacketRing, RingError, TxRing};
+use director_config::{Config, ConfigError, Mode};
+use director_messages::netfw::{NetfwAnswer, NetfwRequest};
+use director_messages::{one_line, Problem};
+use netfw_core::forward::{Forwarder, PlanError, Side};
+use netfw_core::time::Millis;
+
+use crate::ctl::Control;
+use crate::io::nic::{fmt_mac, mtu, NicError};
+use crate::io::{nic_mac, PacketRing, RingError};
+use crate::pump::{self, Nic};
+use crate::reload::{self, Prepared, Reloading};
 use crate::stack::{ControlStack, Roles};
-use crate::status::Status;
-use crate::time::Millis;
-use crate::wire::csum;
+use crate::status;
 
 static RELOAD: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -38,6 +41,8 @@ pub enum RunError {
     Config(ConfigError),
     /// The config asks for IPVS mode.
     NotForwarderMode,
+    /// A NIC reference names no NIC of this system.
+    NicRefs(Vec<Problem>),
     /// A NIC cannot be used.
     Nic(NicError),
     /// A NIC's ring cannot be opened.
@@ -46,6 +51,10 @@ pub enum RunError {
     Control(PathBuf, std::io::Error),
     /// A dedicated NIC exists but the forwarder cannot serve it.
     NicUnusable(String),
+    /// The flow table does not fit in this box's memory.
+    Memory(Problem),
+    /// The tables could not be built.
+    Tables(PlanError),
 }
 
 /// The exit status of `netfw run` when its NICs cannot be used: the appliance falls back to
@@ -62,8 +71,9 @@ impl RunError {
     }
 }
 
-fn check_mtu(nic: &str) -> Result<(), RunError> {
-    let mtu: u32 = std::fs::read_to_string(format!("/sys/class/net/{nic}/mtu")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+/// Refuse a NIC whose frames the rings cannot carry, or whose MTU cannot be read.
+pub fn check_mtu(nic: &str) -> Result<(), RunError> {
+    let mtu = mtu(nic).map_err(|e| RunError::NicUnusable(e.to_string()))?;
     if mtu > MAX_MTU {
         return Err(RunError::NicUnusable(format!(
             "NIC {nic} has MTU {mtu}: netfw's rings carry standard Ethernet frames (MTU at most {MAX_MTU}); use ipvs mode for jumbo frames"
@@ -77,21 +87,18 @@ impl fmt::Display for RunError {
         match self {
             RunError::Config(e) => e.fmt(f),
             RunError::NotForwarderMode => write!(f, "the config's mode is \"ipvs\": netfw forwards only in \"forwarder\" mode; IPVS mode is programmed into the kernel by the appliance"),
+            RunError::NicRefs(p) => f.write_str(&one_line(p)),
             RunError::Nic(e) => e.fmt(f),
             RunError::Ring(e) => e.fmt(f),
             RunError::Control(p, e) => write!(f, "cannot open the control socket {}: {e}", p.display()),
             RunError::NicUnusable(m) => f.write_str(m),
+            RunError::Memory(p) => p.fmt(f),
+            RunError::Tables(e) => e.fmt(f),
         }
     }
 }
 
 impl std::error::Error for RunError {}
-
-struct Nic {
-    ring: PacketRing,
-    stack: ControlStack,
-    side: Side,
-}
 
 /// Options of `netfw run`.
 #[derive(Debug, Clone)]
@@ -105,8 +112,8 @@ pub struct RunOptions {
 fn seed() -> u64 {
     let mut b = [0u8; 8];
     if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        b = (t as u64 ^ u64::from(std::process::id())).to_le_bytes();
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        b = (u64::from(t) ^ u64::from(std::process::id())).to_le_bytes();
     }
     u64::from_le_bytes(b)
 }
@@ -126,12 +133,60 @@ fn install_signals() {
     }
 }
 
+/// The forwarder's running state.
+struct Running {
+    cfg: Config,
+    fwd: Forwarder,
+    nics: Vec<Nic<PacketRing>>,
+    reloading: Option<Reloading>,
+    seed: u64,
+}
+
+impl Running {
+    fn start_reload(&mut self, path: &std::path::Path) {
+        match &mut self.reloading {
+            Some(r) => r.again = true,
+            None => {
+                self.reloading = Some(Reloading::start(path.to_path_buf(), self.cfg.clone(), self.fwd.spec().clone(), self.seed));
+            }
+        }
+    }
+
+    /// A prepared reload is done: install it (or report why not) and answer who asked.
+    fn finish_reload(&mut self, path: &std::path::Path, now: Millis) {
+        let Some(result) = self.reloading.as_ref().and_then(Reloading::poll) else { return };
+        let Some(r) = self.reloading.take() else { return };
+        let answer = match result {
+            Ok(Prepared { cfg, plan }) => {
+                let spec = plan.spec().clone();
+                let t = Instant::now();
+                let done = self.fwd.install(plan, now);
+                for n in &mut self.nics {
+                    n.stack.configure(&spec);
+                }
+                let paused_us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.cfg = cfg;
+                NetfwAnswer::Reloaded { services: spec.services.len(), flows_kept: done.flows_kept, paused_us }
+            }
+            Err(problems) => NetfwAnswer::Refused { problems },
+        };
+        eprintln!("netfw: {}", answer.human());
+        for c in r.clients {
+            c.answer(&answer);
+        }
+        if r.again {
+            self.start_reload(path);
+        }
+    }
+}
+
 /// Run the forwarder until SIGTERM/SIGINT.
 pub fn run(opts: &RunOptions) -> Result<(), RunError> {
-    let (cfg, spec) = Config::load(&opts.config).map_err(RunError::Config)?;
+    let (mut cfg, spec) = Config::load(&opts.config).map_err(RunError::Config)?;
     if cfg.mode == Mode::Ipvs {
         return Err(RunError::NotForwarderMode);
     }
+    reload::resolve_nics(&mut cfg).map_err(RunError::NicRefs)?;
     let one_arm = cfg.one_arm();
     let start = Instant::now();
     let now = || Millis(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
@@ -139,6 +194,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
 
     check_mtu(&cfg.nics.vip_side)?;
     check_mtu(&cfg.nics.rs_side)?;
+    reload::check_memory(spec.flow_capacity, reload::memory_available()).map_err(RunError::Memory)?;
     let vip_mac = nic_mac(&cfg.nics.vip_side).map_err(RunError::Nic)?;
     let rs_mac = if one_arm { vip_mac } else { nic_mac(&cfg.nics.rs_side).map_err(RunError::Nic)? };
     let vip_ring = PacketRing::open(&cfg.nics.vip_side).map_err(RunError::Ring)?;
@@ -146,21 +202,20 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let control = Control::bind(&opts.control).map_err(|e| RunError::Control(opts.control.clone(), e))?;
     install_signals();
 
-    let mut fwd = Forwarder::new(spec.clone(), vip_mac, rs_mac, one_arm, seed, now());
-    let mut nics: Vec<Nic> = Vec::new();
+    let fwd = Forwarder::try_new(spec.clone(), vip_mac, rs_mac, one_arm, seed, now()).map_err(RunError::Tables)?;
+    let mut nics: Vec<Nic<PacketRing>> = Vec::new();
     nics.push(Nic {
-        ring: vip_ring,
+        port: vip_ring,
         stack: ControlStack::new(vip_mac, Roles { vips: true, dip: one_arm }, &spec, seed, now()),
         side: Side::Vip,
     });
     if let Some(r) = rs_ring {
         nics.push(Nic {
-            ring: r,
+            port: r,
             stack: ControlStack::new(rs_mac, Roles { vips: false, dip: true }, &spec, seed ^ 1, now()),
             side: Side::Rs,
         });
     }
-    let mut cfg = cfg;
     eprintln!(
         "netfw: forwarding ({}) vip_side={} ({}) rs_side={} ({}) DIP {}/{}; {} service(s); flow table {} flows, {} bytes/flow; control socket {}",
         if one_arm { "one-arm" } else { "two-arm" },
@@ -175,8 +230,9 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         fwd.flows().bytes_per_flow(),
         opts.control.display()
     );
+    let mut st = Running { cfg, fwd, nics, reloading: None, seed };
 
-    let mut pfds: Vec<libc::pollfd> = nics.iter().map(|n| libc::pollfd { fd: n.ring.fd(), events: libc::POLLIN, revents: 0 }).collect();
+    let mut pfds: Vec<libc::pollfd> = st.nics.iter().map(|n| libc::pollfd { fd: n.port.fd(), events: libc::POLLIN, revents: 0 }).collect();
     pfds.push(libc::pollfd { fd: control.fd(), events: libc::POLLIN, revents: 0 });
     let nfds = libc::nfds_t::try_from(pfds.len()).unwrap_or(0);
 
@@ -185,117 +241,46 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         // SAFETY: `pfds` is a live array of `nfds` pollfd structs.
         unsafe { libc::poll(pfds.as_mut_ptr(), nfds, 5) };
         let t = now();
-
-        for i in 0..nics.len() {
-            let (rx_nic, mut tx_ring) = split(&mut nics, i);
-            let Nic { ring, stack, side } = rx_nic;
-            let side = *side;
-            let rx = &mut ring.rx;
-            let own_tx = &mut ring.tx;
-            rx.poll(64, |frame| {
-                if frame.vlan_tagged {
-                    fwd.count_drop(DropReason::VlanTagged);
-                    return;
-                }
-                if frame.truncated {
-                    fwd.count_drop(DropReason::Oversize);
-                    return;
-                }
-                if frame.csum_not_ready {
-                    csum::complete_l4_checksum(frame.data);
-                }
-                match fwd.process(side, frame.data, t) {
-                    Verdict::Forward => {
-                        let tx: &mut TxRing = match tx_ring.as_deref_mut() {
-                            Some(other) => other,
-                            None => own_tx,
-                        };
-                        if !tx.send(frame.data) {
-                            fwd.count_drop(DropReason::TxRingFull);
-                        }
-                    }
-                    Verdict::Control => {
-                        if !stack.push_rx(frame.data) {
-                            fwd.count_drop(DropReason::ControlQueueFull);
-                        }
-                    }
-                    Verdict::Held | Verdict::Drop(_) => {}
-                }
-            });
-        }
-
-        let rs_i = nics.len() - 1;
-        {
-            let tx = &mut nics[rs_i].ring.tx;
-            fwd.drain_released(|f| {
-                tx.send(f);
-            });
-        }
-        fwd.poll_timers(t, |side, f| {
-            let i = if side == Side::Rs { rs_i } else { 0 };
-            nics[i].ring.tx.send(f);
-        });
-        for n in &mut nics {
-            let tx = &mut n.ring.tx;
-            n.stack.poll(t, |f| {
-                tx.send(f);
-            });
-            n.ring.tx.flush();
-        }
-
+        pump::turn(&mut st.nics, &mut st.fwd, t);
         if t >= next_stats {
             next_stats = t.plus(1_000);
-            for n in &nics {
-                fwd.count_drops(DropReason::RxRingOverflow, n.ring.take_kernel_drops());
+            pump::kernel_drops(&mut st.nics, &mut st.fwd);
+        }
+        while let Some((client, req)) = control.accept() {
+            match req {
+                Ok(NetfwRequest::Status) => {
+                    let s = status::collect(&st.fwd, &st.cfg.nics.vip_side, &st.cfg.nics.rs_side, now());
+                    client.answer(&NetfwAnswer::Status { status: Box::new(s) });
+                }
+                Ok(NetfwRequest::Reload) => {
+                    st.start_reload(&opts.config);
+                    if let Some(r) = st.reloading.as_mut() {
+                        r.clients.push(client);
+                    }
+                }
+                Err(e) => client.answer(&NetfwAnswer::Error { message: e.to_string() }),
             }
         }
-
-        control.serve(|req| match req {
-            Request::Status => Status::collect(&fwd, &cfg.nics.vip_side, &cfg.nics.rs_side, now()).render(),
-            Request::StatusJson => {
-                serde_json::to_string_pretty(&Status::collect(&fwd, &cfg.nics.vip_side, &cfg.nics.rs_side, now())).unwrap_or_default()
-                    + "\n"
-            }
-            Request::Reload => reload(&opts.config, &mut cfg, &mut fwd, &mut nics, now()),
-        });
         if RELOAD.swap(false, Ordering::Relaxed) {
-            let msg = reload(&opts.config, &mut cfg, &mut fwd, &mut nics, now());
-            eprint!("netfw: SIGHUP: {msg}");
+            eprintln!("netfw: SIGHUP: reloading {}", opts.config.display());
+            st.start_reload(&opts.config);
         }
+        st.finish_reload(&opts.config, now());
     }
     eprintln!("netfw: stopping");
     let _ = std::fs::remove_file(&opts.control);
     Ok(())
 }
 
-/// The NIC at `i` and, if there is one, the other NIC's transmit ring (where forwarded frames
-/// go when `i` is the VIP-facing NIC of a two-arm layout).
-fn split(nics: &mut [Nic], i: usize) -> (&mut Nic, Option<&mut TxRing>) {
-    let (a, b) = nics.split_at_mut(i);
-    let (me, rest) = b.split_first_mut().expect("index in range");
-    let other = if me.side == Side::Vip { rest.first_mut().map(|n| &mut n.ring.tx) } else { None };
-    let _ = a;
-    (me, other)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Re-read and apply the config. An invalid config changes nothing.
-fn reload(path: &Path, cfg: &mut Config, fwd: &mut Forwarder, nics: &mut [Nic], now: Millis) -> String {
-    match Config::load(path) {
-        Err(e) => format!("reload refused, the running config stays in force: {e}\n"),
-        Ok((new, _)) if new.mode == Mode::Ipvs => {
-            "reload refused, the running config stays in force: the new config's mode is \"ipvs\"; switching modes is the appliance's job\n"
-                .into()
-        }
-        Ok((new, _)) if new.nics != cfg.nics => {
-            "reload refused, the running config stays in force: NIC roles changed; restart netfw to move to other NICs\n".into()
-        }
-        Ok((new, spec)) => {
-            fwd.apply(spec.clone(), now);
-            for n in nics.iter_mut() {
-                n.stack.configure(&spec);
-            }
-            *cfg = new;
-            format!("reloaded: {} service(s), {} flow(s) kept\n", spec.services.len(), fwd.flows().len())
-        }
+    #[test]
+    fn a_nic_whose_mtu_cannot_be_read_is_refused_not_taken_as_zero() {
+        let e = check_mtu("no-such-nic0").unwrap_err();
+        assert!(e.nics_unusable());
+        assert!(e.to_string().contains("cannot read the MTU of NIC \"no-such-nic0\""), "{e}");
+        check_mtu("lo").unwrap_err(); // lo's MTU is 65536: more than the rings carry
     }
 }

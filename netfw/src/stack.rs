@@ -12,9 +12,9 @@ use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 
-use crate::model::DataPlaneSpec;
-use crate::time::Millis;
-use crate::wire::Mac;
+use netfw_core::model::DataPlaneSpec;
+use netfw_core::time::Millis;
+use netfw_core::wire::Mac;
 
 /// Largest frame the control path handles.
 pub const CONTROL_MTU: usize = 1514;

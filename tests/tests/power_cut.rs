@@ -19,9 +19,9 @@ fn with_weight(lab: &Lab, w: u16) -> String {
 /// rs1's weight in the config the disk holds (read offline, as the box will read it).
 fn weight_on_disk(lab: &Lab) -> u64 {
     let text = lab.read_vm_config().unwrap_or_else(|e| panic!("no readable config after the cut: {e}"));
-    let cfg = netfw::config::Config::parse(&text).unwrap_or_else(|e| panic!("broken config after the cut: {e}\n{text}"));
+    let cfg = director_config::Config::parse(&text).unwrap_or_else(|e| panic!("broken config after the cut: {e}\n{text}"));
     cfg.validate().unwrap_or_else(|e| panic!("invalid config after the cut: {e}"));
-    cfg.services[0].real_servers[0].weight as u64
+    u64::try_from(cfg.services[0].real_servers[0].weight).unwrap_or_else(|_| panic!("a negative weight was saved: {text}"))
 }
 
 /// rs1's weight as the running box reports it.

@@ -10,6 +10,10 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
+use director_config::{ipvsadm, Config, ConfigError};
+use director_messages::init::{InitAnswer, InitRequest, Step};
+use director_messages::Problem;
+
 use crate::auth::{self, LoginLimit, Session, Sessions};
 use crate::http::{Request, Response};
 use crate::secrets::{self, Secrets};
@@ -207,40 +211,46 @@ impl App {
         Response::json(200, &json!({ "message": "password changed: log in again" }))
     }
 
-    fn current_config(&self) -> Result<netfw::config::Config, Response> {
-        let text = control::request(&self.control, "config").map_err(|e| Response::error(502, &e, None))?;
-        if text.trim().is_empty() {
-            return Err(Response::error(404, "there is no valid config yet: save one", None));
+    /// Ask the init; a 502 if it cannot be reached.
+    fn ask(&self, r: &InitRequest) -> Result<InitAnswer, Response> {
+        control::request(&self.control, r).map_err(|e| Response::error(502, &format!("the init's control socket: {e}"), None))
+    }
+
+    fn current_config(&self) -> Result<Config, Response> {
+        match self.ask(&InitRequest::Config)? {
+            InitAnswer::Config { document: Some(text) } => Config::parse(&text).map_err(|e| Response::error(500, &e.to_string(), None)),
+            InitAnswer::Config { document: None } => Err(Response::error(404, "there is no valid config yet: save one", None)),
+            other => Err(Response::error(502, &format!("unexpected answer from the init: {}", other.human()), None)),
         }
-        netfw::config::Config::parse(&text).map_err(|e| Response::error(500, &e.to_string(), None))
     }
 
     fn put_config(&self, req: &Request) -> Response {
-        let cfg: netfw::config::Config = match body(req) {
+        let cfg: Config = match body(req) {
             Ok(c) => c,
             Err(r) => return r,
         };
-        if let Err(netfw::config::ConfigError::Invalid(errs)) = cfg.validate() {
-            let fields: Vec<_> = errs.iter().map(|e| json!({ "field": e.field, "message": e.message })).collect();
-            let first = errs.first().map(|e| e.field.clone()).unwrap_or_default();
-            let msg = errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-            return Response::json(400, &json!({ "error": msg, "field": first, "fields": fields }));
+        if let Err(ConfigError::Invalid(errs)) = cfg.validate() {
+            let problems: Vec<Problem> = errs.into_iter().map(Problem::from).collect();
+            return refused(400, None, &problems);
         }
-        // One line for the control socket, as the operator wrote it (fields and order kept).
-        let line = match serde_json::from_slice::<serde_json::Value>(&req.body) {
-            Ok(v) => v.to_string(),
-            Err(e) => return Response::error(400, &e.to_string(), None),
-        };
-        match control::act(&self.control, &format!("apply-config {line}")) {
-            Ok(m) => Response::json(200, &json!({ "message": m })),
-            Err(e) => Response::error(409, &e, e.split(':').next().filter(|f| f.contains('.') || f.starts_with("nics"))),
+        // As the operator wrote it (fields and order kept).
+        let document = String::from_utf8_lossy(&req.body).into_owned();
+        match self.ask(&InitRequest::ApplyConfig { document }) {
+            Ok(InitAnswer::Applied { applied }) => Response::json(200, &json!({ "message": applied.message, "mode": applied.mode })),
+            Ok(InitAnswer::Refused { failure }) => {
+                refused(if failure.step == Step::Validate { 400 } else { 409 }, Some(failure.step), &failure.problems)
+            }
+            Ok(other) => Response::error(502, &other.human(), None),
+            Err(r) => r,
         }
     }
 
-    fn act(&self, what: &str) -> Response {
-        match control::act(&self.control, what) {
-            Ok(m) => Response::json(200, &json!({ "message": m })),
-            Err(e) => Response::error(409, &e, None),
+    fn act(&self, what: InitRequest) -> Response {
+        match self.ask(&what) {
+            Ok(InitAnswer::Done { message }) => Response::json(200, &json!({ "message": message })),
+            Ok(InitAnswer::Error { message }) => Response::error(409, &message, None),
+            Ok(other) => Response::error(502, &other.human(), None),
+            Err(r) => r,
         }
     }
 
@@ -295,26 +305,25 @@ impl App {
                 Response::json(200, &json!({ "message": "logged out" }))
                     .with("Set-Cookie", "sid=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0")
             }
-            ("GET", "/api/status") => match control::request(&self.control, "status-json") {
-                Ok(s) => Response::ok("application/json", s),
-                Err(e) => Response::error(502, &e, None),
+            ("GET", "/api/status") => match self.ask(&InitRequest::Status) {
+                Ok(InitAnswer::Status { status }) => Response::json(200, &serde_json::to_value(status).unwrap_or_default()),
+                Ok(other) => Response::error(502, &other.human(), None),
+                Err(r) => r,
             },
             ("GET", "/api/config") => match self.current_config() {
                 Ok(c) => Response::json(200, &serde_json::to_value(c).unwrap_or_default()),
                 Err(r) => r,
             },
             ("PUT", "/api/config") => self.put_config(req),
-            ("POST", "/api/config/confirm") => self.act("confirm"),
+            ("POST", "/api/config/confirm") => self.act(InitRequest::Confirm),
             ("GET", "/api/config/export") => match self.current_config() {
-                Ok(c) if req.param("format") == Some("ipvsadm") => {
-                    Response::ok("text/plain; charset=utf-8", netfw::ipvs::ipvsadm::export(&c.services))
-                        .with("Content-Disposition", "attachment; filename=\"ipvsadm.rules\"")
-                }
+                Ok(c) if req.param("format") == Some("ipvsadm") => Response::ok("text/plain; charset=utf-8", ipvsadm::export(&c.services))
+                    .with("Content-Disposition", "attachment; filename=\"ipvsadm.rules\""),
                 Ok(c) => Response::json(200, &serde_json::to_value(c).unwrap_or_default())
                     .with("Content-Disposition", "attachment; filename=\"director.json\""),
                 Err(r) => r,
             },
-            ("POST", "/api/config/import-ipvsadm") => match netfw::ipvs::ipvsadm::import(&String::from_utf8_lossy(&req.body)) {
+            ("POST", "/api/config/import-ipvsadm") => match ipvsadm::import(&String::from_utf8_lossy(&req.body)) {
                 Ok(services) => Response::json(200, &json!({ "services": services })),
                 Err(e) => Response::error(400, &e.to_string(), None),
             },
@@ -323,11 +332,27 @@ impl App {
                 Err(r) => r,
             },
             ("POST", "/api/password") => self.password(req),
-            ("POST", "/api/reboot") => self.act("reboot"),
-            ("POST", "/api/poweroff") => self.act("poweroff"),
+            ("POST", "/api/reboot") => self.act(InitRequest::Reboot),
+            ("POST", "/api/poweroff") => self.act(InitRequest::Poweroff),
             _ => Response::error(404, "no such API", None),
         }
     }
+}
+
+/// A refused config: the first problem's field as `field`, all of them as `fields`, and the
+/// step that refused it (none: web-config's own validation).
+fn refused(status: u16, step: Option<Step>, problems: &[Problem]) -> Response {
+    let fields: Vec<_> = problems.iter().map(|p| json!({ "field": p.field, "message": p.message })).collect();
+    let first = problems.iter().find_map(|p| p.field.clone());
+    let msg = director_messages::one_line(problems);
+    let mut v = json!({ "error": msg, "field": first, "fields": fields });
+    if let Some(s) = step {
+        v["step"] = s.name().into();
+        v["error"] =
+            format!("config NOT applied ({} failed): {msg}; the running config stays in force and the saved one is unchanged", s.name())
+                .into();
+    }
+    Response::json(status, &v)
 }
 
 #[cfg(test)]

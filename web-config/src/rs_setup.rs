@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use netfw::config::Config;
+use director_config::{Config, Forwarding};
 use serde::Serialize;
 
 /// One real server's instructions.
@@ -14,8 +14,8 @@ use serde::Serialize;
 pub struct Setup {
     /// RIP.
     pub address: String,
-    /// "dr", "tun" or "nat".
-    pub forwarding: String,
+    /// How the director reaches it.
+    pub forwarding: Forwarding,
     /// The VIPs it serves.
     pub vips: Vec<String>,
     /// Shell commands, ready to copy.
@@ -26,11 +26,11 @@ const ARP: &str = "net.ipv4.conf.all.arp_ignore = 1\nnet.ipv4.conf.all.arp_annou
 
 /// Instructions for every real server of the config.
 pub fn for_config(cfg: &Config) -> Vec<Setup> {
-    let mut by_rs: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut by_rs: BTreeMap<(String, Forwarding), Vec<String>> = BTreeMap::new();
     for s in &cfg.services {
-        let fwd = s.forwarding.clone().unwrap_or_else(|| "dr".into());
+        let fwd = s.forwarding.unwrap_or_default();
         for r in &s.real_servers {
-            let vips = by_rs.entry((r.address.clone(), fwd.clone())).or_default();
+            let vips = by_rs.entry((r.address.clone(), fwd)).or_default();
             if !vips.contains(&s.vip) {
                 vips.push(s.vip.clone());
             }
@@ -41,12 +41,12 @@ pub fn for_config(cfg: &Config) -> Vec<Setup> {
         .into_iter()
         .map(|((address, forwarding), vips)| {
             let mut c = String::new();
-            match forwarding.as_str() {
-                "nat" => {
+            match forwarding {
+                Forwarding::Nat => {
                     c.push_str(&format!("# NAT: replies must return through the director: its DIP is this server's gateway\nip route replace default via {dip}\n"));
                 }
                 method => {
-                    let tun = method == "tun";
+                    let tun = method == Forwarding::Tun;
                     c.push_str("# never answer ARP for the VIP, never announce it (kept across reboots)\n");
                     c.push_str("cat > /etc/sysctl.d/90-lvs-real-server.conf <<'EOF'\n");
                     c.push_str(ARP);
@@ -99,7 +99,7 @@ mod tests {
         }
         assert_eq!(c.matches("ip addr add").count(), 1, "one VIP, once, although two services use it");
         for s in &mut cfg.services {
-            s.forwarding = Some("tun".into());
+            s.forwarding = Some(Forwarding::Tun);
         }
         let tun = for_config(&cfg);
         let c = &tun[0].commands;

@@ -1,6 +1,6 @@
 //! What web-config keeps on the config partition: the password hash (argon2id PHC string) and
 //! the TLS certificate and key, as one JSON document in `web.slots` (two checksummed slots,
-//! `netfw::store`): a power cut during a save leaves the old or the new document.
+//! `director_config::store`): a power cut during a save leaves the old or the new document.
 
 use std::path::{Path, PathBuf};
 
@@ -27,7 +27,7 @@ pub fn path(state: &Path) -> PathBuf {
 
 /// Load (an empty document if none was saved yet).
 pub fn load(state: &Path) -> Result<Secrets, String> {
-    match netfw::store::load(&path(state)).map_err(|e| e.to_string())? {
+    match director_config::store::load(&path(state)).map_err(|e| e.to_string())? {
         Some((_, body)) => serde_json::from_slice(&body).map_err(|e| format!("{}: {e}", path(state).display())),
         None => Ok(Secrets::default()),
     }
@@ -36,5 +36,5 @@ pub fn load(state: &Path) -> Result<Secrets, String> {
 /// Save power-loss safe.
 pub fn save(state: &Path, s: &Secrets) -> Result<(), String> {
     let body = serde_json::to_vec(s).map_err(|e| e.to_string())?;
-    netfw::store::save(&path(state), &body).map(|_| ()).map_err(|e| e.to_string())
+    director_config::store::save(&path(state), &body).map(|_| ()).map_err(|e| e.to_string())
 }

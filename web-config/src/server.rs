@@ -96,18 +96,28 @@ fn listen_on_nic(nic: &str, port: u16) -> Result<TcpListener, String> {
     unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&raw const one).cast(), 4) };
     let dev = nic.as_bytes();
     // SAFETY: `dev` points to `len` bytes of the interface name.
-    let r = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, dev.as_ptr().cast(), dev.len() as libc::socklen_t) };
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            dev.as_ptr().cast(),
+            libc::socklen_t::try_from(dev.len()).unwrap_or(0),
+        )
+    };
     if r != 0 {
         return Err(what(std::io::Error::last_os_error()));
     }
     let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_family: libc::sa_family_t::try_from(libc::AF_INET).unwrap_or_default(),
         sin_port: port.to_be(),
         sin_addr: libc::in_addr { s_addr: 0 },
         sin_zero: [0; 8],
     };
     // SAFETY: `addr` is a valid sockaddr_in of the given size.
-    let r = unsafe { libc::bind(fd, (&raw const addr).cast(), std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t) };
+    let r = unsafe {
+        libc::bind(fd, (&raw const addr).cast(), libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_in>()).unwrap_or(0))
+    };
     if r != 0 {
         return Err(what(std::io::Error::last_os_error()));
     }

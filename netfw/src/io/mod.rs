@@ -1,11 +1,67 @@
-//! NIC I/O for the forwarder: AF_PACKET sockets with PACKET_MMAP rings.
+//! NIC I/O for the forwarder, behind two small traits so the poll loop does not care which
+//! backend moves the frames (and tests can drive it with frames in memory).
 //!
-//! Receive uses a TPACKET_V3 block ring (the kernel fills whole blocks, we walk them in place);
-//! transmit uses a frame ring flushed with one `sendto` per batch, with PACKET_QDISC_BYPASS.
+//! - `Port`: one NIC: a receive half, a transmit half, and the kernel's drop counter.
+//! - `ring`: AF_PACKET sockets with PACKET_MMAP rings (TPACKET_V3 receive blocks walked in
+//!   place, a transmit frame ring flushed with one `sendto` per batch, PACKET_QDISC_BYPASS).
+//! - `nic`: facts about a NIC by name (index, MAC, MTU).
+//!
 //! No syscall and no allocation per packet.
 
 pub mod nic;
 pub mod ring;
 
+use std::os::fd::RawFd;
+
 pub use nic::{nic_mac, NicError};
-pub use ring::{PacketRing, RingError, RxFrame, TxRing};
+pub use ring::{PacketRing, RingError, RxRing, TxRing};
+
+/// A received frame, as the backend left it in its ring.
+#[derive(Debug)]
+pub struct RxFrame<'a> {
+    /// The bytes, from the Ethernet header on (writable: the forwarder rewrites MACs in place).
+    pub data: &'a mut [u8],
+    /// The kernel stripped an 802.1Q tag into metadata.
+    pub vlan_tagged: bool,
+    /// The L4 checksum is not computed yet (from a local stack over a virtual NIC).
+    pub csum_not_ready: bool,
+    /// The frame was longer than the ring slot and is cut short (e.g. a GSO super-packet).
+    pub truncated: bool,
+}
+
+/// What a flush did not get out.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    /// Frames the kernel dropped (its queue was full, or it refused the frame).
+    pub dropped: u64,
+    /// The flush failed for another reason; the frames stay queued and are retried.
+    pub failed: Option<std::io::Error>,
+}
+
+/// The receive half of a NIC.
+pub trait Receive {
+    /// Hand every waiting frame (up to `budget` batches) to `f`; returns how many frames.
+    fn receive(&mut self, budget: usize, f: impl FnMut(RxFrame<'_>)) -> usize;
+}
+
+/// The transmit half of a NIC.
+pub trait Transmit {
+    /// Queue a frame; false if it cannot be queued (ring full, frame too long).
+    fn send(&mut self, frame: &[u8]) -> bool;
+    /// Hand everything queued to the NIC (one syscall per batch).
+    fn flush(&mut self) -> Flushed;
+}
+
+/// One dedicated NIC.
+pub trait Port {
+    /// Receive half.
+    type Rx: Receive;
+    /// Transmit half.
+    type Tx: Transmit;
+    /// Both halves at once (a frame received here may be sent back out here).
+    fn halves(&mut self) -> (&mut Self::Rx, &mut Self::Tx);
+    /// The descriptor to poll(2) for received frames.
+    fn fd(&self) -> RawFd;
+    /// Frames the kernel dropped because the receive ring was full, since the last call.
+    fn kernel_drops(&mut self) -> std::io::Result<u64>;
+}

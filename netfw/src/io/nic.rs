@@ -1,4 +1,4 @@
-//! Facts about a NIC by name: index and MAC, read once at start.
+//! Facts about a NIC by name: index, MAC and MTU, read once at start.
 
 use std::ffi::CString;
 use std::fmt;
@@ -10,6 +10,8 @@ pub enum NicError {
     NotFound(String),
     /// Its MAC could not be read.
     NoMac(String, String),
+    /// Its MTU could not be read.
+    NoMtu(String, String),
 }
 
 impl fmt::Display for NicError {
@@ -17,6 +19,7 @@ impl fmt::Display for NicError {
         match self {
             NicError::NotFound(n) => write!(f, "NIC \"{n}\" does not exist (check nics.vip_side / nics.rs_side)"),
             NicError::NoMac(n, e) => write!(f, "cannot read the MAC address of NIC \"{n}\": {e}"),
+            NicError::NoMtu(n, e) => write!(f, "cannot read the MTU of NIC \"{n}\": {e}"),
         }
     }
 }
@@ -38,17 +41,10 @@ pub fn nic_mac(name: &str) -> Result<[u8; 6], NicError> {
     parse_mac(text.trim()).ok_or_else(|| NicError::NoMac(name.into(), format!("unexpected \"{}\"", text.trim())))
 }
 
-/// Parse "aa:bb:cc:dd:ee:ff".
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut out {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
+/// MTU of `name`, from sysfs.
+pub fn mtu(name: &str) -> Result<u32, NicError> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/mtu")).map_err(|e| NicError::NoMtu(name.into(), e.to_string()))?;
+    text.trim().parse().map_err(|_| NicError::NoMtu(name.into(), format!("unexpected \"{}\"", text.trim().escape_debug())))
 }
 
-/// Format a MAC.
-pub fn fmt_mac(m: &[u8; 6]) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
-}
+pub use director_config::nic::{fmt_mac, parse_mac};

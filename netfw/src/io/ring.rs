@@ -11,6 +11,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::nic::{ifindex, NicError};
+use super::{Flushed, Port, Receive, RxFrame, Transmit};
 
 const ETH_P_ALL: u16 = 0x0003;
 /// tpacket3_hdr is 48 bytes; TPACKET_ALIGN(48) = 48 is where a TX frame's data starts.
@@ -54,19 +55,6 @@ impl fmt::Display for RingError {
 
 impl std::error::Error for RingError {}
 
-/// A received frame, as the kernel left it in the ring.
-#[derive(Debug)]
-pub struct RxFrame<'a> {
-    /// The bytes, from the Ethernet header on (writable: the forwarder rewrites MACs in place).
-    pub data: &'a mut [u8],
-    /// The kernel stripped an 802.1Q tag into metadata (TP_STATUS_VLAN_VALID).
-    pub vlan_tagged: bool,
-    /// The L4 checksum is not computed yet (TP_STATUS_CSUMNOTREADY: from a local stack).
-    pub csum_not_ready: bool,
-    /// The frame was longer than the ring slot and is cut short (e.g. a GSO super-packet).
-    pub truncated: bool,
-}
-
 /// The receive half.
 #[derive(Debug)]
 pub struct RxRing {
@@ -84,6 +72,8 @@ pub struct TxRing {
     frame_nr: usize,
     cur: usize,
     pending: usize,
+    /// Frames the kernel marked TP_STATUS_WRONG_FORMAT (refused) since the last flush.
+    refused: u64,
     fd: RawFd,
 }
 
@@ -211,7 +201,7 @@ impl PacketRing {
 
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_family = u16::try_from(libc::AF_PACKET).unwrap_or_default();
         sll.sll_protocol = ETH_P_ALL.to_be();
         sll.sll_ifindex = index;
         let sl = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>()).unwrap_or(0);
@@ -231,6 +221,7 @@ impl PacketRing {
                 frame_nr: (TX_BLOCK_SIZE / TX_FRAME_SIZE * TX_BLOCK_NR) as usize,
                 cur: 0,
                 pending: 0,
+                refused: 0,
                 fd: raw,
             },
             fd,
@@ -247,7 +238,7 @@ impl PacketRing {
 
     /// Frames the kernel dropped because the receive ring was full, since the last call
     /// (PACKET_STATISTICS resets on read). One syscall: call it on a timer, not per packet.
-    pub fn take_kernel_drops(&self) -> u64 {
+    pub fn take_kernel_drops(&self) -> std::io::Result<u64> {
         let mut st = libc::tpacket_stats_v3 { tp_packets: 0, tp_drops: 0, tp_freeze_q_cnt: 0 };
         let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::tpacket_stats_v3>()).unwrap_or(0);
         // SAFETY: `st` is a valid tpacket_stats_v3 of `len` bytes for the kernel to fill.
@@ -255,10 +246,24 @@ impl PacketRing {
             libc::getsockopt(self.fd(), libc::SOL_PACKET, 6 /* PACKET_STATISTICS */, std::ptr::from_mut(&mut st).cast(), &mut len)
         };
         if r == 0 {
-            u64::from(st.tp_drops)
+            Ok(u64::from(st.tp_drops))
         } else {
-            0
+            Err(std::io::Error::last_os_error())
         }
+    }
+}
+
+impl Port for PacketRing {
+    type Rx = RxRing;
+    type Tx = TxRing;
+    fn halves(&mut self) -> (&mut RxRing, &mut TxRing) {
+        (&mut self.rx, &mut self.tx)
+    }
+    fn fd(&self) -> RawFd {
+        PacketRing::fd(self)
+    }
+    fn kernel_drops(&mut self) -> std::io::Result<u64> {
+        self.take_kernel_drops()
     }
 }
 
@@ -269,10 +274,10 @@ impl Drop for PacketRing {
     }
 }
 
-impl RxRing {
+impl Receive for RxRing {
     /// Hand every frame of every ready block to `f`, then give the blocks back. Returns the
     /// number of frames. At most `max_blocks` blocks per call, so transmit gets its turn.
-    pub fn poll(&mut self, max_blocks: usize, mut f: impl FnMut(RxFrame<'_>)) -> usize {
+    fn receive(&mut self, max_blocks: usize, mut f: impl FnMut(RxFrame<'_>)) -> usize {
         let mut frames = 0;
         for _ in 0..max_blocks {
             let off = self.cur * self.block_size;
@@ -309,7 +314,7 @@ fn walk_block(block: &mut [u8], f: &mut impl FnMut(RxFrame<'_>)) -> usize {
         let pkttype = block[h + TPACKET3_HDR_LEN + 10];
         if pkttype != PACKET_OUTGOING {
             if let Some(data) = block.get_mut(h + mac..h + mac + snaplen) {
-                let st = st as u32;
+                let st = u32::try_from(st).unwrap_or(0);
                 f(RxFrame {
                     data,
                     vlan_tagged: st & libc::TP_STATUS_VLAN_VALID != 0,
@@ -327,23 +332,33 @@ fn walk_block(block: &mut [u8], f: &mut impl FnMut(RxFrame<'_>)) -> usize {
     frames
 }
 
-impl TxRing {
+/// How often a flush retries after the kernel dropped a frame for a full NIC queue.
+const FLUSH_RETRIES: usize = 8;
+
+impl Transmit for TxRing {
     /// Queue a frame. Returns false when the ring is full (after one flush) or the frame is too
     /// long for a slot.
-    pub fn send(&mut self, frame: &[u8]) -> bool {
+    fn send(&mut self, frame: &[u8]) -> bool {
         if frame.len() > self.frame_size - TX_DATA_OFFSET {
             return false;
         }
         if !self.slot_free() {
-            self.flush();
+            let f = self.flush();
+            self.refused += f.dropped;
             if !self.slot_free() {
                 return false;
             }
         }
         let off = self.cur * self.frame_size;
+        // SAFETY: tp_status at +20 of a slot start, 4-byte aligned, inside the mapping.
+        if unsafe { status_at(self.base, off + 20) }.load(Ordering::Acquire) & libc::TP_STATUS_WRONG_FORMAT != 0 {
+            // The kernel refused the frame that was here: it never went out.
+            self.refused += 1;
+        }
         {
-            // SAFETY: the slot is inside the tx mapping and free (status AVAILABLE), so the
-            // kernel does not touch it until we set SEND_REQUEST; no other reference exists.
+            // SAFETY: the slot is inside the tx mapping and free (status AVAILABLE or
+            // WRONG_FORMAT), so the kernel does not touch it until we set SEND_REQUEST; no
+            // other reference exists.
             let slot = unsafe { region(self.base, off, self.frame_size) };
             slot[TX_DATA_OFFSET..TX_DATA_OFFSET + frame.len()].copy_from_slice(frame);
             slot[0..4].copy_from_slice(&0u32.to_ne_bytes()); // tp_next_offset
@@ -357,19 +372,39 @@ impl TxRing {
         true
     }
 
+    /// Kick the kernel to send every queued frame: one syscall per batch. With
+    /// PACKET_QDISC_BYPASS a full NIC queue makes the kernel drop the frame it was sending and
+    /// fail with ENOBUFS: that frame is counted and the rest is sent by retrying.
+    fn flush(&mut self) -> Flushed {
+        let mut out = Flushed { dropped: std::mem::take(&mut self.refused), failed: None };
+        if self.pending == 0 {
+            return out;
+        }
+        for _ in 0..FLUSH_RETRIES {
+            // SAFETY: sendto with no buffer on a packet socket with a TX ring sends the ring.
+            let r = unsafe { libc::sendto(self.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
+            if r >= 0 {
+                self.pending = 0;
+                return out;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENOBUFS) => out.dropped += 1,
+                Some(libc::EAGAIN | libc::EINTR) => {}
+                _ => {
+                    out.failed = Some(e);
+                    return out;
+                }
+            }
+        }
+        out
+    }
+}
+
+impl TxRing {
     fn slot_free(&self) -> bool {
         // SAFETY: tp_status of the current slot, inside the mapping and aligned.
         let st = unsafe { status_at(self.base, self.cur * self.frame_size + 20) }.load(Ordering::Acquire);
         st == libc::TP_STATUS_AVAILABLE || st & libc::TP_STATUS_WRONG_FORMAT != 0
-    }
-
-    /// Kick the kernel to send every queued frame: one syscall per batch.
-    pub fn flush(&mut self) {
-        if self.pending == 0 {
-            return;
-        }
-        // SAFETY: sendto with no buffer on a packet socket with a TX ring sends the ring.
-        unsafe { libc::sendto(self.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
-        self.pending = 0;
     }
 }

@@ -90,15 +90,16 @@ fn setup(cmdline: &str) -> Result<(String, u16), String> {
     // Seed 002, step 2: the kernel applies max(all, tunl0) as tunl0's reverse-path filter.
     sysctl("net.ipv4.conf.tunl0.rp_filter", "0");
     sysctl("net.ipv4.conf.all.rp_filter", "0");
-    use netfw::netconf;
+    use netfw_kernel::rtnl;
+    let e = |e: rtnl::RtnlError| e.to_string();
     for nic in ["lo", "eth0", "tunl0"] {
-        netconf::set_link_up(nic)?;
+        rtnl::set_link_up(nic).map_err(e)?;
     }
-    netconf::add_address("eth0", ip, len)?;
+    rtnl::add_address("eth0", ip, len).map_err(e)?;
     // Seed 002, step 3: the VIP on tunl0, /32.
-    netconf::add_address("tunl0", vip, 32)?;
+    rtnl::add_address("tunl0", vip, 32).map_err(e)?;
     // Replies go to the router, never back through the director.
-    netconf::set_default_route(gw)?;
+    rtnl::set_default_route(gw).map_err(e)?;
     say(&format!("{name}: RIP {ip}/{len} on eth0, VIP {vip}/32 on tunl0, gateway {gw}"));
     Ok((name, port))
 }

@@ -1,6 +1,11 @@
 //! labtool: the lab's hosts' programs. Real servers run `serve` (HTTP and UDP answering with
 //! their own name); the client runs `get`, `long` and `udp`; tests run `sniff` to see what
 //! crosses a NIC. Output is JSON for the tests to read.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "a lab tool: socket structures take constants and lengths known to fit"
+)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -1,0 +1,29 @@
+//! director-config: the one configuration document of the director, and everything about
+//! keeping it.
+//!
+//! - `document`: the JSON schema (version 1) as serde types.
+//! - `validate`: every rule, in the seeds' words, naming the field; the result is the data
+//!   plane's model (`netfw_core::model::DataPlaneSpec`).
+//! - `net`: IPv4 subnets and addresses as the document writes them.
+//! - `nic`: NIC references (an interface name or a MAC): one validator, one resolver.
+//! - `error`: why a document was not accepted.
+//! - `store`: the power-loss-safe two-slot store on the config partition.
+//! - `paths`: the one list of partition, directory and file names.
+//! - `ipvsadm`: `ipvsadm -S -n` rules in and out.
+//!
+//! Used by the init, netfw, the web page and the image builder; none of them parses the
+//! document its own way.
+
+pub mod document;
+pub mod error;
+pub mod ipvsadm;
+pub mod net;
+pub mod nic;
+pub mod paths;
+pub mod store;
+pub mod validate;
+
+pub use document::{Config, Management, Mode, Nics, RealServerDoc, ServiceDoc, TimeoutsDoc};
+pub use error::{ConfigError, FieldError};
+pub use net::{parse_cidr, Subnet};
+pub use netfw_core::model::Forwarding;

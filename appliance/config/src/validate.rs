@@ -1,0 +1,451 @@
+//! Every rule of the document, in the seeds' words, each problem naming its field: every RIP
+//! inside the DIP's subnet (DR rewrites only the MAC, so real servers share the director's L2
+//! segment), the VIP distinct from the DIP and every RIP, no duplicate services or real
+//! servers, ports 1–65535, weights 0–65535, known scheduler and protocol, NIC references that
+//! are names or MACs. Every problem is reported at once. Validation never panics, whatever the
+//! document holds (a property test feeds it damaged documents).
+
+use std::net::Ipv4Addr;
+
+use netfw_core::model::{DataPlaneSpec, Forwarding, Protocol, RealServerSpec, SchedKind, ServiceSpec, Timeouts};
+
+use crate::document::{Config, Mode, DEFAULT_FLOW_CAPACITY, MAX_FLOW_CAPACITY, MAX_REAL_SERVERS, MAX_SERVICES, MAX_VIPS, SCHEMA_VERSION};
+use crate::error::{ConfigError, FieldError};
+use crate::net::{parse_cidr, parse_unicast, Subnet};
+use crate::nic::NicRef;
+
+/// Problems found so far.
+#[derive(Default)]
+struct Problems(Vec<FieldError>);
+
+impl Problems {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+}
+
+fn hostname_ok(h: &str) -> bool {
+    !h.is_empty() && h.len() <= 63 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+impl Config {
+    /// Check every rule; on success, the data plane's view of this config.
+    pub fn validate(&self) -> Result<DataPlaneSpec, ConfigError> {
+        let mut p = Problems::default();
+
+        if self.version != SCHEMA_VERSION {
+            p.add("version", format!("version {} is not supported; this build reads version {SCHEMA_VERSION}", self.version));
+        }
+        let vip_side = NicRef::parse(&self.nics.vip_side).map_err(|m| p.add("nics.vip_side", m)).ok();
+        let rs_side = NicRef::parse(&self.nics.rs_side).map_err(|m| p.add("nics.rs_side", m)).ok();
+        let dip = match parse_cidr(&self.dip) {
+            Ok(d) => {
+                if d.addr() == d.network() || d.addr() == d.broadcast() {
+                    p.add("dip", format!("{} is the network or broadcast address of {d}", d.addr()));
+                }
+                if let Err(m) = parse_unicast(&d.addr().to_string()) {
+                    p.add("dip", m);
+                }
+                Some(d)
+            }
+            Err(m) => {
+                p.add("dip", m);
+                None
+            }
+        };
+        if let Some(m) = &self.management {
+            match NicRef::parse(&m.nic) {
+                Ok(r) if Some(&r) == vip_side.as_ref() || Some(&r) == rs_side.as_ref() => {
+                    p.add("management.nic", format!("{r} is a dedicated forwarding NIC; management needs its own NIC"));
+                }
+                Ok(_) => {}
+                Err(e) => p.add("management.nic", e),
+            }
+            let net = m.address.as_deref().and_then(|a| parse_cidr(a).map_err(|e| p.add("management.address", e)).ok());
+            if let Some(g) = &m.gateway {
+                match parse_unicast(g) {
+                    Ok(ip) if net.is_some_and(|n| !n.contains(ip)) => {
+                        p.add("management.gateway", format!("{ip} is outside the management subnet"));
+                    }
+                    Ok(_) => {}
+                    Err(e) => p.add("management.gateway", e),
+                }
+            }
+        }
+        if let Some(h) = self.hostname.as_deref().filter(|h| !hostname_ok(h)) {
+            p.add("hostname", format!("\"{}\" is not a host name (letters, digits and '-', at most 63)", h.escape_debug()));
+        }
+        let vip_prefix = self.vip_prefix_len.unwrap_or(24);
+        let vip_prefix_ok = (1..=32).contains(&vip_prefix);
+        if !vip_prefix_ok {
+            p.add("vip_prefix_len", format!("{vip_prefix} must be 1 to 32"));
+        }
+        let capacity = self.flow_capacity.unwrap_or(DEFAULT_FLOW_CAPACITY);
+        if !(1..=MAX_FLOW_CAPACITY).contains(&capacity) {
+            p.add("flow_capacity", format!("{capacity} must be 1 to {MAX_FLOW_CAPACITY}"));
+        }
+        let t = self.timeouts.unwrap_or_default();
+        for (name, v) in [
+            ("tcp_syn_s", t.tcp_syn_s),
+            ("tcp_established_s", t.tcp_established_s),
+            ("tcp_fin_s", t.tcp_fin_s),
+            ("tcp_close_s", t.tcp_close_s),
+            ("udp_s", t.udp_s),
+        ] {
+            if v == 0 {
+                p.add(format!("timeouts.{name}"), "a timeout of 0 would expire every flow at once; use at least 1");
+            }
+        }
+        let refresh = self.arp_refresh_s.unwrap_or(5);
+        if !(1..=3600).contains(&refresh) {
+            p.add("arp_refresh_s", format!("{refresh} must be 1 to 3600 seconds"));
+        }
+        if self.services.len() > MAX_SERVICES {
+            p.add("services", format!("{} services; at most {MAX_SERVICES}", self.services.len()));
+        }
+
+        let (services, vips) = self.services(&mut p, dip);
+        if vips.len() > MAX_VIPS {
+            p.add("services", format!("{} distinct VIPs; at most {MAX_VIPS}", vips.len()));
+        }
+        let gateway = self.gateway.as_deref().and_then(|g| match parse_unicast(g) {
+            Ok(ip) => {
+                let on_vip_side = vip_prefix_ok && vips.iter().any(|v| Subnet::new(*v, vip_prefix).is_some_and(|s| s.contains(ip)));
+                if vip_prefix_ok && !on_vip_side && !dip.is_some_and(|d| d.contains(ip)) {
+                    p.add(
+                        "gateway",
+                        format!("{ip} is on neither the DIP's subnet nor a VIP's /{vip_prefix} segment; the director could not reach it"),
+                    );
+                }
+                Some(ip)
+            }
+            Err(m) => {
+                p.add("gateway", m);
+                None
+            }
+        });
+
+        match dip {
+            Some(d) if p.0.is_empty() => Ok(DataPlaneSpec {
+                dip: d.addr(),
+                dip_prefix: d.prefix(),
+                vip_prefix,
+                gateway,
+                services,
+                flow_capacity: capacity,
+                timeouts: Timeouts {
+                    tcp_syn_s: t.tcp_syn_s,
+                    tcp_established_s: t.tcp_established_s,
+                    tcp_fin_s: t.tcp_fin_s,
+                    tcp_close_s: t.tcp_close_s,
+                    udp_s: t.udp_s,
+                },
+                arp_refresh_ms: u64::from(refresh) * 1000,
+            }),
+            _ => Err(ConfigError::Invalid(p.0)),
+        }
+    }
+
+    /// The services' rules; returns the valid services and the distinct VIPs.
+    fn services(&self, p: &mut Problems, dip: Option<Subnet>) -> (Vec<ServiceSpec>, Vec<Ipv4Addr>) {
+        let mut services: Vec<ServiceSpec> = Vec::new();
+        let mut all_rips: Vec<(String, Ipv4Addr)> = Vec::new();
+        let mut vips: Vec<Ipv4Addr> = Vec::new();
+        for (si, s) in self.services.iter().enumerate() {
+            let at = |f: &str| format!("services[{si}].{f}");
+            let vip = parse_unicast(&s.vip).map_err(|m| p.add(at("vip"), m)).ok();
+            if let Some(v) = vip.filter(|v| !vips.contains(v)) {
+                vips.push(v);
+            }
+            if let (Some(v), Some(d)) = (vip, dip) {
+                if v == d.addr() {
+                    p.add(at("vip"), format!("VIP {v} equals the DIP; the director needs both (seed 001: ARP for real servers must come from the DIP, not the VIP)"));
+                }
+            }
+            let proto = match s.protocol.as_str() {
+                "tcp" => Some(Protocol::Tcp),
+                "udp" => Some(Protocol::Udp),
+                other => {
+                    p.add(at("protocol"), format!("\"{}\" is not a protocol; use \"tcp\" or \"udp\"", other.escape_debug()));
+                    None
+                }
+            };
+            let port = u16::try_from(s.port).ok().filter(|p| *p >= 1);
+            if port.is_none() {
+                p.add(at("port"), format!("{} is not a port; use 1 to 65535", s.port));
+            }
+            let sched = SchedKind::ALL.iter().find(|(n, _)| *n == s.scheduler).map(|(_, k)| *k);
+            if sched.is_none() {
+                p.add(
+                    at("scheduler"),
+                    format!("\"{}\" is not a scheduler; use one of rr, wrr, lc, wlc, sh, mh", s.scheduler.escape_debug()),
+                );
+            }
+            let forwarding = s.forwarding.unwrap_or_default();
+            if forwarding != Forwarding::Dr && self.mode == Mode::Forwarder {
+                p.add(at("forwarding"), format!("\"{}\" needs mode \"ipvs\" (the forwarder does direct routing only)", forwarding.name()));
+            }
+            if s.real_servers.len() > MAX_REAL_SERVERS {
+                p.add(at("real_servers"), format!("{} real servers; at most {MAX_REAL_SERVERS}", s.real_servers.len()));
+            }
+            let mut rss: Vec<RealServerSpec> = Vec::new();
+            for (ri, r) in s.real_servers.iter().enumerate() {
+                let rat = |f: &str| format!("services[{si}].real_servers[{ri}].{f}");
+                let weight = u16::try_from(r.weight).ok();
+                if weight.is_none() {
+                    p.add(rat("weight"), format!("{} is not a weight; use 0 to 65535 (0 drains the server)", r.weight));
+                }
+                let Ok(rip) = parse_unicast(&r.address).map_err(|m| p.add(rat("address"), m)) else { continue };
+                if let Some(d) = dip {
+                    if !d.contains(rip) {
+                        p.add(rat("address"), format!("{rip} is outside the DIP's subnet {d}; in DR mode the director reaches real servers by MAC address, so every RIP must be on the DIP's L2 segment"));
+                    } else if rip == d.network() || rip == d.broadcast() {
+                        p.add(rat("address"), format!("{rip} is the network or broadcast address of {d}"));
+                    } else if rip == d.addr() {
+                        p.add(rat("address"), format!("{rip} is the DIP itself"));
+                    }
+                }
+                if Some(rip) == vip {
+                    p.add(
+                        rat("address"),
+                        format!("{rip} equals the service's VIP; a real server holds the VIP on lo, with its own RIP on the NIC"),
+                    );
+                }
+                if s.real_servers[..ri].iter().any(|x| x.address.parse::<Ipv4Addr>().ok() == Some(rip)) {
+                    p.add(rat("address"), format!("{rip} is listed twice in this service"));
+                }
+                all_rips.push((rat("address"), rip));
+                if let Some(weight) = weight {
+                    rss.push(RealServerSpec { addr: rip, weight });
+                }
+            }
+            if let (Some(vip), Some(proto), Some(port), Some(sched)) = (vip, proto, port, sched) {
+                if services.iter().any(|x| x.vip == vip && x.proto == proto && x.port == port) {
+                    p.add(at("port"), format!("service {}:{vip}:{port} is defined twice", proto.name()));
+                }
+                services.push(ServiceSpec { vip, proto, port, sched, persistence_s: s.persistence_s, forwarding, real_servers: rss });
+            }
+        }
+        // A VIP must not be any service's RIP either.
+        for (field, rip) in &all_rips {
+            if vips.contains(rip) {
+                p.add(field.clone(), format!("{rip} is a VIP of this director; a RIP must not be a VIP"));
+            }
+        }
+        (services, vips)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../docs/example-config.json");
+
+    fn invalid(text: &str) -> Vec<FieldError> {
+        match Config::parse(text).and_then(|c| c.validate()) {
+            Err(ConfigError::Invalid(e)) => e,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    fn with(f: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(EXAMPLE).unwrap();
+        f(&mut v);
+        v.to_string()
+    }
+
+    fn has(errs: &[FieldError], field: &str, needle: &str) -> bool {
+        errs.iter().any(|e| e.field == field && e.message.contains(needle))
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        let s = c.validate().unwrap();
+        assert_eq!(s.dip, Ipv4Addr::new(198, 18, 0, 2));
+        assert_eq!(s.services.len(), 2);
+        assert_eq!(s.flow_capacity, DEFAULT_FLOW_CAPACITY);
+        assert!(!c.one_arm());
+    }
+
+    #[test]
+    fn syntax_errors_have_line_and_column() {
+        match Config::parse("{\n  \"version\": 1,\n  \"bogus\": 2\n}") {
+            Err(ConfigError::Syntax { line, column, message }) => {
+                assert_eq!(line, 3);
+                assert!(column > 1);
+                assert!(message.contains("unknown field `bogus`"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match Config::parse("{\"version\": 1,") {
+            Err(ConfigError::Syntax { line: 1, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        let e = Config::parse(&with(|v| v["services"][0]["real_servers"][0]["wieght"] = 1.into())).unwrap_err();
+        assert!(e.to_string().contains("unknown field `wieght`"), "{e}");
+    }
+
+    #[test]
+    fn rip_outside_dip_subnet_is_named() {
+        let e = invalid(&with(|v| v["services"][0]["real_servers"][1]["address"] = "198.18.1.12".into()));
+        assert!(has(&e, "services[0].real_servers[1].address", "outside the DIP's subnet 198.18.0.0/24"), "{e:?}");
+    }
+
+    #[test]
+    fn vip_must_differ_from_dip_and_rips() {
+        let e = invalid(&with(|v| v["services"][0]["vip"] = "198.18.0.2".into()));
+        assert!(has(&e, "services[0].vip", "equals the DIP"), "{e:?}");
+        let e = invalid(&with(|v| v["services"][0]["real_servers"][0]["address"] = v["services"][0]["vip"].clone()));
+        assert!(has(&e, "services[0].real_servers[0].address", "equals the service's VIP"), "{e:?}");
+    }
+
+    #[test]
+    fn duplicates_ranges_and_names() {
+        let e = invalid(&with(|v| {
+            let rs = v["services"][0]["real_servers"][0].clone();
+            v["services"][0]["real_servers"].as_array_mut().unwrap().push(rs);
+        }));
+        assert!(has(&e, "services[0].real_servers[3].address", "listed twice"), "{e:?}");
+        let e = invalid(&with(|v| {
+            let s = v["services"][0].clone();
+            v["services"].as_array_mut().unwrap().push(s);
+        }));
+        assert!(has(&e, "services[2].port", "defined twice"), "{e:?}");
+        let e = invalid(&with(|v| v["services"][0]["port"] = 0.into()));
+        assert!(has(&e, "services[0].port", "1 to 65535"), "{e:?}");
+        let e = invalid(&with(|v| v["services"][0]["port"] = 65536.into()));
+        assert!(has(&e, "services[0].port", "1 to 65535"), "{e:?}");
+        let e = invalid(&with(|v| v["services"][0]["real_servers"][0]["weight"] = 65536.into()));
+        assert!(has(&e, "services[0].real_servers[0].weight", "0 to 65535"), "{e:?}");
+        let e = invalid(&with(|v| v["services"][0]["real_servers"][0]["weight"] = (-1).into()));
+        assert!(has(&e, "services[0].real_servers[0].weight", "0 to 65535"), "{e:?}");
+        let e = invalid(&with(|v| v["services"][0]["scheduler"] = "fastest".into()));
+        assert!(has(&e, "services[0].scheduler", "rr, wrr, lc, wlc, sh, mh"), "{e:?}");
+        let e = invalid(&with(|v| v["services"][0]["protocol"] = "sctp".into()));
+        assert!(has(&e, "services[0].protocol", "\"tcp\" or \"udp\""), "{e:?}");
+        let e = invalid(&with(|v| v["dip"] = "198.18.0.2".into()));
+        assert!(has(&e, "dip", "needs a prefix length"), "{e:?}");
+        let e = invalid(&with(|v| v["version"] = 2.into()));
+        assert!(has(&e, "version", "not supported"), "{e:?}");
+        let e = invalid(&with(|v| v["nics"]["vip_side"] = "".into()));
+        assert!(has(&e, "nics.vip_side", "required"), "{e:?}");
+        let e = invalid(&with(|v| v["gateway"] = "192.0.2.1".into()));
+        assert!(has(&e, "gateway", "neither"), "{e:?}");
+    }
+
+    #[test]
+    fn management_must_be_its_own_nic() {
+        let e = invalid(&with(|v| v["management"] = serde_json::json!({"nic": "eth1", "address": "198.19.0.10/24"})));
+        assert!(has(&e, "management.nic", "dedicated forwarding NIC"), "{e:?}");
+        let e =
+            invalid(&with(|v| v["management"] = serde_json::json!({"nic": "eth0", "address": "198.19.0.10/24", "gateway": "198.18.0.1"})));
+        assert!(has(&e, "management.gateway", "outside the management subnet"), "{e:?}");
+        let ok = with(|v| {
+            v["management"] = serde_json::json!({"nic": "52:54:00:12:34:56", "address": "198.19.0.10/24", "gateway": "198.19.0.1"})
+        });
+        Config::parse(&ok).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn tun_and_nat_need_ipvs_mode() {
+        let e = invalid(&with(|v| v["services"][0]["forwarding"] = "tun".into()));
+        assert!(has(&e, "services[0].forwarding", "needs mode \"ipvs\""), "{e:?}");
+        let e = Config::parse(&with(|v| v["services"][0]["forwarding"] = "fullnat".into())).unwrap_err();
+        assert!(e.to_string().contains("unknown variant `fullnat`, expected one of `dr`, `tun`, `nat`"), "{e}");
+        let ok = with(|v| {
+            v["mode"] = "ipvs".into();
+            v["services"][0]["forwarding"] = "nat".into();
+        });
+        Config::parse(&ok).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn mode_must_be_known() {
+        let e = Config::parse(&with(|v| v["mode"] = "nat".into())).unwrap_err();
+        assert!(e.to_string().contains("unknown variant `nat`"), "{e}");
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let e = invalid(&with(|v| {
+            v["services"][0]["port"] = 0.into();
+            v["services"][1]["scheduler"] = "x".into();
+        }));
+        assert_eq!(e.len(), 2, "{e:?}");
+    }
+
+    #[test]
+    fn dedicated_nics_may_be_named_by_mac_like_management() {
+        let ok = with(|v| {
+            v["nics"] = serde_json::json!({"vip_side": "02:00:00:00:D0:01", "rs_side": "02:00:00:00:d0:02"});
+        });
+        Config::parse(&ok).unwrap().validate().unwrap();
+        let e = invalid(&with(|v| {
+            v["nics"]["vip_side"] = "02:00:00:00:d0:01".into();
+            v["management"] = serde_json::json!({"nic": "02:00:00:00:D0:01"});
+        }));
+        assert!(has(&e, "management.nic", "dedicated forwarding NIC"), "the same NIC by MAC in either case: {e:?}");
+        let e = invalid(&with(|v| v["nics"]["rs_side"] = "02:00:00:00:d0".into()));
+        assert!(has(&e, "nics.rs_side", "neither an interface name nor a MAC"), "{e:?}");
+    }
+
+    #[test]
+    fn control_characters_are_refused_and_never_echoed() {
+        let esc = r"eth\u001b[2J";
+        for field in ["vip_side", "rs_side"] {
+            let e = invalid(&with(|v| v["nics"][field] = serde_json::from_str(&format!("\"{esc}\"")).unwrap()));
+            assert!(has(&e, &format!("nics.{field}"), "control characters"), "{e:?}");
+            assert!(e.iter().all(|x| !crate::nic::has_control(&x.message)), "{e:?}");
+        }
+        let e = invalid(&with(|v| v["hostname"] = "box\u{1b}]0;pwned\u{7}".into()));
+        assert!(has(&e, "hostname", "is not a host name"), "{e:?}");
+        let e = invalid(&with(|v| v["services"][0]["scheduler"] = "r\u{1b}[31mr".into()));
+        assert!(e.iter().all(|x| !crate::nic::has_control(&x.message)), "{e:?}");
+    }
+
+    #[test]
+    fn a_vip_prefix_out_of_range_is_an_error_not_a_panic() {
+        for len in [0u8, 33, 40, 255] {
+            let e = invalid(&with(|v| v["vip_prefix_len"] = len.into()));
+            assert!(has(&e, "vip_prefix_len", "must be 1 to 32"), "{len}: {e:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Any document of the right shape with any values: validation answers, never panics.
+        #[test]
+        fn validation_never_panics(
+            prefix in proptest::option::of(proptest::num::u8::ANY),
+            dip in "[0-9./]{0,20}",
+            vip in "[0-9.]{0,16}",
+            rip in "[0-9.]{0,16}",
+            gw in proptest::option::of("[0-9.]{0,16}"),
+            port in proptest::num::i64::ANY,
+            weight in proptest::num::i64::ANY,
+            cap in proptest::option::of(proptest::num::u32::ANY),
+            refresh in proptest::option::of(proptest::num::u32::ANY),
+            nic in "(?s).{0,20}",
+            timeout in proptest::num::u32::ANY,
+        ) {
+            let doc = with(|v| {
+                v["vip_prefix_len"] = serde_json::to_value(prefix).unwrap();
+                v["dip"] = dip.into();
+                v["services"][0]["vip"] = vip.into();
+                v["services"][0]["port"] = port.into();
+                v["services"][0]["real_servers"][0]["address"] = rip.into();
+                v["services"][0]["real_servers"][0]["weight"] = weight.into();
+                v["gateway"] = serde_json::to_value(gw).unwrap();
+                v["flow_capacity"] = serde_json::to_value(cap).unwrap();
+                v["arp_refresh_s"] = serde_json::to_value(refresh).unwrap();
+                v["nics"]["rs_side"] = nic.into();
+                v["timeouts"] = serde_json::json!({"udp_s": timeout});
+            });
+            if let Ok(c) = Config::parse(&doc) {
+                let _ = c.validate();
+            }
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The status document both modes report (the forwarder from its own tables, IPVS mode from
+//! the kernel's), and its text form: a table in the style of `ipvsadm -L -n --stats`, plus the
+//! drop counters and warnings an operator should see (unresolved real servers, VIP conflicts).
+//! The console, `netfw status` and the web page all show this one document.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use netfw_core::counters::{DropReason, Event};
+use netfw_core::model::{DataPlaneSpec, Forwarding};
+use serde::{Deserialize, Serialize};
+
+/// One real server's line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealServerStatus {
+    /// RIP.
+    pub address: String,
+    /// Resolved MAC, if any.
+    pub mac: Option<String>,
+    /// Answers ARP recently enough for new flows.
+    pub reachable: bool,
+    /// Weight.
+    pub weight: u16,
+    /// Established flows.
+    pub active: u32,
+    /// Other flows.
+    pub inactive: u32,
+    /// Flows scheduled.
+    pub conns: u64,
+    /// Frames forwarded.
+    pub packets: u64,
+    /// Bytes forwarded.
+    pub bytes: u64,
+    /// The kernel's rate estimates (IPVS mode); in forwarder mode rates are the difference of
+    /// two reports.
+    pub rates: Option<Rates>,
+}
+
+/// Rates over the last seconds, as IPVS's estimator reports them.
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rates {
+    /// New connections per second.
+    pub cps: u64,
+    /// Packets per second (director-bound direction).
+    pub pps: u64,
+    /// Bytes per second (director-bound direction).
+    pub bps: u64,
+}
+
+/// One service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// "tcp"/"udp".
+    pub protocol: String,
+    /// VIP.
+    pub vip: String,
+    /// Port.
+    pub port: u16,
+    /// Scheduler.
+    pub scheduler: String,
+    /// Forwarding method.
+    pub forwarding: Forwarding,
+    /// Persistence.
+    pub persistence_s: u32,
+    /// Flows scheduled.
+    pub conns: u64,
+    /// Frames forwarded.
+    pub packets: u64,
+    /// Bytes forwarded.
+    pub bytes: u64,
+    /// Real servers.
+    pub real_servers: Vec<RealServerStatus>,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// "forwarder" or "ipvs".
+    pub mode: String,
+    /// "one-arm"/"two-arm".
+    pub layout: String,
+    /// NIC names.
+    pub vip_side: String,
+    /// NIC names.
+    pub rs_side: String,
+    /// DIP.
+    pub dip: String,
+    /// Flows in the table.
+    pub flows: usize,
+    /// Capacity (0: the kernel's table, no fixed limit).
+    pub flow_capacity: usize,
+    /// Memory per flow slot pair.
+    pub bytes_per_flow: usize,
+    /// Services.
+    pub services: Vec<ServiceStatus>,
+    /// Drop counters by reason key.
+    pub drops: BTreeMap<String, u64>,
+    /// Event counters by key.
+    pub events: BTreeMap<String, u64>,
+    /// Warnings for the operator.
+    pub warnings: Vec<String>,
+}
+
+impl Status {
+    /// How the data plane's report differs from what `spec` asks (empty: it runs exactly
+    /// that): services, schedulers, persistence, forwarding methods, real servers and weights;
+    /// with `capacity`, the flow table's size too (the kernel's table has none).
+    pub fn differences(&self, spec: &DataPlaneSpec, capacity: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        if capacity && self.flow_capacity != spec.flow_capacity as usize {
+            out.push(format!("the flow table holds {} flows, not the {} asked", self.flow_capacity, spec.flow_capacity));
+        }
+        let key = |proto: &str, vip: &str, port: u16| format!("{proto} {vip}:{port}");
+        let have: BTreeMap<String, &ServiceStatus> = self.services.iter().map(|s| (key(&s.protocol, &s.vip, s.port), s)).collect();
+        for w in &spec.services {
+            let k = key(w.proto.name(), &w.vip.to_string(), w.port);
+            let Some(h) = have.get(&k) else {
+                out.push(format!("service {k} is missing"));
+                continue;
+            };
+            if h.scheduler != w.sched.name() || h.persistence_s != w.persistence_s || h.forwarding != w.forwarding {
+                out.push(format!(
+                    "service {k} runs {} persistence {} {}, not {} persistence {} {}",
+                    h.scheduler,
+                    h.persistence_s,
+                    h.forwarding.name(),
+                    w.sched.name(),
+                    w.persistence_s,
+                    w.forwarding.name()
+                ));
+            }
+            let rs: BTreeMap<String, u16> = h.real_servers.iter().map(|r| (r.address.clone(), r.weight)).collect();
+            let want: BTreeMap<String, u16> = w.real_servers.iter().map(|r| (r.addr.to_string(), r.weight)).collect();
+            if rs != want {
+                out.push(format!("service {k} has real servers {rs:?}, not {want:?}"));
+            }
+        }
+        if self.services.len() != spec.services.len() {
+            out.push(format!("{} services run, {} asked", self.services.len(), spec.services.len()));
+        }
+        out
+    }
+
+    /// The ipvsadm-style text table.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let flows = if self.flow_capacity > 0 {
+            format!("flows {}/{} ({} bytes/flow)", self.flows, self.flow_capacity, self.bytes_per_flow)
+        } else {
+            format!("connections {} (the kernel's table)", self.flows)
+        };
+        let _ = writeln!(
+            o,
+            "netfw {} ({}: vip_side={} rs_side={}) DIP {}  {flows}",
+            self.mode, self.layout, self.vip_side, self.rs_side, self.dip
+        );
+        let rates = self.services.iter().flat_map(|s| &s.real_servers).any(|r| r.rates.is_some());
+        let _ = writeln!(o, "Prot LocalAddress:Port Scheduler Flags");
+        let _ = writeln!(
+            o,
+            "  -> RemoteAddress:Port        MAC                Weight ActiveConn InActConn      Conns    InPkts     InBytes{}",
+            if rates { "   CPS  InPPS   InBPS" } else { "" }
+        );
+        for s in &self.services {
+            let persist = if s.persistence_s > 0 { format!(" persistent {}", s.persistence_s) } else { String::new() };
+            let fwd = if s.forwarding == Forwarding::Dr { String::new() } else { format!(" {}", s.forwarding.name()) };
+            let _ = writeln!(
+                o,
+                "{:<4} {}:{} {}{}{}  (conns {} pkts {} bytes {})",
+                s.protocol.to_uppercase(),
+                s.vip,
+                s.port,
+                s.scheduler,
+                persist,
+                fwd,
+                s.conns,
+                s.packets,
+                s.bytes
+            );
+            for r in &s.real_servers {
+                let mac = match (&r.mac, r.reachable) {
+                    (Some(m), true) => m.clone(),
+                    (Some(m), false) => format!("{m}?"),
+                    (None, _) => "unresolved".into(),
+                };
+                let rate = r.rates.map(|x| format!(" {:>5} {:>6} {:>7}", x.cps, x.pps, x.bps)).unwrap_or_default();
+                let _ = writeln!(
+                    o,
+                    "  -> {:<25} {:<18} {:>6} {:>10} {:>9} {:>10} {:>9} {:>11}{rate}",
+                    format!("{}:{}", r.address, s.port),
+                    mac,
+                    r.weight,
+                    r.active,
+                    r.inactive,
+                    r.conns,
+                    r.packets,
+                    r.bytes
+                );
+            }
+        }
+        if self.mode == "ipvs" {
+            for w in &self.warnings {
+                let _ = writeln!(o, "WARNING: {w}");
+            }
+            return o;
+        }
+        let _ = writeln!(o, "Drops:");
+        let mut any = false;
+        for r in DropReason::ALL {
+            let n = self.drops.get(r.key()).copied().unwrap_or(0);
+            if n > 0 {
+                any = true;
+                let _ = writeln!(o, "  {:<22} {:>10}  {}", r.key(), n, r.help());
+            }
+        }
+        if !any {
+            let _ = writeln!(o, "  none");
+        }
+        let _ = writeln!(o, "Events:");
+        for e in Event::ALL {
+            let _ = writeln!(o, "  {:<24} {:>10}", e.key(), self.events.get(e.key()).copied().unwrap_or(0));
+        }
+        for w in &self.warnings {
+            let _ = writeln!(o, "WARNING: {w}");
+        }
+        o
+    }
+}

@@ -1,0 +1,127 @@
+//! Counters: every dropped frame has a reason, and every reason a counter.
+
+use crate::wire::WireError;
+
+macro_rules! reasons {
+    ($(#[$m:meta])* $name:ident { $($v:ident => $key:literal, $help:literal;)* }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+        #[repr(u8)]
+        pub enum $name { $($v,)* }
+        impl $name {
+            /// Every variant, in counter order.
+            pub const ALL: &'static [$name] = &[$($name::$v,)*];
+            /// Short name used in status output.
+            pub const fn key(self) -> &'static str { match self { $($name::$v => $key,)* } }
+            /// What it means, for an operator.
+            pub const fn help(self) -> &'static str { match self { $($name::$v => $help,)* } }
+        }
+    };
+}
+
+reasons! {
+    /// Why a frame was dropped.
+    DropReason {
+        TruncatedEthernet => "truncated_ethernet", "frame shorter than an Ethernet header";
+        VlanTagged => "vlan_tagged", "802.1Q-tagged frame on a dedicated NIC (give netfw the VLAN subinterface instead)";
+        Ipv6 => "ipv6", "IPv6 frame (netfw serves IPv4 VIPs)";
+        UnknownEthertype => "unknown_ethertype", "neither ARP nor IPv4";
+        BadArp => "bad_arp", "malformed or non-Ethernet/IPv4 ARP";
+        BadIpv4Header => "bad_ipv4_header", "IPv4 header truncated, wrong version or bad length";
+        BadIpv4Checksum => "bad_ipv4_checksum", "IPv4 header checksum mismatch";
+        TruncatedL4 => "truncated_l4", "TCP/UDP/ICMP header cut short";
+        NotForUs => "not_for_us", "unicast frame for another MAC (flooded by a switch)";
+        NotOurAddress => "not_our_address", "IPv4 for an address that is not a VIP on this NIC nor the DIP";
+        SrcIsVip => "src_is_vip", "frame with source IP = VIP reached the director: a real server's reply took the wrong path (check its default route)";
+        NoService => "no_service", "TCP/UDP to a VIP port with no virtual service";
+        VipOnRsSide => "vip_on_rs_side", "VIP traffic arrived on the RS-facing NIC (two-arm: the router must send it to the VIP-facing NIC)";
+        OtherProtocol => "other_protocol", "IP protocol other than TCP/UDP/ICMP to a VIP";
+        TcpNoFlow => "tcp_no_flow", "TCP without SYN and without a flow (e.g. after expiry)";
+        NoUsableServer => "no_usable_server", "every real server of the service is drained (weight 0) or unreachable (MAC unknown)";
+        RsMacUnknown => "rs_mac_unknown", "flow's real server has no resolved MAC";
+        FlowTableFull => "flow_table_full", "flow table full of established flows; new flow refused";
+        FragmentNoFirst => "fragment_no_first", "later fragment whose first fragment never came (held, then timed out)";
+        FragmentBufferFull => "fragment_buffer_full", "out-of-order fragment and no free hold slot";
+        IcmpNoFlow => "icmp_no_flow", "ICMP error about a flow the director does not know";
+        ControlQueueFull => "control_queue_full", "control stack queue full (ARP/ICMP flood)";
+        TxRingFull => "tx_ring_full", "transmit ring full";
+        TxError => "tx_error", "the kernel dropped a frame we sent (the NIC's transmit queue was full, or it refused the frame)";
+        RxRingOverflow => "rx_ring_overflow", "the kernel found the receive ring full (netfw was not scheduled in time: CPU starved)";
+        Oversize => "oversize", "frame larger than a ring slot (a GSO/jumbo frame; turn off GRO/LRO/TSO towards the director)";
+    }
+}
+
+reasons! {
+    /// Things that happened (not drops).
+    Event {
+        RxFrames => "rx_frames", "frames received on the dedicated NICs";
+        Forwarded => "forwarded", "frames forwarded to a real server";
+        ToControl => "to_control", "frames handed to the control stack (ARP, ICMP, DIP)";
+        FlowsCreated => "flows_created", "new flows scheduled";
+        FlowsExpired => "flows_expired", "flows removed after their idle timeout";
+        FlowsEvicted => "flows_evicted", "half-open flows evicted from a full table";
+        FlowsDroppedOnReload => "flows_dropped_on_reload", "flows whose real server left the config";
+        ArpRequestsSent => "arp_requests_sent", "ARP requests for real servers (sender IP = DIP)";
+        GratuitousArpSent => "gratuitous_arp_sent", "gratuitous ARP announcements of VIPs";
+        RsMacChanged => "rs_mac_changed", "a real server's MAC was learned or changed";
+        VipConflict => "vip_conflict", "another host sent ARP claiming a VIP (it answers ARP for the VIP: fix its arp_ignore/arp_announce)";
+        FragmentsHeld => "fragments_held", "out-of-order fragments held until their first fragment";
+        Reloads => "reloads", "configurations applied";
+        TxFlushFailed => "tx_flush_failed", "a transmit flush failed for another reason than a full queue (the frames stay queued and are retried)";
+        RingStatsUnreadable => "ring_stats_unreadable", "the kernel's receive ring statistics could not be read: rx_ring_overflow may be undercounted";
+    }
+}
+
+impl From<WireError> for DropReason {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::TruncatedEthernet => DropReason::TruncatedEthernet,
+            WireError::VlanTagged => DropReason::VlanTagged,
+            WireError::Ipv6 => DropReason::Ipv6,
+            WireError::UnknownEthertype => DropReason::UnknownEthertype,
+            WireError::BadArp => DropReason::BadArp,
+            WireError::BadIpv4Header => DropReason::BadIpv4Header,
+            WireError::BadIpv4Checksum => DropReason::BadIpv4Checksum,
+            WireError::TruncatedL4 => DropReason::TruncatedL4,
+        }
+    }
+}
+
+/// The forwarder's global counters.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    drops: [u64; DropReason::ALL.len()],
+    events: [u64; Event::ALL.len()],
+}
+
+impl Counters {
+    /// Count a drop.
+    pub fn drop(&mut self, r: DropReason) {
+        self.drops[r as usize] += 1;
+    }
+    /// Count several drops of one reason.
+    pub fn drop_n(&mut self, r: DropReason, n: u64) {
+        self.drops[r as usize] += n;
+    }
+    /// Count an event.
+    pub fn event(&mut self, e: Event) {
+        self.add(e, 1);
+    }
+    /// Add to an event counter.
+    pub fn add(&mut self, e: Event, n: u64) {
+        self.events[e as usize] += n;
+    }
+    /// A drop counter.
+    pub fn drops(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+    /// An event counter.
+    pub fn events(&self, e: Event) -> u64 {
+        self.events[e as usize]
+    }
+    /// Sum of all drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}

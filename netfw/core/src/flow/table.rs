@@ -1,0 +1,284 @@
+//! The flow table: 5-tuple → (real server, state, expiry), with a bounded size.
+//!
+//! When the table is full, a new flow may only take the place of a flow near its hash slot
+//! that is expired or not established (SYN_RECV, FIN_WAIT, CLOSE); established flows are never
+//! evicted, so a SYN flood recycles its own half-open entries instead of real connections.
+
+use core::net::Ipv4Addr;
+
+use super::map::{AllocError, FixedMap, MapKey};
+use super::state::FlowState;
+use crate::model::Timeouts;
+use crate::time::Millis;
+
+/// How many slots from a new flow's home are searched for an evictable entry.
+pub const EVICT_WINDOW: usize = 32;
+
+/// A flow's identity as the client sent it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowKey {
+    /// Client address.
+    pub client: Ipv4Addr,
+    /// Virtual IP.
+    pub vip: Ipv4Addr,
+    /// Client port.
+    pub cport: u16,
+    /// Virtual port.
+    pub vport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+}
+
+impl MapKey for FlowKey {
+    fn words(&self) -> [u64; 2] {
+        let a = (u64::from(u32::from(self.client)) << 32) | u64::from(u32::from(self.vip));
+        let b = (u64::from(self.cport) << 24) | (u64::from(self.vport) << 8) | u64::from(self.proto);
+        [a, b]
+    }
+}
+
+/// What a flow maps to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowVal {
+    /// Index of the backend (service + real server) in the forwarder.
+    pub backend: u16,
+    /// Inferred state.
+    pub state: FlowState,
+    /// Expiry, in 100 ms ticks since start.
+    pub expires: u32,
+}
+
+/// Why a flow could not be inserted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// Full, and nothing near the new flow's slot may be evicted.
+    Full,
+}
+
+/// Convert a time to 100 ms ticks (saturating; 13 years fit).
+pub fn ticks(now: Millis) -> u32 {
+    u32::try_from(now.0 / 100).unwrap_or(u32::MAX)
+}
+
+/// The flow table.
+#[derive(Debug)]
+pub struct FlowTable {
+    map: FixedMap<FlowKey, FlowVal>,
+    cursor: usize,
+    /// Timeouts in force.
+    pub timeouts: Timeouts,
+}
+
+const EMPTY_KEY: FlowKey = FlowKey { client: Ipv4Addr::UNSPECIFIED, vip: Ipv4Addr::UNSPECIFIED, cport: 0, vport: 0, proto: 0 };
+const EMPTY_VAL: FlowVal = FlowVal { backend: 0, state: FlowState::Close, expires: 0 };
+
+impl FlowTable {
+    /// A table for `capacity` flows, allocated now (aborts without the memory; tests).
+    pub fn new(capacity: usize, seed: u64, timeouts: Timeouts) -> Self {
+        FlowTable { map: FixedMap::new(capacity, seed, EMPTY_KEY, EMPTY_VAL), cursor: 0, timeouts }
+    }
+
+    /// A table for `capacity` flows, or an error if its memory cannot be had.
+    pub fn try_new(capacity: usize, seed: u64, timeouts: Timeouts) -> Result<Self, AllocError> {
+        Ok(FlowTable { map: FixedMap::try_new(capacity, seed, EMPTY_KEY, EMPTY_VAL)?, cursor: 0, timeouts })
+    }
+
+    /// Bytes a table of `capacity` flows holds.
+    pub fn bytes_for(capacity: usize) -> usize {
+        FixedMap::<FlowKey, FlowVal>::bytes_for(capacity)
+    }
+
+    /// Put a flow carried over from another table (a capacity change) in place, as it was.
+    /// False if this table is full.
+    pub fn adopt(&mut self, key: FlowKey, val: FlowVal) -> bool {
+        self.map.insert(key, val)
+    }
+
+    /// Flows stored (including expired ones not yet swept).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    /// Capacity in flows.
+    pub fn capacity(&self) -> usize {
+        self.map.capacity()
+    }
+    /// Memory the table holds, divided by its capacity.
+    pub fn bytes_per_flow(&self) -> usize {
+        FixedMap::<FlowKey, FlowVal>::slot_bytes() * self.map.slot_count() / self.map.capacity()
+    }
+
+    fn expiry(&self, state: FlowState, now: Millis) -> u32 {
+        ticks(now).saturating_add(state.timeout_s(&self.timeouts).saturating_mul(10))
+    }
+
+    /// Look up a live flow. An expired entry is removed and reported through `on_remove`.
+    pub fn lookup(&mut self, key: &FlowKey, now: Millis, on_remove: impl FnOnce(&FlowVal)) -> Option<FlowVal> {
+        let v = *self.map.get(key)?;
+        if v.expires <= ticks(now) {
+            self.map.remove(key);
+            on_remove(&v);
+            return None;
+        }
+        Some(v)
+    }
+
+    /// A live flow, without refreshing or removing anything (ICMP errors do not keep flows
+    /// alive).
+    pub fn peek(&self, key: &FlowKey, now: Millis) -> Option<FlowVal> {
+        self.map.get(key).copied().filter(|v| v.expires > ticks(now))
+    }
+
+    /// Move a flow to `state` and refresh its expiry. Returns the previous state.
+    pub fn touch(&mut self, key: &FlowKey, state: FlowState, now: Millis) -> Option<FlowState> {
+        let exp = self.expiry(state, now);
+        let v = self.map.get_mut(key)?;
+        let old = v.state;
+        v.state = state;
+        v.expires = exp;
+        Some(old)
+    }
+
+    /// Insert a new flow. When full, evicts a nearby expired or non-established flow (reported
+    /// through `on_evict`); if there is none, refuses.
+    pub fn insert(
+        &mut self,
+        key: FlowKey,
+        backend: u16,
+        state: FlowState,
+        now: Millis,
+        on_evict: impl FnOnce(&FlowVal),
+    ) -> Result<(), InsertError> {
+        let val = FlowVal { backend, state, expires: self.expiry(state, now) };
+        if self.map.is_full() {
+            let t = ticks(now);
+            let victim = self.map.evict_near(&key, EVICT_WINDOW, |_, v| v.expires <= t || v.state.evictable());
+            match victim {
+                Some((_, v)) => on_evict(&v),
+                None => return Err(InsertError::Full),
+            }
+        }
+        if self.map.insert(key, val) {
+            Ok(())
+        } else {
+            Err(InsertError::Full)
+        }
+    }
+
+    /// Remove a flow.
+    pub fn remove(&mut self, key: &FlowKey) -> Option<FlowVal> {
+        self.map.remove(key)
+    }
+
+    /// Remove up to `budget` slots' worth of expired flows, reporting each.
+    pub fn sweep(&mut self, now: Millis, budget: usize, on_remove: impl FnMut(&FlowVal)) -> usize {
+        let t = ticks(now);
+        let mut on_remove = on_remove;
+        self.map.sweep(&mut self.cursor, budget, |_, v| v.expires <= t, |_, v| on_remove(v))
+    }
+
+    /// Rewrite backends after a reload: `remap` gives the new index, or `None` to drop the flow
+    /// (its real server is gone); `on_drop` sees each dropped flow.
+    pub fn remap(&mut self, mut remap: impl FnMut(u16) -> Option<u16>, mut on_drop: impl FnMut(&FlowVal)) {
+        self.map.retain_map(|_, v| match remap(v.backend) {
+            Some(n) => {
+                v.backend = n;
+                true
+            }
+            None => {
+                on_drop(v);
+                false
+            }
+        });
+    }
+
+    /// All flows (status and tests).
+    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &FlowVal)> {
+        self.map.iter()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "test values are small")]
+mod tests {
+    use super::*;
+    use crate::wire::frame::tcp_flags::{ACK, FIN, RST};
+
+    fn key(n: u16) -> FlowKey {
+        FlowKey { client: Ipv4Addr::new(198, 51, 100, 2), vip: Ipv4Addr::new(203, 0, 113, 10), cport: n, vport: 80, proto: 6 }
+    }
+
+    #[test]
+    fn flows_expire_by_state_with_a_fake_clock() {
+        let mut t = FlowTable::new(16, 1, Timeouts::default());
+        let t0 = Millis(1_000);
+        t.insert(key(1), 0, FlowState::SynRecv, t0, |_| {}).unwrap();
+        // SYN_RECV lives 60 s.
+        assert!(t.lookup(&key(1), t0.plus(59_900), |_| {}).is_some());
+        let mut removed = 0;
+        assert!(t.lookup(&key(1), t0.plus(60_000), |_| removed += 1).is_none());
+        assert_eq!(removed, 1);
+
+        // Established lives 900 s from the last packet.
+        t.insert(key(2), 0, FlowState::SynRecv, t0, |_| {}).unwrap();
+        t.touch(&key(2), FlowState::SynRecv.next_tcp(ACK), t0.plus(1_000));
+        assert!(t.lookup(&key(2), t0.plus(1_000 + 899_000), |_| {}).is_some());
+        assert!(t.lookup(&key(2), t0.plus(1_000 + 900_000), |_| {}).is_none());
+
+        // FIN: 120 s; RST: 10 s.
+        t.insert(key(3), 0, FlowState::Established, t0, |_| {}).unwrap();
+        t.touch(&key(3), FlowState::Established.next_tcp(FIN | ACK), t0);
+        assert!(t.lookup(&key(3), t0.plus(119_000), |_| {}).is_some());
+        assert!(t.lookup(&key(3), t0.plus(120_000), |_| {}).is_none());
+        t.insert(key(4), 0, FlowState::Established, t0, |_| {}).unwrap();
+        t.touch(&key(4), FlowState::Established.next_tcp(RST), t0);
+        assert!(t.lookup(&key(4), t0.plus(9_900), |_| {}).is_some());
+        assert!(t.lookup(&key(4), t0.plus(10_000), |_| {}).is_none());
+
+        // UDP: 300 s, and the sweeper removes it without a lookup.
+        t.insert(key(5), 0, FlowState::Udp, t0, |_| {}).unwrap();
+        let mut swept = 0;
+        t.sweep(t0.plus(299_000), 1 << 20, |_| swept += 1);
+        assert_eq!(swept, 0);
+        t.sweep(t0.plus(300_000), 1 << 20, |_| swept += 1);
+        assert_eq!(swept, 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn full_table_never_evicts_established_for_a_syn() {
+        let cap = 64;
+        let mut t = FlowTable::new(cap, 9, Timeouts::default());
+        let now = Millis(0);
+        for i in 0..cap as u16 {
+            t.insert(key(i), 0, FlowState::Established, now, |_| {}).unwrap();
+        }
+        assert_eq!(t.insert(key(1000), 0, FlowState::SynRecv, now, |_| panic!("evicted an established flow")), Err(InsertError::Full));
+        for i in 0..cap as u16 {
+            assert!(t.lookup(&key(i), now, |_| {}).is_some());
+        }
+    }
+
+    #[test]
+    fn full_table_of_half_open_flows_recycles_them() {
+        let cap = 64;
+        let mut t = FlowTable::new(cap, 9, Timeouts::default());
+        let now = Millis(0);
+        for i in 0..cap as u16 {
+            t.insert(key(i), 0, FlowState::SynRecv, now, |_| {}).unwrap();
+        }
+        let mut evicted = 0;
+        let mut ok = 0;
+        for i in 1000..1100 {
+            if t.insert(key(i), 0, FlowState::SynRecv, now, |_| evicted += 1).is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, evicted, "every insert into the full table evicted exactly one half-open flow");
+        assert!(ok > 50, "most new SYNs find a half-open victim nearby ({ok})");
+        assert_eq!(t.len(), cap);
+    }
+}

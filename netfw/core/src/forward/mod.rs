@@ -1,0 +1,558 @@
+//! The forwarder: one decision per received frame, no allocation, no syscall.
+//!
+//! ```text
+//! frame ─► classify ─(VIP:port TCP/UDP)─► flow lookup ─hit─► rewrite MACs ─► Forward
+//!              │                              └miss─► persistence / scheduler ─► new flow ─┘
+//!              ├─(ICMP error about a flow)─► that flow's real server
+//!              ├─(later fragment)─► the real server of its first fragment (held until known)
+//!              └─(ARP, ICMP echo, anything for the DIP)─► Control (the smoltcp stack)
+//! ```
+//!
+//! - `plan`: a new configuration is built beside the running one and swapped in.
+//! - `frag`: fragments follow their datagram's first fragment.
+//!
+//! Frames the caller could not send (a full transmit ring) are counted here too: every callback
+//! that hands out a frame returns whether it went out.
+
+mod frag;
+mod plan;
+
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+pub use frag::{FRAG_GROUPS, FRAG_HOLD_BYTES, FRAG_HOLD_MS, FRAG_HOLD_SLOTS, FRAG_TIMEOUT_MS};
+pub use plan::{Installed, Plan, PlanError};
+
+use crate::counters::{Counters, DropReason, Event};
+use crate::flow::map::{FixedMap, MapKey};
+use crate::flow::{FlowKey, FlowState, FlowTable};
+use crate::model::{DataPlaneSpec, Protocol, SchedKind};
+use crate::neigh::{NeighId, Neighbours};
+use crate::sched::{Candidate, Scheduler};
+use crate::time::Millis;
+use crate::wire::frame::{self, ArpOp, Frame, Ipv4Info, L4Info, PROTO_ICMP};
+use crate::wire::{arp, Mac};
+
+/// Which dedicated NIC a frame came in on. In one-arm layouts both roles are one NIC and
+/// every frame is `Side::Vip`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Side {
+    /// The VIP-facing NIC (towards the router).
+    Vip,
+    /// The RS-facing NIC (towards the real servers; owns the DIP).
+    Rs,
+}
+
+/// What to do with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// MACs rewritten in place: send it out of the RS-facing NIC.
+    Forward,
+    /// Hand it to the control stack of the NIC it came in on.
+    Control,
+    /// Held (an early fragment); it comes out later through `drain_released`.
+    Held,
+    /// Dropped and counted.
+    Drop(DropReason),
+}
+
+/// Persistence templates per forwarder (client-IP affinity entries).
+pub const PERSIST_CAPACITY: usize = 65536;
+/// Slots of the flow table examined per `poll_timers` call.
+const SWEEP_BUDGET: usize = 4096;
+/// How many gratuitous ARP rounds follow a config change (1 s apart).
+const GARP_ROUNDS: u8 = 3;
+
+/// One (service, real server) pair: what a flow points at.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    /// Index of the service.
+    pub service: u16,
+    /// Real server address.
+    pub rip: Ipv4Addr,
+    /// Weight (0 = drain).
+    pub weight: u16,
+    /// Its entry in the neighbour table (always the entry of `rip`).
+    pub neigh: NeighId,
+    /// Established flows.
+    pub active: u32,
+    /// Other live flows.
+    pub inactive: u32,
+    /// Flows ever scheduled here.
+    pub conns: u64,
+    /// Frames forwarded.
+    pub packets: u64,
+    /// Bytes forwarded (IP length).
+    pub bytes: u64,
+}
+
+/// A virtual service.
+#[derive(Debug)]
+pub struct Service {
+    /// VIP.
+    pub vip: Ipv4Addr,
+    /// Protocol.
+    pub proto: Protocol,
+    /// Port.
+    pub port: u16,
+    /// Scheduler kind.
+    pub sched_kind: SchedKind,
+    /// Persistence timeout (0 = none).
+    pub persistence_s: u32,
+    /// Its backends (indices into `Forwarder::backends`).
+    pub backends: Vec<u16>,
+    sched: Scheduler,
+    cands: Vec<Candidate>,
+    /// Flows ever scheduled.
+    pub conns: u64,
+    /// Frames forwarded.
+    pub packets: u64,
+    /// Bytes forwarded.
+    pub bytes: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PersistKey {
+    service: u16,
+    client: Ipv4Addr,
+}
+impl MapKey for PersistKey {
+    fn words(&self) -> [u64; 2] {
+        [u64::from(u32::from(self.client)), u64::from(self.service)]
+    }
+}
+#[derive(Clone, Copy)]
+struct PersistVal {
+    backend: u16,
+    expires: Millis,
+}
+
+/// A conflicting ARP claim of a VIP, as last seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipConflict {
+    /// The VIP claimed.
+    pub vip: Ipv4Addr,
+    /// Who claimed it.
+    pub mac: Mac,
+    /// When.
+    pub at: Millis,
+}
+
+/// The forwarder.
+pub struct Forwarder {
+    spec: DataPlaneSpec,
+    vip_mac: Mac,
+    rs_mac: Mac,
+    one_arm: bool,
+    seed: u64,
+    vips: Vec<Ipv4Addr>,
+    services: Vec<Service>,
+    backends: Vec<Backend>,
+    flows: FlowTable,
+    persist: FixedMap<PersistKey, PersistVal>,
+    persist_cursor: usize,
+    frags: frag::Fragments,
+    neigh: Neighbours,
+    counters: Counters,
+    garp_left: u8,
+    garp_next: Millis,
+    last_conflict: Option<VipConflict>,
+}
+
+impl core::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Forwarder").field("services", &self.services.len()).field("flows", &self.flows.len()).finish()
+    }
+}
+
+impl Forwarder {
+    /// Build a forwarder, allocating every table now (the flow table at its full capacity);
+    /// an error if the memory cannot be had.
+    pub fn try_new(spec: DataPlaneSpec, vip_mac: Mac, rs_mac: Mac, one_arm: bool, seed: u64, now: Millis) -> Result<Self, PlanError> {
+        let capacity = spec.flow_capacity as usize;
+        let flows = FlowTable::try_new(capacity, seed, spec.timeouts)
+            .map_err(|e| PlanError::FlowTableMemory { flows: capacity, bytes: e.bytes })?;
+        let empty = DataPlaneSpec { services: Vec::new(), ..spec.clone() };
+        let mut f = Forwarder {
+            vips: Vec::new(),
+            services: Vec::new(),
+            backends: Vec::new(),
+            flows,
+            persist: FixedMap::new(
+                PERSIST_CAPACITY,
+                seed ^ 0x5555,
+                PersistKey { service: 0, client: Ipv4Addr::UNSPECIFIED },
+                PersistVal { backend: 0, expires: Millis(0) },
+            ),
+            persist_cursor: 0,
+            frags: frag::Fragments::new(seed),
+            neigh: Neighbours::default(),
+            counters: Counters::default(),
+            garp_left: 0,
+            garp_next: now,
+            last_conflict: None,
+            spec: empty,
+            vip_mac,
+            rs_mac,
+            one_arm,
+            seed,
+        };
+        let plan = Plan::new(&f.spec, spec, seed)?;
+        f.install(plan, now);
+        Ok(f)
+    }
+
+    /// `try_new` for tests and benchmarks, where the memory is known to be there.
+    ///
+    /// # Panics
+    /// If the tables cannot be allocated.
+    pub fn new(spec: DataPlaneSpec, vip_mac: Mac, rs_mac: Mac, one_arm: bool, seed: u64, now: Millis) -> Self {
+        match Self::try_new(spec, vip_mac, rs_mac, one_arm, seed, now) {
+            Ok(f) => f,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Apply a (validated) configuration: `Plan::new` then `install`, in one go (tests, and
+    /// callers that do not mind building the new tables where they forward).
+    pub fn apply(&mut self, spec: DataPlaneSpec, now: Millis) -> Result<Installed, PlanError> {
+        let plan = Plan::new(&self.spec, spec, self.seed)?;
+        Ok(self.install(plan, now))
+    }
+
+    /// Decide what to do with a frame received on `side`. `frame` is rewritten in place when
+    /// the verdict is `Forward`.
+    pub fn process(&mut self, side: Side, frame: &mut [u8], now: Millis) -> Verdict {
+        self.counters.event(Event::RxFrames);
+        let v = self.decide(side, frame, now);
+        match v {
+            Verdict::Drop(r) => self.counters.drop(r),
+            Verdict::Control => self.counters.event(Event::ToControl),
+            Verdict::Forward => self.counters.event(Event::Forwarded),
+            Verdict::Held => self.counters.event(Event::FragmentsHeld),
+        }
+        v
+    }
+
+    fn my_mac(&self, side: Side) -> Mac {
+        match side {
+            Side::Vip => self.vip_mac,
+            Side::Rs => self.rs_mac,
+        }
+    }
+
+    fn owns_dip(&self, side: Side) -> bool {
+        self.one_arm || side == Side::Rs
+    }
+
+    fn decide(&mut self, side: Side, frame: &mut [u8], now: Millis) -> Verdict {
+        let parsed = match frame::classify(frame) {
+            Ok(p) => p,
+            Err(e) => return Verdict::Drop(e.into()),
+        };
+        let dst = frame::dst_mac(frame);
+        let for_us = dst == self.my_mac(side) || dst[0] & 1 == 1;
+        match parsed {
+            // Every ARP frame we see tells us something: a real server's MAC, or another host
+            // claiming a VIP (even a flooded unicast reply not meant for us).
+            Frame::Arp { op, sender_mac, sender_ip, .. } => {
+                self.observe_arp(side, op, sender_mac, sender_ip, now);
+                if for_us {
+                    Verdict::Control
+                } else {
+                    Verdict::Drop(DropReason::NotForUs)
+                }
+            }
+            Frame::Ipv4(_) if !for_us => Verdict::Drop(DropReason::NotForUs),
+            Frame::Ipv4(ip) => self.ipv4(side, frame, &ip, now),
+        }
+    }
+
+    fn observe_arp(&mut self, side: Side, op: ArpOp, mac: Mac, ip: Ipv4Addr, now: Millis) {
+        if op == ArpOp::Other {
+            return;
+        }
+        if self.vips.contains(&ip) && mac != self.vip_mac && mac != self.rs_mac {
+            self.counters.event(Event::VipConflict);
+            self.last_conflict = Some(VipConflict { vip: ip, mac, at: now });
+            // Defend the VIP: neighbours that just learned the wrong MAC relearn ours. Linux
+            // ignores a new MAC for an entry updated less than `locktime` (1 s) ago, so one
+            // announcement right after the thief's would be lost: send a round per second for
+            // three seconds. At most one per second, however fast the other host talks.
+            self.garp_left = GARP_ROUNDS;
+        }
+        if self.owns_dip(side) && self.neigh.observe(ip, mac, now) {
+            self.counters.event(Event::RsMacChanged);
+        }
+    }
+
+    fn ipv4(&mut self, side: Side, frame: &mut [u8], ip: &Ipv4Info, now: Millis) -> Verdict {
+        if self.vips.contains(&ip.src) {
+            return Verdict::Drop(DropReason::SrcIsVip);
+        }
+        if ip.dst == self.spec.dip {
+            return if self.owns_dip(side) { Verdict::Control } else { Verdict::Drop(DropReason::NotOurAddress) };
+        }
+        if !self.vips.contains(&ip.dst) {
+            return Verdict::Drop(DropReason::NotOurAddress);
+        }
+        if side == Side::Rs && !self.one_arm {
+            return Verdict::Drop(DropReason::VipOnRsSide);
+        }
+        match ip.l4 {
+            L4Info::Ports { src, dst, tcp_flags } => {
+                let key = FlowKey { client: ip.src, vip: ip.dst, cport: src, vport: dst, proto: ip.proto };
+                let backend = match self.backend_for(key, tcp_flags, now) {
+                    Ok(b) => b,
+                    Err(r) => return Verdict::Drop(r),
+                };
+                let v = self.send_to(frame, backend, ip.total_len);
+                if ip.more_frags && v == Verdict::Forward {
+                    self.first_fragment(ip, backend, now);
+                }
+                v
+            }
+            L4Info::Fragment => self.later_fragment(frame, ip, now),
+            L4Info::Icmp { icmp_type: 3 | 4 | 11 | 12, .. } => self.icmp_error(frame, ip, now),
+            L4Info::Icmp { .. } => Verdict::Control,
+            L4Info::Other => Verdict::Drop(DropReason::OtherProtocol),
+        }
+    }
+
+    fn service_index(&self, vip: Ipv4Addr, proto: u8, port: u16) -> Option<usize> {
+        self.services.iter().position(|s| s.vip == vip && s.proto.number() == proto && s.port == port)
+    }
+
+    /// The backend for a packet of flow `key`: its flow's, or a newly scheduled one.
+    fn backend_for(&mut self, key: FlowKey, tcp_flags: u8, now: Millis) -> Result<u16, DropReason> {
+        let Some(si) = self.service_index(key.vip, key.proto, key.vport) else {
+            return Err(DropReason::NoService);
+        };
+        let is_tcp = self.services[si].proto == Protocol::Tcp;
+        let backends = &mut self.backends;
+        let counters = &mut self.counters;
+        let hit = self.flows.lookup(&key, now, |v| {
+            release(backends, v);
+            counters.event(Event::FlowsExpired);
+        });
+        let backend = match hit {
+            Some(v) => {
+                let new_state = if is_tcp { v.state.next_tcp(tcp_flags) } else { FlowState::Udp };
+                if new_state != v.state {
+                    if let Some(b) = self.backends.get_mut(usize::from(v.backend)) {
+                        account(b, v.state, -1);
+                        account(b, new_state, 1);
+                    }
+                }
+                self.flows.touch(&key, new_state, now);
+                v.backend
+            }
+            None => {
+                let state = if is_tcp {
+                    match FlowState::open_tcp(tcp_flags) {
+                        Some(s) => s,
+                        None => return Err(DropReason::TcpNoFlow),
+                    }
+                } else {
+                    FlowState::Udp
+                };
+                let Some(b) = self.schedule(si, key.client, now) else {
+                    return Err(DropReason::NoUsableServer);
+                };
+                let backends = &mut self.backends;
+                let counters = &mut self.counters;
+                let inserted = self.flows.insert(key, b, state, now, |v| {
+                    release(backends, v);
+                    counters.event(Event::FlowsEvicted);
+                });
+                if inserted.is_err() {
+                    return Err(DropReason::FlowTableFull);
+                }
+                let be = &mut self.backends[usize::from(b)];
+                account(be, state, 1);
+                be.conns += 1;
+                self.services[si].conns += 1;
+                self.counters.event(Event::FlowsCreated);
+                b
+            }
+        };
+        Ok(backend)
+    }
+
+    /// Rewrite the frame towards a backend's MAC and count it.
+    fn send_to(&mut self, frame: &mut [u8], backend: u16, ip_len: usize) -> Verdict {
+        let Some(b) = self.backends.get_mut(usize::from(backend)) else {
+            return Verdict::Drop(DropReason::NoUsableServer);
+        };
+        let Some(mac) = self.neigh.mac(b.neigh) else {
+            return Verdict::Drop(DropReason::RsMacUnknown);
+        };
+        frame::set_macs(frame, mac, self.rs_mac);
+        b.packets += 1;
+        b.bytes += ip_len as u64;
+        if let Some(s) = self.services.get_mut(usize::from(b.service)) {
+            s.packets += 1;
+            s.bytes += ip_len as u64;
+        }
+        Verdict::Forward
+    }
+
+    fn schedule(&mut self, si: usize, client: Ipv4Addr, now: Millis) -> Option<u16> {
+        let persistence_ms = u64::from(self.services[si].persistence_s) * 1000;
+        let pkey = PersistKey { service: u16::try_from(si).ok()?, client };
+        if persistence_ms > 0 {
+            if let Some(p) = self.persist.get(&pkey).copied() {
+                let usable = p.expires > now
+                    && self.backends.get(usize::from(p.backend)).is_some_and(|b| b.weight > 0 && self.neigh.fresh(b.neigh, now));
+                if usable {
+                    self.persist.insert(pkey, PersistVal { backend: p.backend, expires: now.plus(persistence_ms) });
+                    return Some(p.backend);
+                }
+            }
+        }
+        let svc = &mut self.services[si];
+        for (c, &bi) in svc.cands.iter_mut().zip(svc.backends.iter()) {
+            let b = &self.backends[usize::from(bi)];
+            *c = Candidate { weight: b.weight, reachable: self.neigh.fresh(b.neigh, now), active: b.active, inactive: b.inactive };
+        }
+        let pick = svc.sched.pick(&svc.cands, client)?;
+        let b = *svc.backends.get(pick)?;
+        if persistence_ms > 0 && !self.persist.insert(pkey, PersistVal { backend: b, expires: now.plus(persistence_ms) }) {
+            // Persistence table full: the flow is still served, only without affinity.
+        }
+        Some(b)
+    }
+
+    fn icmp_error(&mut self, frame: &mut [u8], ip: &Ipv4Info, now: Millis) -> Verdict {
+        if ip.proto != PROTO_ICMP {
+            return Verdict::Drop(DropReason::IcmpNoFlow);
+        }
+        let Some((inner_src, inner_dst, proto, sport, dport)) = frame::icmp_embedded(frame, ip) else {
+            return Verdict::Drop(DropReason::TruncatedL4);
+        };
+        // The embedded packet is a reply the real server sent from VIP:port to the client.
+        let key = FlowKey { client: inner_dst, vip: inner_src, cport: dport, vport: sport, proto };
+        let Some(v) = self.flows.peek(&key, now) else {
+            return Verdict::Drop(DropReason::IcmpNoFlow);
+        };
+        self.send_to(frame, v.backend, ip.total_len)
+    }
+
+    /// Timers: expire flows, persistence and fragment state a slice at a time; send ARP
+    /// requests for real servers (from the DIP) and gratuitous ARP for VIPs. Frames to send are
+    /// passed to `emit` with the side to send them on; `emit` says whether the frame went out
+    /// (a frame that did not is counted as `tx_ring_full`).
+    pub fn poll_timers(&mut self, now: Millis, mut emit: impl FnMut(Side, &[u8]) -> bool) {
+        let backends = &mut self.backends;
+        let mut expired = 0;
+        self.flows.sweep(now, SWEEP_BUDGET, |v| {
+            release(backends, v);
+            expired += 1;
+        });
+        self.counters.add(Event::FlowsExpired, expired);
+        self.persist.sweep(&mut self.persist_cursor, 1024, |_, v| v.expires <= now, |_, _| {});
+        let timed_out = self.frags.expire(now);
+        self.counters.drop_n(DropReason::FragmentNoFirst, timed_out);
+
+        let mut buf = [0u8; 60];
+        let (dip, rs_mac) = (self.spec.dip, self.rs_mac);
+        let (mut sent, mut unsent) = (0, 0);
+        self.neigh.due(now, |rip| {
+            if arp::request(&mut buf, rs_mac, dip, rip).is_some() {
+                if emit(Side::Rs, &buf) {
+                    sent += 1;
+                } else {
+                    unsent += 1;
+                }
+            }
+        });
+        self.counters.add(Event::ArpRequestsSent, sent);
+        self.counters.drop_n(DropReason::TxRingFull, unsent);
+
+        if self.garp_left > 0 && self.garp_next <= now {
+            self.garp_left -= 1;
+            self.garp_next = now.plus(1_000);
+            for &vip in &self.vips {
+                let mut buf = [0u8; 60];
+                if arp::gratuitous(&mut buf, self.vip_mac, vip).is_some() {
+                    if emit(Side::Vip, &buf) {
+                        self.counters.event(Event::GratuitousArpSent);
+                    } else {
+                        self.counters.drop(DropReason::TxRingFull);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Count a drop decided outside the core (ring full, VLAN metadata, control queue full).
+    pub fn count_drop(&mut self, r: DropReason) {
+        self.counters.drop(r);
+    }
+
+    /// Count `n` drops of one reason decided outside the core.
+    pub fn count_drops(&mut self, r: DropReason, n: u64) {
+        self.counters.drop_n(r, n);
+    }
+
+    /// Count `n` events that happened outside the core.
+    pub fn count_events(&mut self, e: Event, n: u64) {
+        self.counters.add(e, n);
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    /// Services.
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+    /// Backends.
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+    /// Real servers' link-layer state.
+    pub fn neighbours(&self) -> &Neighbours {
+        &self.neigh
+    }
+    /// The flow table.
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+    /// The configuration in force.
+    pub fn spec(&self) -> &DataPlaneSpec {
+        &self.spec
+    }
+    /// The last ARP claim of a VIP by another host, if any.
+    pub fn last_vip_conflict(&self) -> Option<VipConflict> {
+        self.last_conflict
+    }
+    /// Is this backend's MAC fresh enough for new flows?
+    pub fn backend_reachable(&self, b: &Backend, now: Millis) -> bool {
+        self.neigh.fresh(b.neigh, now)
+    }
+}
+
+/// Point `backend` at its index after a reload; false if its real server is gone.
+fn remap_backend(remap: &[Option<u16>], backend: &mut u16) -> bool {
+    match remap.get(usize::from(*backend)).copied().flatten() {
+        Some(n) => {
+            *backend = n;
+            true
+        }
+        None => false,
+    }
+}
+
+fn account(b: &mut Backend, s: FlowState, delta: i32) {
+    let c = if s.is_active() { &mut b.active } else { &mut b.inactive };
+    *c = c.saturating_add_signed(delta);
+}
+
+fn release(backends: &mut [Backend], v: &crate::flow::FlowVal) {
+    if let Some(b) = backends.get_mut(usize::from(v.backend)) {
+        account(b, v.state, -1);
+    }
+}

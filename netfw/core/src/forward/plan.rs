@@ -1,0 +1,264 @@
+//! Installing a configuration without stalling forwarding.
+//!
+//! `Plan::new` builds every new table (services, schedulers with their Maglev and
+//! source-hash tables, backends, the real servers to resolve, a new flow table when the
+//! capacity changes) and the maps from the running layout to the new one. It needs only the
+//! spec in force and the new one, so it can run on another thread while the old tables keep
+//! forwarding; it costs O(n log n) in real servers. `install` then swaps the tables in:
+//! counters and resolved MACs carry over, flows follow their real server (the flow table is
+//! walked only when backends moved or the capacity changed), and flows whose real server left
+//! are dropped.
+
+use alloc::collections::BTreeMap;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::Ipv4Addr;
+
+use super::{release, remap_backend, Backend, Forwarder, Service, GARP_ROUNDS};
+use crate::counters::Event;
+use crate::flow::{FlowTable, FlowVal};
+use crate::model::{DataPlaneSpec, ServiceSpec};
+use crate::neigh::{Neighbours, Targets};
+use crate::sched::{Candidate, Scheduler};
+use crate::time::Millis;
+
+/// Why a configuration cannot be installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanError {
+    /// The flow table's memory could not be had.
+    FlowTableMemory {
+        /// Flows asked for.
+        flows: usize,
+        /// Bytes that takes.
+        bytes: usize,
+    },
+    /// More services or real servers than the tables index (65536 backends).
+    TooManyBackends,
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanError::FlowTableMemory { flows, bytes } => {
+                write!(f, "a flow table of {flows} flows needs {} MiB, which this box could not allocate", bytes.div_ceil(1 << 20))
+            }
+            PlanError::TooManyBackends => write!(f, "more than 65536 (service, real server) pairs"),
+        }
+    }
+}
+
+/// What `install` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Installed {
+    /// Flows in the table afterwards.
+    pub flows_kept: usize,
+    /// Flows dropped because their real server left (or a smaller table had no room).
+    pub flows_dropped: u64,
+}
+
+/// A service's identity: (VIP, protocol number, port).
+type SvcKey = (Ipv4Addr, u8, u16);
+
+fn key(s: &ServiceSpec) -> SvcKey {
+    (s.vip, s.proto.number(), s.port)
+}
+
+/// The new tables and how the running ones map onto them.
+pub struct Plan {
+    spec: DataPlaneSpec,
+    services: Vec<Service>,
+    /// New service → the running service it continues.
+    service_from: Vec<Option<usize>>,
+    /// Running service → its new index.
+    service_to: Vec<Option<u16>>,
+    backends: Vec<Backend>,
+    /// New backend → the running backend it continues.
+    backend_from: Vec<Option<usize>>,
+    /// Running backend → its new index.
+    backend_to: Vec<Option<u16>>,
+    /// Every backend keeps its index: flows need no rewrite.
+    same_backends: bool,
+    targets: Targets,
+    /// New neighbour entry → the running entry of the same address.
+    neigh_from: Vec<Option<usize>>,
+    /// A new flow table (the capacity changed).
+    flows: Option<FlowTable>,
+}
+
+impl fmt::Debug for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plan").field("services", &self.services.len()).field("backends", &self.backends.len()).finish()
+    }
+}
+
+impl Plan {
+    /// Build the tables for `next`, replacing a forwarder that runs `current`.
+    pub fn new(current: &DataPlaneSpec, next: DataPlaneSpec, seed: u64) -> Result<Plan, PlanError> {
+        let old_services: BTreeMap<SvcKey, usize> = current.services.iter().enumerate().map(|(i, s)| (key(s), i)).collect();
+        let mut old_backends: BTreeMap<(SvcKey, Ipv4Addr), usize> = BTreeMap::new();
+        let mut old_targets = Targets::default();
+        for s in &current.services {
+            for r in &s.real_servers {
+                let n = old_backends.len();
+                old_backends.insert((key(s), r.addr), n);
+                old_targets.id(r.addr).ok_or(PlanError::TooManyBackends)?;
+            }
+        }
+        let old_backend_count: usize = current.services.iter().map(|s| s.real_servers.len()).sum();
+
+        let mut targets = Targets::default();
+        let mut services = Vec::with_capacity(next.services.len());
+        let mut service_from = Vec::with_capacity(next.services.len());
+        let mut backends: Vec<Backend> = Vec::new();
+        let mut backend_from = Vec::new();
+        for (si, s) in next.services.iter().enumerate() {
+            let service = u16::try_from(si).map_err(|_| PlanError::TooManyBackends)?;
+            let mut ids = Vec::with_capacity(s.real_servers.len());
+            for r in &s.real_servers {
+                let neigh = targets.id(r.addr).ok_or(PlanError::TooManyBackends)?;
+                ids.push(u16::try_from(backends.len()).map_err(|_| PlanError::TooManyBackends)?);
+                backend_from.push(old_backends.get(&(key(s), r.addr)).copied());
+                backends.push(Backend {
+                    service,
+                    rip: r.addr,
+                    weight: r.weight,
+                    neigh,
+                    active: 0,
+                    inactive: 0,
+                    conns: 0,
+                    packets: 0,
+                    bytes: 0,
+                });
+            }
+            let servers: Vec<(Ipv4Addr, u16)> = s.real_servers.iter().map(|r| (r.addr, r.weight)).collect();
+            service_from.push(old_services.get(&key(s)).copied());
+            services.push(Service {
+                vip: s.vip,
+                proto: s.proto,
+                port: s.port,
+                sched_kind: s.sched,
+                persistence_s: s.persistence_s,
+                backends: ids,
+                sched: Scheduler::new(s.sched, &servers),
+                cands: vec![Candidate::default(); servers.len()],
+                conns: 0,
+                packets: 0,
+                bytes: 0,
+            });
+        }
+        let backend_to = inverse(&backend_from, old_backend_count);
+        let service_to = inverse(&service_from, current.services.len());
+        let same_backends = backends.len() == old_backend_count && backend_from.iter().enumerate().all(|(i, f)| *f == Some(i));
+        let neigh_from = Neighbours::carry(old_targets.ips(), &targets);
+        let flows = if next.flow_capacity == current.flow_capacity {
+            None
+        } else {
+            let flows = next.flow_capacity as usize;
+            Some(
+                FlowTable::try_new(flows, seed.rotate_left(17) ^ u64::from(next.flow_capacity), next.timeouts)
+                    .map_err(|e| PlanError::FlowTableMemory { flows, bytes: e.bytes })?,
+            )
+        };
+        Ok(Plan {
+            spec: next,
+            services,
+            service_from,
+            service_to,
+            backends,
+            backend_from,
+            backend_to,
+            same_backends,
+            targets,
+            neigh_from,
+            flows,
+        })
+    }
+
+    /// The configuration this plan installs.
+    pub fn spec(&self) -> &DataPlaneSpec {
+        &self.spec
+    }
+}
+
+/// `from[new] = Some(old)` turned into `to[old] = Some(new)`.
+fn inverse(from: &[Option<usize>], old_len: usize) -> Vec<Option<u16>> {
+    let mut to = vec![None; old_len];
+    for (new, old) in from.iter().enumerate() {
+        if let (Some(slot), Ok(n)) = (old.and_then(|o| to.get_mut(o)), u16::try_from(new)) {
+            *slot = Some(n);
+        }
+    }
+    to
+}
+
+impl Forwarder {
+    /// Swap in the tables of `plan`. Counters and resolved MACs carry over; flows keep their
+    /// real server if it stays and are dropped if it left. The pause this causes is a copy of
+    /// the counters, plus a walk of the flow table when backends moved or the capacity changed.
+    pub fn install(&mut self, plan: Plan, now: Millis) -> Installed {
+        let Plan {
+            spec,
+            mut services,
+            service_from,
+            service_to,
+            mut backends,
+            backend_from,
+            backend_to,
+            same_backends,
+            targets,
+            neigh_from,
+            flows,
+        } = plan;
+        for (b, from) in backends.iter_mut().zip(&backend_from) {
+            if let Some(o) = from.and_then(|o| self.backends.get(o)) {
+                (b.active, b.inactive, b.conns, b.packets, b.bytes) = (o.active, o.inactive, o.conns, o.packets, o.bytes);
+            }
+        }
+        for (s, from) in services.iter_mut().zip(&service_from) {
+            if let Some(o) = from.and_then(|o| self.services.get(o)) {
+                (s.conns, s.packets, s.bytes) = (o.conns, o.packets, o.bytes);
+            }
+        }
+        self.neigh.install(&targets, &neigh_from, spec.arp_refresh_ms, now);
+
+        let mut dropped = 0u64;
+        if let Some(mut table) = flows {
+            // A new capacity: every flow moves into the new table (one that no longer fits is
+            // dropped, and no longer counts on its real server).
+            for (k, v) in self.flows.iter() {
+                let Some(nb) = backend_to.get(usize::from(v.backend)).copied().flatten() else {
+                    dropped += 1;
+                    continue;
+                };
+                let moved = FlowVal { backend: nb, ..*v };
+                if !table.adopt(*k, moved) {
+                    release(&mut backends, &moved);
+                    dropped += 1;
+                }
+            }
+            self.flows = table;
+        } else if !same_backends {
+            self.flows.remap(|b| backend_to.get(usize::from(b)).copied().flatten(), |_| dropped += 1);
+        }
+        self.flows.timeouts = spec.timeouts;
+        let same_services = service_to.iter().enumerate().all(|(i, t)| t.map(usize::from) == Some(i));
+        if !same_backends || !same_services {
+            // Persistence keys hold service indices: an entry survives only if its service kept
+            // its index and its real server is still there.
+            self.persist.retain_map(|k, v| {
+                service_to.get(usize::from(k.service)).copied().flatten() == Some(k.service) && remap_backend(&backend_to, &mut v.backend)
+            });
+            self.frags.remap(&backend_to);
+        }
+        self.counters.add(Event::FlowsDroppedOnReload, dropped);
+        self.services = services;
+        self.backends = backends;
+        self.vips = spec.vips();
+        self.spec = spec;
+        self.garp_left = GARP_ROUNDS;
+        self.garp_next = now;
+        self.counters.event(Event::Reloads);
+        Installed { flows_kept: self.flows.len(), flows_dropped: dropped }
+    }
+}

@@ -1,0 +1,177 @@
+//! The data plane's view of a configuration: validated, typed, ready to build tables from.
+//!
+//! The config crate parses and validates the operator's JSON into this; the core never sees
+//! JSON.
+
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+/// Transport protocol of a virtual service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Protocol {
+    /// TCP
+    Tcp,
+    /// UDP
+    Udp,
+}
+
+impl Protocol {
+    /// IP protocol number.
+    pub const fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => crate::wire::frame::PROTO_TCP,
+            Protocol::Udp => crate::wire::frame::PROTO_UDP,
+        }
+    }
+    /// Lower-case name as in the config and status output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// Scheduler of a virtual service (the IPVS names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SchedKind {
+    /// round robin
+    Rr,
+    /// weighted round robin
+    Wrr,
+    /// least connections
+    Lc,
+    /// weighted least connections
+    Wlc,
+    /// source hashing
+    Sh,
+    /// Maglev hashing
+    Mh,
+}
+
+impl SchedKind {
+    /// All schedulers with their config names.
+    pub const ALL: [(&'static str, SchedKind); 6] = [
+        ("rr", SchedKind::Rr),
+        ("wrr", SchedKind::Wrr),
+        ("lc", SchedKind::Lc),
+        ("wlc", SchedKind::Wlc),
+        ("sh", SchedKind::Sh),
+        ("mh", SchedKind::Mh),
+    ];
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, k)| *k == self).map_or("?", |(n, _)| n)
+    }
+}
+
+/// How the director reaches a service's real servers (the IPVS forwarding methods).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "lowercase"))]
+pub enum Forwarding {
+    /// Direct routing: only the destination MAC is rewritten; replies bypass the director.
+    #[default]
+    Dr,
+    /// IP-in-IP tunnel to the real server (IPVS mode only).
+    Tun,
+    /// NAT: the destination address is rewritten; replies return through the director (IPVS
+    /// mode only).
+    Nat,
+}
+
+impl Forwarding {
+    /// The config's (and ipvsadm's long) name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Forwarding::Dr => "dr",
+            Forwarding::Tun => "tun",
+            Forwarding::Nat => "nat",
+        }
+    }
+}
+
+/// One real server of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RealServerSpec {
+    /// Real server IP (RIP), on the DIP's segment.
+    pub addr: Ipv4Addr,
+    /// Weight 0..=65535; 0 drains.
+    pub weight: u16,
+}
+
+/// One virtual service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Virtual IP.
+    pub vip: Ipv4Addr,
+    /// Protocol.
+    pub proto: Protocol,
+    /// Port.
+    pub port: u16,
+    /// Scheduler.
+    pub sched: SchedKind,
+    /// Client-IP affinity in seconds (0 = none).
+    pub persistence_s: u32,
+    /// How real servers are reached.
+    pub forwarding: Forwarding,
+    /// Real servers.
+    pub real_servers: Vec<RealServerSpec>,
+}
+
+/// Flow idle timeouts in seconds, by state (IPVS's defaults for DR).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP after a SYN, before the client's first ACK.
+    pub tcp_syn_s: u32,
+    /// TCP established.
+    pub tcp_established_s: u32,
+    /// TCP after a FIN from the client.
+    pub tcp_fin_s: u32,
+    /// TCP after a RST.
+    pub tcp_close_s: u32,
+    /// UDP.
+    pub udp_s: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { tcp_syn_s: 60, tcp_established_s: 900, tcp_fin_s: 120, tcp_close_s: 10, udp_s: 300 }
+    }
+}
+
+/// Everything the forwarder core needs from a configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataPlaneSpec {
+    /// Director IP on the real-server segment.
+    pub dip: Ipv4Addr,
+    /// Prefix length of the DIP's subnet.
+    pub dip_prefix: u8,
+    /// Prefix length of the VIP-facing segment (for ARP and the control stack).
+    pub vip_prefix: u8,
+    /// Upstream router, if any (for the control stack's replies to off-link hosts).
+    pub gateway: Option<Ipv4Addr>,
+    /// Virtual services.
+    pub services: Vec<ServiceSpec>,
+    /// Flow table capacity (flows).
+    pub flow_capacity: u32,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// How often each real server's MAC is re-resolved, in milliseconds.
+    pub arp_refresh_ms: u64,
+}
+
+impl DataPlaneSpec {
+    /// Distinct VIPs, in config order.
+    pub fn vips(&self) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = Vec::new();
+        for s in &self.services {
+            if !v.contains(&s.vip) {
+                v.push(s.vip);
+            }
+        }
+        v
+    }
+}

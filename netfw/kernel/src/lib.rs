@@ -1,0 +1,19 @@
+//! netfw-kernel: everything the director asks of the Linux kernel itself.
+//!
+//! - `genl`: generic netlink framing, typed builders and a bounds-checked attribute parser.
+//! - `ipvs`: the IPVS family (`include/uapi/linux/ip_vs.h`): services and real servers.
+//! - `reconcile`: what must change in the kernel's table to match the config (never a flush).
+//! - `director`: the director's own side in ipvs mode (addresses, ARP and IPVS sysctls).
+//! - `report`: the kernel's table and counters as the same status document netfw reports.
+//! - `mode`: entering, reading and leaving ipvs mode, in one call each.
+//! - `rtnl`: addresses, links and routes over rtnetlink (also the management NIC).
+//!
+//! The init calls this in-process; `netfw ipvs …` is the same code on the command line.
+
+pub mod director;
+pub mod genl;
+pub mod ipvs;
+pub mod mode;
+pub mod reconcile;
+pub mod report;
+pub mod rtnl;

@@ -1,0 +1,86 @@
+//! IPVS mode in one call each: enter it (the director's side, then reconcile the kernel's
+//! table to the config), read it (the status document), verify it (what the kernel holds
+//! equals what was asked), leave it (every service and this mode's addresses removed).
+
+use std::fmt;
+
+use director_config::Config;
+use director_messages::status::Status;
+use netfw_core::model::DataPlaneSpec;
+
+use crate::director::{self, DirectorError};
+use crate::ipvs::{Ipvs, IpvsError};
+use crate::reconcile::{self, Wanted};
+
+/// Why IPVS mode could not be entered, read or left.
+#[derive(Debug)]
+pub enum ModeError {
+    /// The kernel's IPVS refused or is missing.
+    Ipvs(IpvsError),
+    /// The director's addresses or sysctls.
+    Director(DirectorError),
+}
+
+impl fmt::Display for ModeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModeError::Ipvs(e) => e.fmt(f),
+            ModeError::Director(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ModeError {}
+
+impl From<IpvsError> for ModeError {
+    fn from(e: IpvsError) -> Self {
+        ModeError::Ipvs(e)
+    }
+}
+
+/// The services the config wants.
+pub fn wanted(spec: &DataPlaneSpec) -> Vec<Wanted> {
+    spec.services.iter().map(Wanted::from_spec).collect()
+}
+
+/// Enter (or update) IPVS mode for `cfg`; every step is reported to `log` as it happens.
+/// Returns the number of changes made to the kernel's table.
+pub fn enter(cfg: &Config, spec: &DataPlaneSpec, log: &mut dyn FnMut(String)) -> Result<usize, ModeError> {
+    director::setup(cfg, spec, log).map_err(ModeError::Director)?;
+    let mut ipvs = Ipvs::open()?;
+    let have = reconcile::read(&mut ipvs)?;
+    let changes = reconcile::diff(&have, &wanted(spec));
+    for c in &changes {
+        log(c.to_string());
+    }
+    reconcile::apply(&mut ipvs, &changes)?;
+    log(format!("IPVS matches the config ({} change{})", changes.len(), if changes.len() == 1 { "" } else { "s" }));
+    Ok(changes.len())
+}
+
+/// The kernel's table with its counters as the status document; `cfg` names the NICs and
+/// the DIP.
+pub fn status(cfg: Option<&Config>) -> Result<Status, ModeError> {
+    let mut ipvs = Ipvs::open()?;
+    let table = reconcile::read(&mut ipvs)?;
+    let arp = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
+    Ok(crate::report::collect(cfg, &table, &arp))
+}
+
+/// How the kernel's table differs from what `spec` asks (empty: it holds exactly that).
+pub fn verify(cfg: &Config, spec: &DataPlaneSpec) -> Result<Vec<String>, ModeError> {
+    Ok(status(Some(cfg))?.differences(spec, false))
+}
+
+/// Leave IPVS mode: delete every service the kernel has and the addresses of this mode.
+pub fn leave(cfg: &Config, spec: &DataPlaneSpec, log: &mut dyn FnMut(String)) -> Result<(), ModeError> {
+    let mut ipvs = Ipvs::open()?;
+    let have = reconcile::read(&mut ipvs)?;
+    let changes = reconcile::diff(&have, &[]);
+    for c in &changes {
+        log(c.to_string());
+    }
+    reconcile::apply(&mut ipvs, &changes)?;
+    director::teardown(cfg, spec, log);
+    Ok(())
+}

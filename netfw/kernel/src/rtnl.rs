@@ -1,0 +1,135 @@
+//! Kernel network configuration over rtnetlink (netlink-packet-route): links up, addresses and
+//! the default route (the appliance's management NIC; the director's DIP and VIPs in IPVS
+//! mode; the lab's real-server guest). A refusal comes back as the kernel's errno, with what
+//! was asked.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{LinkFlags, LinkMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+/// Why an rtnetlink request failed.
+#[derive(Debug)]
+pub enum RtnlError {
+    /// The NIC does not exist.
+    NoNic(String),
+    /// The netlink socket could not be used.
+    Socket {
+        /// What was asked.
+        what: String,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The kernel refused.
+    Refused {
+        /// What was asked.
+        what: String,
+        /// The kernel's errno.
+        error: std::io::Error,
+    },
+    /// The kernel's answer could not be read.
+    BadReply {
+        /// What was asked.
+        what: String,
+        /// The parser's complaint.
+        message: String,
+    },
+}
+
+impl fmt::Display for RtnlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RtnlError::NoNic(n) => write!(f, "no NIC {n}"),
+            RtnlError::Socket { what, error } => write!(f, "{what}: netlink socket: {error}"),
+            RtnlError::Refused { what, error } => write!(f, "{what}: the kernel said \"{error}\""),
+            RtnlError::BadReply { what, message } => write!(f, "{what}: unreadable netlink reply: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for RtnlError {}
+
+/// Interface index of a NIC.
+pub fn ifindex(name: &str) -> Result<u32, RtnlError> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| RtnlError::NoNic(name.to_string()))
+}
+
+fn request(what: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<(), RtnlError> {
+    let sock_err = |error| RtnlError::Socket { what: what.to_string(), error };
+    let mut sock = Socket::new(NETLINK_ROUTE).map_err(sock_err)?;
+    sock.bind_auto().map_err(sock_err)?;
+    sock.connect(&SocketAddr::new(0, 0)).map_err(sock_err)?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    let mut nl = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+    nl.finalize();
+    let mut buf = vec![0u8; nl.buffer_len()];
+    nl.serialize(&mut buf);
+    sock.send(&buf, 0).map_err(sock_err)?;
+    let mut rx = vec![0u8; 8192];
+    let n = sock.recv(&mut &mut rx[..], 0).map_err(sock_err)?;
+    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rx.get(..n).unwrap_or_default())
+        .map_err(|e| RtnlError::BadReply { what: what.to_string(), message: e.to_string() })?;
+    match reply.payload {
+        NetlinkPayload::Error(e) => match e.code {
+            None => Ok(()),
+            Some(code) => Err(RtnlError::Refused { what: what.to_string(), error: std::io::Error::from_raw_os_error(-code.get()) }),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Bring `nic` up (administratively).
+pub fn set_link_up(nic: &str) -> Result<(), RtnlError> {
+    let mut m = LinkMessage::default();
+    m.header.index = ifindex(nic)?;
+    m.header.flags = LinkFlags::Up;
+    m.header.change_mask = LinkFlags::Up;
+    request(&format!("link {nic} up"), RouteNetlinkMessage::SetLink(m), 0)
+}
+
+/// Put `addr/prefix` on `nic` (replacing the same address if present).
+pub fn add_address(nic: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), RtnlError> {
+    let mut m = AddressMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.prefix_len = prefix;
+    m.header.index = ifindex(nic)?;
+    m.attributes.push(AddressAttribute::Local(addr.into()));
+    m.attributes.push(AddressAttribute::Address(addr.into()));
+    let bcast = u32::from(addr) | (u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0));
+    m.attributes.push(AddressAttribute::Broadcast(Ipv4Addr::from(bcast)));
+    request(&format!("address {addr}/{prefix} on {nic}"), RouteNetlinkMessage::NewAddress(m), NLM_F_CREATE | NLM_F_REPLACE)
+}
+
+/// Remove `addr/prefix` from `nic`.
+pub fn del_address(nic: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), RtnlError> {
+    let mut m = AddressMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.prefix_len = prefix;
+    m.header.index = ifindex(nic)?;
+    m.attributes.push(AddressAttribute::Local(addr.into()));
+    request(&format!("remove {addr}/{prefix} from {nic}"), RouteNetlinkMessage::DelAddress(m), 0)
+}
+
+/// Default route via `gw` (replacing any).
+pub fn set_default_route(gw: Ipv4Addr) -> Result<(), RtnlError> {
+    let mut m = RouteMessage::default();
+    m.header = RouteHeader {
+        address_family: AddressFamily::Inet,
+        table: RouteHeader::RT_TABLE_MAIN,
+        protocol: RouteProtocol::Static,
+        scope: RouteScope::Universe,
+        kind: RouteType::Unicast,
+        ..RouteHeader::default()
+    };
+    m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+    request(&format!("default route via {gw}"), RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_REPLACE)
+}

@@ -1,0 +1,265 @@
+//! One turn of the forwarder's loop: receive a batch from each NIC, decide each frame (core),
+//! queue forwarded frames on the RS-facing NIC and control frames to the smoltcp stack of the
+//! NIC they came in on, release held fragments, run the timers and the control stacks, flush.
+//!
+//! Every frame that does not go out is counted with its reason: a full transmit ring
+//! (`tx_ring_full`) whoever sent it (the fast path, ARP, gratuitous ARP, the control stack,
+//! released fragments), a frame the kernel dropped at flush (`tx_error`), a flush that failed
+//! otherwise (`tx_flush_failed`), and receive-ring statistics that could not be read
+//! (`ring_stats_unreadable`).
+
+use netfw_core::counters::{DropReason, Event};
+use netfw_core::forward::{Forwarder, Side, Verdict};
+use netfw_core::time::Millis;
+use netfw_core::wire::csum;
+
+use crate::io::{Port, Receive, Transmit};
+use crate::stack::ControlStack;
+
+/// Batches taken from one NIC per turn, so the others and transmit get their turn.
+pub const RX_BUDGET: usize = 64;
+
+/// A dedicated NIC in the loop: its port, the control stack that owns its addresses, and its
+/// role.
+#[derive(Debug)]
+pub struct Nic<P> {
+    /// The NIC's I/O.
+    pub port: P,
+    /// Its control stack.
+    pub stack: ControlStack,
+    /// VIP-facing or RS-facing (one-arm: one NIC, `Side::Vip`).
+    pub side: Side,
+}
+
+/// The NIC at `i` and, if there is one, the other NIC (where forwarded frames go when `i` is
+/// the VIP-facing NIC of a two-arm layout).
+fn split<P>(nics: &mut [Nic<P>], i: usize) -> Option<(&mut Nic<P>, Option<&mut Nic<P>>)> {
+    let (_, b) = nics.split_at_mut(i);
+    let (me, rest) = b.split_first_mut()?;
+    let other = if me.side == Side::Vip { rest.first_mut() } else { None };
+    Some((me, other))
+}
+
+/// One turn of the loop at time `now`.
+pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, now: Millis) {
+    for i in 0..nics.len() {
+        let Some((me, other)) = split(nics, i) else { continue };
+        let side = me.side;
+        let stack = &mut me.stack;
+        let (rx, own_tx) = me.port.halves();
+        let mut other_tx = other.map(|o| o.port.halves().1);
+        rx.receive(RX_BUDGET, |frame| {
+            if frame.vlan_tagged {
+                fwd.count_drop(DropReason::VlanTagged);
+                return;
+            }
+            if frame.truncated {
+                fwd.count_drop(DropReason::Oversize);
+                return;
+            }
+            if frame.csum_not_ready {
+                csum::complete_l4_checksum(frame.data);
+            }
+            match fwd.process(side, frame.data, now) {
+                Verdict::Forward => {
+                    let tx = match other_tx.as_deref_mut() {
+                        Some(t) => t,
+                        None => &mut *own_tx,
+                    };
+                    if !tx.send(frame.data) {
+                        fwd.count_drop(DropReason::TxRingFull);
+                    }
+                }
+                Verdict::Control => {
+                    if !stack.push_rx(frame.data) {
+                        fwd.count_drop(DropReason::ControlQueueFull);
+                    }
+                }
+                Verdict::Held | Verdict::Drop(_) => {}
+            }
+        });
+    }
+
+    let rs = nics.len().saturating_sub(1);
+    if let Some(n) = nics.get_mut(rs) {
+        let tx = n.port.halves().1;
+        fwd.drain_released(|f| tx.send(f));
+    }
+    fwd.poll_timers(now, |side, f| {
+        let i = if side == Side::Rs { rs } else { 0 };
+        nics.get_mut(i).is_some_and(|n| n.port.halves().1.send(f))
+    });
+    for n in nics.iter_mut() {
+        let tx = n.port.halves().1;
+        let mut unsent = 0;
+        n.stack.poll(now, |f| {
+            if !tx.send(f) {
+                unsent += 1;
+            }
+        });
+        fwd.count_drops(DropReason::TxRingFull, unsent);
+        let flushed = tx.flush();
+        fwd.count_drops(DropReason::TxError, flushed.dropped);
+        if flushed.failed.is_some() {
+            fwd.count_events(Event::TxFlushFailed, 1);
+        }
+    }
+}
+
+/// The kernel's receive-ring drop counters (one syscall per NIC: call it once a second).
+pub fn kernel_drops<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder) {
+    for n in nics.iter_mut() {
+        match n.port.kernel_drops() {
+            Ok(d) => fwd.count_drops(DropReason::RxRingOverflow, d),
+            Err(_) => fwd.count_events(Event::RingStatsUnreadable, 1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::net::Ipv4Addr;
+    use std::os::fd::RawFd;
+
+    use netfw_core::model::{DataPlaneSpec, Forwarding, Protocol, RealServerSpec, SchedKind, ServiceSpec, Timeouts};
+
+    use super::*;
+    use crate::io::{Flushed, RxFrame};
+    use crate::stack::Roles;
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0xd0, 1];
+    const DIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+    /// A NIC in memory: frames to receive, a transmit ring of `room` frames, and what its
+    /// flush and statistics report.
+    #[derive(Default)]
+    struct Fake {
+        rx: FakeRx,
+        tx: FakeTx,
+        stats: Option<u64>,
+    }
+    #[derive(Default)]
+    struct FakeRx(VecDeque<Vec<u8>>);
+    #[derive(Default)]
+    struct FakeTx {
+        room: usize,
+        sent: Vec<Vec<u8>>,
+        flush_drops: u64,
+        flush_fails: bool,
+    }
+    impl Receive for FakeRx {
+        fn receive(&mut self, _: usize, mut f: impl FnMut(RxFrame<'_>)) -> usize {
+            let n = self.0.len();
+            while let Some(mut fr) = self.0.pop_front() {
+                f(RxFrame { data: &mut fr, vlan_tagged: false, csum_not_ready: false, truncated: false });
+            }
+            n
+        }
+    }
+    impl Transmit for FakeTx {
+        fn send(&mut self, frame: &[u8]) -> bool {
+            if self.sent.len() >= self.room {
+                return false;
+            }
+            self.sent.push(frame.to_vec());
+            true
+        }
+        fn flush(&mut self) -> Flushed {
+            Flushed {
+                dropped: std::mem::take(&mut self.flush_drops),
+                failed: self.flush_fails.then(|| std::io::Error::from_raw_os_error(libc::ENETDOWN)),
+            }
+        }
+    }
+    impl Port for Fake {
+        type Rx = FakeRx;
+        type Tx = FakeTx;
+        fn halves(&mut self) -> (&mut FakeRx, &mut FakeTx) {
+            (&mut self.rx, &mut self.tx)
+        }
+        fn fd(&self) -> RawFd {
+            -1
+        }
+        fn kernel_drops(&mut self) -> std::io::Result<u64> {
+            self.stats.ok_or_else(|| std::io::Error::from_raw_os_error(libc::EBADF))
+        }
+    }
+
+    fn spec() -> DataPlaneSpec {
+        DataPlaneSpec {
+            dip: DIP,
+            dip_prefix: 24,
+            vip_prefix: 24,
+            gateway: None,
+            services: vec![ServiceSpec {
+                vip: Ipv4Addr::new(198, 18, 0, 10),
+                proto: Protocol::Tcp,
+                port: 80,
+                sched: SchedKind::Rr,
+                persistence_s: 0,
+                forwarding: Forwarding::Dr,
+                real_servers: vec![RealServerSpec { addr: Ipv4Addr::new(198, 18, 0, 11), weight: 1 }],
+            }],
+            flow_capacity: 64,
+            timeouts: Timeouts::default(),
+            arp_refresh_ms: 1_000,
+        }
+    }
+
+    /// A one-arm box whose NIC's transmit ring holds `room` frames.
+    fn one_arm(room: usize) -> (Vec<Nic<Fake>>, Forwarder) {
+        let s = spec();
+        let fwd = Forwarder::new(s.clone(), MAC, MAC, true, 1, Millis(0));
+        let stack = ControlStack::new(MAC, Roles { vips: true, dip: true }, &s, 1, Millis(0));
+        let port = Fake { tx: FakeTx { room, ..FakeTx::default() }, stats: Some(0), ..Fake::default() };
+        (vec![Nic { port, stack, side: Side::Vip }], fwd)
+    }
+
+    /// "who has the DIP" from a real server.
+    fn arp_for_dip() -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 1, 1, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1, 2, 0, 0, 0, 1, 1, 198, 18, 0, 11]);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&DIP.octets());
+        f
+    }
+
+    #[test]
+    fn every_frame_that_cannot_be_sent_is_counted() {
+        // Room for nothing: the ARP request for the real server and the announcements of the
+        // VIP (timers), and the control stack's ARP reply, all find the ring full.
+        let (mut nics, mut fwd) = one_arm(0);
+        nics[0].port.rx.0.push_back(arp_for_dip());
+        turn(&mut nics, &mut fwd, Millis(0));
+        let c = fwd.counters();
+        assert_eq!(c.events(Event::ToControl), 1, "the ARP request went to the control stack");
+        assert_eq!(c.drops(DropReason::TxRingFull), 3, "ARP request + gratuitous ARP + the stack's ARP reply");
+        assert!(nics[0].port.tx.sent.is_empty());
+
+        // With room, the same frames go out and nothing more is counted.
+        let (mut nics, mut fwd) = one_arm(16);
+        nics[0].port.rx.0.push_back(arp_for_dip());
+        turn(&mut nics, &mut fwd, Millis(0));
+        assert_eq!(fwd.counters().drops(DropReason::TxRingFull), 0);
+        assert_eq!(nics[0].port.tx.sent.len(), 3);
+    }
+
+    #[test]
+    fn flush_drops_failures_and_unreadable_statistics_are_counted() {
+        let (mut nics, mut fwd) = one_arm(16);
+        nics[0].port.tx.flush_drops = 2;
+        nics[0].port.tx.flush_fails = true;
+        turn(&mut nics, &mut fwd, Millis(0));
+        assert_eq!(fwd.counters().drops(DropReason::TxError), 2);
+        assert_eq!(fwd.counters().events(Event::TxFlushFailed), 1);
+        nics[0].port.stats = Some(5);
+        kernel_drops(&mut nics, &mut fwd);
+        assert_eq!(fwd.counters().drops(DropReason::RxRingOverflow), 5);
+        nics[0].port.stats = None;
+        kernel_drops(&mut nics, &mut fwd);
+        assert_eq!(fwd.counters().events(Event::RingStatsUnreadable), 1);
+        let status = crate::status::collect(&fwd, "eth1", "eth1", Millis(0));
+        assert!(status.warnings.iter().any(|w| w.contains("statistics could not be read")), "{:?}", status.warnings);
+    }
+}
