@@ -489,10 +489,8 @@ impl Plant for Appliance<'_> {
             (Some(f), Some(t)) if f.mode == Running::Forwarder && t.mode == Running::Forwarder => {
                 write_run_config(&t.cfg).map_err(|p| vec![p])?;
                 match call::<_, NetfwAnswer>(std::path::Path::new(NETFW_SOCKET), &NetfwRequest::Reload, Duration::from_secs(60)) {
-                    Ok(a @ NetfwAnswer::Reloaded { .. }) => {
-                        log::line("netfw", &a.human());
-                        Ok(Running::Forwarder)
-                    }
+                    // netfw logs the reload itself.
+                    Ok(NetfwAnswer::Reloaded { .. }) => Ok(Running::Forwarder),
                     Ok(NetfwAnswer::Refused { problems }) => Err(problems),
                     Ok(other) => Err(vec![Problem::general(format!("netfw answered: {}", other.human()))]),
                     Err(e) => Err(vec![Problem::general(format!("netfw reload: {e}"))]),

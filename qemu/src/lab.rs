@@ -337,7 +337,7 @@ impl Lab {
 
     fn wait_tcp(&self, ns: &str, ip: Ipv4Addr, port: u16) -> Result<(), LabError> {
         let tool = bin("labtool")?;
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + crate::vm::scaled(Duration::from_secs(20));
         loop {
             if self.exec(ns, &[tool.to_str().unwrap_or_default(), "probe", &format!("{ip}:{port}")]).is_ok() {
                 return Ok(());
@@ -439,7 +439,7 @@ impl Lab {
             ],
         )?;
         self.netfw = Some(idx);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + crate::vm::scaled(Duration::from_secs(20));
         loop {
             if let Some((_, c)) = self.children.get_mut(idx) {
                 if let Ok(Some(st)) = c.try_wait() {
@@ -497,7 +497,7 @@ impl Lab {
 
     /// Wait until every lab real server is resolved again (after a reload).
     pub fn wait_resolved(&self) -> Result<(), LabError> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + crate::vm::scaled(Duration::from_secs(20));
         loop {
             let s = self.status_json()?;
             if self.resolved(&s) {

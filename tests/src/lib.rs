@@ -1,10 +1,14 @@
-//! Helpers shared by the end-to-end tests: one lab at a time (the machine has two cores), and
-//! small parsers for labtool's JSON output.
+//! Helpers shared by the end-to-end tests: one lab at a time (the machine has two cores),
+//! waits that scale with `DIRECTOR_TIMEOUT_MULT`, captures that end when the test's traffic
+//! is done, and small parsers for labtool's JSON output.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use qemu::lab::{self, Lab};
+use qemu::vm::scaled;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -12,6 +16,56 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// timeouts meaningless.
 pub fn one_lab_at_a_time() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Poll `f` every 50 ms until it gives a value, for at most `timeout` (scaled by
+/// `DIRECTOR_TIMEOUT_MULT`); panics with `what` and the last state otherwise.
+pub fn poll_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + scaled(timeout);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() >= deadline => panic!("{what} (after {:?}): {last}", scaled(timeout)),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// The real server that answered a `labtool long --bytes BYTES`, after checking the body was
+/// exactly what that server sends: its name, a newline, then `bytes` bytes.
+pub fn long_body(out: &str, bytes: u64) -> String {
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("labtool long printed no JSON ({e}): {out}"));
+    let server = v["server"].as_str().unwrap_or_else(|| panic!("no server in {out}")).to_string();
+    assert_eq!(v["body_bytes"].as_u64(), Some(bytes + server.len() as u64 + 1), "the whole body arrived: {out}");
+    server
+}
+
+/// A capture on a NIC of a lab host that runs until the test's traffic is done, so what it
+/// did not see really did not cross the NIC.
+#[derive(Debug)]
+pub struct Sniffer {
+    label: String,
+    stop: PathBuf,
+}
+
+impl Sniffer {
+    /// Start capturing on `dev` in `ns`; returns once the capture runs.
+    pub fn start(lab: &mut Lab, label: &str, ns: &str, dev: &str) -> Sniffer {
+        let stop = lab.dir().join(format!("{label}.stop"));
+        let _ = std::fs::remove_file(&stop);
+        let tool = qemu::proc::bin("labtool").unwrap_or_else(|e| panic!("{e}"));
+        let args = [tool.to_string_lossy().as_ref(), "sniff", "--dev", dev, "--seconds", "600", "--stop-file", &stop.to_string_lossy()]
+            .map(str::to_string);
+        lab.spawn(label, ns, &args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap_or_else(|e| panic!("{e}"));
+        wait_ready(lab, label);
+        Sniffer { label: label.into(), stop }
+    }
+
+    /// End the capture and return what it saw.
+    pub fn finish(self, lab: &Lab) -> serde_json::Value {
+        std::fs::write(&self.stop, b"").unwrap_or_else(|e| panic!("{}: {e}", self.stop.display()));
+        wait_sniff(lab, &self.label)
+    }
 }
 
 /// A service JSON object: real servers as (lab index, weight).
@@ -56,53 +110,54 @@ pub fn sniff_result(log: &str) -> serde_json::Value {
 
 /// Wait until a spawned sniffer says it is capturing.
 pub fn wait_ready(lab: &Lab, label: &str) {
-    for _ in 0..100 {
-        if lab.log(label).contains("\"ready\"") {
-            return;
+    poll_until(&format!("{label} never became ready"), Duration::from_secs(5), || {
+        let log = lab.log(label);
+        if log.contains("\"ready\"") {
+            Ok(())
+        } else {
+            Err(log)
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("{label} never became ready: {}", lab.log(label));
+    });
 }
 
 /// Wait until a spawned sniffer printed its result.
 pub fn wait_sniff(lab: &Lab, label: &str) -> serde_json::Value {
-    for _ in 0..400 {
-        if lab.log(label).contains("\"arp\"") {
-            return sniff_result(&lab.log(label));
+    poll_until(&format!("{label} never finished"), Duration::from_secs(20), || {
+        let log = lab.log(label);
+        if log.contains("\"arp\"") {
+            Ok(sniff_result(&log))
+        } else {
+            Err(log)
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("{label} never finished: {}", lab.log(label));
+    })
 }
 
 /// Wait until the client reaches every one of `servers` through the VIP: a burst of 6
 /// requests, without errors, answered by all of them (each is resolved and forwarding).
 pub fn wait_forwarding(lab: &Lab, servers: &[&str]) {
-    let deadline = std::time::Instant::now() + qemu::vm::scaled(std::time::Duration::from_secs(60));
     let to = format!("{}:80", lab::VIP);
-    loop {
-        let out = lab.labtool(&lab.ns("client"), &["get", "--to", &to, "--count", "6"]).unwrap_or_default();
+    poll_until(&format!("never forwarded to {servers:?}"), Duration::from_secs(60), || {
+        let out = lab.labtool(&lab.ns("client"), &["get", "--to", &to, "--count", "6"]).unwrap_or_else(|e| e.0);
         if out.contains("\"errors\":[]") && servers.iter().all(|r| out.contains(r)) {
-            return;
+            Ok(())
+        } else {
+            std::thread::sleep(Duration::from_millis(450));
+            Err(out)
         }
-        assert!(std::time::Instant::now() < deadline, "never forwarded to {servers:?}: {out}");
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    });
 }
 
 /// Wait for a long transfer started with `lab.spawn(label, .., ["long", ..])` to print its
 /// result; fails if it broke.
 pub fn long_transfer_result(lab: &Lab, label: &str) -> serde_json::Value {
-    for _ in 0..600 {
+    poll_until("the long transfer did not finish", Duration::from_secs(30), || {
         let log = lab.log(label);
-        if let Some(line) = log.lines().find(|l| l.contains("body_bytes")) {
-            return serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        }
         assert!(!log.contains("labtool:"), "the long transfer broke: {log}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("the long transfer did not finish: {}", lab.log(label));
+        match log.lines().find(|l| l.contains("body_bytes")) {
+            Some(line) => Ok(serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))),
+            None => Err(log),
+        }
+    })
 }
 
 /// An HTTPS client for the appliance's web API, run in a lab namespace with `curl` (a real
@@ -121,7 +176,9 @@ pub struct Web {
 /// One HTTP answer.
 #[derive(Debug)]
 pub struct Answer {
-    /// Status code.
+    /// curl's exit code (0: an answer came; 7: could not connect; 28: timed out).
+    pub curl_exit: i32,
+    /// Status code (0 when no answer came).
     pub status: u16,
     /// Header lines, as received.
     pub headers: String,
@@ -130,6 +187,12 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// True if nothing answered at the address: the connection was refused or found no host
+    /// (curl 7), or timed out (curl 28). Not a TLS or HTTP failure.
+    pub fn nobody_there(&self) -> bool {
+        matches!(self.curl_exit, 7 | 28) && self.status == 0
+    }
+
     /// The body as JSON (Null if it is not).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
@@ -148,10 +211,26 @@ impl Web {
     pub fn call(&self, method: &str, path: &str, body: Option<(&str, &[u8])>, csrf: Option<&str>) -> Answer {
         let jar = self.jar.to_string_lossy().into_owned();
         let url = format!("{}{path}", self.base);
-        let mut args: Vec<String> =
-            ["netns", "exec", &self.ns, "curl", "-sk", "-i", "--max-time", "60", "-X", method, "-b", &jar, "-c", &jar]
-                .map(String::from)
-                .to_vec();
+        let mut args: Vec<String> = [
+            "netns",
+            "exec",
+            &self.ns,
+            "curl",
+            "-sk",
+            "-i",
+            "--connect-timeout",
+            "10",
+            "--max-time",
+            "60",
+            "-X",
+            method,
+            "-b",
+            &jar,
+            "-c",
+            &jar,
+        ]
+        .map(String::from)
+        .to_vec();
         if let Some(f) = &self.from {
             args.extend(["--interface".into(), f.clone()]);
         }
@@ -176,7 +255,7 @@ impl Web {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        Answer { status, headers: head.to_string(), body: body.to_string() }
+        Answer { curl_exit: out.status.code().unwrap_or(-1), status, headers: head.to_string(), body: body.to_string() }
     }
 
     /// GET.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use qemu::lab::{self, Lab, Layout};
 use qemu::vm::Firmware;
-use tests::{counts, http_requests, long_transfer_result, one_lab_at_a_time, service, wait_forwarding};
+use tests::{counts, http_requests, long_body, long_transfer_result, one_lab_at_a_time, service, wait_forwarding, Sniffer};
 
 fn svc(rss: &[(usize, u16)]) -> String {
     format!("[{}]", service("rr", "tcp", 80, 0, rss))
@@ -214,7 +214,7 @@ fn nat_mode_forwards_and_replies_return_through_the_director() {
     // Unlike DR, the replies come back through the director: a 1 MB download enters it.
     let before = lab.tap_to_vm_bytes("tap2").unwrap();
     let out = lab.labtool(&lab.ns("client"), &["long", "--to", &format!("{}:80", lab::VIP), "--bytes", "1000000"]).unwrap();
-    assert!(out.contains("\"body_bytes\":100000"), "{out}");
+    long_body(&out, 1_000_000);
     let into_vm = lab.tap_to_vm_bytes("tap2").unwrap() - before;
     assert!(into_vm > 1_000_000, "NAT replies must cross the director: only {into_vm} bytes entered it");
     assert_eq!(ipvs_table(&mut lab).len(), 3);
@@ -227,17 +227,17 @@ fn tun_mode_sends_ipip_from_the_dip_to_each_real_server() {
     lab.write_vm_config(&one_line(&lab, &with_forwarding(&svc(&[(1, 1), (2, 1), (3, 1)]), "tun"), "ipvs")).unwrap();
     lab.boot_vm(Firmware::Direct).unwrap();
     lab.vm().wait_for("ip_forward=0 (DR/TUN", Duration::from_secs(5)).unwrap();
-    let tool = qemu::proc::bin("labtool").unwrap();
-    for i in 1..=3 {
-        let ns = lab.ns(&format!("rs{i}"));
-        lab.spawn(&format!("sniff-rs{i}"), &ns, &[tool.to_str().unwrap(), "sniff", "--dev", "eth0", "--seconds", "6"]).unwrap();
-        tests::wait_ready(&lab, &format!("sniff-rs{i}"));
-    }
+    let sniffers: Vec<Sniffer> = (1..=3)
+        .map(|i| {
+            let ns = lab.ns(&format!("rs{i}"));
+            Sniffer::start(&mut lab, &format!("sniff-rs{i}"), &ns, "eth0")
+        })
+        .collect();
     // The real servers here cannot decapsulate (the host kernel has no IPIP), so the client's
     // connections go unanswered; what the director sends is what this test checks.
     let _ = lab.labtool(&lab.ns("client"), &["get", "--to", &format!("{}:80", lab::VIP), "--count", "3"]);
-    for i in 1..=3 {
-        let cap = tests::wait_sniff(&lab, &format!("sniff-rs{i}"));
+    for (i, sniffer) in (1..=3).zip(sniffers) {
+        let cap = sniffer.finish(&lab);
         let tunnelled = cap["ipip"].as_array().unwrap();
         assert!(!tunnelled.is_empty(), "rs{i} got no IPIP from the director: {cap}");
         for t in tunnelled {
@@ -272,7 +272,7 @@ fn tun_mode_end_to_end_with_real_servers_set_up_per_seed_002() {
     // Replies bypass the director: a 1 MB answer never enters the VM on the RS-facing NIC.
     let before = lab.tap_to_vm_bytes("tap2").unwrap();
     let out = lab.labtool(&lab.ns("client"), &["long", "--to", &format!("{}:80", lab::VIP), "--bytes", "1000000"]).unwrap();
-    assert!(out.contains("\"body_bytes\":1000004"), "{out}");
+    long_body(&out, 1_000_000);
     let into_vm = lab.tap_to_vm_bytes("tap2").unwrap() - before;
     assert!(into_vm < 200_000, "TUN replies must not cross the director: {into_vm} bytes entered it");
 
@@ -291,4 +291,49 @@ fn tun_mode_end_to_end_with_real_servers_set_up_per_seed_002() {
         g.wait_for("rp_filter 0 done", Duration::from_secs(10)).unwrap();
     }
     wait_forwarding(&lab, &["rs1", "rs2"]);
+}
+
+/// Issue 9: apply tells the truth. A config that passes every rule but that the data plane
+/// refuses (a flow table larger than this box's memory) is reported as not applied, with the
+/// step and the reason; the box keeps forwarding by the config it had; and that config, not
+/// the refused one, is what the box runs after a reboot.
+#[test]
+fn a_change_the_data_plane_refuses_is_neither_applied_nor_saved() {
+    let _g = one_lab_at_a_time();
+    let mut lab = Lab::build_for_vm(Layout::TwoArm, 3).unwrap();
+    let good = one_line(&lab, &svc(&[(1, 1), (2, 1), (3, 1)]), "forwarder");
+    lab.write_vm_config(&good).unwrap();
+    lab.boot_vm(Firmware::Direct).unwrap();
+    wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
+    let rr = counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]);
+    assert_eq!(http_requests(&lab, 30, None), rr);
+
+    // wrr 3:2:1 would show if it were applied; 16 M flows need 768 MiB, the VM has 512 MiB.
+    let mut bad: serde_json::Value =
+        serde_json::from_str(&one_line(&lab, &format!("[{}]", service("wrr", "tcp", 80, 0, &[(1, 3), (2, 2), (3, 1)])), "forwarder"))
+            .unwrap();
+    bad["flow_capacity"] = 16_777_216.into();
+    lab.vm().send(&format!("apply-config {bad}")).unwrap();
+    lab.vm()
+        .wait_for(
+            "init: config NOT applied (apply failed): flow_capacity: a flow table of 16777216 flows needs 768 MiB",
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let log = lab.vm().console_log();
+    assert!(log.contains("the running config stays in force and the saved one is unchanged"), "{log}");
+    assert!(!log.contains("config saved and applied"), "{log}");
+    assert_eq!(http_requests(&lab, 30, None), rr, "still forwarding by the previous config");
+    let header = "status: netfw forwarder (two-arm: vip_side=eth1 rs_side=eth2) DIP 198.18.0.2/24";
+    let rows = table_rows(&mut lab, "status", header);
+    assert!(rows.iter().all(|r| r.get(2).map(String::as_str) == Some("1")), "weights are still 1: {rows:?}");
+    assert!(lab.vm().console_log().contains("/65536 (48 bytes/flow)"), "the flow table kept its size");
+
+    lab.vm().send("reboot").unwrap();
+    lab.vm().wait_for_nth(qemu::READY_MARKER, 2, Duration::from_secs(120)).unwrap();
+    wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
+    assert_eq!(http_requests(&lab, 30, None), rr, "after a reboot the box runs the previous config");
+    lab.vm().send("poweroff").unwrap();
+    lab.vm().wait_exit(Duration::from_secs(60)).unwrap();
+    assert_eq!(lab.read_vm_config().unwrap(), good, "the saved config is the previous one");
 }

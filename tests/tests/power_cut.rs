@@ -53,10 +53,13 @@ fn power_cuts_during_saves_never_leave_a_broken_config() {
         let on_disk = weight_on_disk(&lab);
         assert_eq!(weight_running(&mut lab), on_disk, "round {round}: the box runs what the disk holds");
 
-        // A stream of saves (weights 2..9 in turn), cut at a different moment each round.
+        // A stream of saves, each with a weight no other save in the test uses, cut at a
+        // different moment each round.
+        let weight = |k: u64| 2 + round * 40 + k;
         let before = lab.vm().console_log().matches("config saved and applied").count();
         let mut con = lab.vm().console_writer().unwrap();
-        let lines: Vec<String> = (0..40).map(|i| format!("apply-config {}\n", with_weight(&lab, 2 + (i % 8)))).collect();
+        let lines: Vec<String> =
+            (0..40).map(|i| format!("apply-config {}\n", with_weight(&lab, u16::try_from(weight(i)).unwrap()))).collect();
         let feeder = std::thread::spawn(move || {
             for l in lines {
                 if con.write_all(l.as_bytes()).is_err() {
@@ -74,8 +77,8 @@ fn power_cuts_during_saves_never_leave_a_broken_config() {
         println!("power cut {round}: {saves} saves completed before it; the disk holds weight {w}");
         // The last save the console confirmed, or the one under way when the plug was pulled
         // (or the next: the log trails the disk by a moment): old or new, never anything else.
-        let nth = |k: usize| 2 + (k % 8) as u64;
-        let allowed = [if saves == 0 { on_disk } else { nth(saves - 1) }, nth(saves), nth(saves + 1)];
+        let saves = saves as u64;
+        let allowed = [if saves == 0 { on_disk } else { weight(saves - 1) }, weight(saves), weight(saves + 1)];
         assert!(allowed.contains(&w), "round {round}: weight {w} on disk, expected one of {allowed:?}");
     }
     assert!(total >= 5, "the cuts must come during saves: only {total} saves completed in all rounds");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use qemu::lab::{self, Lab, Layout};
 use qemu::vm::{image_dir, Firmware, Vm};
-use tests::{counts, http_requests, one_lab_at_a_time, service, wait_forwarding};
+use tests::{counts, http_requests, long_body, one_lab_at_a_time, service, wait_forwarding, Sniffer};
 
 fn rr3() -> String {
     format!("[{}]", service("rr", "tcp", 80, 0, &[(1, 1), (2, 1), (3, 1)]))
@@ -79,9 +79,7 @@ fn dr_proofs_through_the_vm(mode: &str, fw: Firmware) {
     println!("{mode} mode: power-on to ready {:.1} s", t.as_secs_f64());
     lab.vm().wait_for(&format!("mode: {mode}"), Duration::from_secs(5)).unwrap();
     let rs1 = lab.ns("rs1");
-    let tool = qemu::proc::bin("labtool").unwrap();
-    lab.spawn("sniff-rs1", &rs1, &[tool.to_str().unwrap(), "sniff", "--dev", "eth0", "--seconds", "8"]).unwrap();
-    tests::wait_ready(&lab, "sniff-rs1");
+    let sniff_rs1 = Sniffer::start(&mut lab, "sniff-rs1", &rs1, "eth0");
     wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
     // Spread as the scheduler says.
     assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]), "{mode}");
@@ -111,13 +109,13 @@ fn dr_proofs_through_the_vm(mode: &str, fw: Firmware) {
     // Replies never enter the VM: a 4 MB download puts far less than that into its NICs.
     let before = lab.tap_to_vm_bytes("tap1").unwrap() + lab.tap_to_vm_bytes("tap2").unwrap();
     let out = lab.labtool(&lab.ns("client"), &["long", "--to", &format!("{}:80", lab::VIP), "--bytes", "4000000"]).unwrap();
-    assert!(out.contains("\"body_bytes\":400000"), "{out}");
+    long_body(&out, 4_000_000);
     let into_vm = lab.tap_to_vm_bytes("tap1").unwrap() + lab.tap_to_vm_bytes("tap2").unwrap() - before;
     assert!(into_vm < 1_000_000, "{mode}: {into_vm} bytes entered the VM during a 4 MB download: replies crossed it");
     // The router's neighbour entry for the VIP is the appliance's MAC.
     assert_eq!(lab.neighbour(&lab.ns("router"), lab::VIP).as_deref(), Some(lab::DIRECTOR_VIP_MAC), "{mode}");
     // The appliance's ARP requests for real servers carry the DIP, never the VIP.
-    let cap = tests::wait_sniff(&lab, "sniff-rs1");
+    let cap = sniff_rs1.finish(&lab);
     let reqs: Vec<&serde_json::Value> = cap["arp"]
         .as_array()
         .unwrap()

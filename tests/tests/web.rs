@@ -122,6 +122,30 @@ fn the_api_needs_a_session_and_csrf_limits_logins_and_names_bad_fields() {
     let rules = web.get("/api/config/export?format=ipvsadm").body;
     assert!(rules.contains(&format!("-A -t {}:80 -s rr", lab::VIP)), "{rules}");
 
+    // A dedicated NIC may be named by its MAC, as on the console (one validator, one resolver).
+    let mut by_mac = doc.clone();
+    by_mac["nics"]["vip_side"] = json!(lab::DIRECTOR_VIP_MAC.to_uppercase());
+    let a = web.send("PUT", "/api/config", &by_mac);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.json()["message"].as_str().unwrap_or_default().starts_with("config saved and applied"), "{}", a.body);
+    assert_eq!(web.get("/api/config").json()["nics"]["vip_side"], lab::DIRECTOR_VIP_MAC.to_uppercase());
+    assert_eq!(web.send("PUT", "/api/config", &doc).status, 200, "and back to the name");
+
+    // A change the data plane refuses: the API says at which step and why, naming the field,
+    // and nothing changed.
+    let mut huge = doc.clone();
+    huge["flow_capacity"] = json!(16_777_216);
+    huge["services"][0]["scheduler"] = json!("wrr");
+    let a = web.send("PUT", "/api/config", &huge);
+    assert_eq!(
+        (a.status, a.json()["step"].as_str(), a.json()["field"].as_str()),
+        (409, Some("apply"), Some("flow_capacity")),
+        "{}",
+        a.body
+    );
+    assert!(a.json()["error"].as_str().unwrap_or_default().contains("needs 768 MiB"), "{}", a.body);
+    assert_eq!(web.get("/api/config").json()["services"][0]["scheduler"], "rr", "the running config stays");
+
     // Logout ends the session.
     assert_eq!(web.send("POST", "/api/logout", &json!({})).status, 200);
     assert_eq!(web.get("/api/status").status, 401);
@@ -186,7 +210,8 @@ fn a_management_change_rolls_back_unless_confirmed() {
     assert_eq!(old.get("/api/session").status, 200, "the old address answers during the window");
     lab.vm().wait_for("ROLLBACK: the management change was not confirmed within 60 s", Duration::from_secs(90)).unwrap();
     assert_eq!(old.get("/api/config").json()["management"]["address"], format!("{MGMT}/24"), "back on the old address");
-    assert_eq!(new.get("/api/session").status, 0);
+    let gone = new.get("/api/session");
+    assert!(gone.nobody_there(), "the new address must be gone after the rollback: curl {} status {}", gone.curl_exit, gone.status);
 
     // Confirmed from the new address: kept, and saved.
     let a = old.send("PUT", "/api/config", &doc);
@@ -196,7 +221,8 @@ fn a_management_change_rolls_back_unless_confirmed() {
     let c = new.send("POST", "/api/config/confirm", &json!({}));
     assert_eq!(c.status, 200, "{}", c.body);
     assert_eq!(new.send("POST", "/api/config/confirm", &json!({})).status, 409, "nothing left to confirm");
-    assert_eq!(old.get("/api/session").status, 0, "the old address is gone once confirmed");
+    let gone = old.get("/api/session");
+    assert!(gone.nobody_there(), "the old address is gone once confirmed: curl {} status {}", gone.curl_exit, gone.status);
     let saved: serde_json::Value = serde_json::from_str(&lab.read_vm_config().unwrap()).unwrap();
     assert_eq!(saved["management"]["address"], "198.19.0.11/24", "the confirmed change is on the config partition");
 }

@@ -95,7 +95,7 @@ impl App {
 
     fn session(&self, req: &Request) -> Option<(String, Session)> {
         let t = req.cookie("sid")?;
-        lock(&self.sessions).touch(t).map(|s| (t.to_string(), s))
+        lock(&self.sessions).touch(t, Instant::now()).map(|s| (t.to_string(), s))
     }
 
     /// The session of a request, checking its CSRF token for state changes.
@@ -124,7 +124,7 @@ impl App {
     }
 
     fn new_session(&self, status_msg: &str) -> Response {
-        match lock(&self.sessions).create() {
+        match lock(&self.sessions).create(Instant::now()) {
             Ok((token, csrf)) => {
                 Response::json(200, &json!({ "message": status_msg, "csrf": csrf })).with("Set-Cookie", &session_cookie(&token))
             }

@@ -79,20 +79,20 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Start a session: (token, csrf).
-    pub fn create(&mut self) -> Result<(String, String), String> {
-        self.expire();
+    /// Start a session at `now`: (token, csrf).
+    pub fn create(&mut self, now: Instant) -> Result<(String, String), String> {
+        self.expire(now);
         let token = random_hex(16)?;
         let csrf = random_hex(16)?;
-        self.by_token.insert(token.clone(), Session { csrf: csrf.clone(), last: Instant::now() });
+        self.by_token.insert(token.clone(), Session { csrf: csrf.clone(), last: now });
         Ok((token, csrf))
     }
 
-    /// The live session of a token (refreshing its idle timer).
-    pub fn touch(&mut self, token: &str) -> Option<Session> {
-        self.expire();
+    /// The live session of a token at `now` (refreshing its idle timer).
+    pub fn touch(&mut self, token: &str, now: Instant) -> Option<Session> {
+        self.expire(now);
         let s = self.by_token.get_mut(token)?;
-        s.last = Instant::now();
+        s.last = now;
         Some(s.clone())
     }
 
@@ -106,8 +106,8 @@ impl Sessions {
         self.by_token.clear();
     }
 
-    fn expire(&mut self) {
-        self.by_token.retain(|_, s| s.last.elapsed() < IDLE);
+    fn expire(&mut self, now: Instant) {
+        self.by_token.retain(|_, s| now.saturating_duration_since(s.last) < IDLE);
     }
 }
 
@@ -169,13 +169,25 @@ mod tests {
     #[test]
     fn sessions_and_codes() {
         let mut s = Sessions::default();
-        let (t, c) = s.create().unwrap();
+        let t0 = Instant::now();
+        let (t, c) = s.create(t0).unwrap();
         assert_eq!(t.len(), 32);
-        assert!(same(&s.touch(&t).unwrap().csrf, &c));
+        assert!(same(&s.touch(&t, t0).unwrap().csrf, &c));
         assert!(!same(&c, &c[..31]));
         s.remove(&t);
-        assert!(s.touch(&t).is_none());
+        assert!(s.touch(&t, t0).is_none());
         let code = new_setup_code().unwrap();
         assert_eq!(code.len(), 11);
+    }
+
+    #[test]
+    fn a_session_ends_after_fifteen_idle_minutes_and_each_request_restarts_the_clock() {
+        let mut s = Sessions::default();
+        let t0 = Instant::now();
+        let (t, _) = s.create(t0).unwrap();
+        let almost = t0 + IDLE - Duration::from_secs(1);
+        assert!(s.touch(&t, almost).is_some(), "used just before the idle limit");
+        assert!(s.touch(&t, almost + IDLE - Duration::from_secs(1)).is_some(), "the use restarted the clock");
+        assert!(s.touch(&t, almost + IDLE - Duration::from_secs(1) + IDLE).is_none(), "fifteen idle minutes end it");
     }
 }

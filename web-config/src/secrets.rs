@@ -22,7 +22,7 @@ pub struct Secrets {
 
 /// The store file in a state directory.
 pub fn path(state: &Path) -> PathBuf {
-    state.join("web.slots")
+    state.join(director_config::paths::WEB_STORE)
 }
 
 /// Load (an empty document if none was saved yet).

@@ -19,7 +19,7 @@ const USAGE: &str = "usage:
   labtool get --to IP:PORT [--count N] [--from IP]
   labtool long --to IP:PORT --bytes B --ms T
   labtool udp --to IP:PORT [--count N]
-  labtool sniff --dev DEV --seconds S
+  labtool sniff --dev DEV --seconds S [--stop-file F]   (stops when F exists, else after S)
   labtool sink --port P --seconds S
   labtool blast --to IP:PORT --seconds S [--flows F]
 ";
@@ -219,6 +219,9 @@ fn fmt_mac(m: &[u8]) -> String {
 fn sniff(args: &[String]) -> Result<(), String> {
     let dev = arg(args, "--dev").ok_or("--dev is required")?;
     let secs = num(args, "--seconds", 2);
+    // A test ends the capture when its traffic is done (the file appears), so the window is
+    // sure to cover it; --seconds only bounds a capture nobody stops.
+    let stop_file = arg(args, "--stop-file").map(std::path::PathBuf::from);
     // SAFETY: plain socket(2); ETH_P_ALL in network order.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(0x0003u16.to_be())) };
     if fd < 0 {
@@ -259,7 +262,7 @@ fn sniff(args: &[String]) -> Result<(), String> {
     let mut ipv4_src: BTreeMap<String, u64> = BTreeMap::new();
     let mut ipip = Vec::new();
     let mut buf = [0u8; 65536];
-    while Instant::now() < end {
+    while Instant::now() < end && !stop_file.as_ref().is_some_and(|p| p.exists()) {
         let Ok(n) = f.read(&mut buf) else { continue };
         let fr = &buf[..n];
         if n < 14 {
