@@ -22,7 +22,7 @@ use director_messages::framing::{call, NETFW_SOCKET};
 use director_messages::init::{Applied, ApplyFailure, BoxStatus, Step};
 use director_messages::netfw::{NetfwAnswer, NetfwRequest};
 use director_messages::status::Status;
-use director_messages::{one_line, Problem};
+use director_messages::{one_line, MessageError, Problem};
 use netfw_core::model::DataPlaneSpec;
 use netfw_kernel::{director, mode, rtnl};
 
@@ -493,6 +493,12 @@ impl Plant for Appliance<'_> {
                     Ok(NetfwAnswer::Reloaded { .. }) => Ok(Running::Forwarder),
                     Ok(NetfwAnswer::Refused { problems }) => Err(problems),
                     Ok(other) => Err(vec![Problem::general(format!("netfw answered: {}", other.human()))]),
+                    // netfw is not running (it may be failing on the config in force): start
+                    // it afresh on the new one instead.
+                    Err(MessageError::Connect { .. } | MessageError::Closed) => {
+                        self.leave(f)?;
+                        self.enter(t)
+                    }
                     Err(e) => Err(vec![Problem::general(format!("netfw reload: {e}"))]),
                 }
             }
