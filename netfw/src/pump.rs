@@ -11,10 +11,10 @@
 use netfw_core::counters::{DropReason, Event};
 use netfw_core::forward::{Forwarder, Side, Verdict};
 use netfw_core::time::Millis;
-use netfw_core::wire::csum;
+use netfw_core::wire::{csum, segment, ETH_HDR_LEN};
 
 use crate::io::{Port, Receive, Transmit};
-use crate::stack::ControlStack;
+use crate::stack::{ControlStack, CONTROL_MTU};
 
 /// Batches taken from one NIC per turn, so the others and transmit get their turn.
 pub const RX_BUDGET: usize = 64;
@@ -29,6 +29,27 @@ pub struct Nic<P> {
     pub stack: ControlStack,
     /// VIP-facing or RS-facing (one-arm: one NIC, `Side::Vip`).
     pub side: Side,
+    /// The NIC's MTU: larger frames it would send are split first.
+    pub mtu: usize,
+}
+
+/// Send a forwarded frame out of a NIC with `mtu`: whole if it fits, else (a merged TCP
+/// frame) split into the segments its sender would have sent. Whatever does not go out is
+/// counted.
+fn send_forwarded<T: Transmit>(tx: &mut T, mtu: usize, frame: &[u8], fwd: &mut Forwarder) {
+    if frame.len() <= mtu + ETH_HDR_LEN {
+        if !tx.send(frame) {
+            fwd.count_drop(DropReason::TxRingFull);
+        }
+        return;
+    }
+    match segment::split_tcp(frame, mtu, |s| tx.send(s)) {
+        Ok(split) => {
+            fwd.count_events(Event::FramesSplit, 1);
+            fwd.count_drops(DropReason::TxRingFull, split.unsent as u64);
+        }
+        Err(_) => fwd.count_drop(DropReason::Oversize),
+    }
 }
 
 /// The NIC at `i` and, if there is one, the other NIC (where forwarded frames go when `i` is
@@ -45,9 +66,10 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, now: Millis) {
     for i in 0..nics.len() {
         let Some((me, other)) = split(nics, i) else { continue };
         let side = me.side;
+        let own_mtu = me.mtu;
         let stack = &mut me.stack;
         let (rx, own_tx) = me.port.halves();
-        let mut other_tx = other.map(|o| o.port.halves().1);
+        let mut other_tx = other.map(|o| (o.mtu, o.port.halves().1));
         rx.receive(RX_BUDGET, |frame| {
             if frame.vlan_tagged {
                 fwd.count_drop(DropReason::VlanTagged);
@@ -57,19 +79,16 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, now: Millis) {
                 fwd.count_drop(DropReason::Oversize);
                 return;
             }
-            if frame.csum_not_ready {
+            // A merged frame gets its checksums when it is split.
+            if frame.csum_not_ready && frame.data.len() <= own_mtu + ETH_HDR_LEN {
                 csum::complete_l4_checksum(frame.data);
             }
             match fwd.process(side, frame.data, now) {
-                Verdict::Forward => {
-                    let tx = match other_tx.as_deref_mut() {
-                        Some(t) => t,
-                        None => &mut *own_tx,
-                    };
-                    if !tx.send(frame.data) {
-                        fwd.count_drop(DropReason::TxRingFull);
-                    }
-                }
+                Verdict::Forward => match other_tx.as_mut() {
+                    Some((mtu, tx)) => send_forwarded(*tx, *mtu, frame.data, fwd),
+                    None => send_forwarded(&mut *own_tx, own_mtu, frame.data, fwd),
+                },
+                Verdict::Control if frame.data.len() > CONTROL_MTU => fwd.count_drop(DropReason::Oversize),
                 Verdict::Control => {
                     if !stack.push_rx(frame.data) {
                         fwd.count_drop(DropReason::ControlQueueFull);
@@ -213,7 +232,7 @@ mod tests {
         let fwd = Forwarder::new(s.clone(), MAC, MAC, true, 1, Millis(0));
         let stack = ControlStack::new(MAC, Roles { vips: true, dip: true }, &s, 1, Millis(0));
         let port = Fake { tx: FakeTx { room, ..FakeTx::default() }, stats: Some(0), ..Fake::default() };
-        (vec![Nic { port, stack, side: Side::Vip }], fwd)
+        (vec![Nic { port, stack, side: Side::Vip, mtu: 1500 }], fwd)
     }
 
     /// "who has the DIP" from a real server.
@@ -261,5 +280,59 @@ mod tests {
         assert_eq!(fwd.counters().events(Event::RingStatsUnreadable), 1);
         let status = crate::status::collect(&fwd, "eth1", "eth1", Millis(0));
         assert!(status.warnings.iter().any(|w| w.contains("statistics could not be read")), "{:?}", status.warnings);
+    }
+
+    /// A client's TCP frame to the VIP with `payload` bytes of data.
+    fn client_tcp(flags: u8, payload: usize) -> Vec<u8> {
+        let mut f = MAC.to_vec();
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 0xfe, 0x08, 0x00]);
+        let total = u16::try_from(40 + payload).unwrap();
+        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0, 198, 51, 100, 2, 198, 18, 0, 10];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        let mut sum: u32 = ip.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        ip[10..12].copy_from_slice(&(!u16::try_from(sum).unwrap()).to_be_bytes());
+        f.extend_from_slice(&ip);
+        let mut tcp = vec![0u8; 20 + payload];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+        tcp[12] = 0x50;
+        tcp[13] = flags;
+        f.extend_from_slice(&tcp);
+        f
+    }
+
+    #[test]
+    fn a_merged_frame_goes_out_as_mtu_sized_segments_and_what_cannot_be_split_is_counted() {
+        let (mut nics, mut fwd) = one_arm(64);
+        // The real server answers ARP; a client opens a connection, then a merged frame of
+        // 4000 bytes of its data arrives (GRO, or a veth peer's TSO).
+        let mut reply =
+            vec![2, 0, 0, 0, 0xd0, 1, 2, 0, 0, 0, 1, 1, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2, 2, 0, 0, 0, 1, 1, 198, 18, 0, 11];
+        reply.extend_from_slice(&MAC);
+        reply.extend_from_slice(&DIP.octets());
+        nics[0].port.rx.0.extend([reply, client_tcp(0x02, 0), client_tcp(0x10, 4000)]);
+        turn(&mut nics, &mut fwd, Millis(0));
+        let out: Vec<usize> = nics[0].port.tx.sent.iter().filter(|f| f[12..14] == [0x08, 0x00]).map(Vec::len).collect();
+        assert_eq!(out, vec![54, 1514, 1514, 14 + 40 + 1080], "the SYN, then the merged frame as three segments");
+        assert_eq!(fwd.counters().events(Event::FramesSplit), 1);
+        // A merged frame that is not TCP cannot be split: counted, not sent cut.
+        let mut udp = client_tcp(0x10, 4000);
+        udp[14 + 9] = 17;
+        udp[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+        let mut sum: u32 = udp[14..34].chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        let c = !u16::try_from(sum).unwrap();
+        udp[24..26].copy_from_slice(&c.to_be_bytes());
+        let mut s = spec();
+        s.services[0].proto = Protocol::Udp;
+        fwd.apply(s, Millis(1)).unwrap();
+        nics[0].port.rx.0.push_back(udp);
+        turn(&mut nics, &mut fwd, Millis(1));
+        assert_eq!(fwd.counters().drops(DropReason::Oversize), 1);
     }
 }

@@ -71,15 +71,24 @@ impl RunError {
     }
 }
 
-/// Refuse a NIC whose frames the rings cannot carry, or whose MTU cannot be read.
-pub fn check_mtu(nic: &str) -> Result<(), RunError> {
+/// A NIC's MTU; refused if the rings cannot carry its frames, or if it cannot be read.
+pub fn check_mtu(nic: &str) -> Result<usize, RunError> {
     let mtu = mtu(nic).map_err(|e| RunError::NicUnusable(e.to_string()))?;
     if mtu > MAX_MTU {
         return Err(RunError::NicUnusable(format!(
             "NIC {nic} has MTU {mtu}: netfw's rings carry standard Ethernet frames (MTU at most {MAX_MTU}); use ipvs mode for jumbo frames"
         )));
     }
-    Ok(())
+    Ok(usize::try_from(mtu).unwrap_or(1500))
+}
+
+/// Turn off receive merging on a NIC netfw owns; the start line says what became of it.
+fn merging_off(nic: &str) -> String {
+    match netfw_kernel::ethtool::receive_merging_off(nic) {
+        Ok(r) if r.all_off() => r.to_string(),
+        Ok(r) => format!("WARNING {r}: merged TCP frames are split in software, other merged frames are dropped (oversize)"),
+        Err(e) => format!("WARNING {nic}: {e}; merged TCP frames are split in software"),
+    }
 }
 
 impl fmt::Display for RunError {
@@ -192,8 +201,8 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let now = || Millis(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
     let seed = seed();
 
-    check_mtu(&cfg.nics.vip_side)?;
-    check_mtu(&cfg.nics.rs_side)?;
+    let vip_mtu = check_mtu(&cfg.nics.vip_side)?;
+    let rs_mtu = check_mtu(&cfg.nics.rs_side)?;
     reload::check_memory(spec.flow_capacity, reload::memory_available()).map_err(RunError::Memory)?;
     let vip_mac = nic_mac(&cfg.nics.vip_side).map_err(RunError::Nic)?;
     let rs_mac = if one_arm { vip_mac } else { nic_mac(&cfg.nics.rs_side).map_err(RunError::Nic)? };
@@ -201,6 +210,10 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let rs_ring = if one_arm { None } else { Some(PacketRing::open(&cfg.nics.rs_side).map_err(RunError::Ring)?) };
     let control = Control::bind(&opts.control).map_err(|e| RunError::Control(opts.control.clone(), e))?;
     install_signals();
+    let mut offloads = vec![merging_off(&cfg.nics.vip_side)];
+    if !one_arm {
+        offloads.push(merging_off(&cfg.nics.rs_side));
+    }
 
     let fwd = Forwarder::try_new(spec.clone(), vip_mac, rs_mac, one_arm, seed, now()).map_err(RunError::Tables)?;
     let mut nics: Vec<Nic<PacketRing>> = Vec::new();
@@ -208,16 +221,18 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         port: vip_ring,
         stack: ControlStack::new(vip_mac, Roles { vips: true, dip: one_arm }, &spec, seed, now()),
         side: Side::Vip,
+        mtu: vip_mtu,
     });
     if let Some(r) = rs_ring {
         nics.push(Nic {
             port: r,
             stack: ControlStack::new(rs_mac, Roles { vips: false, dip: true }, &spec, seed ^ 1, now()),
             side: Side::Rs,
+            mtu: rs_mtu,
         });
     }
     eprintln!(
-        "netfw: forwarding ({}) vip_side={} ({}) rs_side={} ({}) DIP {}/{}; {} service(s); flow table {} flows, {} bytes/flow; control socket {}",
+        "netfw: forwarding ({}) vip_side={} ({}) rs_side={} ({}) DIP {}/{}; {} service(s); flow table {} flows, {} bytes/flow; control socket {}; {}",
         if one_arm { "one-arm" } else { "two-arm" },
         cfg.nics.vip_side,
         fmt_mac(&vip_mac),
@@ -228,7 +243,8 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         spec.services.len(),
         fwd.flows().capacity(),
         fwd.flows().bytes_per_flow(),
-        opts.control.display()
+        opts.control.display(),
+        offloads.join("; ")
     );
     let mut st = Running { cfg, fwd, nics, reloading: None, seed };
 

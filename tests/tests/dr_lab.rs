@@ -241,3 +241,45 @@ fn a_real_server_that_announces_the_vip_is_reported_and_the_vip_defended() {
         "after the defence, the director schedules again"
     );
 }
+
+/// Issue 10: bulk data in the direction that crosses the director (client → real server),
+/// with receive merging turned on at the director's NICs (as every Linux NIC has it by
+/// default) and the router's veth doing TSO: netfw turns merging off, splits the merged frames
+/// that still come (from the peer's TSO) into MTU-sized segments, and the upload arrives whole.
+fn upload_with_merging(layout: Layout) {
+    let _g = one_lab_at_a_time();
+    let mut lab = Lab::build(layout, 2).unwrap_or_else(|e| panic!("lab: {e}"));
+    let (vip_nic, rs_nic) = lab.director_nics();
+    let director = lab.ns("director");
+    for nic in [vip_nic, rs_nic] {
+        lab.exec(&director, &["ethtool", "-K", nic, "gro", "on"]).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let cfg = lab.config(&format!("[{}]", service("rr", "tcp", 80, 0, &[(1, 1), (2, 1)])));
+    lab.start_netfw(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    assert!(lab.log("netfw").contains(&format!("{vip_nic}: receive merging off (rx-gro turned off")), "{}", lab.log("netfw"));
+    for nic in [vip_nic, rs_nic] {
+        let k = lab.exec(&director, &["ethtool", "-k", nic]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(k.contains("generic-receive-offload: off"), "netfw turned GRO off on {nic}: {k}");
+    }
+    let out = lab.labtool(&lab.ns("client"), &["upload", "--to", &format!("{}:80", lab::VIP), "--bytes", "20000000"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["received"].as_u64(), Some(20_000_000), "the whole upload reached the real server: {out}");
+    let s = lab.status_json().unwrap();
+    println!(
+        "{layout:?}: 20 MB upload through netfw at {:.0} Mbit/s; merged frames split: {}",
+        v["mbit_s"].as_f64().unwrap_or(0.0),
+        s["events"]["frames_split"]
+    );
+    assert!(s["events"]["frames_split"].as_u64() > Some(0), "the router's TSO merged frames, and netfw split them: {s}");
+    assert_eq!(s["drops"]["oversize"].as_u64(), Some(0), "{s}");
+}
+
+#[test]
+fn a_bulk_upload_crosses_the_director_whole_with_merged_frames_two_arm() {
+    upload_with_merging(Layout::TwoArm);
+}
+
+#[test]
+fn a_bulk_upload_crosses_the_director_whole_with_merged_frames_one_arm() {
+    upload_with_merging(Layout::OneArm);
+}

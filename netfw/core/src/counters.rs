@@ -48,7 +48,7 @@ reasons! {
         TxRingFull => "tx_ring_full", "transmit ring full";
         TxError => "tx_error", "the kernel dropped a frame we sent (the NIC's transmit queue was full, or it refused the frame)";
         RxRingOverflow => "rx_ring_overflow", "the kernel found the receive ring full (netfw was not scheduled in time: CPU starved)";
-        Oversize => "oversize", "frame larger than a ring slot (a GSO/jumbo frame; turn off GRO/LRO/TSO towards the director)";
+        Oversize => "oversize", "a frame larger than the MTU that cannot be split (not TCP, e.g. UDP GRO; or cut short by the ring): turn receive merging and segmentation offloads off towards the director";
     }
 }
 
@@ -68,6 +68,7 @@ reasons! {
         VipConflict => "vip_conflict", "another host sent ARP claiming a VIP (it answers ARP for the VIP: fix its arp_ignore/arp_announce)";
         FragmentsHeld => "fragments_held", "out-of-order fragments held until their first fragment";
         Reloads => "reloads", "configurations applied";
+        FramesSplit => "frames_split", "merged frames (GRO/LRO on a NIC, TSO on a veth peer) split back into MTU-sized TCP segments";
         TxFlushFailed => "tx_flush_failed", "a transmit flush failed for another reason than a full queue (the frames stay queued and are retried)";
         RingStatsUnreadable => "ring_stats_unreadable", "the kernel's receive ring statistics could not be read: rx_ring_overflow may be undercounted";
     }

@@ -7,10 +7,12 @@
 //! - `report`: the kernel's table and counters as the same status document netfw reports.
 //! - `mode`: entering, reading and leaving ipvs mode, in one call each.
 //! - `rtnl`: addresses, links and routes over rtnetlink (also the management NIC).
+//! - `ethtool`: turning off the receive offloads that merge frames on the forwarder's NICs.
 //!
 //! The init calls this in-process; `netfw ipvs …` is the same code on the command line.
 
 pub mod director;
+pub mod ethtool;
 pub mod genl;
 pub mod ipvs;
 pub mod mode;

@@ -18,6 +18,7 @@ const USAGE: &str = "usage:
   labtool probe IP:PORT
   labtool get --to IP:PORT [--count N] [--from IP]
   labtool long --to IP:PORT --bytes B --ms T
+  labtool upload --to IP:PORT --bytes B            send B bytes to the server (client -> real server)
   labtool udp --to IP:PORT [--count N]
   labtool sniff --dev DEV --seconds S [--stop-file F]   (stops when F exists, else after S)
   labtool sink --port P --seconds S
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         Some("probe") => probe(&args),
         Some("get") => get(&args),
         Some("long") => long(&args),
+        Some("upload") => upload(&args),
         Some("udp") => udp(&args),
         Some("sniff") => sniff(&args),
         Some("sink") => sink(&args),
@@ -91,6 +93,25 @@ fn handle(mut s: TcpStream, name: &str) {
     }
     let line = String::from_utf8_lossy(&req).lines().next().unwrap_or_default().to_string();
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    if line.starts_with("PUT /up ") {
+        // An upload: count the body, answer with our name and what arrived.
+        let head_end = req.windows(4).position(|w| w == b"\r\n\r\n").map_or(req.len(), |p| p + 4);
+        let want: u64 = String::from_utf8_lossy(&req[..head_end])
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0);
+        let mut got = (req.len() - head_end) as u64;
+        let mut big = vec![0u8; 1 << 16];
+        while got < want {
+            match s.read(&mut big) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n as u64,
+            }
+        }
+        let body = format!("{name}\n{got}\n");
+        let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        return;
+    }
     if let Some(q) = path.strip_prefix("/big?") {
         let p: BTreeMap<&str, u64> =
             q.split('&').filter_map(|kv| kv.split_once('=')).filter_map(|(k, v)| v.parse().ok().map(|v| (k, v))).collect();
@@ -191,6 +212,38 @@ fn long(args: &[String]) -> Result<(), String> {
     let to = to_addr(args)?;
     let (name, bytes) = fetch(to, None, &format!("/big?bytes={}&ms={}", num(args, "--bytes", 1 << 20), num(args, "--ms", 0)))?;
     println!("{}", serde_json::json!({ "server": name, "body_bytes": bytes }));
+    Ok(())
+}
+
+/// Send `--bytes` to the server (the direction that crosses the director in DR) and report
+/// what arrived and how fast.
+fn upload(args: &[String]) -> Result<(), String> {
+    let to = to_addr(args)?;
+    let bytes = num(args, "--bytes", 20 << 20);
+    let start = Instant::now();
+    let mut s = connect(to, None).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(120))).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(Duration::from_secs(120))).map_err(|e| e.to_string())?;
+    write!(s, "PUT /up HTTP/1.0\r\nHost: {to}\r\nContent-Length: {bytes}\r\n\r\n").map_err(|e| e.to_string())?;
+    let chunk = vec![b'u'; 1 << 16];
+    let mut sent = 0u64;
+    while sent < bytes {
+        let n = (bytes - sent).min(chunk.len() as u64) as usize;
+        s.write_all(&chunk[..n]).map_err(|e| format!("upload broke after {sent} bytes: {e}"))?;
+        sent += n as u64;
+    }
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).map_err(|e| format!("no answer after the upload: {e}"))?;
+    let secs = start.elapsed().as_secs_f64();
+    let at = all.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP header in reply")? + 4;
+    let body = String::from_utf8_lossy(&all[at..]).into_owned();
+    let mut lines = body.lines();
+    let server = lines.next().unwrap_or_default().to_string();
+    let received: u64 = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+    println!(
+        "{}",
+        serde_json::json!({ "server": server, "sent": sent, "received": received, "seconds": secs, "mbit_s": (sent as f64) * 8.0 / secs / 1e6 })
+    );
     Ok(())
 }
 

@@ -8,7 +8,8 @@
 use super::frame::{PROTO_TCP, PROTO_UDP};
 use super::ETH_HDR_LEN;
 
-fn sum(data: &[u8], mut acc: u32) -> u32 {
+/// The 16-bit one's complement sum of `data` added to `acc` (unfolded).
+pub(crate) fn sum(data: &[u8], mut acc: u32) -> u32 {
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
         acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
@@ -19,7 +20,8 @@ fn sum(data: &[u8], mut acc: u32) -> u32 {
     acc
 }
 
-fn fold(mut acc: u32) -> u16 {
+/// The checksum of a sum: folded to 16 bits and complemented.
+pub(crate) fn fold(mut acc: u32) -> u16 {
     while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);
     }

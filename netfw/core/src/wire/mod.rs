@@ -2,11 +2,13 @@
 //!
 //! Parsing uses smoltcp's own views (`EthernetFrame`, `Ipv4Packet`, `ArpPacket`) and adds what
 //! a DR forwarder needs on top: one `classify` pass that tells the fast path everything it
-//! needs about a frame without copying it, and builders for the ARP frames the director sends.
+//! needs about a frame without copying it, builders for the ARP frames the director sends, and
+//! the splitting of merged TCP frames back into MTU-sized segments (`segment`).
 
 pub mod arp;
 pub mod csum;
 pub mod frame;
+pub mod segment;
 
 pub use frame::{classify, Frame, Ipv4Info, L4Info, WireError};
 
