@@ -16,7 +16,8 @@ pub fn collect(f: &Forwarder, vip_side: &str, rs_side: &str, now: Millis) -> Sta
     let services = f
         .services()
         .iter()
-        .map(|s| ServiceStatus {
+        .map(|s| (s, f.service_traffic(s)))
+        .map(|(s, (packets, bytes))| ServiceStatus {
             protocol: s.proto.name().to_string(),
             vip: s.vip.to_string(),
             port: s.port,
@@ -24,8 +25,8 @@ pub fn collect(f: &Forwarder, vip_side: &str, rs_side: &str, now: Millis) -> Sta
             forwarding: Forwarding::Dr,
             persistence_s: s.persistence_s,
             conns: s.conns,
-            packets: s.packets,
-            bytes: s.bytes,
+            packets,
+            bytes,
             real_servers: s
                 .backends
                 .iter()

@@ -35,15 +35,6 @@ impl<K, V> core::fmt::Debug for FixedMap<K, V> {
     }
 }
 
-fn mix(mut x: u64) -> u64 {
-    // splitmix64 finaliser
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 /// Memory for a map could not be had.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AllocError {
@@ -107,15 +98,20 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
         self.slots.len()
     }
 
+    #[inline]
     fn home(&self, key: &K) -> usize {
         let [a, b] = key.words();
-        let h = mix(a ^ self.seed) ^ mix(b.wrapping_add(self.seed.rotate_left(32)));
+        // Two multiplications keyed by the seed, the high half folded down: a few
+        // instructions, and no attacker who does not know the seed can aim at one chain.
+        let h = (a ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (b ^ self.seed.rotate_left(32)).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+        let h = h ^ (h >> 29) ^ (h >> 47);
         #[allow(clippy::cast_possible_truncation, reason = "only the low bits are wanted: the mask keeps them")]
         let low = h as usize;
         low & self.mask
     }
 
-    fn find(&self, key: &K) -> Option<usize> {
+    #[inline]
+    pub(crate) fn find(&self, key: &K) -> Option<usize> {
         let mut i = self.home(key);
         loop {
             let s = &self.slots[i];
@@ -158,6 +154,16 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
             }
             i = (i + 1) & self.mask;
         }
+    }
+
+    /// The value in slot `i` (which `find` gave).
+    pub(crate) fn val_mut(&mut self, i: usize) -> &mut V {
+        &mut self.slots[i].val
+    }
+
+    /// Remove the entry in slot `i` (which `find` gave), returning its value.
+    pub(crate) fn remove_index(&mut self, i: usize) -> V {
+        self.remove_at(i).1
     }
 
     /// Remove a key, returning its value.

@@ -50,7 +50,12 @@ impl FlowState {
     }
 
     /// Next state after a client packet with these TCP flags.
+    #[inline]
     pub fn next_tcp(self, flags: u8) -> FlowState {
+        // The common case first: data or an ACK on an established connection.
+        if flags & (RST | FIN | SYN) == 0 && self == FlowState::Established {
+            return self;
+        }
         if flags & RST != 0 {
             return FlowState::Close;
         }

@@ -48,6 +48,17 @@ pub struct FlowVal {
     pub expires: u32,
 }
 
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Hit<'a> {
+    /// A live flow, to update in place (`FlowTable::refresh`).
+    Live(&'a mut FlowVal),
+    /// The flow had expired: it was removed, here is what it was.
+    Expired(FlowVal),
+    /// No flow.
+    Miss,
+}
+
 /// Why a flow could not be inserted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InsertError {
@@ -58,6 +69,12 @@ pub enum InsertError {
 /// Convert a time to 100 ms ticks (saturating; 13 years fit).
 pub fn ticks(now: Millis) -> u32 {
     u32::try_from(now.0 / 100).unwrap_or(u32::MAX)
+}
+
+/// When a flow in `state`, seen at tick `now_ticks`, expires (in ticks).
+#[inline]
+pub fn expiry(t: &Timeouts, state: FlowState, now_ticks: u32) -> u32 {
+    now_ticks.saturating_add(state.timeout_s(t).saturating_mul(10))
 }
 
 /// The flow table.
@@ -112,7 +129,18 @@ impl FlowTable {
     }
 
     fn expiry(&self, state: FlowState, now: Millis) -> u32 {
-        ticks(now).saturating_add(state.timeout_s(&self.timeouts).saturating_mul(10))
+        expiry(&self.timeouts, state, ticks(now))
+    }
+
+    /// The flow of `key`, hashed once: live (to update in place), expired (removed now), or
+    /// none.
+    #[inline]
+    pub fn hit(&mut self, key: &FlowKey, now_ticks: u32) -> Hit<'_> {
+        let Some(i) = self.map.find(key) else { return Hit::Miss };
+        if self.map.val_mut(i).expires <= now_ticks {
+            return Hit::Expired(self.map.remove_index(i));
+        }
+        Hit::Live(self.map.val_mut(i))
     }
 
     /// Look up a live flow. An expired entry is removed and reported through `on_remove`.

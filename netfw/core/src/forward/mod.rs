@@ -15,6 +15,7 @@
 //! that hands out a frame returns whether it went out.
 
 mod frag;
+mod index;
 mod plan;
 
 use alloc::vec::Vec;
@@ -25,11 +26,12 @@ pub use plan::{Installed, Plan, PlanError};
 
 use crate::counters::{Counters, DropReason, Event};
 use crate::flow::map::{FixedMap, MapKey};
-use crate::flow::{FlowKey, FlowState, FlowTable};
+use crate::flow::{FlowKey, FlowState, FlowTable, Hit};
 use crate::model::{DataPlaneSpec, Protocol, SchedKind};
 use crate::neigh::{NeighId, Neighbours};
 use crate::sched::{Candidate, Scheduler};
 use crate::time::Millis;
+use crate::wire::fast::Packet;
 use crate::wire::frame::{self, ArpOp, Frame, Ipv4Info, L4Info, PROTO_ICMP};
 use crate::wire::{arp, Mac};
 
@@ -75,6 +77,8 @@ pub struct Backend {
     pub weight: u16,
     /// Its entry in the neighbour table (always the entry of `rip`).
     pub neigh: NeighId,
+    /// That entry's MAC, kept here for the fast path (the last one it answered with).
+    pub mac: Option<Mac>,
     /// Established flows.
     pub active: u32,
     /// Other live flows.
@@ -106,10 +110,11 @@ pub struct Service {
     cands: Vec<Candidate>,
     /// Flows ever scheduled.
     pub conns: u64,
-    /// Frames forwarded.
-    pub packets: u64,
-    /// Bytes forwarded.
-    pub bytes: u64,
+    /// Frames forwarded to real servers that have left the service (the ones that stay keep
+    /// their own counts: `Forwarder::service_traffic` adds them up).
+    pub retired_packets: u64,
+    /// Bytes likewise.
+    pub retired_bytes: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -148,6 +153,7 @@ pub struct Forwarder {
     seed: u64,
     vips: Vec<Ipv4Addr>,
     services: Vec<Service>,
+    index: index::ServiceIndex,
     backends: Vec<Backend>,
     flows: FlowTable,
     persist: FixedMap<PersistKey, PersistVal>,
@@ -177,6 +183,7 @@ impl Forwarder {
         let mut f = Forwarder {
             vips: Vec::new(),
             services: Vec::new(),
+            index: index::ServiceIndex::build(&[]),
             backends: Vec::new(),
             flows,
             persist: FixedMap::new(
@@ -225,7 +232,10 @@ impl Forwarder {
     /// the verdict is `Forward`.
     pub fn process(&mut self, side: Side, frame: &mut [u8], now: Millis) -> Verdict {
         self.counters.event(Event::RxFrames);
-        let v = self.decide(side, frame, now);
+        let v = match self.fast(side, frame, now) {
+            Some(v) => v,
+            None => self.decide(side, frame, now),
+        };
         match v {
             Verdict::Drop(r) => self.counters.drop(r),
             Verdict::Control => self.counters.event(Event::ToControl),
@@ -244,6 +254,25 @@ impl Forwarder {
 
     fn owns_dip(&self, side: Side) -> bool {
         self.one_arm || side == Side::Rs
+    }
+
+    /// The common case: a client's TCP/UDP packet to a service, read through the lean view
+    /// and decided without the full classification. `None` leaves the frame to `decide`
+    /// (anything else, including every case that is dropped, so the drop reasons stay its).
+    #[inline]
+    fn fast(&mut self, side: Side, frame: &mut [u8], now: Millis) -> Option<Verdict> {
+        let p = Packet::parse(frame)?;
+        if p.dst_mac() != self.my_mac(side) || (side == Side::Rs && !self.one_arm) || self.index.maybe_vip(u32::from(p.src())) {
+            return None;
+        }
+        let si = self.index.get(u32::from(p.dst()), p.proto(), p.dport())?;
+        let key = FlowKey { client: p.src(), vip: p.dst(), cport: p.sport(), vport: p.dport(), proto: p.proto() };
+        let ip_len = p.ip_len();
+        let backend = match self.backend_for(si, key, p.tcp_flags(), now) {
+            Ok(b) => b,
+            Err(r) => return Some(Verdict::Drop(r)),
+        };
+        Some(self.send_to(frame, backend, ip_len))
     }
 
     fn decide(&mut self, side: Side, frame: &mut [u8], now: Millis) -> Verdict {
@@ -284,6 +313,12 @@ impl Forwarder {
         }
         if self.owns_dip(side) && self.neigh.observe(ip, mac, now) {
             self.counters.event(Event::RsMacChanged);
+            // A new or changed MAC: the backends of that real server use it from now on.
+            if let Some(i) = self.neigh.index(ip) {
+                for b in self.backends.iter_mut().filter(|b| b.neigh.index() == i) {
+                    b.mac = Some(mac);
+                }
+            }
         }
     }
 
@@ -303,7 +338,10 @@ impl Forwarder {
         match ip.l4 {
             L4Info::Ports { src, dst, tcp_flags } => {
                 let key = FlowKey { client: ip.src, vip: ip.dst, cport: src, vport: dst, proto: ip.proto };
-                let backend = match self.backend_for(key, tcp_flags, now) {
+                let Some(si) = self.index.get(u32::from(key.vip), key.proto, key.vport) else {
+                    return Verdict::Drop(DropReason::NoService);
+                };
+                let backend = match self.backend_for(si, key, tcp_flags, now) {
                     Ok(b) => b,
                     Err(r) => return Verdict::Drop(r),
                 };
@@ -320,64 +358,72 @@ impl Forwarder {
         }
     }
 
-    fn service_index(&self, vip: Ipv4Addr, proto: u8, port: u16) -> Option<usize> {
-        self.services.iter().position(|s| s.vip == vip && s.proto.number() == proto && s.port == port)
+    /// The backend for a packet of flow `key` of service `si`: its flow's (the table is
+    /// hashed once), or a newly scheduled one.
+    #[inline(always)]
+    fn backend_for(&mut self, si: usize, key: FlowKey, tcp_flags: u8, now: Millis) -> Result<u16, DropReason> {
+        let is_tcp = key.proto == frame::PROTO_TCP;
+        let timeouts = self.flows.timeouts;
+        let t = crate::flow::table::ticks(now);
+        match self.flows.hit(&key, t) {
+            Hit::Live(v) => {
+                let old_state = v.state;
+                let new_state = if is_tcp { old_state.next_tcp(tcp_flags) } else { FlowState::Udp };
+                v.state = new_state;
+                v.expires = crate::flow::table::expiry(&timeouts, new_state, t);
+                let backend = v.backend;
+                if new_state != old_state {
+                    self.state_changed(backend, old_state, new_state);
+                }
+                Ok(backend)
+            }
+            Hit::Expired(v) => {
+                release(&mut self.backends, &v);
+                self.counters.event(Event::FlowsExpired);
+                self.new_flow(si, key, tcp_flags, now)
+            }
+            Hit::Miss => self.new_flow(si, key, tcp_flags, now),
+        }
     }
 
-    /// The backend for a packet of flow `key`: its flow's, or a newly scheduled one.
-    fn backend_for(&mut self, key: FlowKey, tcp_flags: u8, now: Millis) -> Result<u16, DropReason> {
-        let Some(si) = self.service_index(key.vip, key.proto, key.vport) else {
-            return Err(DropReason::NoService);
+    #[cold]
+    fn state_changed(&mut self, backend: u16, old: FlowState, new: FlowState) {
+        if let Some(b) = self.backends.get_mut(usize::from(backend)) {
+            account(b, old, -1);
+            account(b, new, 1);
+        }
+    }
+
+    /// A packet with no flow: open one if it may (scheduling its real server).
+    #[inline(never)]
+    fn new_flow(&mut self, si: usize, key: FlowKey, tcp_flags: u8, now: Millis) -> Result<u16, DropReason> {
+        let is_tcp = key.proto == frame::PROTO_TCP;
+        let state = if is_tcp {
+            match FlowState::open_tcp(tcp_flags) {
+                Some(s) => s,
+                None => return Err(DropReason::TcpNoFlow),
+            }
+        } else {
+            FlowState::Udp
         };
-        let is_tcp = self.services[si].proto == Protocol::Tcp;
+        let Some(b) = self.schedule(si, key.client, now) else {
+            return Err(DropReason::NoUsableServer);
+        };
         let backends = &mut self.backends;
         let counters = &mut self.counters;
-        let hit = self.flows.lookup(&key, now, |v| {
+        let inserted = self.flows.insert(key, b, state, now, |v| {
             release(backends, v);
-            counters.event(Event::FlowsExpired);
+            counters.event(Event::FlowsEvicted);
         });
-        let backend = match hit {
-            Some(v) => {
-                let new_state = if is_tcp { v.state.next_tcp(tcp_flags) } else { FlowState::Udp };
-                if new_state != v.state {
-                    if let Some(b) = self.backends.get_mut(usize::from(v.backend)) {
-                        account(b, v.state, -1);
-                        account(b, new_state, 1);
-                    }
-                }
-                self.flows.touch(&key, new_state, now);
-                v.backend
-            }
-            None => {
-                let state = if is_tcp {
-                    match FlowState::open_tcp(tcp_flags) {
-                        Some(s) => s,
-                        None => return Err(DropReason::TcpNoFlow),
-                    }
-                } else {
-                    FlowState::Udp
-                };
-                let Some(b) = self.schedule(si, key.client, now) else {
-                    return Err(DropReason::NoUsableServer);
-                };
-                let backends = &mut self.backends;
-                let counters = &mut self.counters;
-                let inserted = self.flows.insert(key, b, state, now, |v| {
-                    release(backends, v);
-                    counters.event(Event::FlowsEvicted);
-                });
-                if inserted.is_err() {
-                    return Err(DropReason::FlowTableFull);
-                }
-                let be = &mut self.backends[usize::from(b)];
-                account(be, state, 1);
-                be.conns += 1;
-                self.services[si].conns += 1;
-                self.counters.event(Event::FlowsCreated);
-                b
-            }
-        };
-        Ok(backend)
+        if inserted.is_err() {
+            return Err(DropReason::FlowTableFull);
+        }
+        let be = &mut self.backends[usize::from(b)];
+        account(be, state, 1);
+        be.conns += 1;
+        self.services[si].conns += 1;
+        self.counters.event(Event::FlowsCreated);
+        Ok(b)
     }
 
     /// Rewrite the frame towards a backend's MAC and count it.
@@ -385,16 +431,12 @@ impl Forwarder {
         let Some(b) = self.backends.get_mut(usize::from(backend)) else {
             return Verdict::Drop(DropReason::NoUsableServer);
         };
-        let Some(mac) = self.neigh.mac(b.neigh) else {
+        let Some(mac) = b.mac else {
             return Verdict::Drop(DropReason::RsMacUnknown);
         };
         frame::set_macs(frame, mac, self.rs_mac);
         b.packets += 1;
         b.bytes += ip_len as u64;
-        if let Some(s) = self.services.get_mut(usize::from(b.service)) {
-            s.packets += 1;
-            s.bytes += ip_len as u64;
-        }
         Verdict::Forward
     }
 
@@ -529,6 +571,15 @@ impl Forwarder {
     pub fn last_vip_conflict(&self) -> Option<VipConflict> {
         self.last_conflict
     }
+    /// Frames and bytes a service forwarded: its real servers' plus those of servers that
+    /// left it.
+    pub fn service_traffic(&self, s: &Service) -> (u64, u64) {
+        s.backends
+            .iter()
+            .filter_map(|&b| self.backends.get(usize::from(b)))
+            .fold((s.retired_packets, s.retired_bytes), |(p, y), b| (p + b.packets, y + b.bytes))
+    }
+
     /// Is this backend's MAC fresh enough for new flows?
     pub fn backend_reachable(&self, b: &Backend, now: Millis) -> bool {
         self.neigh.fresh(b.neigh, now)

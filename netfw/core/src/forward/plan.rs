@@ -68,6 +68,7 @@ fn key(s: &ServiceSpec) -> SvcKey {
 pub struct Plan {
     spec: DataPlaneSpec,
     services: Vec<Service>,
+    index: super::index::ServiceIndex,
     /// New service → the running service it continues.
     service_from: Vec<Option<usize>>,
     /// Running service → its new index.
@@ -124,6 +125,7 @@ impl Plan {
                     rip: r.addr,
                     weight: r.weight,
                     neigh,
+                    mac: None,
                     active: 0,
                     inactive: 0,
                     conns: 0,
@@ -143,10 +145,11 @@ impl Plan {
                 sched: Scheduler::new(s.sched, &servers),
                 cands: vec![Candidate::default(); servers.len()],
                 conns: 0,
-                packets: 0,
-                bytes: 0,
+                retired_packets: 0,
+                retired_bytes: 0,
             });
         }
+        let index = super::index::ServiceIndex::build(&services);
         let backend_to = inverse(&backend_from, old_backend_count);
         let service_to = inverse(&service_from, current.services.len());
         let same_backends = backends.len() == old_backend_count && backend_from.iter().enumerate().all(|(i, f)| *f == Some(i));
@@ -163,6 +166,7 @@ impl Plan {
         Ok(Plan {
             spec: next,
             services,
+            index,
             service_from,
             service_to,
             backends,
@@ -200,6 +204,7 @@ impl Forwarder {
         let Plan {
             spec,
             mut services,
+            index,
             service_from,
             service_to,
             mut backends,
@@ -217,10 +222,22 @@ impl Forwarder {
         }
         for (s, from) in services.iter_mut().zip(&service_from) {
             if let Some(o) = from.and_then(|o| self.services.get(o)) {
-                (s.conns, s.packets, s.bytes) = (o.conns, o.packets, o.bytes);
+                (s.conns, s.retired_packets, s.retired_bytes) = (o.conns, o.retired_packets, o.retired_bytes);
+            }
+        }
+        // The traffic of real servers that leave a service that stays stays in its totals.
+        for (o, b) in self.backends.iter().enumerate() {
+            if backend_to.get(o).copied().flatten().is_none() {
+                if let Some(s) = service_to.get(usize::from(b.service)).copied().flatten().and_then(|n| services.get_mut(usize::from(n))) {
+                    s.retired_packets += b.packets;
+                    s.retired_bytes += b.bytes;
+                }
             }
         }
         self.neigh.install(&targets, &neigh_from, spec.arp_refresh_ms, now);
+        for b in &mut backends {
+            b.mac = self.neigh.mac(b.neigh);
+        }
 
         let mut dropped = 0u64;
         if let Some(mut table) = flows {
@@ -238,7 +255,7 @@ impl Forwarder {
                 }
             }
             self.flows = table;
-        } else if !same_backends {
+        } else if !same_backends && !self.flows.is_empty() {
             self.flows.remap(|b| backend_to.get(usize::from(b)).copied().flatten(), |_| dropped += 1);
         }
         self.flows.timeouts = spec.timeouts;
@@ -253,6 +270,7 @@ impl Forwarder {
         }
         self.counters.add(Event::FlowsDroppedOnReload, dropped);
         self.services = services;
+        self.index = index;
         self.backends = backends;
         self.vips = spec.vips();
         self.spec = spec;

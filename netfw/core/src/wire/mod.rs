@@ -7,6 +7,7 @@
 
 pub mod arp;
 pub mod csum;
+pub mod fast;
 pub mod frame;
 pub mod segment;
 
