@@ -323,6 +323,11 @@ impl Lab {
         Ok(self.children.len() - 1)
     }
 
+    /// The process id of a process the lab started.
+    pub fn pid(&self, label: &str) -> Option<u32> {
+        self.children.iter().rev().find(|(l, _)| l == label).map(|(_, c)| c.id())
+    }
+
     /// A process's log so far.
     pub fn log(&self, label: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{label}.log"))).unwrap_or_default()

@@ -49,6 +49,8 @@ pub struct Nics {
 pub struct TimeoutsDoc {
     /// After SYN.
     pub tcp_syn_s: u32,
+    /// After the handshake ACK, before a further client packet.
+    pub tcp_unconfirmed_s: u32,
     /// Established.
     pub tcp_established_s: u32,
     /// After FIN.
@@ -57,6 +59,8 @@ pub struct TimeoutsDoc {
     pub tcp_close_s: u32,
     /// UDP.
     pub udp_s: u32,
+    /// UDP before a flow's second packet.
+    pub udp_new_s: u32,
 }
 
 impl Default for TimeoutsDoc {
@@ -64,10 +68,12 @@ impl Default for TimeoutsDoc {
         let t = Timeouts::default();
         TimeoutsDoc {
             tcp_syn_s: t.tcp_syn_s,
+            tcp_unconfirmed_s: t.tcp_unconfirmed_s,
             tcp_established_s: t.tcp_established_s,
             tcp_fin_s: t.tcp_fin_s,
             tcp_close_s: t.tcp_close_s,
             udp_s: t.udp_s,
+            udp_new_s: t.udp_new_s,
         }
     }
 }

@@ -87,10 +87,12 @@ impl Config {
         let t = self.timeouts.unwrap_or_default();
         for (name, v) in [
             ("tcp_syn_s", t.tcp_syn_s),
+            ("tcp_unconfirmed_s", t.tcp_unconfirmed_s),
             ("tcp_established_s", t.tcp_established_s),
             ("tcp_fin_s", t.tcp_fin_s),
             ("tcp_close_s", t.tcp_close_s),
             ("udp_s", t.udp_s),
+            ("udp_new_s", t.udp_new_s),
         ] {
             if v == 0 {
                 p.add(format!("timeouts.{name}"), "a timeout of 0 would expire every flow at once; use at least 1");
@@ -135,10 +137,12 @@ impl Config {
                 flow_capacity: capacity,
                 timeouts: Timeouts {
                     tcp_syn_s: t.tcp_syn_s,
+                    tcp_unconfirmed_s: t.tcp_unconfirmed_s,
                     tcp_established_s: t.tcp_established_s,
                     tcp_fin_s: t.tcp_fin_s,
                     tcp_close_s: t.tcp_close_s,
                     udp_s: t.udp_s,
+                    udp_new_s: t.udp_new_s,
                 },
                 arp_refresh_ms: u64::from(refresh) * 1000,
             }),

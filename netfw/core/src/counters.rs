@@ -37,10 +37,9 @@ reasons! {
         NoService => "no_service", "TCP/UDP to a VIP port with no virtual service";
         VipOnRsSide => "vip_on_rs_side", "VIP traffic arrived on the RS-facing NIC (two-arm: the router must send it to the VIP-facing NIC)";
         OtherProtocol => "other_protocol", "IP protocol other than TCP/UDP/ICMP to a VIP";
-        TcpNoFlow => "tcp_no_flow", "TCP without SYN and without a flow (e.g. after expiry)";
+        TcpNoFlow => "tcp_no_flow", "TCP RST or SYN-ACK without a flow (nothing to forward it to)";
         NoUsableServer => "no_usable_server", "every real server of the service is drained (weight 0) or unreachable (MAC unknown)";
         RsMacUnknown => "rs_mac_unknown", "flow's real server has no resolved MAC";
-        FlowTableFull => "flow_table_full", "flow table full of established flows; new flow refused";
         FragmentNoFirst => "fragment_no_first", "later fragment whose first fragment never came (held, then timed out)";
         FragmentBufferFull => "fragment_buffer_full", "out-of-order fragment and no free hold slot";
         IcmpNoFlow => "icmp_no_flow", "ICMP error about a flow the director does not know";
@@ -60,7 +59,9 @@ reasons! {
         ToControl => "to_control", "frames handed to the control stack (ARP, ICMP, DIP)";
         FlowsCreated => "flows_created", "new flows scheduled";
         FlowsExpired => "flows_expired", "flows removed after their idle timeout";
-        FlowsEvicted => "flows_evicted", "half-open flows evicted from a full table";
+        FlowsEvicted => "flows_evicted", "half-open or unconfirmed flows evicted from a full table";
+        FlowsStateless => "flows_stateless", "new flows forwarded without a table entry (the table was full of confirmed flows), by consistent hashing as their later packets are";
+        FlowsResumed => "flows_resumed", "packets of connections with no flow (expired, or not tracked while the table was full) forwarded by consistent hashing and tracked again";
         FlowsDroppedOnReload => "flows_dropped_on_reload", "flows whose real server left the config";
         ArpRequestsSent => "arp_requests_sent", "ARP requests for real servers (sender IP = DIP)";
         GratuitousArpSent => "gratuitous_arp_sent", "gratuitous ARP announcements of VIPs";

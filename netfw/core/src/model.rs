@@ -128,17 +128,29 @@ pub struct Timeouts {
     pub tcp_syn_s: u32,
     /// TCP established.
     pub tcp_established_s: u32,
+    /// TCP after the handshake ACK, before any further client packet.
+    pub tcp_unconfirmed_s: u32,
     /// TCP after a FIN from the client.
     pub tcp_fin_s: u32,
     /// TCP after a RST.
     pub tcp_close_s: u32,
     /// UDP.
     pub udp_s: u32,
+    /// UDP before the flow's second packet.
+    pub udp_new_s: u32,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { tcp_syn_s: 60, tcp_established_s: 900, tcp_fin_s: 120, tcp_close_s: 10, udp_s: 300 }
+        Timeouts {
+            tcp_syn_s: 60,
+            tcp_unconfirmed_s: 10,
+            tcp_established_s: 900,
+            tcp_fin_s: 120,
+            tcp_close_s: 10,
+            udp_s: 300,
+            udp_new_s: 10,
+        }
     }
 }
 

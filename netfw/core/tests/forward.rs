@@ -41,10 +41,21 @@ fn syn_is_forwarded_with_only_the_macs_rewritten() {
 }
 
 #[test]
-fn tcp_without_syn_and_without_flow_is_dropped() {
-    let mut f = forwarder(spec(SchedKind::Rr, Protocol::Tcp, 80, &[1], 0));
-    assert_eq!(drop_of(f.process(Side::Vip, &mut client_tcp(1, ACK), Millis(0))), DropReason::TcpNoFlow);
-    assert_eq!(drop_of(f.process(Side::Vip, &mut client_tcp(1, SYN | ACK), Millis(0))), DropReason::TcpNoFlow);
+fn tcp_without_a_flow_is_resumed_by_consistent_hashing_unless_it_is_a_reset() {
+    let mut f = forwarder(spec(SchedKind::Rr, Protocol::Tcp, 80, &[1, 1, 1], 0));
+    // A packet of a connection this director has no flow for (its flow expired, or another
+    // director scheduled it): it goes where consistent hashing says, every time, and is
+    // tracked again.
+    let mut a = client_tcp(1, ACK);
+    assert_eq!(f.process(Side::Vip, &mut a, Millis(0)), Verdict::Forward);
+    let first = went_to(&a);
+    let mut b = client_tcp(1, ACK);
+    assert_eq!(f.process(Side::Vip, &mut b, Millis(1)), Verdict::Forward);
+    assert_eq!(went_to(&b), first);
+    assert_eq!(f.counters().events(Event::FlowsResumed), 1);
+    // A reset or a SYN-ACK without a flow has nowhere to go.
+    assert_eq!(drop_of(f.process(Side::Vip, &mut client_tcp(2, RST), Millis(0))), DropReason::TcpNoFlow);
+    assert_eq!(drop_of(f.process(Side::Vip, &mut client_tcp(3, SYN | ACK), Millis(0))), DropReason::TcpNoFlow);
     assert_eq!(f.counters().drops(DropReason::TcpNoFlow), 2);
 }
 
@@ -80,12 +91,16 @@ fn weight_zero_drains_and_reload_keeps_flows_of_remaining_servers() {
         f.process(Side::Vip, &mut s, Millis(4));
         assert_eq!(went_to(&s), 2, "new flows avoid weight 0");
     }
-    // Remove rs1 entirely: its flow goes, and the next non-SYN of it is not forwarded.
+    // Remove rs1 entirely: its flow goes; the connection's next packet is resumed on the
+    // server consistent hashing gives it (rs2, the only one; it will reset it).
     let mut one = spec(SchedKind::Rr, Protocol::Tcp, 80, &[1, 1], 0);
     one.services[0].real_servers.remove(0);
     f.apply(one, Millis(5)).unwrap();
     assert_eq!(f.counters().events(Event::FlowsDroppedOnReload), 1);
-    assert_eq!(drop_of(f.process(Side::Vip, &mut client_tcp(100, ACK), Millis(6))), DropReason::TcpNoFlow);
+    let mut orphan = client_tcp(100, ACK);
+    assert_eq!(f.process(Side::Vip, &mut orphan, Millis(6)), Verdict::Forward);
+    assert_eq!(went_to(&orphan), 2);
+    assert_eq!(f.counters().events(Event::FlowsResumed), 1);
     let mut s = client_tcp(201, ACK);
     assert_eq!(f.process(Side::Vip, &mut s, Millis(6)), Verdict::Forward, "flows of the server that stays survive the reload");
 }
@@ -260,13 +275,18 @@ fn udp_flows_use_the_udp_timeout() {
     let mut a = ipv4(VIP_MAC, Ip::new(CLIENT, VIP, 17), &udp(5353, 53, b"q"));
     assert_eq!(f.process(Side::Vip, &mut a, Millis(0)), Verdict::Forward);
     let first = went_to(&a);
+    // Its second packet confirms it (a first packet alone lives udp_new_s, 10 s) ...
     let mut b = ipv4(VIP_MAC, Ip::new(CLIENT, VIP, 17), &udp(5353, 53, b"q"));
-    f.process(Side::Vip, &mut b, Millis(29_000));
-    assert_eq!(went_to(&b), first, "same flow within the timeout");
-    answer_arp(&mut f, 2, Millis(29_000 + 30_000));
+    f.process(Side::Vip, &mut b, Millis(1_000));
+    assert_eq!(went_to(&b), first, "same flow");
+    // ... and from then on it lives udp_s (30 s) from its last packet.
     let mut c = ipv4(VIP_MAC, Ip::new(CLIENT, VIP, 17), &udp(5353, 53, b"q"));
-    f.process(Side::Vip, &mut c, Millis(29_000 + 30_000));
-    assert_ne!(went_to(&c), first, "expired: rescheduled round-robin");
+    f.process(Side::Vip, &mut c, Millis(30_000));
+    assert_eq!(went_to(&c), first, "same flow within the timeout");
+    answer_arp(&mut f, 2, Millis(30_000 + 30_000));
+    let mut d = ipv4(VIP_MAC, Ip::new(CLIENT, VIP, 17), &udp(5353, 53, b"q"));
+    f.process(Side::Vip, &mut d, Millis(30_000 + 30_000));
+    assert_ne!(went_to(&d), first, "expired: rescheduled round-robin");
 }
 
 #[test]
@@ -388,16 +408,48 @@ fn lc_sends_new_flows_to_the_least_loaded() {
 }
 
 #[test]
-fn a_full_table_refuses_new_flows_but_keeps_established_ones() {
-    let mut s = spec(SchedKind::Rr, Protocol::Tcp, 80, &[1], 0);
+fn a_full_table_keeps_established_flows_and_still_serves_new_clients() {
+    let mut s = spec(SchedKind::Rr, Protocol::Tcp, 80, &[1, 1], 0);
     s.flow_capacity = 16;
     let mut f = forwarder(s);
     for p in 0..16 {
         f.process(Side::Vip, &mut client_tcp(p, SYN), Millis(0));
         f.process(Side::Vip, &mut client_tcp(p, ACK), Millis(0));
+        f.process(Side::Vip, &mut client_tcp(p, ACK), Millis(0)); // confirmed
     }
-    assert_eq!(drop_of(f.process(Side::Vip, &mut client_tcp(500, SYN), Millis(1))), DropReason::FlowTableFull);
+    assert_eq!(f.flows().len(), 16);
+    // A new client: no room, nothing evictable. It is served all the same, statelessly, and
+    // its later packets go to the same server by the same hashing.
+    let mut syn = client_tcp(500, SYN);
+    assert_eq!(f.process(Side::Vip, &mut syn, Millis(1)), Verdict::Forward);
+    for _ in 0..3 {
+        let mut more = client_tcp(500, ACK);
+        assert_eq!(f.process(Side::Vip, &mut more, Millis(2)), Verdict::Forward);
+        assert_eq!(went_to(&more), went_to(&syn), "the stateless flow keeps its server");
+    }
+    assert_eq!(f.counters().events(Event::FlowsStateless), 4);
     for p in 0..16 {
         assert_eq!(f.process(Side::Vip, &mut client_tcp(p, ACK), Millis(2)), Verdict::Forward);
     }
+    assert_eq!(f.flows().len(), 16, "memory stays fixed");
+}
+
+#[test]
+fn spoofed_handshakes_and_single_udp_packets_age_out_fast_and_make_room() {
+    let mut s = spec(SchedKind::Rr, Protocol::Tcp, 80, &[1, 1], 0);
+    s.flow_capacity = 16;
+    let mut f = forwarder(s);
+    // SYN then ACK from made-up clients: unconfirmed, 10 s.
+    for p in 0..16 {
+        f.process(Side::Vip, &mut client_tcp(p, SYN), Millis(0));
+        f.process(Side::Vip, &mut client_tcp(p, ACK), Millis(0));
+    }
+    assert_eq!(f.flows().len(), 16);
+    // A real client still gets a flow: an unconfirmed one makes room.
+    f.process(Side::Vip, &mut client_tcp(1000, SYN), Millis(1));
+    assert_eq!(f.counters().events(Event::FlowsEvicted), 1);
+    assert_eq!(f.counters().events(Event::FlowsStateless), 0);
+    // And what is left of the spoofed ones is gone after 10 s.
+    f.poll_timers(Millis(10_000), |_, _| true);
+    assert!(f.flows().len() <= 1, "{}", f.flows().len());
 }

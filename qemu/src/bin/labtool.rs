@@ -19,6 +19,7 @@ const USAGE: &str = "usage:
   labtool get --to IP:PORT [--count N] [--from IP]
   labtool long --to IP:PORT --bytes B --ms T
   labtool upload --to IP:PORT --bytes B            send B bytes to the server (client -> real server)
+  labtool spoof --to IP:PORT --rate PAIRS --seconds S   SYN then ACK from made-up clients in 198.51.100.0/24
   labtool udp --to IP:PORT [--count N]
   labtool sniff --dev DEV --seconds S [--stop-file F]   (stops when F exists, else after S)
   labtool sink --port P --seconds S
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
         Some("get") => get(&args),
         Some("long") => long(&args),
         Some("upload") => upload(&args),
+        Some("spoof") => spoof(&args),
         Some("udp") => udp(&args),
         Some("sniff") => sniff(&args),
         Some("sink") => sink(&args),
@@ -244,6 +246,92 @@ fn upload(args: &[String]) -> Result<(), String> {
         "{}",
         serde_json::json!({ "server": server, "sent": sent, "received": received, "seconds": secs, "mbit_s": (sent as f64) * 8.0 / secs / 1e6 })
     );
+    Ok(())
+}
+
+/// A spoofing sender: for `--seconds`, `--rate` pairs per second of a SYN and then an ACK
+/// from random clients (addresses in 198.51.100.10-254, random ports), the TCP handshake
+/// half a director sees, which no real client completes. Raw IPv4 (IP_HDRINCL).
+fn spoof(args: &[String]) -> Result<(), String> {
+    let SocketAddr::V4(to) = to_addr(args)? else { return Err("IPv4 only".into()) };
+    let rate = num(args, "--rate", 1000).max(1);
+    let secs = num(args, "--seconds", 5);
+    // SAFETY: plain socket(2); IPPROTO_RAW implies IP_HDRINCL.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW) };
+    if fd < 0 {
+        return Err(format!("raw socket: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is ours; the File closes it.
+    let _owner = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let dst = u32::from(*to.ip());
+    let send = |src: u32, sport: u16, seq: u32, flags: u8| -> Result<(), String> {
+        let mut p = [0u8; 40];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&40u16.to_be_bytes());
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&src.to_be_bytes());
+        p[16..20].copy_from_slice(&dst.to_be_bytes());
+        p[20..22].copy_from_slice(&sport.to_be_bytes());
+        p[22..24].copy_from_slice(&to.port().to_be_bytes());
+        p[24..28].copy_from_slice(&seq.to_be_bytes());
+        p[32] = 0x50;
+        p[33] = flags;
+        p[34..36].copy_from_slice(&1024u16.to_be_bytes());
+        let mut sum: u32 =
+            [&p[12..20], &[0, 6, 0, 20][..], &p[20..40]].concat().chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        p[36..38].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: dst.to_be() },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: `p` and `sin` are valid for the lengths given.
+        let r = unsafe {
+            libc::sendto(
+                fd,
+                p.as_ptr().cast(),
+                p.len(),
+                0,
+                std::ptr::from_ref(&sin).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        if r < 0 {
+            Err(format!("sendto: {}", std::io::Error::last_os_error()))
+        } else {
+            Ok(())
+        }
+    };
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let mut pairs = 0u64;
+    while Instant::now() < end {
+        let r = rnd();
+        let src = u32::from(Ipv4Addr::new(198, 51, 100, 10 + (r % 245) as u8));
+        let sport = 1024 + ((r >> 8) % 60000) as u16;
+        let seq = (r >> 32) as u32;
+        send(src, sport, seq, 0x02)?;
+        send(src, sport, seq.wrapping_add(1), 0x10)?;
+        pairs += 1;
+        let due = Duration::from_secs_f64(pairs as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("{}", serde_json::json!({ "pairs": pairs, "seconds": secs, "rate": pairs as f64 / secs }));
     Ok(())
 }
 

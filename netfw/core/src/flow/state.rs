@@ -1,5 +1,11 @@
 //! TCP state inferred from the client's packets only (the director never sees replies in DR),
 //! following IPVS's "input only" transitions, and the idle timeout of each state.
+//!
+//! A flow is trusted with a long timeout only once the client has shown it is real: a TCP
+//! flow after its handshake ACK is `Unconfirmed` until a further packet, a UDP flow is
+//! `UdpNew` until its second packet. A spoofing sender (SYN then ACK, or one UDP packet, from
+//! made-up addresses) so fills the table only with short-lived entries that new flows may
+//! evict, instead of pinning it with 900 s "established" ones.
 
 use crate::model::Timeouts;
 use crate::wire::frame::tcp_flags::{ACK, FIN, RST, SYN};
@@ -11,24 +17,29 @@ use crate::wire::frame::tcp_flags::{ACK, FIN, RST, SYN};
 pub enum FlowState {
     /// Client sent SYN, no ACK yet (IPVS: SYN_RECV).
     SynRecv,
-    /// Client ACKed: the connection is up (counts as an active connection).
+    /// Client ACKed the handshake, nothing since: up, but not yet trusted (short timeout,
+    /// evictable).
+    Unconfirmed,
+    /// Client ACKed and sent more: the connection is up (counts as an active connection).
     Established,
     /// Client sent FIN.
     FinWait,
     /// RST seen.
     Close,
-    /// UDP "connection".
+    /// UDP "connection" after its first packet.
+    UdpNew,
+    /// UDP "connection" that has seen a second packet.
     Udp,
 }
 
 impl FlowState {
     /// Active in the ipvsadm sense (lc/wlc weigh these most).
     pub fn is_active(self) -> bool {
-        matches!(self, FlowState::Established)
+        matches!(self, FlowState::Established | FlowState::Unconfirmed)
     }
 
     /// May this flow be evicted to make room for a new one when the table is full?
-    /// Established flows never are (a SYN flood must not push out real connections).
+    /// Confirmed flows never are (a flood must not push out real connections).
     pub fn evictable(self) -> bool {
         !matches!(self, FlowState::Established | FlowState::Udp)
     }
@@ -37,11 +48,19 @@ impl FlowState {
     pub fn timeout_s(self, t: &Timeouts) -> u32 {
         match self {
             FlowState::SynRecv => t.tcp_syn_s,
+            FlowState::Unconfirmed => t.tcp_unconfirmed_s,
             FlowState::Established => t.tcp_established_s,
             FlowState::FinWait => t.tcp_fin_s,
             FlowState::Close => t.tcp_close_s,
+            FlowState::UdpNew => t.udp_new_s,
             FlowState::Udp => t.udp_s,
         }
+    }
+
+    /// Next state of a UDP flow after another packet.
+    #[inline]
+    pub fn next_udp(self) -> FlowState {
+        FlowState::Udp
     }
 
     /// The state a new TCP flow starts in, if these flags may open one (a SYN without ACK).
@@ -63,7 +82,8 @@ impl FlowState {
             return FlowState::FinWait;
         }
         match self {
-            FlowState::SynRecv if flags & SYN == 0 && flags & ACK != 0 => FlowState::Established,
+            FlowState::SynRecv if flags & SYN == 0 && flags & ACK != 0 => FlowState::Unconfirmed,
+            FlowState::Unconfirmed if flags & SYN == 0 => FlowState::Established,
             FlowState::FinWait | FlowState::Close if flags & SYN != 0 && flags & ACK == 0 => FlowState::SynRecv,
             s => s,
         }
@@ -81,8 +101,11 @@ mod tests {
         assert_eq!(FlowState::open_tcp(SYN | ACK), None, "SYN-ACK never opens a flow");
         assert_eq!(FlowState::open_tcp(ACK), None);
         let s = s.next_tcp(ACK);
-        assert_eq!(s, FlowState::Established);
+        assert_eq!(s, FlowState::Unconfirmed, "the handshake ACK alone is not trusted yet");
+        let s = s.next_tcp(ACK);
+        assert_eq!(s, FlowState::Established, "a further packet confirms it");
         assert_eq!(s.next_tcp(ACK), FlowState::Established);
+        assert_eq!(FlowState::Unconfirmed.next_tcp(FIN | ACK), FlowState::FinWait);
         assert_eq!(s.next_tcp(FIN | ACK), FlowState::FinWait);
         assert_eq!(s.next_tcp(RST), FlowState::Close);
         assert_eq!(FlowState::FinWait.next_tcp(ACK), FlowState::FinWait);
@@ -98,5 +121,7 @@ mod tests {
         assert_eq!(FlowState::FinWait.timeout_s(&t), 120);
         assert_eq!(FlowState::Close.timeout_s(&t), 10);
         assert_eq!(FlowState::Udp.timeout_s(&t), 300);
+        assert_eq!(FlowState::Unconfirmed.timeout_s(&t), 10);
+        assert_eq!(FlowState::UdpNew.timeout_s(&t), 10);
     }
 }

@@ -252,7 +252,7 @@ mod tests {
 
         // Established lives 900 s from the last packet.
         t.insert(key(2), 0, FlowState::SynRecv, t0, |_| {}).unwrap();
-        t.touch(&key(2), FlowState::SynRecv.next_tcp(ACK), t0.plus(1_000));
+        t.touch(&key(2), FlowState::SynRecv.next_tcp(ACK).next_tcp(ACK), t0.plus(1_000));
         assert!(t.lookup(&key(2), t0.plus(1_000 + 899_000), |_| {}).is_some());
         assert!(t.lookup(&key(2), t0.plus(1_000 + 900_000), |_| {}).is_none());
 

@@ -108,6 +108,8 @@ pub struct Service {
     pub backends: Vec<u16>,
     sched: Scheduler,
     cands: Vec<Candidate>,
+    /// Maglev over the service's servers, for flows without a table entry.
+    stateless: crate::sched::MaglevTable,
     /// Flows ever scheduled.
     pub conns: u64,
     /// Frames forwarded to real servers that have left the service (the ones that stay keep
@@ -368,7 +370,7 @@ impl Forwarder {
         match self.flows.hit(&key, t) {
             Hit::Live(v) => {
                 let old_state = v.state;
-                let new_state = if is_tcp { old_state.next_tcp(tcp_flags) } else { FlowState::Udp };
+                let new_state = if is_tcp { old_state.next_tcp(tcp_flags) } else { old_state.next_udp() };
                 v.state = new_state;
                 v.expires = crate::flow::table::expiry(&timeouts, new_state, t);
                 let backend = v.backend;
@@ -394,19 +396,26 @@ impl Forwarder {
         }
     }
 
-    /// A packet with no flow: open one if it may (scheduling its real server).
+    /// A packet with no flow. A SYN (or a UDP packet) opens one: its real server is
+    /// scheduled. Another TCP packet belongs to a connection this director does not track
+    /// (the flow expired, or was never kept because the table was full): it goes where
+    /// consistent hashing puts its 5-tuple, and is tracked again. When the table is full of
+    /// confirmed flows, a new flow is forwarded without an entry by the same hashing, so its
+    /// later packets find the same server: a full table never refuses a client.
     #[inline(never)]
     fn new_flow(&mut self, si: usize, key: FlowKey, tcp_flags: u8, now: Millis) -> Result<u16, DropReason> {
-        let is_tcp = key.proto == frame::PROTO_TCP;
-        let state = if is_tcp {
-            match FlowState::open_tcp(tcp_flags) {
-                Some(s) => s,
-                None => return Err(DropReason::TcpNoFlow),
-            }
+        use crate::wire::frame::tcp_flags::{ACK, FIN, RST, SYN};
+        let (state, resumed) = if key.proto != frame::PROTO_TCP {
+            (FlowState::UdpNew, false)
+        } else if tcp_flags & SYN != 0 && tcp_flags & (ACK | RST | FIN) == 0 {
+            (FlowState::SynRecv, false)
+        } else if tcp_flags & (SYN | RST) == 0 {
+            (FlowState::Unconfirmed, true)
         } else {
-            FlowState::Udp
+            return Err(DropReason::TcpNoFlow);
         };
-        let Some(b) = self.schedule(si, key.client, now) else {
+        let pick = if resumed { self.stateless_pick(si, &key, now) } else { self.schedule(si, key.client, now) };
+        let Some(b) = pick else {
             return Err(DropReason::NoUsableServer);
         };
         let backends = &mut self.backends;
@@ -416,14 +425,37 @@ impl Forwarder {
             counters.event(Event::FlowsEvicted);
         });
         if inserted.is_err() {
-            return Err(DropReason::FlowTableFull);
+            let b = if resumed { b } else { self.stateless_pick(si, &key, now).ok_or(DropReason::NoUsableServer)? };
+            self.counters.event(Event::FlowsStateless);
+            if let Some(be) = self.backends.get_mut(usize::from(b)) {
+                be.conns += u64::from(!resumed);
+            }
+            return Ok(b);
         }
         let be = &mut self.backends[usize::from(b)];
         account(be, state, 1);
-        be.conns += 1;
-        self.services[si].conns += 1;
-        self.counters.event(Event::FlowsCreated);
+        if resumed {
+            self.counters.event(Event::FlowsResumed);
+        } else {
+            be.conns += 1;
+            self.services[si].conns += 1;
+            self.counters.event(Event::FlowsCreated);
+        }
         Ok(b)
+    }
+
+    /// The server consistent hashing gives a flow of service `si` (usable servers only).
+    fn stateless_pick(&self, si: usize, key: &FlowKey, now: Millis) -> Option<u16> {
+        let svc = self.services.get(si)?;
+        let [a, b] = crate::flow::map::MapKey::words(key);
+        let h = a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b.rotate_left(29);
+        let i = svc.stateless.lookup_flow(h, |i| {
+            svc.backends
+                .get(i)
+                .and_then(|&bi| self.backends.get(usize::from(bi)))
+                .is_some_and(|b| b.weight > 0 && self.neigh.fresh(b.neigh, now))
+        })?;
+        svc.backends.get(i).copied()
     }
 
     /// Rewrite the frame towards a backend's MAC and count it.

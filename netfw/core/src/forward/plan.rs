@@ -143,6 +143,7 @@ impl Plan {
                 persistence_s: s.persistence_s,
                 backends: ids,
                 sched: Scheduler::new(s.sched, &servers),
+                stateless: crate::sched::MaglevTable::new(&servers),
                 cands: vec![Candidate::default(); servers.len()],
                 conns: 0,
                 retired_packets: 0,

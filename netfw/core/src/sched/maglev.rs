@@ -84,6 +84,22 @@ impl MaglevTable {
         (0..8u32).map(|seed| usize::from(self.entries[client_hash(client, seed) as usize % MAGLEV_SIZE])).find(|&i| usable(i))
     }
 
+    /// The server for a flow whose (stable, unseeded) hash is `h`; if it is not `usable`,
+    /// rehash a few times. The same flow always lands on the same server while the servers
+    /// stay, on this director and on any other running the same config.
+    pub fn lookup_flow(&self, h: u64, usable: impl Fn(usize) -> bool) -> Option<usize> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        (0..8u64)
+            .map(|k| {
+                let x = (h ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+                usize::try_from((x >> 32) % MAGLEV_SIZE as u64).unwrap_or(0)
+            })
+            .map(|slot| usize::from(self.entries[slot]))
+            .find(|&i| usable(i))
+    }
+
     /// How many slots each server index holds (tests, status).
     pub fn share(&self, servers: usize) -> Vec<usize> {
         let mut out = vec![0; servers];
