@@ -486,7 +486,8 @@ impl Appliance<'_> {
 impl Plant for Appliance<'_> {
     fn switch(&mut self, from: Option<&InForce>, to: Option<&InForce>) -> Result<Running, Vec<Problem>> {
         match (from, to) {
-            (Some(f), Some(t)) if f.mode == Running::Forwarder && t.mode == Running::Forwarder => {
+            // A new I/O backend means opening the NICs anew: netfw restarts (below).
+            (Some(f), Some(t)) if f.mode == Running::Forwarder && t.mode == Running::Forwarder && f.cfg.io == t.cfg.io => {
                 write_run_config(&t.cfg).map_err(|p| vec![p])?;
                 match call::<_, NetfwAnswer>(std::path::Path::new(NETFW_SOCKET), &NetfwRequest::Reload, Duration::from_secs(60)) {
                     // netfw logs the reload itself.

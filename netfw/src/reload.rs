@@ -80,6 +80,9 @@ pub fn prepare(path: &std::path::Path, running_cfg: &Config, running: &DataPlane
     if cfg.nics != running_cfg.nics {
         return Err(vec![Problem::at("nics", "NIC roles changed; restart netfw to move to other NICs")]);
     }
+    if cfg.io != running_cfg.io {
+        return Err(vec![Problem::at("io", "the I/O backend changed; restart netfw to open its NICs the new way")]);
+    }
     if spec.flow_capacity != running.flow_capacity {
         check_memory(spec.flow_capacity, memory_available()).map_err(|p| vec![p])?;
     }

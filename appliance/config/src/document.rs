@@ -33,6 +33,32 @@ pub enum Mode {
     Ipvs,
 }
 
+/// How netfw moves frames on its NICs (forwarder mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Io {
+    /// AF_XDP (native XDP) on NICs with a driver that runs it, AF_PACKET elsewhere or when
+    /// AF_XDP cannot be set up; the start line says which and why.
+    #[default]
+    Auto,
+    /// AF_XDP only (native XDP where the driver has it, generic elsewhere): netfw does not start
+    /// without it.
+    AfXdp,
+    /// AF_PACKET rings only.
+    AfPacket,
+}
+
+impl Io {
+    /// As written in the document.
+    pub fn name(self) -> &'static str {
+        match self {
+            Io::Auto => "auto",
+            Io::AfXdp => "af_xdp",
+            Io::AfPacket => "af_packet",
+        }
+    }
+}
+
 /// Which NIC plays which role. Equal names mean one-arm (seed 001's layout).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,6 +156,10 @@ pub struct ServiceDoc {
     pub real_servers: Vec<RealServerDoc>,
 }
 
+fn is_auto(io: &Io) -> bool {
+    *io == Io::Auto
+}
+
 fn default_sched() -> String {
     "wlc".into()
 }
@@ -145,6 +175,9 @@ pub struct Config {
     pub mode: Mode,
     /// NIC roles.
     pub nics: Nics,
+    /// netfw's I/O backend (default auto); a change restarts netfw.
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub io: Io,
     /// DIP with prefix, e.g. "198.18.0.2/24".
     pub dip: String,
     /// Prefix length of the VIP-facing segment (default 24).

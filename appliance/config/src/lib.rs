@@ -23,7 +23,7 @@ pub mod paths;
 pub mod store;
 pub mod validate;
 
-pub use document::{Config, Management, Mode, Nics, RealServerDoc, ServiceDoc, TimeoutsDoc};
+pub use document::{Config, Io, Management, Mode, Nics, RealServerDoc, ServiceDoc, TimeoutsDoc};
 pub use error::{ConfigError, FieldError};
 pub use net::{parse_cidr, Subnet};
 pub use netfw_core::model::Forwarding;

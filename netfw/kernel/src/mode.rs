@@ -46,6 +46,13 @@ pub fn wanted(spec: &DataPlaneSpec) -> Vec<Wanted> {
 /// Enter (or update) IPVS mode for `cfg`; every step is reported to `log` as it happens.
 /// Returns the number of changes made to the kernel's table.
 pub fn enter(cfg: &Config, spec: &DataPlaneSpec, log: &mut dyn FnMut(String)) -> Result<usize, ModeError> {
+    // A forwarder that was killed before it could clean up leaves its XDP program on the NICs:
+    // it passes every frame on to the kernel, but keeps the NIC's receive offloads off.
+    for nic in [&cfg.nics.vip_side, &cfg.nics.rs_side] {
+        for m in [crate::rtnl::XdpMode::Driver, crate::rtnl::XdpMode::Generic] {
+            let _ = crate::rtnl::detach_xdp(nic, m);
+        }
+    }
     director::setup(cfg, spec, log).map_err(ModeError::Director)?;
     let mut ipvs = Ipvs::open()?;
     let have = reconcile::read(&mut ipvs)?;

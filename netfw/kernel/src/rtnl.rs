@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkFlags, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -132,4 +132,47 @@ pub fn set_default_route(gw: Ipv4Addr) -> Result<(), RtnlError> {
     };
     m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
     request(&format!("default route via {gw}"), RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_REPLACE)
+}
+
+/// How an XDP program runs on a NIC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// In the driver, before any socket buffer exists (XDP_FLAGS_DRV_MODE).
+    Driver,
+    /// In the generic receive path, on socket buffers (XDP_FLAGS_SKB_MODE).
+    Generic,
+}
+
+impl XdpMode {
+    fn flag(self) -> u32 {
+        match self {
+            XdpMode::Generic => 2,
+            XdpMode::Driver => 4,
+        }
+    }
+    /// As the start line says it.
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpMode::Driver => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
+}
+
+fn set_xdp(nic: &str, fd: i32, mode: XdpMode, what: &str) -> Result<(), RtnlError> {
+    let mut m = LinkMessage::default();
+    m.header.index = ifindex(nic)?;
+    m.attributes.push(LinkAttribute::Xdp(vec![LinkXdp::Fd(fd), LinkXdp::Flags(mode.flag())]));
+    request(what, RouteNetlinkMessage::SetLink(m), 0)
+}
+
+/// Attach the XDP program `prog_fd` to `nic` in `mode` (replacing one left by a previous run).
+/// The attachment outlives the process: `detach_xdp` it when done.
+pub fn attach_xdp(nic: &str, prog_fd: i32, mode: XdpMode) -> Result<(), RtnlError> {
+    set_xdp(nic, prog_fd, mode, &format!("attach an XDP program to {nic} ({} mode)", mode.name()))
+}
+
+/// Remove the XDP program attached to `nic` in `mode`, if any.
+pub fn detach_xdp(nic: &str, mode: XdpMode) -> Result<(), RtnlError> {
+    set_xdp(nic, -1, mode, &format!("detach the XDP program of {nic}"))
 }
