@@ -70,7 +70,12 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, now: Millis) {
         let stack = &mut me.stack;
         let (rx, own_tx) = me.port.halves();
         let mut other_tx = other.map(|o| (o.mtu, o.port.halves().1));
-        rx.receive(RX_BUDGET, |frame| {
+        // Forwarded frames leave by the other NIC (two-arm, VIP side) or this one.
+        let room = match other_tx.as_mut() {
+            Some((_, tx)) => tx.room(),
+            None => own_tx.room(),
+        };
+        rx.receive(RX_BUDGET, room, |frame| {
             if frame.vlan_tagged {
                 fwd.count_drop(DropReason::VlanTagged);
                 return;
@@ -129,7 +134,10 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, now: Millis) {
 pub fn kernel_drops<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder) {
     for n in nics.iter_mut() {
         match n.port.kernel_drops() {
-            Ok(d) => fwd.count_drops(DropReason::RxRingOverflow, d),
+            Ok(d) => {
+                fwd.count_drops(DropReason::RxRingOverflow, d.ring_overflow);
+                fwd.count_drops(DropReason::Oversize, d.oversize);
+            }
             Err(_) => fwd.count_events(Event::RingStatsUnreadable, 1),
         }
     }
@@ -144,7 +152,7 @@ mod tests {
     use netfw_core::model::{DataPlaneSpec, Forwarding, Protocol, RealServerSpec, SchedKind, ServiceSpec, Timeouts};
 
     use super::*;
-    use crate::io::{Flushed, RxFrame};
+    use crate::io::{Flushed, KernelDrops, RxFrame};
     use crate::stack::Roles;
 
     const MAC: [u8; 6] = [2, 0, 0, 0, 0xd0, 1];
@@ -168,7 +176,7 @@ mod tests {
         flush_fails: bool,
     }
     impl Receive for FakeRx {
-        fn receive(&mut self, _: usize, mut f: impl FnMut(RxFrame<'_>)) -> usize {
+        fn receive(&mut self, _: usize, _: usize, mut f: impl FnMut(RxFrame<'_>)) -> usize {
             let n = self.0.len();
             while let Some(mut fr) = self.0.pop_front() {
                 f(RxFrame { data: &mut fr, vlan_tagged: false, csum_not_ready: false, truncated: false });
@@ -197,11 +205,13 @@ mod tests {
         fn halves(&mut self) -> (&mut FakeRx, &mut FakeTx) {
             (&mut self.rx, &mut self.tx)
         }
-        fn fd(&self) -> RawFd {
-            -1
+        fn fds(&self) -> Vec<RawFd> {
+            Vec::new()
         }
-        fn kernel_drops(&mut self) -> std::io::Result<u64> {
-            self.stats.ok_or_else(|| std::io::Error::from_raw_os_error(libc::EBADF))
+        fn kernel_drops(&mut self) -> std::io::Result<KernelDrops> {
+            self.stats
+                .map(|ring_overflow| KernelDrops { ring_overflow, oversize: 1 })
+                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EBADF))
         }
     }
 
@@ -275,6 +285,7 @@ mod tests {
         nics[0].port.stats = Some(5);
         kernel_drops(&mut nics, &mut fwd);
         assert_eq!(fwd.counters().drops(DropReason::RxRingOverflow), 5);
+        assert_eq!(fwd.counters().drops(DropReason::Oversize), 1);
         nics[0].port.stats = None;
         kernel_drops(&mut nics, &mut fwd);
         assert_eq!(fwd.counters().events(Event::RingStatsUnreadable), 1);

@@ -17,8 +17,9 @@ use netfw_core::forward::{Forwarder, PlanError, Side};
 use netfw_core::time::Millis;
 
 use crate::ctl::Control;
+use crate::io::backend::{self, OpenError, Opened};
 use crate::io::nic::{fmt_mac, mtu, NicError};
-use crate::io::{nic_mac, PacketRing, RingError};
+use crate::io::{nic_mac, Port};
 use crate::pump::{self, Nic};
 use crate::reload::{self, Prepared, Reloading};
 use crate::stack::{ControlStack, Roles};
@@ -45,8 +46,8 @@ pub enum RunError {
     NicRefs(Vec<Problem>),
     /// A NIC cannot be used.
     Nic(NicError),
-    /// A NIC's ring cannot be opened.
-    Ring(RingError),
+    /// A NIC's sockets cannot be opened.
+    Open(OpenError),
     /// The control socket cannot be opened.
     Control(PathBuf, std::io::Error),
     /// A dedicated NIC exists but the forwarder cannot serve it.
@@ -67,7 +68,7 @@ pub const MAX_MTU: u32 = 1500;
 impl RunError {
     /// The NICs (not the config) are the problem: another mode may still work.
     pub fn nics_unusable(&self) -> bool {
-        matches!(self, RunError::Nic(_) | RunError::Ring(_) | RunError::NicUnusable(_))
+        matches!(self, RunError::Nic(_) | RunError::Open(_) | RunError::NicUnusable(_))
     }
 }
 
@@ -98,7 +99,7 @@ impl fmt::Display for RunError {
             RunError::NotForwarderMode => write!(f, "the config's mode is \"ipvs\": netfw forwards only in \"forwarder\" mode; IPVS mode is programmed into the kernel by the appliance"),
             RunError::NicRefs(p) => f.write_str(&one_line(p)),
             RunError::Nic(e) => e.fmt(f),
-            RunError::Ring(e) => e.fmt(f),
+            RunError::Open(e) => e.fmt(f),
             RunError::Control(p, e) => write!(f, "cannot open the control socket {}: {e}", p.display()),
             RunError::NicUnusable(m) => f.write_str(m),
             RunError::Memory(p) => p.fmt(f),
@@ -143,15 +144,15 @@ fn install_signals() {
 }
 
 /// The forwarder's running state.
-struct Running {
+struct Running<P> {
     cfg: Config,
     fwd: Forwarder,
-    nics: Vec<Nic<PacketRing>>,
+    nics: Vec<Nic<P>>,
     reloading: Option<Reloading>,
     seed: u64,
 }
 
-impl Running {
+impl<P: Port> Running<P> {
     fn start_reload(&mut self, path: &std::path::Path) {
         match &mut self.reloading {
             Some(r) => r.again = true,
@@ -206,38 +207,28 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     reload::check_memory(spec.flow_capacity, reload::memory_available()).map_err(RunError::Memory)?;
     let vip_mac = nic_mac(&cfg.nics.vip_side).map_err(RunError::Nic)?;
     let rs_mac = if one_arm { vip_mac } else { nic_mac(&cfg.nics.rs_side).map_err(RunError::Nic)? };
-    let vip_ring = PacketRing::open(&cfg.nics.vip_side).map_err(RunError::Ring)?;
-    let rs_ring = if one_arm { None } else { Some(PacketRing::open(&cfg.nics.rs_side).map_err(RunError::Ring)?) };
-    let control = Control::bind(&opts.control).map_err(|e| RunError::Control(opts.control.clone(), e))?;
-    install_signals();
+    // Merging off before XDP goes on (a NIC running XDP refuses feature changes).
     let mut offloads = vec![merging_off(&cfg.nics.vip_side)];
     if !one_arm {
         offloads.push(merging_off(&cfg.nics.rs_side));
     }
+    let names: Vec<&str> = if one_arm { vec![&cfg.nics.vip_side] } else { vec![&cfg.nics.vip_side, &cfg.nics.rs_side] };
+    let opened = backend::open(&names, cfg.io).map_err(RunError::Open)?;
+    let control = Control::bind(&opts.control).map_err(|e| RunError::Control(opts.control.clone(), e))?;
+    install_signals();
 
     let fwd = Forwarder::try_new(spec.clone(), vip_mac, rs_mac, one_arm, seed, now()).map_err(RunError::Tables)?;
-    let mut nics: Vec<Nic<PacketRing>> = Vec::new();
-    nics.push(Nic {
-        port: vip_ring,
-        stack: ControlStack::new(vip_mac, Roles { vips: true, dip: one_arm }, &spec, seed, now()),
-        side: Side::Vip,
-        mtu: vip_mtu,
-    });
-    if let Some(r) = rs_ring {
-        nics.push(Nic {
-            port: r,
-            stack: ControlStack::new(rs_mac, Roles { vips: false, dip: true }, &spec, seed ^ 1, now()),
-            side: Side::Rs,
-            mtu: rs_mtu,
-        });
-    }
+    let vip = NicSetup { mac: vip_mac, roles: Roles { vips: true, dip: one_arm }, side: Side::Vip, mtu: vip_mtu, seed };
+    let rs = NicSetup { mac: rs_mac, roles: Roles { vips: false, dip: true }, side: Side::Rs, mtu: rs_mtu, seed: seed ^ 1 };
     eprintln!(
-        "netfw: forwarding ({}) vip_side={} ({}) rs_side={} ({}) DIP {}/{}; {} service(s); flow table {} flows, {} bytes/flow; control socket {}; {}",
+        "netfw: forwarding ({}) vip_side={} ({}, {}) rs_side={} ({}, {}) DIP {}/{}; {} service(s); flow table {} flows, {} bytes/flow; control socket {}; {}",
         if one_arm { "one-arm" } else { "two-arm" },
         cfg.nics.vip_side,
         fmt_mac(&vip_mac),
+        opened.describe(0),
         cfg.nics.rs_side,
         fmt_mac(&rs_mac),
+        opened.describe(if one_arm { 0 } else { 1 }),
         spec.dip,
         spec.dip_prefix,
         spec.services.len(),
@@ -246,9 +237,45 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         opts.control.display(),
         offloads.join("; ")
     );
-    let mut st = Running { cfg, fwd, nics, reloading: None, seed };
+    let setup = [vip, rs];
+    match opened {
+        Opened::Xdp(ports) => {
+            let nics = nics(ports, &setup, &spec, now());
+            serve(Running { cfg, fwd, nics, reloading: None, seed }, &control, opts, now);
+        }
+        Opened::Packet(rings, _) => {
+            let nics = nics(rings, &setup, &spec, now());
+            serve(Running { cfg, fwd, nics, reloading: None, seed }, &control, opts, now);
+        }
+    }
+    eprintln!("netfw: stopping");
+    let _ = std::fs::remove_file(&opts.control);
+    Ok(())
+}
 
-    let mut pfds: Vec<libc::pollfd> = st.nics.iter().map(|n| libc::pollfd { fd: n.port.fd(), events: libc::POLLIN, revents: 0 }).collect();
+/// What a NIC's place in the loop is made of, besides its port.
+#[derive(Clone, Copy)]
+struct NicSetup {
+    mac: [u8; 6],
+    roles: Roles,
+    side: Side,
+    mtu: usize,
+    seed: u64,
+}
+
+/// The loop's NICs: each port with its control stack and role (VIP-facing first).
+fn nics<P>(ports: Vec<P>, setup: &[NicSetup], spec: &netfw_core::model::DataPlaneSpec, now: Millis) -> Vec<Nic<P>> {
+    ports
+        .into_iter()
+        .zip(setup)
+        .map(|(port, s)| Nic { port, stack: ControlStack::new(s.mac, s.roles, spec, s.seed, now), side: s.side, mtu: s.mtu })
+        .collect()
+}
+
+/// The poll loop, until SIGTERM/SIGINT.
+fn serve<P: Port>(mut st: Running<P>, control: &Control, opts: &RunOptions, now: impl Fn() -> Millis) {
+    let mut pfds: Vec<libc::pollfd> =
+        st.nics.iter().flat_map(|n| n.port.fds()).map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
     pfds.push(libc::pollfd { fd: control.fd(), events: libc::POLLIN, revents: 0 });
     let nfds = libc::nfds_t::try_from(pfds.len()).unwrap_or(0);
 
@@ -283,9 +310,6 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
         st.finish_reload(&opts.config, now());
     }
-    eprintln!("netfw: stopping");
-    let _ = std::fs::remove_file(&opts.control);
-    Ok(())
 }
 
 #[cfg(test)]

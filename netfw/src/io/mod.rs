@@ -4,12 +4,19 @@
 //! - `Port`: one NIC: a receive half, a transmit half, and the kernel's drop counter.
 //! - `ring`: AF_PACKET sockets with PACKET_MMAP rings (TPACKET_V3 receive blocks walked in
 //!   place, a transmit frame ring flushed with one `sendto` per batch, PACKET_QDISC_BYPASS).
+//! - `xsk` (with `bpf`, the XDP program that steers frames to it): AF_XDP sockets, one per
+//!   receive queue, frames read in place from a UMEM; the backend of choice on NICs with a
+//!   driver (see `backend`).
+//! - `backend`: which of the two a NIC gets, and why (the start line says it).
 //! - `nic`: facts about a NIC by name (index, MAC, MTU).
 //!
 //! No syscall and no allocation per packet.
 
+pub mod backend;
+pub mod bpf;
 pub mod nic;
 pub mod ring;
+pub mod xsk;
 
 use std::os::fd::RawFd;
 
@@ -38,16 +45,31 @@ pub struct Flushed {
     pub failed: Option<std::io::Error>,
 }
 
+/// What the kernel dropped before netfw saw it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KernelDrops {
+    /// The receive ring was full (AF_XDP: or no free frame on the fill ring).
+    pub ring_overflow: u64,
+    /// Frames too large for a ring slot (AF_XDP: a merged frame from a virtual NIC).
+    pub oversize: u64,
+}
+
 /// The receive half of a NIC.
 pub trait Receive {
     /// Hand every waiting frame (up to `budget` batches) to `f`; returns how many frames.
-    fn receive(&mut self, budget: usize, f: impl FnMut(RxFrame<'_>)) -> usize;
+    /// `room` is how many frames transmit can take now: a backend that can leave frames
+    /// waiting cheaply takes about that many (rather than receive what it would drop).
+    fn receive(&mut self, budget: usize, room: usize, f: impl FnMut(RxFrame<'_>)) -> usize;
 }
 
 /// The transmit half of a NIC.
 pub trait Transmit {
     /// Queue a frame; false if it cannot be queued (ring full, frame too long).
     fn send(&mut self, frame: &[u8]) -> bool;
+    /// About how many frames `send` takes now (unknown: as many as come).
+    fn room(&mut self) -> usize {
+        usize::MAX
+    }
     /// Hand everything queued to the NIC (one syscall per batch).
     fn flush(&mut self) -> Flushed;
 }
@@ -60,8 +82,8 @@ pub trait Port {
     type Tx: Transmit;
     /// Both halves at once (a frame received here may be sent back out here).
     fn halves(&mut self) -> (&mut Self::Rx, &mut Self::Tx);
-    /// The descriptor to poll(2) for received frames.
-    fn fd(&self) -> RawFd;
-    /// Frames the kernel dropped because the receive ring was full, since the last call.
-    fn kernel_drops(&mut self) -> std::io::Result<u64>;
+    /// The descriptors to poll(2) for received frames (asked once, at start).
+    fn fds(&self) -> Vec<RawFd>;
+    /// Frames the kernel dropped on the way in, since the last call.
+    fn kernel_drops(&mut self) -> std::io::Result<KernelDrops>;
 }

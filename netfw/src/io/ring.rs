@@ -11,7 +11,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::nic::{ifindex, NicError};
-use super::{Flushed, Port, Receive, RxFrame, Transmit};
+use super::{Flushed, KernelDrops, Port, Receive, RxFrame, Transmit};
 
 const ETH_P_ALL: u16 = 0x0003;
 /// tpacket3_hdr is 48 bytes; TPACKET_ALIGN(48) = 48 is where a TX frame's data starts.
@@ -153,6 +153,12 @@ impl PacketRing {
         setsockopt(raw, 10 /* PACKET_VERSION */, &v3, "PACKET_VERSION", nic)?;
         let one: libc::c_int = 1;
         setsockopt(raw, 20 /* PACKET_QDISC_BYPASS */, &one, "PACKET_QDISC_BYPASS", nic)?;
+        // Each frame sent is a socket buffer charged to this socket until the NIC frees it; the
+        // default budget (net.core.wmem_default) is a few hundred small frames, far fewer than
+        // the transmit ring holds, and a full budget stalls the flush.
+        let sndbuf = super::xsk::SNDBUF;
+        // SAFETY: an int option of the right size.
+        unsafe { libc::setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, std::ptr::from_ref(&sndbuf).cast(), 4) };
         // Not fatal before Linux 4.20: outgoing frames are also skipped by pkttype below.
         let _ = setsockopt(raw, 23 /* PACKET_IGNORE_OUTGOING */, &one, "PACKET_IGNORE_OUTGOING", nic);
 
@@ -259,11 +265,12 @@ impl Port for PacketRing {
     fn halves(&mut self) -> (&mut RxRing, &mut TxRing) {
         (&mut self.rx, &mut self.tx)
     }
-    fn fd(&self) -> RawFd {
-        PacketRing::fd(self)
+    fn fds(&self) -> Vec<RawFd> {
+        vec![PacketRing::fd(self)]
     }
-    fn kernel_drops(&mut self) -> std::io::Result<u64> {
-        self.take_kernel_drops()
+    fn kernel_drops(&mut self) -> std::io::Result<KernelDrops> {
+        // AF_PACKET hands over long frames cut short (counted as they arrive), never drops them.
+        self.take_kernel_drops().map(|ring_overflow| KernelDrops { ring_overflow, oversize: 0 })
     }
 }
 
@@ -277,7 +284,7 @@ impl Drop for PacketRing {
 impl Receive for RxRing {
     /// Hand every frame of every ready block to `f`, then give the blocks back. Returns the
     /// number of frames. At most `max_blocks` blocks per call, so transmit gets its turn.
-    fn receive(&mut self, max_blocks: usize, mut f: impl FnMut(RxFrame<'_>)) -> usize {
+    fn receive(&mut self, max_blocks: usize, _room: usize, mut f: impl FnMut(RxFrame<'_>)) -> usize {
         let mut frames = 0;
         for _ in 0..max_blocks {
             let off = self.cur * self.block_size;
