@@ -334,3 +334,39 @@ fn a_flood_of_spoofed_handshakes_does_not_lock_clients_out() {
     assert!(s["flows"].as_u64() <= Some(2048));
     assert!(rss_after <= rss_before + 1024, "netfw's memory grew under the flood: {rss_before} -> {rss_after} KiB");
 }
+
+/// Issue 10 §2: the AF_XDP backend (`"io": "af_xdp"`; generic XDP on the lab's veths, which
+/// have no driver): netfw loads and attaches its own XDP program, every frame of the NIC
+/// reaches its sockets, ARP and ICMP still reach the control stack, rr spreads, UDP is
+/// forwarded, a download's replies still bypass it, and the program is gone when netfw stops.
+#[test]
+fn forwarding_over_af_xdp_sockets() {
+    let _g = one_lab_at_a_time();
+    let mut lab = Lab::build(Layout::TwoArm, 3).unwrap_or_else(|e| panic!("lab: {e}"));
+    let (vip_nic, rs_nic) = lab.director_nics();
+    let director = lab.ns("director");
+    let svcs = [service("rr", "tcp", 80, 0, &[(1, 1), (2, 1), (3, 1)]), service("rr", "udp", 53, 0, &[(1, 1), (2, 1), (3, 1)])];
+    let cfg =
+        lab.config(&format!("[{}]", svcs.join(","))).replacen("\"mode\": \"forwarder\"", "\"mode\": \"forwarder\", \"io\": \"af_xdp\"", 1);
+    lab.start_netfw(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let log = lab.log("netfw");
+    assert!(log.contains(&format!("vip_side={vip_nic} (")) && log.contains("AF_XDP (generic XDP, copy mode, 1 queue)"), "{log}");
+    for nic in [vip_nic, rs_nic] {
+        let link = lab.ip(&director, &["link", "show", nic]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(link.contains("xdpgeneric"), "netfw's XDP program is attached to {nic}: {link}");
+    }
+    assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]), "{}", lab.status().unwrap_or_default());
+    let out = lab.labtool(&lab.ns("client"), &["udp", "--to", &format!("{}:53", lab::VIP), "--count", "30"]).unwrap();
+    assert_eq!(server_counts(&out), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]));
+    lab.exec(&lab.ns("client"), &["ping", "-c", "2", "-W", "3", &lab::VIP.to_string()]).unwrap_or_else(|e| panic!("ping VIP: {e}"));
+    lab.exec(&lab.ns("rs1"), &["ping", "-c", "2", "-W", "3", &lab::DIP.to_string()]).unwrap_or_else(|e| panic!("ping DIP: {e}"));
+    let out = lab.labtool(&lab.ns("client"), &["long", "--to", &format!("{}:80", lab::VIP), "--bytes", "4000000"]).unwrap();
+    long_body(&out, 4_000_000);
+    let s = lab.status_json().unwrap();
+    assert_eq!(s["drops"]["rx_ring_overflow"].as_u64(), Some(0), "{s}");
+    lab.stop_netfw();
+    for nic in [vip_nic, rs_nic] {
+        let link = lab.ip(&director, &["link", "show", nic]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!link.contains("xdp"), "netfw removed its XDP program from {nic} when it stopped: {link}");
+    }
+}
