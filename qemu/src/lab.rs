@@ -96,6 +96,10 @@ pub struct Lab {
     /// Helper guests (TUN real servers), by real-server number.
     pub guests: Vec<(usize, Vm)>,
     vm_mode: bool,
+    /// Queue pairs of the VM's NICs (multi_queue taps when more than 1).
+    vm_queues: u16,
+    /// The VM's virtual CPUs.
+    pub vm_vcpus: u16,
 }
 
 fn prefix() -> String {
@@ -127,16 +131,24 @@ fn kill_ns_pids(ns: &str) {
 impl Lab {
     /// Build a lab with `real_servers` real servers (each serving HTTP on 80 and UDP on 53).
     pub fn build(layout: Layout, real_servers: usize) -> Result<Lab, LabError> {
-        Self::build_with(layout, real_servers, false)
+        Self::build_with(layout, real_servers, false, 1)
     }
 
     /// Build a lab whose director is the appliance image in QEMU (see `boot_vm`): the
     /// director namespace bridges each of its veths to a tap for the VM.
     pub fn build_for_vm(layout: Layout, real_servers: usize) -> Result<Lab, LabError> {
-        Self::build_with(layout, real_servers, true)
+        Self::build_with(layout, real_servers, true, 1)
     }
 
-    fn build_with(layout: Layout, real_servers: usize, vm_mode: bool) -> Result<Lab, LabError> {
+    /// `build_for_vm` for a VM with `vcpus` CPUs, its NICs with one queue pair per CPU
+    /// (virtio multiqueue).
+    pub fn build_for_vm_smp(layout: Layout, real_servers: usize, vcpus: u16) -> Result<Lab, LabError> {
+        let mut lab = Self::build_with(layout, real_servers, true, vcpus)?;
+        lab.vm_vcpus = vcpus;
+        Ok(lab)
+    }
+
+    fn build_with(layout: Layout, real_servers: usize, vm_mode: bool, vm_queues: u16) -> Result<Lab, LabError> {
         remove_stale();
         let id = format!("{}{}", prefix(), char::from(b'a' + u8::try_from(SEQ.fetch_add(1, Ordering::Relaxed) % 26).unwrap_or(0)));
         let dir = std::env::temp_dir().join(format!("{id}-lab"));
@@ -153,6 +165,8 @@ impl Lab {
             vm: None,
             guests: Vec::new(),
             vm_mode,
+            vm_queues: vm_queues.max(1),
+            vm_vcpus: 1,
         };
         lab.wire()?;
         for i in 1..=real_servers {
@@ -257,16 +271,17 @@ impl Lab {
             if self.layout == Layout::TwoArm {
                 pairs.push(("bs", "eth2", "tap2"));
             }
+            let mq: &[&str] = if self.vm_queues > 1 { &["multi_queue"] } else { &[] };
             for (br, dev, tap) in pairs {
                 self.ip(&director, &["link", "add", br, "type", "bridge"])?;
                 self.ip(&director, &["link", "set", dev, "master", br])?;
-                self.ip(&director, &["tuntap", "add", tap, "mode", "tap"])?;
+                self.ip(&director, &[&["tuntap", "add", tap, "mode", "tap"][..], mq].concat())?;
                 self.ip(&director, &["link", "set", tap, "master", br])?;
                 self.ip(&director, &["link", "set", tap, "up"])?;
                 self.ip(&director, &["link", "set", br, "up"])?;
             }
             if self.ip(&director, &["link", "show", "tap2"]).is_err() {
-                self.ip(&director, &["tuntap", "add", "tap2", "mode", "tap"])?;
+                self.ip(&director, &[&["tuntap", "add", "tap2", "mode", "tap"][..], mq].concat())?;
                 self.ip(&director, &["link", "set", "tap2", "up"])?;
             }
             // Management: tap0 on a bridge with a veth to the router (198.19.0.1/24).
@@ -589,9 +604,10 @@ impl Lab {
     pub fn boot_vm_with(&mut self, firmware: Firmware, vip_mtu: Option<u32>) -> Result<Duration, LabError> {
         let vmdir = self.dir.join("vm");
         std::fs::create_dir_all(&vmdir).map_err(|e| LabError(e.to_string()))?;
-        let nics = [("tap0", VM_MGMT_MAC, None), ("tap1", DIRECTOR_VIP_MAC, vip_mtu), ("tap2", DIRECTOR_RS_MAC, None)]
-            .map(|(t, m, mtu)| VmNic { tap: t.into(), mac: m.into(), mtu });
-        let mut vm = Vm::boot(&vmdir, &self.vm_disk(), firmware, &nics, Some(&self.ns("director")))?;
+        let q = self.vm_queues;
+        let nics = [("tap0", VM_MGMT_MAC, None, 1), ("tap1", DIRECTOR_VIP_MAC, vip_mtu, q), ("tap2", DIRECTOR_RS_MAC, None, q)]
+            .map(|(t, m, mtu, queues)| VmNic { tap: t.into(), mac: m.into(), mtu, queues });
+        let mut vm = Vm::boot_smp(&vmdir, &self.vm_disk(), firmware, &nics, Some(&self.ns("director")), self.vm_vcpus)?;
         let t = vm.wait_for(crate::READY_MARKER, Duration::from_secs(120))?;
         self.vm = Some(vm);
         Ok(t)
@@ -609,7 +625,7 @@ impl Lab {
         let dir = self.dir.join(format!("rs{i}-guest"));
         std::fs::create_dir_all(&dir).map_err(|e| LabError(e.to_string()))?;
         let append = format!("labrs.name=rs{i} labrs.rip={}/24 labrs.gw={ROUTER_RS_SIDE} labrs.vip={VIP}", rip(i));
-        let nic = VmNic { tap, mac: rs_mac(i), mtu: None };
+        let nic = VmNic { tap, mac: rs_mac(i), mtu: None, queues: 1 };
         let mut vm = Vm::boot_guest(&dir, "lab-rs-guest.cpio.gz", &append, &[nic], Some(&router))?;
         let t = vm.wait_for("lab-rs: ready", Duration::from_secs(90));
         let log = vm.console_log();

@@ -32,6 +32,8 @@ pub struct VmNic {
     pub mac: String,
     /// MTU the device advertises to the guest (jumbo frames), if not the default.
     pub mtu: Option<u32>,
+    /// Queue pairs (virtio multiqueue; the tap must be multi_queue when more than 1).
+    pub queues: u16,
 }
 
 /// A running VM.
@@ -69,6 +71,11 @@ impl Vm {
     /// Boot `disk` (the VM's own copy) with `nics`, running QEMU inside network namespace
     /// `netns` (where the taps are), if any. Files go to `dir`.
     pub fn boot(dir: &Path, disk: &Path, firmware: Firmware, nics: &[VmNic], netns: Option<&str>) -> Result<Vm, LabError> {
+        Self::boot_smp(dir, disk, firmware, nics, netns, 1)
+    }
+
+    /// `boot` with `vcpus` virtual CPUs.
+    pub fn boot_smp(dir: &Path, disk: &Path, firmware: Firmware, nics: &[VmNic], netns: Option<&str>, vcpus: u16) -> Result<Vm, LabError> {
         let mut boot: Vec<String> = vec!["-drive".into(), format!("file={},format=raw,if=virtio", disk.display())];
         match firmware {
             Firmware::SeaBios => {}
@@ -84,7 +91,7 @@ impl Vm {
                 boot.push(format!("console=ttyS0,115200n8 panic=10 quiet {}", std::env::var("DIRECTOR_KERNEL_ARGS").unwrap_or_default()));
             }
         }
-        Self::start(dir, &boot, nics, netns)
+        Self::start(dir, &boot, nics, netns, vcpus)
     }
 
     /// Boot the image's kernel with another initramfs (`target/image/<initramfs>`) and
@@ -99,10 +106,10 @@ impl Vm {
             "-append".into(),
             format!("console=ttyS0,115200n8 panic=10 quiet {append}"),
         ];
-        Self::start(dir, &boot, nics, netns)
+        Self::start(dir, &boot, nics, netns, 1)
     }
 
-    fn start(dir: &Path, boot: &[String], nics: &[VmNic], netns: Option<&str>) -> Result<Vm, LabError> {
+    fn start(dir: &Path, boot: &[String], nics: &[VmNic], netns: Option<&str>, vcpus: u16) -> Result<Vm, LabError> {
         let sock = dir.join("console.sock");
         let monitor = dir.join("monitor.sock");
         let log = dir.join("console.log");
@@ -118,6 +125,7 @@ impl Vm {
             ["-machine", "q35", "-accel", accel, "-m", "512", "-display", "none", "-nodefaults", "-device", "virtio-rng-pci"]
                 .map(String::from),
         );
+        args.extend(["-smp".to_string(), vcpus.max(1).to_string()]);
         args.push("-chardev".into());
         // The console log is written by our reader below, not by QEMU's logfile= option,
         // which was seen to duplicate bytes when a write to the socket had to be retried.
@@ -128,9 +136,19 @@ impl Vm {
         args.extend_from_slice(boot);
         for (i, n) in nics.iter().enumerate() {
             args.push("-netdev".into());
-            args.push(format!("tap,id=n{i},ifname={},script=no,downscript=no", n.tap));
+            let mq = n.queues > 1;
+            args.push(format!(
+                "tap,id=n{i},ifname={},script=no,downscript=no{}",
+                n.tap,
+                if mq { format!(",queues={},vhost=off", n.queues) } else { String::new() }
+            ));
             args.push("-device".into());
-            args.push(format!("virtio-net-pci,netdev=n{i},mac={}{}", n.mac, n.mtu.map(|m| format!(",host_mtu={m}")).unwrap_or_default()));
+            args.push(format!(
+                "virtio-net-pci,netdev=n{i},mac={}{}{}",
+                n.mac,
+                n.mtu.map(|m| format!(",host_mtu={m}")).unwrap_or_default(),
+                if mq { format!(",mq=on,vectors={}", 2 * n.queues + 2) } else { String::new() }
+            ));
         }
         let qlog = std::fs::File::create(dir.join("qemu.log")).map_err(|e| LabError(e.to_string()))?;
         let (prog, rest) = args.split_first().ok_or_else(|| LabError("empty qemu command".into()))?;

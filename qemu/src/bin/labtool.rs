@@ -23,7 +23,7 @@ const USAGE: &str = "usage:
   labtool udp --to IP:PORT [--count N]
   labtool sniff --dev DEV --seconds S [--stop-file F]   (stops when F exists, else after S)
   labtool sink --port P --seconds S
-  labtool blast --to IP:PORT --seconds S [--flows F]
+  labtool blast --to IP:PORT --seconds S [--flows F] [--payload BYTES]
 ";
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -200,13 +200,15 @@ fn get(args: &[String]) -> Result<(), String> {
     let from = arg(args, "--from").map(|f| f.parse::<Ipv4Addr>()).transpose().map_err(|e| e.to_string())?;
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut errors = Vec::new();
+    let start = Instant::now();
     for _ in 0..num(args, "--count", 1) {
         match fetch(to, from, "/") {
             Ok((name, _)) => *counts.entry(name).or_default() += 1,
             Err(e) => errors.push(e),
         }
     }
-    println!("{}", serde_json::json!({ "servers": counts, "errors": errors }));
+    let seconds = start.elapsed().as_secs_f64();
+    println!("{}", serde_json::json!({ "servers": counts, "errors": errors, "seconds": seconds }));
     Ok(())
 }
 
@@ -464,7 +466,8 @@ fn blast(args: &[String]) -> Result<(), String> {
     for s in &socks {
         s.connect(to).map_err(|e| e.to_string())?;
     }
-    let payload = [0u8; 18]; // 64-byte frames on the wire
+    // Default 18 bytes: 64-byte frames on the wire.
+    let payload = vec![0u8; usize::try_from(num(args, "--payload", 18)).unwrap_or(18).min(1472)];
     let end = Instant::now() + Duration::from_secs(num(args, "--seconds", 3));
     let mut sent = 0u64;
     while Instant::now() < end {

@@ -1,0 +1,135 @@
+//! vm-bench: the appliance image in the same QEMU guest, forwarder mode against ipvs mode on
+//! the same traffic, with 1 and 2 vCPUs (virtio multiqueue, one queue pair per vCPU):
+//!
+//! - UDP, 64-byte payload: datagrams per second reaching the real server;
+//! - TCP upload, client → real server (the direction that crosses the director): Mbit/s;
+//! - new TCP connections per second (sequential connect, request, answer, close).
+//!
+//! One real server behind one VIP, two-arm. Everything shares this machine's cores with the
+//! emulated guest, so the figures are ratios in one run, not capacity. Prints; asserts
+//! nothing.
+//!
+//! usage: vm-bench [--seconds S] [--vcpus 1,2]
+//!
+//! Environment, for digging into one figure: `VM_BENCH_MODES=forwarder` (or `ipvs`) runs one
+//! mode only; `VM_BENCH_IO=af_packet` (or `af_xdp`) sets the forwarder's `io`; with
+//! `VM_BENCH_STATUS=1` the console's `status` after the UDP blast is printed (drop counters).
+
+use std::time::Duration;
+
+use qemu::lab::{self, Lab, LabError, Layout};
+use qemu::vm::Firmware;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let seconds: u64 = opt("--seconds").and_then(|s| s.parse().ok()).unwrap_or(5);
+    let vcpus: Vec<u16> = opt("--vcpus").unwrap_or_else(|| "1,2".into()).split(',').filter_map(|v| v.parse().ok()).collect();
+    let mut rows = Vec::new();
+    for &n in &vcpus {
+        let modes = std::env::var("VM_BENCH_MODES").unwrap_or_default();
+        for mode in ["forwarder", "ipvs"].into_iter().filter(|m| modes.is_empty() || modes.contains(m)) {
+            match measure(mode, n, seconds) {
+                Ok(r) => rows.push((n, mode, r)),
+                Err(e) => {
+                    eprintln!("vm-bench: {mode} with {n} vCPU(s): {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+    println!("\nappliance image under QEMU TCG, two-arm, one real server; same guest, same traffic per row pair");
+    println!("vCPUs  mode        UDP 64 B pps at the RS   TCP upload Mbit/s   new TCP conn/s");
+    for (n, mode, r) in &rows {
+        println!("{n:>5}  {mode:<10} {:>23.0} {:>19.0} {:>16.0}", r.pps, r.mbit, r.cps);
+    }
+    for &n in &vcpus {
+        let get = |m: &str| rows.iter().find(|(v, mode, _)| *v == n && *mode == m).map(|(_, _, r)| *r);
+        if let (Some(f), Some(i)) = (get("forwarder"), get("ipvs")) {
+            println!(
+                "{n} vCPU(s): forwarder / ipvs = {:.2} (UDP pps), {:.2} (TCP upload), {:.2} (conn/s)",
+                f.pps / i.pps.max(1.0),
+                f.mbit / i.mbit.max(1.0),
+                f.cps / i.cps.max(1.0)
+            );
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Figures {
+    pps: f64,
+    mbit: f64,
+    cps: f64,
+}
+
+fn field(out: &str, key: &str) -> f64 {
+    out.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|v| v[key].as_f64()).unwrap_or(0.0)
+}
+
+fn measure(mode: &str, vcpus: u16, seconds: u64) -> Result<Figures, LabError> {
+    let mut lab = Lab::build_for_vm_smp(Layout::TwoArm, 1, vcpus)?;
+    let rs = lab::rip(1);
+    let services = format!(
+        r#"[{{"vip": "{vip}", "protocol": "tcp", "port": 80, "scheduler": "rr", "real_servers": [{{"address": "{rs}"}}]}},
+            {{"vip": "{vip}", "protocol": "udp", "port": 9, "scheduler": "rr", "real_servers": [{{"address": "{rs}"}}]}}]"#,
+        vip = lab::VIP
+    );
+    let mut cfg: serde_json::Value = serde_json::from_str(&lab.config(&services)).map_err(|e| LabError(e.to_string()))?;
+    cfg["mode"] = mode.into();
+    if let Ok(io) = std::env::var("VM_BENCH_IO") {
+        cfg["io"] = io.into();
+    }
+    lab.write_vm_config(&cfg.to_string())?;
+    let t = lab.boot_vm(Firmware::Direct)?;
+    eprintln!("vm-bench: {mode}, {vcpus} vCPU(s): ready in {:.1} s", t.as_secs_f64());
+    let client = lab.ns("client");
+    let to = format!("{}:80", lab::VIP);
+    // Wait until the real server answers through the VIP.
+    let mut up = false;
+    for _ in 0..120 {
+        if lab.labtool(&client, &["get", "--to", &to, "--count", "1"]).is_ok_and(|o| o.contains("\"errors\":[]")) {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    if !up {
+        return Err(LabError(format!("never forwarded:\n{}", lab.vm().console_log())));
+    }
+
+    let tool = qemu::proc::bin("labtool")?;
+    let rs1 = lab.ns("rs1");
+    let secs = seconds.to_string();
+    let sink_secs = (seconds + 3).to_string();
+    lab.spawn("sink", &rs1, &[tool.to_str().unwrap_or_default(), "sink", "--port", "9", "--seconds", &sink_secs])?;
+    std::thread::sleep(Duration::from_millis(500));
+    lab.labtool(&client, &["blast", "--to", &format!("{}:9", lab::VIP), "--seconds", &secs, "--flows", "256", "--payload", "64"])?;
+    let mut received = 0.0;
+    for _ in 0..100 {
+        let log = lab.log("sink");
+        if log.contains("received") {
+            received = field(&log, "received");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pps = received / seconds as f64;
+    if std::env::var_os("VM_BENCH_STATUS").is_some() {
+        lab.vm().send("status")?;
+        std::thread::sleep(Duration::from_secs(3));
+        let log = lab.vm().console_log();
+        let tail: Vec<&str> = log.lines().rev().take(80).collect();
+        eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+    }
+
+    let up = lab.labtool(&client, &["upload", "--to", &to, "--bytes", "50000000"])?;
+    let mbit = field(&up, "mbit_s");
+
+    let get = lab.labtool(&client, &["get", "--to", &to, "--count", "300"])?;
+    let cps = 300.0 / field(&get, "seconds").max(1e-9);
+
+    lab.vm().send("poweroff")?;
+    let _ = lab.vm().wait_exit(Duration::from_secs(60));
+    Ok(Figures { pps, mbit, cps })
+}
