@@ -33,6 +33,19 @@ pub enum FlowState {
 }
 
 impl FlowState {
+    /// How many states there are.
+    pub const COUNT: usize = 7;
+    /// Every state, in declaration order (`state as usize` indexes this).
+    pub const ALL: [FlowState; FlowState::COUNT] = [
+        FlowState::SynRecv,
+        FlowState::Unconfirmed,
+        FlowState::Established,
+        FlowState::FinWait,
+        FlowState::Close,
+        FlowState::UdpNew,
+        FlowState::Udp,
+    ];
+
     /// Active in the ipvsadm sense (lc/wlc weigh these most).
     pub fn is_active(self) -> bool {
         matches!(self, FlowState::Established | FlowState::Unconfirmed)

@@ -51,8 +51,9 @@ pub struct FlowVal {
 /// What a lookup found.
 #[derive(Debug)]
 pub enum Hit<'a> {
-    /// A live flow, to update in place (`FlowTable::refresh`).
-    Live(&'a mut FlowVal),
+    /// A live flow, to update in place, with each state's timeout in ticks (indexed by the
+    /// state) for its new expiry.
+    Live(&'a mut FlowVal, &'a [u32; FlowState::COUNT]),
     /// The flow had expired: it was removed, here is what it was.
     Expired(FlowVal),
     /// No flow.
@@ -82,8 +83,14 @@ pub fn expiry(t: &Timeouts, state: FlowState, now_ticks: u32) -> u32 {
 pub struct FlowTable {
     map: FixedMap<FlowKey, FlowVal>,
     cursor: usize,
-    /// Timeouts in force.
-    pub timeouts: Timeouts,
+    timeouts: Timeouts,
+    /// Each state's timeout in ticks, indexed by the state: the fast path's refresh is one
+    /// load and one add.
+    life: [u32; FlowState::COUNT],
+}
+
+fn life_of(t: &Timeouts) -> [u32; FlowState::COUNT] {
+    FlowState::ALL.map(|s| s.timeout_s(t).saturating_mul(10))
 }
 
 const EMPTY_KEY: FlowKey = FlowKey { client: Ipv4Addr::UNSPECIFIED, vip: Ipv4Addr::UNSPECIFIED, cport: 0, vport: 0, proto: 0 };
@@ -92,12 +99,12 @@ const EMPTY_VAL: FlowVal = FlowVal { backend: 0, state: FlowState::Close, expire
 impl FlowTable {
     /// A table for `capacity` flows, allocated now (aborts without the memory; tests).
     pub fn new(capacity: usize, seed: u64, timeouts: Timeouts) -> Self {
-        FlowTable { map: FixedMap::new(capacity, seed, EMPTY_KEY, EMPTY_VAL), cursor: 0, timeouts }
+        FlowTable { map: FixedMap::new(capacity, seed, EMPTY_KEY, EMPTY_VAL), cursor: 0, timeouts, life: life_of(&timeouts) }
     }
 
     /// A table for `capacity` flows, or an error if its memory cannot be had.
     pub fn try_new(capacity: usize, seed: u64, timeouts: Timeouts) -> Result<Self, AllocError> {
-        Ok(FlowTable { map: FixedMap::try_new(capacity, seed, EMPTY_KEY, EMPTY_VAL)?, cursor: 0, timeouts })
+        Ok(FlowTable { map: FixedMap::try_new(capacity, seed, EMPTY_KEY, EMPTY_VAL)?, cursor: 0, timeouts, life: life_of(&timeouts) })
     }
 
     /// Bytes a table of `capacity` flows holds.
@@ -132,15 +139,26 @@ impl FlowTable {
         expiry(&self.timeouts, state, ticks(now))
     }
 
+    /// Timeouts in force.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// New timeouts (a reload); flows already stored keep their expiry until their next packet.
+    pub fn set_timeouts(&mut self, t: Timeouts) {
+        self.timeouts = t;
+        self.life = life_of(&t);
+    }
+
     /// The flow of `key`, hashed once: live (to update in place), expired (removed now), or
     /// none.
-    #[inline]
+    #[inline(always)]
     pub fn hit(&mut self, key: &FlowKey, now_ticks: u32) -> Hit<'_> {
         let Some(i) = self.map.find(key) else { return Hit::Miss };
         if self.map.val_mut(i).expires <= now_ticks {
             return Hit::Expired(self.map.remove_index(i));
         }
-        Hit::Live(self.map.val_mut(i))
+        Hit::Live(self.map.val_mut(i), &self.life)
     }
 
     /// Look up a live flow. An expired entry is removed and reported through `on_remove`.

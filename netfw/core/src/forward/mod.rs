@@ -365,14 +365,13 @@ impl Forwarder {
     #[inline(always)]
     fn backend_for(&mut self, si: usize, key: FlowKey, tcp_flags: u8, now: Millis) -> Result<u16, DropReason> {
         let is_tcp = key.proto == frame::PROTO_TCP;
-        let timeouts = self.flows.timeouts;
         let t = crate::flow::table::ticks(now);
         match self.flows.hit(&key, t) {
-            Hit::Live(v) => {
+            Hit::Live(v, life) => {
                 let old_state = v.state;
                 let new_state = if is_tcp { old_state.next_tcp(tcp_flags) } else { old_state.next_udp() };
                 v.state = new_state;
-                v.expires = crate::flow::table::expiry(&timeouts, new_state, t);
+                v.expires = t.saturating_add(life[new_state as usize]);
                 let backend = v.backend;
                 if new_state != old_state {
                     self.state_changed(backend, old_state, new_state);

@@ -259,7 +259,7 @@ impl Forwarder {
         } else if !same_backends && !self.flows.is_empty() {
             self.flows.remap(|b| backend_to.get(usize::from(b)).copied().flatten(), |_| dropped += 1);
         }
-        self.flows.timeouts = spec.timeouts;
+        self.flows.set_timeouts(spec.timeouts);
         let same_services = service_to.iter().enumerate().all(|(i, t)| t.map(usize::from) == Some(i));
         if !same_backends || !same_services {
             // Persistence keys hold service indices: an entry survives only if its service kept
