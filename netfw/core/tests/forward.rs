@@ -407,14 +407,23 @@ fn lc_sends_new_flows_to_the_least_loaded() {
     assert_eq!(went_to(&s), fewer, "{to:?}");
 }
 
-#[test]
-fn a_full_table_keeps_established_flows_and_still_serves_new_clients() {
+/// An rr forwarder over two servers whose flow table holds 16 flows, filled with 16
+/// handshakes (SYN, then ACK: unconfirmed) from made-up clients 0..16.
+fn full_table_of_handshakes() -> Forwarder {
     let mut s = spec(SchedKind::Rr, Protocol::Tcp, 80, &[1, 1], 0);
     s.flow_capacity = 16;
     let mut f = forwarder(s);
     for p in 0..16 {
         f.process(Side::Vip, &mut client_tcp(p, SYN), Millis(0));
         f.process(Side::Vip, &mut client_tcp(p, ACK), Millis(0));
+    }
+    f
+}
+
+#[test]
+fn a_full_table_keeps_established_flows_and_still_serves_new_clients() {
+    let mut f = full_table_of_handshakes();
+    for p in 0..16 {
         f.process(Side::Vip, &mut client_tcp(p, ACK), Millis(0)); // confirmed
     }
     assert_eq!(f.flows().len(), 16);
@@ -436,14 +445,8 @@ fn a_full_table_keeps_established_flows_and_still_serves_new_clients() {
 
 #[test]
 fn spoofed_handshakes_and_single_udp_packets_age_out_fast_and_make_room() {
-    let mut s = spec(SchedKind::Rr, Protocol::Tcp, 80, &[1, 1], 0);
-    s.flow_capacity = 16;
-    let mut f = forwarder(s);
     // SYN then ACK from made-up clients: unconfirmed, 10 s.
-    for p in 0..16 {
-        f.process(Side::Vip, &mut client_tcp(p, SYN), Millis(0));
-        f.process(Side::Vip, &mut client_tcp(p, ACK), Millis(0));
-    }
+    let mut f = full_table_of_handshakes();
     assert_eq!(f.flows().len(), 16);
     // A real client still gets a flow: an unconfirmed one makes room.
     f.process(Side::Vip, &mut client_tcp(1000, SYN), Millis(1));
