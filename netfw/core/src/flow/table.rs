@@ -72,18 +72,11 @@ pub fn ticks(now: Millis) -> u32 {
     u32::try_from(now.0 / 100).unwrap_or(u32::MAX)
 }
 
-/// When a flow in `state`, seen at tick `now_ticks`, expires (in ticks).
-#[inline]
-pub fn expiry(t: &Timeouts, state: FlowState, now_ticks: u32) -> u32 {
-    now_ticks.saturating_add(state.timeout_s(t).saturating_mul(10))
-}
-
 /// The flow table.
 #[derive(Debug)]
 pub struct FlowTable {
     map: FixedMap<FlowKey, FlowVal>,
     cursor: usize,
-    timeouts: Timeouts,
     /// Each state's timeout in ticks, indexed by the state: the fast path's refresh is one
     /// load and one add.
     life: [u32; FlowState::COUNT],
@@ -99,12 +92,12 @@ const EMPTY_VAL: FlowVal = FlowVal { backend: 0, state: FlowState::Close, expire
 impl FlowTable {
     /// A table for `capacity` flows, allocated now (aborts without the memory; tests).
     pub fn new(capacity: usize, seed: u64, timeouts: Timeouts) -> Self {
-        FlowTable { map: FixedMap::new(capacity, seed, EMPTY_KEY, EMPTY_VAL), cursor: 0, timeouts, life: life_of(&timeouts) }
+        FlowTable { map: FixedMap::new(capacity, seed, EMPTY_KEY, EMPTY_VAL), cursor: 0, life: life_of(&timeouts) }
     }
 
     /// A table for `capacity` flows, or an error if its memory cannot be had.
     pub fn try_new(capacity: usize, seed: u64, timeouts: Timeouts) -> Result<Self, AllocError> {
-        Ok(FlowTable { map: FixedMap::try_new(capacity, seed, EMPTY_KEY, EMPTY_VAL)?, cursor: 0, timeouts, life: life_of(&timeouts) })
+        Ok(FlowTable { map: FixedMap::try_new(capacity, seed, EMPTY_KEY, EMPTY_VAL)?, cursor: 0, life: life_of(&timeouts) })
     }
 
     /// Bytes a table of `capacity` flows holds.
@@ -135,18 +128,13 @@ impl FlowTable {
         FixedMap::<FlowKey, FlowVal>::slot_bytes() * self.map.slot_count() / self.map.capacity()
     }
 
+    /// When a flow moved to `state` now expires, in ticks.
     fn expiry(&self, state: FlowState, now: Millis) -> u32 {
-        expiry(&self.timeouts, state, ticks(now))
-    }
-
-    /// Timeouts in force.
-    pub fn timeouts(&self) -> Timeouts {
-        self.timeouts
+        ticks(now).saturating_add(self.life[state as usize])
     }
 
     /// New timeouts (a reload); flows already stored keep their expiry until their next packet.
     pub fn set_timeouts(&mut self, t: Timeouts) {
-        self.timeouts = t;
         self.life = life_of(&t);
     }
 
