@@ -9,10 +9,12 @@
 //! (`ring_stats_unreadable`).
 
 use netfw_core::counters::{DropReason, Event};
+use netfw_core::flow::Idle;
 use netfw_core::forward::{Forwarder, Side, Verdict};
 use netfw_core::time::Millis;
 use netfw_core::wire::{csum, segment, ETH_HDR_LEN};
 
+use crate::io::kernel_flows::KernelFlows;
 use crate::io::{Port, Receive, Transmit};
 use crate::stack::{ControlStack, CONTROL_MTU};
 
@@ -61,8 +63,9 @@ fn split<P>(nics: &mut [Nic<P>], i: usize) -> Option<(&mut Nic<P>, Option<&mut N
     Some((me, other))
 }
 
-/// One turn of the loop at time `now`.
-pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, now: Millis) {
+/// One turn of the loop at time `now`; `kernel`: the kernel's flow map, when the XDP program
+/// forwards established flows.
+pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Option<&mut KernelFlows>, now: Millis) {
     for i in 0..nics.len() {
         let Some((me, other)) = split(nics, i) else { continue };
         let side = me.side;
@@ -109,10 +112,17 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, now: Millis) {
         let tx = n.port.halves().1;
         fwd.drain_released(|f| tx.send(f));
     }
-    fwd.poll_timers(now, |side, f| {
-        let i = if side == Side::Rs { rs } else { 0 };
-        nics.get_mut(i).is_some_and(|n| n.port.halves().1.send(f))
-    });
+    if let Some(k) = kernel.as_deref_mut() {
+        k.sync(fwd, now);
+    }
+    fwd.poll_timers_with(
+        now,
+        |side, f| {
+            let i = if side == Side::Rs { rs } else { 0 };
+            nics.get_mut(i).is_some_and(|n| n.port.halves().1.send(f))
+        },
+        |key| kernel.as_deref().map_or(Idle::Gone, |k| k.idle(key)),
+    );
     for n in nics.iter_mut() {
         let tx = n.port.halves().1;
         let mut unsent = 0;
@@ -260,7 +270,7 @@ mod tests {
         // VIP (timers), and the control stack's ARP reply, all find the ring full.
         let (mut nics, mut fwd) = one_arm(0);
         nics[0].port.rx.0.push_back(arp_for_dip());
-        turn(&mut nics, &mut fwd, Millis(0));
+        turn(&mut nics, &mut fwd, None, Millis(0));
         let c = fwd.counters();
         assert_eq!(c.events(Event::ToControl), 1, "the ARP request went to the control stack");
         assert_eq!(c.drops(DropReason::TxRingFull), 3, "ARP request + gratuitous ARP + the stack's ARP reply");
@@ -269,7 +279,7 @@ mod tests {
         // With room, the same frames go out and nothing more is counted.
         let (mut nics, mut fwd) = one_arm(16);
         nics[0].port.rx.0.push_back(arp_for_dip());
-        turn(&mut nics, &mut fwd, Millis(0));
+        turn(&mut nics, &mut fwd, None, Millis(0));
         assert_eq!(fwd.counters().drops(DropReason::TxRingFull), 0);
         assert_eq!(nics[0].port.tx.sent.len(), 3);
     }
@@ -279,7 +289,7 @@ mod tests {
         let (mut nics, mut fwd) = one_arm(16);
         nics[0].port.tx.flush_drops = 2;
         nics[0].port.tx.flush_fails = true;
-        turn(&mut nics, &mut fwd, Millis(0));
+        turn(&mut nics, &mut fwd, None, Millis(0));
         assert_eq!(fwd.counters().drops(DropReason::TxError), 2);
         assert_eq!(fwd.counters().events(Event::TxFlushFailed), 1);
         nics[0].port.stats = Some(5);
@@ -325,7 +335,7 @@ mod tests {
         reply.extend_from_slice(&MAC);
         reply.extend_from_slice(&DIP.octets());
         nics[0].port.rx.0.extend([reply, client_tcp(0x02, 0), client_tcp(0x10, 4000)]);
-        turn(&mut nics, &mut fwd, Millis(0));
+        turn(&mut nics, &mut fwd, None, Millis(0));
         let out: Vec<usize> = nics[0].port.tx.sent.iter().filter(|f| f[12..14] == [0x08, 0x00]).map(Vec::len).collect();
         assert_eq!(out, vec![54, 1514, 1514, 14 + 40 + 1080], "the SYN, then the merged frame as three segments");
         assert_eq!(fwd.counters().events(Event::FramesSplit), 1);
@@ -343,7 +353,7 @@ mod tests {
         s.services[0].proto = Protocol::Udp;
         fwd.apply(s, Millis(1)).unwrap();
         nics[0].port.rx.0.push_back(udp);
-        turn(&mut nics, &mut fwd, Millis(1));
+        turn(&mut nics, &mut fwd, None, Millis(1));
         assert_eq!(fwd.counters().drops(DropReason::Oversize), 1);
     }
 }

@@ -17,7 +17,8 @@ use netfw_core::forward::{Forwarder, PlanError, Side};
 use netfw_core::time::Millis;
 
 use crate::ctl::Control;
-use crate::io::backend::{self, OpenError, Opened};
+use crate::io::backend::{self, InKernel, KernelSetup, OpenError, Opened};
+use crate::io::kernel_flows::{monotonic_ns, KernelFlows};
 use crate::io::nic::{fmt_mac, mtu, NicError};
 use crate::io::{nic_mac, Port};
 use crate::pump::{self, Nic};
@@ -148,6 +149,8 @@ struct Running<P> {
     cfg: Config,
     fwd: Forwarder,
     nics: Vec<Nic<P>>,
+    /// The kernel's part in forwarding (AF_XDP only).
+    kernel: Option<KernelFlows>,
     reloading: Option<Reloading>,
     seed: u64,
 }
@@ -170,7 +173,15 @@ impl<P: Port> Running<P> {
             Ok(Prepared { cfg, plan }) => {
                 let spec = plan.spec().clone();
                 let t = Instant::now();
+                if let Some(k) = self.kernel.as_mut() {
+                    k.before_install(&mut self.fwd);
+                }
                 let done = self.fwd.install(plan, now);
+                if let Some(k) = self.kernel.as_mut() {
+                    if let Err(e) = k.after_install(&mut self.fwd, &done) {
+                        eprintln!("netfw: {e}: the kernel may forward flows of the old config to real servers that stay");
+                    }
+                }
                 for n in &mut self.nics {
                     n.stack.configure(&spec);
                 }
@@ -199,6 +210,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     reload::resolve_nics(&mut cfg).map_err(RunError::NicRefs)?;
     let one_arm = cfg.one_arm();
     let start = Instant::now();
+    let zero_ns = monotonic_ns();
     let now = || Millis(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
     let seed = seed();
 
@@ -213,7 +225,8 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         offloads.push(merging_off(&cfg.nics.rs_side));
     }
     let names: Vec<&str> = if one_arm { vec![&cfg.nics.vip_side] } else { vec![&cfg.nics.vip_side, &cfg.nics.rs_side] };
-    let opened = backend::open(&names, cfg.io).map_err(RunError::Open)?;
+    let kernel = KernelSetup { flows: spec.flow_capacity, vip_mac, zero_ns };
+    let opened = backend::open(&names, cfg.io, kernel).map_err(RunError::Open)?;
     let control = Control::bind(&opts.control).map_err(|e| RunError::Control(opts.control.clone(), e))?;
     install_signals();
 
@@ -237,15 +250,26 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         opts.control.display(),
         offloads.join("; ")
     );
+    if let Opened::Xdp(_, k) = &opened {
+        eprintln!("netfw: {}", k.describe());
+    }
     let setup = [vip, rs];
     match opened {
-        Opened::Xdp(ports) => {
+        Opened::Xdp(ports, in_kernel) => {
             let nics = nics(ports, &setup, &spec, now());
-            serve(Running { cfg, fwd, nics, reloading: None, seed }, &control, opts, now);
+            let mut fwd = fwd;
+            let kernel = match in_kernel {
+                InKernel::Yes(k) => {
+                    fwd.enable_kernel_flows();
+                    Some(k)
+                }
+                InKernel::No(_) => None,
+            };
+            serve(Running { cfg, fwd, nics, kernel, reloading: None, seed }, &control, opts, now);
         }
         Opened::Packet(rings, _) => {
             let nics = nics(rings, &setup, &spec, now());
-            serve(Running { cfg, fwd, nics, reloading: None, seed }, &control, opts, now);
+            serve(Running { cfg, fwd, nics, kernel: None, reloading: None, seed }, &control, opts, now);
         }
     }
     eprintln!("netfw: stopping");
@@ -284,7 +308,7 @@ fn serve<P: Port>(mut st: Running<P>, control: &Control, opts: &RunOptions, now:
         // SAFETY: `pfds` is a live array of `nfds` pollfd structs.
         unsafe { libc::poll(pfds.as_mut_ptr(), nfds, 5) };
         let t = now();
-        pump::turn(&mut st.nics, &mut st.fwd, t);
+        pump::turn(&mut st.nics, &mut st.fwd, st.kernel.as_mut(), t);
         if t >= next_stats {
             next_stats = t.plus(1_000);
             pump::kernel_drops(&mut st.nics, &mut st.fwd);
@@ -292,6 +316,9 @@ fn serve<P: Port>(mut st: Running<P>, control: &Control, opts: &RunOptions, now:
         while let Some((client, req)) = control.accept() {
             match req {
                 Ok(NetfwRequest::Status) => {
+                    if let Some(k) = st.kernel.as_mut() {
+                        k.take_counts(&mut st.fwd);
+                    }
                     let s = status::collect(&st.fwd, &st.cfg.nics.vip_side, &st.cfg.nics.rs_side, now());
                     client.answer(&NetfwAnswer::Status { status: Box::new(s) });
                 }

@@ -368,6 +368,19 @@ fn forwarding_over_af_xdp_sockets() {
     long_body(&out, 4_000_000);
     let s = lab.status_json().unwrap();
     assert_eq!(s["drops"]["rx_ring_overflow"].as_u64(), Some(0), "{s}");
+    // Established flows were forwarded by the XDP program itself, and their frames are in the
+    // same counters as the rest: every forwarded frame is some real server's.
+    assert!(log.contains("established flows forwarded in XDP"), "{log}");
+    let in_kernel = s["events"]["forwarded_in_kernel"].as_u64().unwrap_or(0);
+    assert!(in_kernel > 0, "the kernel forwarded established flows: {s}");
+    let per_server: u64 = s["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|svc| svc["real_servers"].as_array().into_iter().flatten())
+        .filter_map(|r| r["packets"].as_u64())
+        .sum();
+    assert_eq!(s["events"]["forwarded"].as_u64(), Some(per_server), "{s}");
     lab.stop_netfw();
     for nic in [vip_nic, rs_nic] {
         let link = lab.ip(&director, &["link", "show", nic]).unwrap_or_else(|e| panic!("{e}"));

@@ -14,14 +14,36 @@
 use director_config::Io;
 use netfw_kernel::rtnl::XdpMode;
 
+use super::kernel_flows::KernelFlows;
+use super::nic::ifindex;
 use super::ring::{PacketRing, RingError};
+use super::xdp_prog;
 use super::xsk::{XdpPort, XskError};
+
+/// Whether the XDP program forwards established flows itself, and why not.
+#[derive(Debug)]
+pub enum InKernel {
+    /// It does, with these maps.
+    Yes(KernelFlows),
+    /// It does not: why.
+    No(String),
+}
+
+impl InKernel {
+    /// How the start line says it.
+    pub fn describe(&self) -> String {
+        match self {
+            InKernel::Yes(k) => format!("established flows forwarded in XDP (up to {} at once)", k.capacity()),
+            InKernel::No(why) => format!("established flows forwarded by netfw ({why})"),
+        }
+    }
+}
 
 /// The opened NICs (VIP-facing first), all on one backend.
 #[derive(Debug)]
 pub enum Opened {
-    /// AF_XDP on each.
-    Xdp(Vec<XdpPort>),
+    /// AF_XDP on each, and the kernel's part in forwarding.
+    Xdp(Vec<XdpPort>, InKernel),
     /// AF_PACKET rings on each; `why` says why not AF_XDP.
     Packet(Vec<PacketRing>, String),
 }
@@ -30,7 +52,7 @@ impl Opened {
     /// How the start line describes the backend of NIC `i`.
     pub fn describe(&self, i: usize) -> String {
         match self {
-            Opened::Xdp(p) => p.get(i).map(XdpPort::describe).unwrap_or_default(),
+            Opened::Xdp(p, _) => p.get(i).map(XdpPort::describe).unwrap_or_default(),
             Opened::Packet(_, why) => format!("AF_PACKET ({why})"),
         }
     }
@@ -59,14 +81,25 @@ pub fn has_driver(nic: &str) -> bool {
     std::path::Path::new(&format!("/sys/class/net/{nic}/device")).exists()
 }
 
+/// What the kernel-forwarding maps are made with.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelSetup {
+    /// Flows the kernel may hold (the flow table's capacity; capped).
+    pub flows: u32,
+    /// The VIP-facing NIC's MAC (the program forwards only frames sent to it).
+    pub vip_mac: [u8; 6],
+    /// CLOCK_MONOTONIC at netfw's time zero, in ns.
+    pub zero_ns: u64,
+}
+
 /// Open `nics` (distinct names, VIP-facing first) the way `io` asks.
-pub fn open(nics: &[&str], io: Io) -> Result<Opened, OpenError> {
+pub fn open(nics: &[&str], io: Io, kernel: KernelSetup) -> Result<Opened, OpenError> {
     let virtual_nic = nics.iter().find(|n| !has_driver(n));
     let why = match (io, virtual_nic) {
         (Io::AfPacket, _) => "\"io\": \"af_packet\" in the config".to_string(),
         (Io::Auto, Some(v)) => format!("{v} is a virtual NIC: its peer's merged frames need AF_PACKET"),
-        (Io::Auto | Io::AfXdp, _) => match open_xdp(nics, io) {
-            Ok(ports) => return Ok(Opened::Xdp(ports)),
+        (Io::Auto | Io::AfXdp, _) => match open_xdp(nics, io, kernel) {
+            Ok((ports, k)) => return Ok(Opened::Xdp(ports, k)),
             Err(e) if io == Io::AfXdp => return Err(OpenError::Xsk(e)),
             Err(e) => format!("AF_XDP could not be set up: {e}"),
         },
@@ -75,11 +108,31 @@ pub fn open(nics: &[&str], io: Io) -> Result<Opened, OpenError> {
     Ok(Opened::Packet(rings, why))
 }
 
-fn open_xdp(nics: &[&str], io: Io) -> Result<Vec<XdpPort>, XskError> {
-    nics.iter()
-        .map(|n| {
-            let mode = if io == Io::AfXdp && !has_driver(n) { XdpMode::Generic } else { XdpMode::Driver };
-            XdpPort::open(n, mode)
-        })
-        .collect()
+fn open_xdp(nics: &[&str], io: Io, k: KernelSetup) -> Result<(Vec<XdpPort>, InKernel), XskError> {
+    let out = nics.last().map(|n| ifindex(n)).transpose().map_err(|e| XskError::Nic(e.to_string()))?.unwrap_or(0);
+    let out = u32::try_from(out).unwrap_or(0);
+    let mut in_kernel = match KernelFlows::new(k.flows, out, k.zero_ns) {
+        Ok(kf) => InKernel::Yes(kf),
+        Err(e) => InKernel::No(e.to_string()),
+    };
+    let mut ports = Vec::new();
+    for (i, n) in nics.iter().enumerate() {
+        let mode = if io == Io::AfXdp && !has_driver(n) { XdpMode::Generic } else { XdpMode::Driver };
+        // The VIP-facing NIC forwards established flows; the RS-facing one only steers.
+        let opened = match &in_kernel {
+            InKernel::Yes(kf) if i == 0 => {
+                match XdpPort::open(n, mode, |xsks| xdp_prog::forward_then_steer(kf.maps(xsks, k.vip_mac))) {
+                    Err(XskError::Bpf(e)) => {
+                        // A kernel whose verifier refuses the program still gets AF_XDP.
+                        in_kernel = InKernel::No(format!("the kernel refused the forwarding program: {e}"));
+                        XdpPort::open(n, mode, xdp_prog::steer)
+                    }
+                    other => other,
+                }
+            }
+            _ => XdpPort::open(n, mode, xdp_prog::steer),
+        };
+        ports.push(opened?);
+    }
+    Ok((ports, in_kernel))
 }

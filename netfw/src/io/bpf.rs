@@ -1,26 +1,24 @@
-//! The small XDP program that steers a NIC's frames to netfw's AF_XDP sockets, built here as
-//! eBPF instructions (no compiler, no prebuilt object) and loaded with the bpf(2) system call,
-//! with the XSK map it redirects through.
-//!
-//! The program: `return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);` — every
-//! frame of a receive queue that has a socket goes to that socket (ARP and ICMP too: netfw's
-//! control stack answers them); a queue without one passes frames to the kernel.
+//! The bpf(2) system call, as netfw uses it: maps (the XSK map that steers frames to the
+//! AF_XDP sockets, the kernel's flow map, the backends array mapped into our memory) and
+//! loading an XDP program (built by `xdp_prog`; no compiler, no prebuilt object).
 
 use std::fmt;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
+const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+const BPF_ANY: u64 = 0;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `union bpf_attr` in Linux 6.1.
 const ATTR_SIZE: usize = 144;
-/// `bpf_redirect_map`.
-const HELPER_REDIRECT_MAP: i32 = 51;
-const XDP_PASS: i32 = 2;
-/// `rx_queue_index` in `struct xdp_md`.
-const XDP_MD_RX_QUEUE_INDEX: i16 = 16;
 
 /// Why the program or its map could not be made.
 #[derive(Debug)]
@@ -34,6 +32,25 @@ pub enum BpfError {
         /// The verifier's words, for a program it refused.
         log: String,
     },
+    /// A key or value of the wrong size (a bug of ours, reported rather than passed on).
+    Size {
+        /// Which operation.
+        what: &'static str,
+        /// The map's size.
+        expected: usize,
+        /// What was given.
+        got: usize,
+    },
+}
+
+impl BpfError {
+    /// The errno of a failed system call.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            BpfError::Syscall { error, .. } => error.raw_os_error(),
+            BpfError::Size { .. } => None,
+        }
+    }
 }
 
 impl fmt::Display for BpfError {
@@ -41,6 +58,7 @@ impl fmt::Display for BpfError {
         match self {
             BpfError::Syscall { what, error, log } if log.is_empty() => write!(f, "bpf {what}: {error}"),
             BpfError::Syscall { what, error, log } => write!(f, "bpf {what}: {error}: {}", log.trim()),
+            BpfError::Size { what, expected, got } => write!(f, "bpf {what}: {got} bytes where the map has {expected}"),
         }
     }
 }
@@ -79,53 +97,201 @@ fn owned(fd: libc::c_long) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(RawFd::try_from(fd).unwrap_or(-1)) }
 }
 
+/// A BPF map, by its descriptor.
+#[derive(Debug)]
+pub struct Map {
+    fd: OwnedFd,
+    key_size: usize,
+    value_size: usize,
+}
+
+impl Map {
+    /// Create a map (`name`: at most 15 bytes, shown by bpftool).
+    fn create(
+        kind: u32,
+        key_size: u32,
+        value_size: u32,
+        entries: u32,
+        flags: u32,
+        name: &str,
+        what: &'static str,
+    ) -> Result<Map, BpfError> {
+        let mut a = Attr::new();
+        a.u32(0, kind).u32(4, key_size).u32(8, value_size).u32(12, entries.max(1)).u32(16, flags);
+        let n = name.as_bytes();
+        let n = &n[..n.len().min(15)];
+        a.0[28..28 + n.len()].copy_from_slice(n);
+        let fd = owned(a.call(BPF_MAP_CREATE, what)?);
+        Ok(Map { fd, key_size: key_size as usize, value_size: value_size as usize })
+    }
+
+    /// A hash map of `entries` preallocated entries.
+    pub fn hash(key_size: u32, value_size: u32, entries: u32, name: &str) -> Result<Map, BpfError> {
+        Map::create(BPF_MAP_TYPE_HASH, key_size, value_size, entries, 0, name, "create a hash map")
+    }
+
+    /// An array map whose values can be mapped into our memory (`MmapArray`).
+    pub fn mmapable_array(value_size: u32, entries: u32, name: &str) -> Result<Map, BpfError> {
+        Map::create(BPF_MAP_TYPE_ARRAY, 4, value_size, entries, BPF_F_MMAPABLE, name, "create an array map")
+    }
+
+    /// Its descriptor (for programs that use it).
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn elem(&self, cmd: libc::c_long, key: &[u8], value: u64, flags: u64, what: &'static str) -> Result<(), BpfError> {
+        if key.len() != self.key_size {
+            return Err(BpfError::Size { what, expected: self.key_size, got: key.len() });
+        }
+        let mut a = Attr::new();
+        a.u32(0, u32::try_from(self.fd()).unwrap_or(u32::MAX)).u64(8, key.as_ptr() as u64).u64(16, value).u64(24, flags);
+        a.call(cmd, what).map(|_| ())
+    }
+
+    /// Insert or replace `key` → `value`.
+    pub fn update(&self, key: &[u8], value: &[u8]) -> Result<(), BpfError> {
+        if value.len() != self.value_size {
+            return Err(BpfError::Size { what: "update a map entry", expected: self.value_size, got: value.len() });
+        }
+        self.elem(BPF_MAP_UPDATE_ELEM, key, value.as_ptr() as u64, BPF_ANY, "update a map entry")
+    }
+
+    /// Remove `key`; false if it was not there.
+    pub fn delete(&self, key: &[u8]) -> Result<bool, BpfError> {
+        match self.elem(BPF_MAP_DELETE_ELEM, key, 0, 0, "delete a map entry") {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The value of `key` into `value`; false if it is not there.
+    pub fn lookup(&self, key: &[u8], value: &mut [u8]) -> Result<bool, BpfError> {
+        if value.len() != self.value_size {
+            return Err(BpfError::Size { what: "look a map entry up", expected: self.value_size, got: value.len() });
+        }
+        match self.elem(BPF_MAP_LOOKUP_ELEM, key, value.as_mut_ptr() as u64, 0, "look a map entry up") {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Remove every entry (a few syscalls per thousand entries); returns how many went.
+    pub fn clear(&self) -> Result<u64, BpfError> {
+        const BATCH: u32 = 1024;
+        let mut keys = vec![0u8; self.key_size * BATCH as usize];
+        let mut values = vec![0u8; self.value_size * BATCH as usize];
+        let (mut token_in, mut token_out) = (0u64, 0u64);
+        let mut first = true;
+        let mut removed = 0u64;
+        loop {
+            let mut a = Attr::new();
+            a.u64(0, if first { 0 } else { std::ptr::from_ref(&token_in) as u64 })
+                .u64(8, std::ptr::from_mut(&mut token_out) as u64)
+                .u64(16, keys.as_mut_ptr() as u64)
+                .u64(24, values.as_mut_ptr() as u64)
+                .u32(32, BATCH)
+                .u32(36, u32::try_from(self.fd()).unwrap_or(u32::MAX));
+            let r = a.call(BPF_MAP_LOOKUP_AND_DELETE_BATCH, "empty a map");
+            // The kernel writes how many it took back into `count`, also with ENOENT (done).
+            removed += u64::from(u32::from_ne_bytes([a.0[32], a.0[33], a.0[34], a.0[35]]));
+            match r {
+                Ok(_) => {}
+                Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(removed),
+                Err(e) => return Err(e),
+            }
+            token_in = token_out;
+            first = false;
+        }
+    }
+}
+
+/// An array map's values, mapped into our memory: read and written with atomics while the
+/// XDP program uses them, without a syscall.
+#[derive(Debug)]
+pub struct MmapArray {
+    map: Map,
+    base: std::ptr::NonNull<u8>,
+    map_len: usize,
+    entries: usize,
+}
+
+impl MmapArray {
+    /// Map the values of `map` (made by `Map::mmapable_array` with `entries` entries).
+    pub fn new(map: Map, entries: u32) -> Result<MmapArray, BpfError> {
+        let entries = entries as usize;
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len = (map.value_size.next_multiple_of(8) * entries).next_multiple_of(page);
+        // SAFETY: a shared mapping of the map's value area, which the kernel sized for this.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, map.fd(), 0) };
+        if p == libc::MAP_FAILED {
+            return Err(BpfError::Syscall { what: "map an array's values", error: std::io::Error::last_os_error(), log: String::new() });
+        }
+        let base = std::ptr::NonNull::new(p.cast::<u8>()).ok_or(BpfError::Size { what: "map an array's values", expected: len, got: 0 })?;
+        Ok(MmapArray { map, base, map_len: len, entries })
+    }
+
+    /// The map (for programs that use it).
+    pub fn map(&self) -> &Map {
+        &self.map
+    }
+
+    /// Entries.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    /// True without entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// The 64-bit word at byte `offset` of entry `i` (8-aligned), if in bounds.
+    pub fn u64_at(&self, i: usize, offset: usize) -> Option<&std::sync::atomic::AtomicU64> {
+        let at = i.checked_mul(self.map.value_size.next_multiple_of(8))?.checked_add(offset)?;
+        if !offset.is_multiple_of(8) || offset + 8 > self.map.value_size || i >= self.entries {
+            return None;
+        }
+        let word = self.base.as_ptr().wrapping_add(at).cast::<std::sync::atomic::AtomicU64>();
+        // SAFETY: in bounds of the mapping and 8-aligned (the mapping is page-aligned, entries
+        // are multiples of 8); the kernel and we only touch these words atomically.
+        Some(unsafe { &*word })
+    }
+}
+
+impl Drop for MmapArray {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.map_len) };
+    }
+}
+
+// SAFETY: the mapping is plain shared memory accessed through atomics.
+unsafe impl Send for MmapArray {}
+
 /// An XSK map: queue index → AF_XDP socket.
 #[derive(Debug)]
-pub struct XskMap(OwnedFd);
+pub struct XskMap(Map);
 
 impl XskMap {
     /// A map for `queues` receive queues.
     pub fn new(queues: u32) -> Result<XskMap, BpfError> {
-        let mut a = Attr::new();
-        a.u32(0, BPF_MAP_TYPE_XSKMAP).u32(4, 4).u32(8, 4).u32(12, queues.max(1));
-        a.0[28..32].copy_from_slice(b"xsks");
-        Ok(XskMap(owned(a.call(BPF_MAP_CREATE, "create the XSK map")?)))
+        Ok(XskMap(Map::create(BPF_MAP_TYPE_XSKMAP, 4, 4, queues, 0, "xsks", "create the XSK map")?))
     }
 
     /// Steer queue `queue` to the socket `xsk`.
     pub fn set(&self, queue: u32, xsk: RawFd) -> Result<(), BpfError> {
-        let key = queue;
         let value = u32::try_from(xsk).unwrap_or(u32::MAX);
-        let mut a = Attr::new();
-        a.u32(0, u32::try_from(self.0.as_raw_fd()).unwrap_or(u32::MAX))
-            .u64(8, std::ptr::from_ref(&key) as u64)
-            .u64(16, std::ptr::from_ref(&value) as u64)
-            .u64(24, 0);
-        a.call(BPF_MAP_UPDATE_ELEM, "put a socket in the XSK map").map(|_| ())
+        self.0.elem(BPF_MAP_UPDATE_ELEM, &queue.to_ne_bytes(), std::ptr::from_ref(&value) as u64, BPF_ANY, "put a socket in the XSK map")
     }
-}
 
-/// One eBPF instruction: code, dst/src registers, offset, immediate.
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
-    let mut i = [0u8; 8];
-    i[0] = code;
-    i[1] = (src << 4) | (dst & 0x0f);
-    i[2..4].copy_from_slice(&off.to_le_bytes());
-    i[4..8].copy_from_slice(&imm.to_le_bytes());
-    i
-}
-
-/// The program's instructions, redirecting through map `map_fd`.
-pub fn program(map_fd: RawFd) -> Vec<u8> {
-    [
-        insn(0x61, 2, 1, XDP_MD_RX_QUEUE_INDEX, 0), // r2 = ctx->rx_queue_index
-        insn(0x18, 1, 1, 0, map_fd),                // r1 = the map (ld_imm64, BPF_PSEUDO_MAP_FD)
-        insn(0x00, 0, 0, 0, 0),                     //      (its upper half)
-        insn(0xb7, 3, 0, 0, XDP_PASS),              // r3 = XDP_PASS when no socket
-        insn(0x85, 0, 0, 0, HELPER_REDIRECT_MAP),   // call bpf_redirect_map
-        insn(0x95, 0, 0, 0, 0),                     // exit
-    ]
-    .concat()
+    /// Its descriptor (for programs that use it).
+    pub fn fd(&self) -> RawFd {
+        self.0.fd()
+    }
 }
 
 /// The loaded program.
@@ -133,11 +299,10 @@ pub fn program(map_fd: RawFd) -> Vec<u8> {
 pub struct XdpProgram(OwnedFd);
 
 impl XdpProgram {
-    /// Load the program for `map`.
-    pub fn load(map: &XskMap) -> Result<XdpProgram, BpfError> {
-        let code = program(map.0.as_raw_fd());
+    /// Load a program (`code`: eBPF instructions, see `xdp_prog`).
+    pub fn load(code: &[u8]) -> Result<XdpProgram, BpfError> {
         let license = b"GPL\0";
-        let mut log = vec![0u8; 4096];
+        let mut log = vec![0u8; 65536];
         let mut a = Attr::new();
         a.u32(0, BPF_PROG_TYPE_XDP)
             .u32(4, u32::try_from(code.len() / 8).unwrap_or(0))
@@ -153,26 +318,12 @@ impl XdpProgram {
                 let text = String::from_utf8_lossy(log.split(|b| *b == 0).next().unwrap_or_default()).into_owned();
                 Err(BpfError::Syscall { what, error, log: text })
             }
+            Err(e) => Err(e),
         }
     }
 
     /// Its descriptor (to attach it).
     pub fn fd(&self) -> RawFd {
         self.0.as_raw_fd()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_program_is_the_six_instructions_of_a_queue_redirect() {
-        let p = program(7);
-        assert_eq!(p.len(), 48);
-        assert_eq!(&p[0..8], &[0x61, 0x12, 16, 0, 0, 0, 0, 0], "r2 = *(u32 *)(r1 + 16)");
-        assert_eq!(&p[8..16], &[0x18, 0x11, 0, 0, 7, 0, 0, 0], "r1 = map fd 7 (pseudo map fd)");
-        assert_eq!(&p[32..40], &[0x85, 0, 0, 0, 51, 0, 0, 0], "call bpf_redirect_map");
-        assert_eq!(&p[40..48], &[0x95, 0, 0, 0, 0, 0, 0, 0], "exit");
     }
 }

@@ -532,12 +532,13 @@ pub struct XdpPort {
 }
 
 impl XdpPort {
-    /// Set AF_XDP up on `nic` with the program attached in `mode`, a socket per receive queue.
-    pub fn open(nic: &str, mode: XdpMode) -> Result<XdpPort, XskError> {
+    /// Set AF_XDP up on `nic` with the program `program` makes for its XSK map attached in
+    /// `mode`, a socket per receive queue.
+    pub fn open(nic: &str, mode: XdpMode, program: impl FnOnce(RawFd) -> Vec<u8>) -> Result<XdpPort, XskError> {
         let index = u32::try_from(ifindex(nic).map_err(|e| XskError::Nic(e.to_string()))?).unwrap_or(0);
         let queues = rx_queues(nic);
         let map = XskMap::new(queues).map_err(XskError::Bpf)?;
-        let prog = XdpProgram::load(&map).map_err(XskError::Bpf)?;
+        let prog = XdpProgram::load(&program(map.fd())).map_err(XskError::Bpf)?;
         // A program a previous run left (it outlives its process) goes first.
         let _ = rtnl::detach_xdp(nic, XdpMode::Driver);
         let _ = rtnl::detach_xdp(nic, XdpMode::Generic);

@@ -197,20 +197,20 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
     }
 
     /// Visit up to `budget` slots starting at `*cursor`, removing entries for which `expired`
-    /// says so; `on_remove` sees each removed entry. Advances the cursor; returns removals.
+    /// says so (it may update the ones it keeps); `on_remove` sees each removed entry. Advances the cursor; returns removals.
     pub fn sweep(
         &mut self,
         cursor: &mut usize,
         budget: usize,
-        mut expired: impl FnMut(&K, &V) -> bool,
+        mut expired: impl FnMut(&K, &mut V) -> bool,
         mut on_remove: impl FnMut(&K, &V),
     ) -> usize {
         let mut removed = 0;
         let mut visited = 0;
         let mut i = *cursor & self.mask;
         while visited < budget.min(self.slots.len()) {
-            let s = &self.slots[i];
-            if s.used && expired(&s.key, &s.val) {
+            let s = &mut self.slots[i];
+            if s.used && expired(&s.key, &mut s.val) {
                 let (k, v) = self.remove_at(i);
                 on_remove(&k, &v);
                 removed += 1;
@@ -301,7 +301,7 @@ mod tests {
         let mut cursor = 0;
         let mut seen = 0;
         let slots = m.slot_count();
-        m.sweep(&mut cursor, slots, |_, v| v % 3 == 0, |_, _| seen += 1);
+        m.sweep(&mut cursor, slots, |_, v| *v % 3 == 0, |_, _| seen += 1);
         assert_eq!(seen, 333);
         for i in 1..=1000u64 {
             assert_eq!(m.get(&K(i)).is_some(), i % 3 != 0, "key {i}");

@@ -11,4 +11,4 @@ pub mod state;
 pub mod table;
 
 pub use state::FlowState;
-pub use table::{FlowKey, FlowTable, FlowVal, Hit, InsertError};
+pub use table::{FlowKey, FlowTable, FlowVal, Hit, Idle, InsertError};

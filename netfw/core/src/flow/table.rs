@@ -46,6 +46,10 @@ pub struct FlowVal {
     pub state: FlowState,
     /// Expiry, in 100 ms ticks since start.
     pub expires: u32,
+    /// The kernel forwards this flow's packets too (an entry in the XDP program's flow map
+    /// was asked for): its expiry here is only refreshed by the packets netfw sees, so the
+    /// kernel's last-seen time decides when it is idle.
+    pub kernel: bool,
 }
 
 /// What a lookup found.
@@ -58,6 +62,17 @@ pub enum Hit<'a> {
     Expired(FlowVal),
     /// No flow.
     Miss,
+}
+
+/// What the kernel knows of a flow it forwards, when the sweep finds it expired here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idle {
+    /// The kernel last forwarded a packet of it then.
+    SeenAt(Millis),
+    /// The kernel has no entry for it (or no packet): it is idle; drop it.
+    Gone,
+    /// Not now (its kernel entry could not be queued for removal): try again later.
+    Keep,
 }
 
 /// Why a flow could not be inserted.
@@ -87,7 +102,7 @@ fn life_of(t: &Timeouts) -> [u32; FlowState::COUNT] {
 }
 
 const EMPTY_KEY: FlowKey = FlowKey { client: Ipv4Addr::UNSPECIFIED, vip: Ipv4Addr::UNSPECIFIED, cport: 0, vport: 0, proto: 0 };
-const EMPTY_VAL: FlowVal = FlowVal { backend: 0, state: FlowState::Close, expires: 0 };
+const EMPTY_VAL: FlowVal = FlowVal { backend: 0, state: FlowState::Close, expires: 0, kernel: false };
 
 impl FlowTable {
     /// A table for `capacity` flows, allocated now (aborts without the memory; tests).
@@ -139,11 +154,12 @@ impl FlowTable {
     }
 
     /// The flow of `key`, hashed once: live (to update in place), expired (removed now), or
-    /// none.
+    /// none. A flow the kernel forwards is live until the sweep finds it idle there.
     #[inline(always)]
     pub fn hit(&mut self, key: &FlowKey, now_ticks: u32) -> Hit<'_> {
         let Some(i) = self.map.find(key) else { return Hit::Miss };
-        if self.map.val_mut(i).expires <= now_ticks {
+        let v = self.map.val_mut(i);
+        if v.expires <= now_ticks && !v.kernel {
             return Hit::Expired(self.map.remove_index(i));
         }
         Hit::Live(self.map.val_mut(i), &self.life)
@@ -163,7 +179,7 @@ impl FlowTable {
     /// A live flow, without refreshing or removing anything (ICMP errors do not keep flows
     /// alive).
     pub fn peek(&self, key: &FlowKey, now: Millis) -> Option<FlowVal> {
-        self.map.get(key).copied().filter(|v| v.expires > ticks(now))
+        self.map.get(key).copied().filter(|v| v.kernel || v.expires > ticks(now))
     }
 
     /// Move a flow to `state` and refresh its expiry. Returns the previous state.
@@ -186,10 +202,11 @@ impl FlowTable {
         now: Millis,
         on_evict: impl FnOnce(&FlowVal),
     ) -> Result<(), InsertError> {
-        let val = FlowVal { backend, state, expires: self.expiry(state, now) };
+        let val = FlowVal { backend, state, expires: self.expiry(state, now), kernel: false };
         if self.map.is_full() {
             let t = ticks(now);
-            let victim = self.map.evict_near(&key, EVICT_WINDOW, |_, v| v.expires <= t || v.state.evictable());
+            // A flow the kernel forwards is never evicted: its kernel entry must go with it.
+            let victim = self.map.evict_near(&key, EVICT_WINDOW, |_, v| !v.kernel && (v.expires <= t || v.state.evictable()));
             match victim {
                 Some((_, v)) => on_evict(&v),
                 None => return Err(InsertError::Full),
@@ -208,10 +225,62 @@ impl FlowTable {
     }
 
     /// Remove up to `budget` slots' worth of expired flows, reporting each.
-    pub fn sweep(&mut self, now: Millis, budget: usize, on_remove: impl FnMut(&FlowVal)) -> usize {
+    pub fn sweep(&mut self, now: Millis, budget: usize, mut on_remove: impl FnMut(&FlowVal)) -> usize {
+        self.sweep_with(now, budget, |_| Idle::Gone, |_, v| on_remove(v))
+    }
+
+    /// `sweep`, asking `kernel` about each expired flow the kernel forwards: one it saw a
+    /// packet of lately lives on from then; one it cannot drop now (`Idle::Keep`) stays for a
+    /// later sweep.
+    pub fn sweep_with(
+        &mut self,
+        now: Millis,
+        budget: usize,
+        mut kernel: impl FnMut(&FlowKey) -> Idle,
+        mut on_remove: impl FnMut(&FlowKey, &FlowVal),
+    ) -> usize {
         let t = ticks(now);
-        let mut on_remove = on_remove;
-        self.map.sweep(&mut self.cursor, budget, |_, v| v.expires <= t, |_, v| on_remove(v))
+        let life = self.life;
+        self.map.sweep(
+            &mut self.cursor,
+            budget,
+            |k, v| {
+                if v.expires > t {
+                    return false;
+                }
+                if !v.kernel {
+                    return true;
+                }
+                match kernel(k) {
+                    Idle::SeenAt(seen) => {
+                        let until = ticks(seen).saturating_add(life[v.state as usize]);
+                        if until > t {
+                            v.expires = until;
+                            return false;
+                        }
+                        true
+                    }
+                    Idle::Gone => true,
+                    Idle::Keep => false,
+                }
+            },
+            |k, v| on_remove(k, v),
+        )
+    }
+
+    /// After the kernel's flow map was emptied (a reload that moved real servers): no flow is
+    /// forwarded there any more, and each that was lives for one more idle timeout from now
+    /// (netfw did not see its packets).
+    pub fn forget_kernel(&mut self, now: Millis) {
+        let life = self.life;
+        let t = ticks(now);
+        self.map.retain_map(|_, v| {
+            if v.kernel {
+                v.kernel = false;
+                v.expires = v.expires.max(t.saturating_add(life[v.state as usize]));
+            }
+            true
+        });
     }
 
     /// Rewrite backends after a reload: `remap` gives the new index, or `None` to drop the flow

@@ -26,7 +26,7 @@ pub use plan::{Installed, Plan, PlanError};
 
 use crate::counters::{Counters, DropReason, Event};
 use crate::flow::map::{FixedMap, MapKey};
-use crate::flow::{FlowKey, FlowState, FlowTable, Hit};
+use crate::flow::{FlowKey, FlowState, FlowTable, FlowVal, Hit, Idle};
 use crate::model::{DataPlaneSpec, Protocol, SchedKind};
 use crate::neigh::{NeighId, Neighbours};
 use crate::sched::{Candidate, Scheduler};
@@ -58,6 +58,19 @@ pub enum Verdict {
     /// Dropped and counted.
     Drop(DropReason),
 }
+
+/// A change to the kernel's flow map (the XDP program that forwards established flows
+/// without netfw), for the I/O layer to apply after the batch that caused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelOp {
+    /// Forward this flow to this backend in the kernel from now on.
+    Add(FlowKey, u16),
+    /// Stop forwarding it there (it is closing, or gone).
+    Remove(FlowKey),
+}
+
+/// Kernel flow-map changes queued between two drains (more wait for the next packet or sweep).
+pub const KERNEL_OPS: usize = 1024;
 
 /// Persistence templates per forwarder (client-IP affinity entries).
 pub const PERSIST_CAPACITY: usize = 65536;
@@ -166,6 +179,11 @@ pub struct Forwarder {
     garp_left: u8,
     garp_next: Millis,
     last_conflict: Option<VipConflict>,
+    /// Whether confirmed flows are handed to the kernel (`enable_kernel_flows`).
+    kernel_flows: bool,
+    kernel_ops: Vec<KernelOp>,
+    /// Bumped whenever what a backend index means or its MAC changes.
+    targets_version: u32,
 }
 
 impl core::fmt::Debug for Forwarder {
@@ -201,6 +219,9 @@ impl Forwarder {
             garp_left: 0,
             garp_next: now,
             last_conflict: None,
+            kernel_flows: false,
+            kernel_ops: Vec::new(),
+            targets_version: 1,
             spec: empty,
             vip_mac,
             rs_mac,
@@ -320,6 +341,7 @@ impl Forwarder {
                 for b in self.backends.iter_mut().filter(|b| b.neigh.index() == i) {
                     b.mac = Some(mac);
                 }
+                self.targets_version = self.targets_version.wrapping_add(1);
             }
         }
     }
@@ -373,6 +395,9 @@ impl Forwarder {
                 v.state = new_state;
                 v.expires = t.saturating_add(life[new_state as usize]);
                 let backend = v.backend;
+                if self.kernel_flows && kernel_wanted(new_state) != v.kernel {
+                    queue_kernel_op(&mut self.kernel_ops, key, v);
+                }
                 if new_state != old_state {
                     self.state_changed(backend, old_state, new_state);
                 }
@@ -516,13 +541,31 @@ impl Forwarder {
     /// requests for real servers (from the DIP) and gratuitous ARP for VIPs. Frames to send are
     /// passed to `emit` with the side to send them on; `emit` says whether the frame went out
     /// (a frame that did not is counted as `tx_ring_full`).
-    pub fn poll_timers(&mut self, now: Millis, mut emit: impl FnMut(Side, &[u8]) -> bool) {
+    pub fn poll_timers(&mut self, now: Millis, emit: impl FnMut(Side, &[u8]) -> bool) {
+        self.poll_timers_with(now, emit, |_| Idle::Gone);
+    }
+
+    /// `poll_timers`, asking `kernel` when the kernel last forwarded a packet of an expired
+    /// flow it forwards (`enable_kernel_flows`).
+    pub fn poll_timers_with(&mut self, now: Millis, mut emit: impl FnMut(Side, &[u8]) -> bool, mut kernel: impl FnMut(&FlowKey) -> Idle) {
         let backends = &mut self.backends;
+        let ops = &mut self.kernel_ops;
+        // Room for the removals of kernel flows: one that cannot be queued stays for now.
+        let room = core::cell::Cell::new(KERNEL_OPS.saturating_sub(ops.len()));
         let mut expired = 0;
-        self.flows.sweep(now, SWEEP_BUDGET, |v| {
-            release(backends, v);
-            expired += 1;
-        });
+        self.flows.sweep_with(
+            now,
+            SWEEP_BUDGET,
+            |k| if room.get() > 0 { kernel(k) } else { Idle::Keep },
+            |k, v| {
+                release(backends, v);
+                if v.kernel {
+                    room.set(room.get().saturating_sub(1));
+                    ops.push(KernelOp::Remove(*k));
+                }
+                expired += 1;
+            },
+        );
         self.counters.add(Event::FlowsExpired, expired);
         self.persist.sweep(&mut self.persist_cursor, 1024, |_, v| v.expires <= now, |_, _| {});
         let timed_out = self.frags.expire(now);
@@ -557,6 +600,49 @@ impl Forwarder {
                 }
             }
         }
+    }
+
+    /// Hand confirmed flows (TCP established, UDP that saw a second packet) to the kernel:
+    /// from now on `drain_kernel_ops` says which to add to and remove from the kernel's flow
+    /// map, and the kernel forwards their plain packets itself (netfw still sees SYN, FIN,
+    /// RST, fragments, and everything of other flows).
+    pub fn enable_kernel_flows(&mut self) {
+        self.kernel_flows = true;
+        self.kernel_ops = Vec::with_capacity(KERNEL_OPS);
+    }
+
+    /// The kernel flow-map changes queued since the last call, in order.
+    pub fn drain_kernel_ops(&mut self, mut f: impl FnMut(KernelOp)) {
+        for op in self.kernel_ops.drain(..) {
+            f(op);
+        }
+    }
+
+    /// The kernel could not take `Add(key, _)`: netfw keeps forwarding that flow itself.
+    pub fn kernel_refused(&mut self, _key: &FlowKey) {
+        self.counters.event(Event::KernelFlowsRefused);
+    }
+
+    /// Frames and bytes the kernel forwarded for `backend` (added to its counters and to
+    /// `forwarded`).
+    pub fn add_kernel_traffic(&mut self, backend: u16, packets: u64, bytes: u64) {
+        if let Some(b) = self.backends.get_mut(usize::from(backend)) {
+            b.packets += packets;
+            b.bytes += bytes;
+            self.counters.add(Event::Forwarded, packets);
+            self.counters.add(Event::ForwardedInKernel, packets);
+        }
+    }
+
+    /// Changes whenever a backend index comes to mean another server (a reload) or a real
+    /// server's MAC changes: the kernel's copy of the backends must be rewritten.
+    pub fn targets_version(&self) -> u32 {
+        self.targets_version
+    }
+
+    /// The MAC frames to real servers leave with (the RS-facing NIC's).
+    pub fn rs_mac(&self) -> Mac {
+        self.rs_mac
     }
 
     /// Count a drop decided outside the core (ring full, VLAN metadata, control queue full).
@@ -626,6 +712,24 @@ fn remap_backend(remap: &[Option<u16>], backend: &mut u16) -> bool {
         }
         None => false,
     }
+}
+
+/// Should the kernel forward a flow in this state? Only confirmed ones: every packet of a
+/// flow in another state may change it, so netfw must see them.
+#[inline(always)]
+fn kernel_wanted(s: FlowState) -> bool {
+    matches!(s, FlowState::Established | FlowState::Udp)
+}
+
+/// Queue adding or removing the kernel's entry for a flow whose state says it should (not) be
+/// there. A full queue leaves the flow as it is: its next packet (or the sweep) asks again.
+#[cold]
+fn queue_kernel_op(ops: &mut Vec<KernelOp>, key: FlowKey, v: &mut FlowVal) {
+    if ops.len() >= KERNEL_OPS {
+        return;
+    }
+    ops.push(if v.kernel { KernelOp::Remove(key) } else { KernelOp::Add(key, v.backend) });
+    v.kernel = !v.kernel;
 }
 
 fn account(b: &mut Backend, s: FlowState, delta: i32) {

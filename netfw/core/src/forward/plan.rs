@@ -55,6 +55,9 @@ pub struct Installed {
     pub flows_kept: usize,
     /// Flows dropped because their real server left (or a smaller table had no room).
     pub flows_dropped: u64,
+    /// Backend indices changed meaning: the caller must empty the kernel's flow map (netfw
+    /// forwards those flows itself until they are handed over again).
+    pub kernel_reset: bool,
 }
 
 /// A service's identity: (VIP, protocol number, port).
@@ -241,6 +244,7 @@ impl Forwarder {
         }
 
         let mut dropped = 0u64;
+        let moved_table = flows.is_some();
         if let Some(mut table) = flows {
             // A new capacity: every flow moves into the new table (one that no longer fits is
             // dropped, and no longer counts on its real server).
@@ -260,6 +264,14 @@ impl Forwarder {
             self.flows.remap(|b| backend_to.get(usize::from(b)).copied().flatten(), |_| dropped += 1);
         }
         self.flows.set_timeouts(spec.timeouts);
+        // Backend indices changed meaning: the kernel's flow map (which holds them) is emptied
+        // by the caller, and every flow it forwarded is netfw's again.
+        let kernel_reset = self.kernel_flows && (moved_table || !same_backends);
+        if kernel_reset {
+            self.flows.forget_kernel(now);
+            self.kernel_ops.clear();
+        }
+        self.targets_version = self.targets_version.wrapping_add(1);
         let same_services = service_to.iter().enumerate().all(|(i, t)| t.map(usize::from) == Some(i));
         if !same_backends || !same_services {
             // Persistence keys hold service indices: an entry survives only if its service kept
@@ -278,6 +290,6 @@ impl Forwarder {
         self.garp_left = GARP_ROUNDS;
         self.garp_next = now;
         self.counters.event(Event::Reloads);
-        Installed { flows_kept: self.flows.len(), flows_dropped: dropped }
+        Installed { flows_kept: self.flows.len(), flows_dropped: dropped, kernel_reset }
     }
 }
