@@ -120,6 +120,15 @@ impl Asm {
         }
         self.code.concat()
     }
+    /// `into` = the value of the key at `r10 + key_at` in map `fd`; no entry: steer.
+    fn lookup_or_steer(&mut self, fd: i32, key_at: i32, into: u8) -> &mut Self {
+        self.map(1, fd)
+            .raw(MOV_X, 2, 10, 0, 0)
+            .raw(ADD_K, 2, 0, 0, key_at)
+            .raw(CALL, 0, 0, 0, HELPER_MAP_LOOKUP)
+            .jump(JEQ_K, 0, 0, 0, Label::Steer)
+            .raw(MOV_X, into, 0, 0, 0)
+    }
     /// The steering tail: `return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS)`,
     /// with the context in `ctx`.
     fn steer(&mut self, ctx: u8, xsks: i32) -> &mut Self {
@@ -198,22 +207,12 @@ pub fn forward_then_steer(m: ForwardMaps) -> Vec<u8> {
         .raw(LDX_H, 7, 2, 16, 0)
         .raw(BE, 7, 0, 0, 16)
         // r8 = the flow's value, or steer.
-        .map(1, m.flows)
-        .raw(MOV_X, 2, 10, 0, 0)
-        .raw(ADD_K, 2, 0, 0, -16)
-        .raw(CALL, 0, 0, 0, HELPER_MAP_LOOKUP)
-        .jump(JEQ_K, 0, 0, 0, Steer)
-        .raw(MOV_X, 8, 0, 0, 0)
+        .lookup_or_steer(m.flows, -16, 8)
         // r9 = its backend, or steer; a backend not valid now (a reload, a MAC being
         // rewritten) leaves the frame to netfw.
         .raw(LDX_W, 1, 8, 0, 0)
         .raw(STX_W, 10, 1, -20, 0)
-        .map(1, m.backends)
-        .raw(MOV_X, 2, 10, 0, 0)
-        .raw(ADD_K, 2, 0, 0, -20)
-        .raw(CALL, 0, 0, 0, HELPER_MAP_LOOKUP)
-        .jump(JEQ_K, 0, 0, 0, Steer)
-        .raw(MOV_X, 9, 0, 0, 0)
+        .lookup_or_steer(m.backends, -20, 9)
         .raw(LDX_W, 1, 9, 0, 0)
         .jump(JEQ_K, 1, 0, 0, Steer)
         // Rewrite the MACs (the packet pointers again: the calls took them).
