@@ -25,7 +25,9 @@ use netfw_core::forward::{Forwarder, Installed, KernelOp};
 use netfw_core::time::Millis;
 
 use super::bpf::{BpfError, Map, MmapArray};
-use super::xdp_prog::{ForwardMaps, BACKEND, BACKEND_BYTES, BACKEND_FRAMES, FLOW_KEY, FLOW_VALUE};
+use super::xdp_prog::{
+    ForwardMaps, BACKEND, BACKEND_BYTES, BACKEND_DST_MAC, BACKEND_FRAMES, BACKEND_SRC_MAC, BACKEND_VALID, FLOW_KEY, FLOW_SEEN, FLOW_VALUE,
+};
 
 /// At most this many flows are forwarded in the kernel at once (the rest by netfw).
 pub const KERNEL_FLOWS: u32 = 65536;
@@ -98,13 +100,12 @@ impl KernelFlows {
     pub fn sync(&mut self, fwd: &mut Forwarder, now: Millis) {
         let flows = &self.flows;
         let backends = self.backends.len();
-        let now_ns = monotonic_ns();
         let mut refused = Vec::new();
         fwd.drain_kernel_ops(|op| match op {
             KernelOp::Add(k, b) => {
                 let mut v = [0u8; FLOW_VALUE];
                 v[0..4].copy_from_slice(&u32::from(b).to_ne_bytes());
-                v[8..16].copy_from_slice(&now_ns.to_ne_bytes());
+                v[FLOW_SEEN..FLOW_SEEN + 8].copy_from_slice(&monotonic_ns().to_ne_bytes());
                 if usize::from(b) >= backends || flows.update(&key_bytes(&k), &v).is_err() {
                     refused.push(k);
                 }
@@ -146,15 +147,18 @@ impl KernelFlows {
         let src = fwd.rs_mac();
         let n = fwd.backends().len().min(self.backends.len());
         for i in 0..n.max(self.written) {
-            let Some(w0) = self.backends.u64_at(i, 0) else { continue };
+            let Some(w0) = self.backends.u64_at(i, BACKEND_VALID) else { continue };
             let mac = fwd.backends().get(i).and_then(|b| b.mac);
             w0.store(u64::from(self.out_ifindex) << 32, Ordering::Release);
             let Some(mac) = mac else { continue };
             let mut w1 = [0u8; 8];
-            w1[0..6].copy_from_slice(&mac);
+            let d = BACKEND_DST_MAC % 8;
+            w1[d..d + 6].copy_from_slice(&mac);
             let mut w2 = [0u8; 8];
-            w2[2..8].copy_from_slice(&src);
-            if let (Some(a), Some(b)) = (self.backends.u64_at(i, 8), self.backends.u64_at(i, 16)) {
+            let r = BACKEND_SRC_MAC % 8;
+            w2[r..r + 6].copy_from_slice(&src);
+            let words = (self.backends.u64_at(i, BACKEND_DST_MAC - d), self.backends.u64_at(i, BACKEND_SRC_MAC - r));
+            if let (Some(a), Some(b)) = words {
                 a.store(u64::from_le_bytes(w1), Ordering::Relaxed);
                 b.store(u64::from_le_bytes(w2), Ordering::Relaxed);
             }
@@ -168,7 +172,7 @@ impl KernelFlows {
     /// netfw until `after_install`), and the counts so far go to the backends they belong to.
     pub fn before_install(&mut self, fwd: &mut Forwarder) {
         for i in 0..self.written {
-            if let Some(w0) = self.backends.u64_at(i, 0) {
+            if let Some(w0) = self.backends.u64_at(i, BACKEND_VALID) {
                 w0.store(u64::from(self.out_ifindex) << 32, Ordering::Release);
             }
         }
@@ -189,7 +193,9 @@ impl KernelFlows {
         let mut v = [0u8; FLOW_VALUE];
         match self.flows.lookup(&key_bytes(key), &mut v) {
             Ok(true) => {
-                let seen = u64::from_ne_bytes([v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]]);
+                let mut stamp = [0u8; 8];
+                stamp.copy_from_slice(&v[FLOW_SEEN..FLOW_SEEN + 8]);
+                let seen = u64::from_ne_bytes(stamp);
                 Idle::SeenAt(Millis(seen.saturating_sub(self.zero_ns) / 1_000_000))
             }
             Ok(false) => Idle::Gone,

@@ -20,6 +20,8 @@
 
 /// Bytes of a flow key.
 pub const FLOW_KEY: usize = 16;
+/// Where in a flow value: the last-seen stamp.
+pub const FLOW_SEEN: usize = 8;
 /// Bytes of a flow value.
 pub const FLOW_VALUE: usize = 16;
 /// Bytes of a backend entry.
@@ -74,6 +76,11 @@ const EXIT: u8 = 0x95;
 /// `src_reg` of an `LD_IMM64` whose immediate is a map's descriptor.
 const PSEUDO_MAP_FD: u8 = 1;
 
+/// A layout offset (all under 64) as an instruction's offset field.
+fn off(at: usize) -> i16 {
+    i16::try_from(at).unwrap_or(i16::MAX)
+}
+
 /// Jump targets.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Label {
@@ -119,6 +126,16 @@ impl Asm {
             self.code[at][2..4].copy_from_slice(&off.to_le_bytes());
         }
         self.code.concat()
+    }
+    /// Steer unless `data + reach <= data_end`; leaves r2 = data, r3 = data_end (context in r6).
+    fn packet_or_steer(&mut self, reach: i32) -> &mut Self {
+        self.raw(LDX_W, 2, 6, MD_DATA, 0).raw(LDX_W, 3, 6, MD_DATA_END, 0).raw(MOV_X, 4, 2, 0, 0).raw(ADD_K, 4, 0, 0, reach).jump(
+            JGT_X,
+            4,
+            3,
+            0,
+            Label::Steer,
+        )
     }
     /// `into` = the value of the key at `r10 + key_at` in map `fd`; no entry: steer.
     fn lookup_or_steer(&mut self, fd: i32, key_at: i32, into: u8) -> &mut Self {
@@ -168,11 +185,7 @@ pub fn forward_then_steer(m: ForwardMaps) -> Vec<u8> {
     let mut a = Asm::default();
     // r6 = ctx; r2 = data; r3 = data_end; Ethernet + IPv4 (no options) + ports in reach.
     a.raw(MOV_X, 6, 1, 0, 0)
-        .raw(LDX_W, 2, 6, MD_DATA, 0)
-        .raw(LDX_W, 3, 6, MD_DATA_END, 0)
-        .raw(MOV_X, 4, 2, 0, 0)
-        .raw(ADD_K, 4, 0, 0, 38)
-        .jump(JGT_X, 4, 3, 0, Steer)
+        .packet_or_steer(38)
         // To this NIC's MAC, IPv4, header of 20 bytes, not a fragment.
         .raw(LDX_W, 4, 2, 0, 0)
         .jump(JNE32_K, 4, 0, mac_lo, Steer)
@@ -213,30 +226,26 @@ pub fn forward_then_steer(m: ForwardMaps) -> Vec<u8> {
         .raw(LDX_W, 1, 8, 0, 0)
         .raw(STX_W, 10, 1, -20, 0)
         .lookup_or_steer(m.backends, -20, 9)
-        .raw(LDX_W, 1, 9, 0, 0)
+        .raw(LDX_W, 1, 9, off(BACKEND_VALID), 0)
         .jump(JEQ_K, 1, 0, 0, Steer)
         // Rewrite the MACs (the packet pointers again: the calls took them).
-        .raw(LDX_W, 2, 6, MD_DATA, 0)
-        .raw(LDX_W, 3, 6, MD_DATA_END, 0)
-        .raw(MOV_X, 4, 2, 0, 0)
-        .raw(ADD_K, 4, 0, 0, 14)
-        .jump(JGT_X, 4, 3, 0, Steer)
-        .raw(LDX_W, 4, 9, 8, 0)
+        .packet_or_steer(14)
+        .raw(LDX_W, 4, 9, off(BACKEND_DST_MAC), 0)
         .raw(STX_W, 2, 4, 0, 0)
-        .raw(LDX_H, 4, 9, 12, 0)
+        .raw(LDX_H, 4, 9, off(BACKEND_DST_MAC + 4), 0)
         .raw(STX_H, 2, 4, 4, 0)
-        .raw(LDX_H, 4, 9, 18, 0)
+        .raw(LDX_H, 4, 9, off(BACKEND_SRC_MAC), 0)
         .raw(STX_H, 2, 4, 6, 0)
-        .raw(LDX_W, 4, 9, 20, 0)
+        .raw(LDX_W, 4, 9, off(BACKEND_SRC_MAC + 2), 0)
         .raw(STX_W, 2, 4, 8, 0)
         // The flow was seen now; the backend counts the frame and its bytes.
         .raw(CALL, 0, 0, 0, HELPER_KTIME_GET_NS)
-        .raw(STX_DW, 8, 0, 8, 0)
+        .raw(STX_DW, 8, 0, off(FLOW_SEEN), 0)
         .raw(MOV_K, 1, 0, 0, 1)
-        .raw(ATOMIC_DW, 9, 1, 24, 0)
-        .raw(ATOMIC_DW, 9, 7, 32, 0)
+        .raw(ATOMIC_DW, 9, 1, off(BACKEND_FRAMES), 0)
+        .raw(ATOMIC_DW, 9, 7, off(BACKEND_BYTES), 0)
         // Out of this NIC, or redirected to the other.
-        .raw(LDX_W, 1, 9, 4, 0)
+        .raw(LDX_W, 1, 9, off(BACKEND_IFINDEX), 0)
         .raw(LDX_W, 2, 6, MD_INGRESS_IFINDEX, 0)
         .jump(JNE_X, 1, 2, 0, Redirect)
         .raw(MOV_K, 0, 0, 0, XDP_TX)
