@@ -341,6 +341,10 @@ fn udp(args: &[String]) -> Result<(), String> {
     let to = to_addr(args)?;
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut errors = 0;
+    // Every query is its own flow: the sockets stay open until the end, so the kernel never
+    // hands a later query a source port an earlier one used (a reused port is the same flow to
+    // the director and goes, rightly, to the same real server).
+    let mut open = Vec::new();
     for _ in 0..num(args, "--count", 1) {
         let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
@@ -350,6 +354,7 @@ fn udp(args: &[String]) -> Result<(), String> {
             Ok(n) => *counts.entry(String::from_utf8_lossy(&buf[..n]).into_owned()).or_default() += 1,
             Err(_) => errors += 1,
         }
+        open.push(s);
     }
     println!("{}", serde_json::json!({ "servers": counts, "errors": errors }));
     Ok(())
