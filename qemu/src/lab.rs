@@ -135,15 +135,18 @@ impl Lab {
     }
 
     /// Build a lab whose director is the appliance image in QEMU (see `boot_vm`): the
-    /// director namespace bridges each of its veths to a tap for the VM.
+    /// director namespace bridges each of its veths to a tap for the VM. Its VIP- and
+    /// RS-facing NICs have two queue pairs for its one vCPU, as real NICs have more queues
+    /// than a small box has cores (virtio_net then gives XDP a transmit queue of its own, and
+    /// receives on that pair too).
     pub fn build_for_vm(layout: Layout, real_servers: usize) -> Result<Lab, LabError> {
-        Self::build_with(layout, real_servers, true, 1)
+        Self::build_with(layout, real_servers, true, 2)
     }
 
-    /// `build_for_vm` for a VM with `vcpus` CPUs, its NICs with one queue pair per CPU
+    /// `build_for_vm` for a VM with `vcpus` CPUs, its NICs with two queue pairs per CPU
     /// (virtio multiqueue).
     pub fn build_for_vm_smp(layout: Layout, real_servers: usize, vcpus: u16) -> Result<Lab, LabError> {
-        let mut lab = Self::build_with(layout, real_servers, true, vcpus)?;
+        let mut lab = Self::build_with(layout, real_servers, true, 2 * vcpus)?;
         lab.vm_vcpus = vcpus;
         Ok(lab)
     }

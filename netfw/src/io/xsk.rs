@@ -536,13 +536,22 @@ impl XdpPort {
     /// `mode`, a socket per receive queue.
     pub fn open(nic: &str, mode: XdpMode, program: impl FnOnce(RawFd) -> Vec<u8>) -> Result<XdpPort, XskError> {
         let index = u32::try_from(ifindex(nic).map_err(|e| XskError::Nic(e.to_string()))?).unwrap_or(0);
-        let queues = rx_queues(nic);
-        let map = XskMap::new(queues).map_err(XskError::Bpf)?;
+        let map = XskMap::new(MAX_QUEUES).map_err(XskError::Bpf)?;
         let prog = XdpProgram::load(&program(map.fd())).map_err(XskError::Bpf)?;
         // A program a previous run left (it outlives its process) goes first.
         let _ = rtnl::detach_xdp(nic, XdpMode::Driver);
         let _ = rtnl::detach_xdp(nic, XdpMode::Generic);
         rtnl::attach_xdp(nic, prog.fd(), mode).map_err(XskError::Attach)?;
+        // Counted only now: attaching XDP can add receive queues (virtio_net takes queue
+        // pairs it has spare for XDP's transmit, and receives on them too). A queue without
+        // a socket would hand its frames to the kernel's stack, where they are lost.
+        let queues = rx_queues(nic);
+        if queues > MAX_QUEUES {
+            let _ = rtnl::detach_xdp(nic, mode);
+            return Err(XskError::Nic(format!(
+                "{nic} receives on {queues} queues; netfw serves at most {MAX_QUEUES} (lower them with `ethtool -L {nic} combined {MAX_QUEUES}`)"
+            )));
+        }
         let mut owners = Vec::new();
         let mut rxs = Vec::new();
         let mut txs = Vec::new();
@@ -583,7 +592,10 @@ impl Drop for XdpPort {
     }
 }
 
-/// The NIC's receive queues (from sysfs; 1 if unknown).
+/// The most receive queues netfw opens sockets on (the XSK map's size).
+const MAX_QUEUES: u32 = 256;
+
+/// The NIC's receive queues in use (from sysfs; 1 if unknown).
 fn rx_queues(nic: &str) -> u32 {
     std::fs::read_dir(format!("/sys/class/net/{nic}/queues"))
         .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count())

@@ -119,11 +119,19 @@ fn measure(mode: &str, vcpus: u16, seconds: u64) -> Result<Figures, LabError> {
         lab.vm().send("status")?;
         std::thread::sleep(Duration::from_secs(3));
         let log = lab.vm().console_log();
-        let tail: Vec<&str> = log.lines().rev().take(80).collect();
-        eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        // How netfw started (its I/O, queues, offloads), then the status it just printed.
+        let start = log.lines().filter(|l| l.contains("netfw: netfw:"));
+        let last: Vec<&str> = log.lines().rev().take(60).collect();
+        let tail: Vec<&str> = start.chain(last.into_iter().rev()).collect();
+        eprintln!("{}", tail.join("\n"));
     }
 
-    let up = lab.labtool(&client, &["upload", "--to", &to, "--bytes", "50000000"])?;
+    // A failed upload says why in the guest's words: its console, with a status.
+    let up = lab.labtool(&client, &["upload", "--to", &to, "--bytes", "50000000"]).map_err(|e| {
+        lab.vm().send("status").ok();
+        std::thread::sleep(Duration::from_secs(3));
+        LabError(format!("{e}\n{}", lab.vm().console_log()))
+    })?;
     let mbit = field(&up, "mbit_s");
 
     let get = lab.labtool(&client, &["get", "--to", &to, "--count", "300"])?;
