@@ -126,6 +126,8 @@ impl Vm {
                 .map(String::from),
         );
         args.extend(["-smp".to_string(), vcpus.max(1).to_string()]);
+        // Named threads ("CPU 0/TCG"), so the guest's CPU time can be read (`vcpu_seconds`).
+        args.extend(["-name", "director,debug-threads=on"].map(String::from));
         args.push("-chardev".into());
         // The console log is written by our reader below, not by QEMU's logfile= option,
         // which was seen to duplicate bytes when a write to the socket had to be retried.
@@ -179,6 +181,28 @@ impl Vm {
             }
         });
         Ok(Vm { child, console, monitor, log, started: Instant::now() })
+    }
+
+    /// CPU time the guest's virtual CPUs have used so far (user and system time of QEMU's
+    /// vCPU threads), in seconds; `None` if it cannot be read.
+    pub fn vcpu_seconds(&self) -> Option<f64> {
+        // SAFETY: sysconf has no memory effects.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let hz = u32::try_from(hz).ok().filter(|h| *h > 0)?;
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).ok()?;
+        let mut ticks = 0u64;
+        for t in tasks.flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with("CPU ") {
+                continue;
+            }
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+            let rest = stat.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            ticks += f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        }
+        Some(ticks as f64 / f64::from(hz))
     }
 
     /// Everything the console printed so far.
