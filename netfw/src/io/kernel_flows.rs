@@ -149,7 +149,7 @@ impl KernelFlows {
         for i in 0..n.max(self.written) {
             let Some(w0) = self.backends.u64_at(i, BACKEND_VALID) else { continue };
             let mac = fwd.backends().get(i).and_then(|b| b.mac);
-            w0.store(u64::from(self.out_ifindex) << 32, Ordering::Release);
+            w0.store(self.first_word(false), Ordering::Release);
             let Some(mac) = mac else { continue };
             let mut w1 = [0u8; 8];
             let d = BACKEND_DST_MAC % 8;
@@ -162,10 +162,16 @@ impl KernelFlows {
                 a.store(u64::from_le_bytes(w1), Ordering::Relaxed);
                 b.store(u64::from_le_bytes(w2), Ordering::Relaxed);
             }
-            w0.store((u64::from(self.out_ifindex) << 32) | 1, Ordering::Release);
+            w0.store(self.first_word(true), Ordering::Release);
         }
         self.version = Some(fwd.targets_version());
         self.written = n;
+    }
+
+    /// A backend entry's first word: the valid flag (u32 at `BACKEND_VALID`) and the out
+    /// NIC's ifindex (the next u32), as one store so the program never sees half of it.
+    fn first_word(&self, valid: bool) -> u64 {
+        (u64::from(self.out_ifindex) << 32) | u64::from(valid)
     }
 
     /// Before a reload is installed: no backend is valid (the kernel leaves every frame to
@@ -173,7 +179,7 @@ impl KernelFlows {
     pub fn before_install(&mut self, fwd: &mut Forwarder) {
         for i in 0..self.written {
             if let Some(w0) = self.backends.u64_at(i, BACKEND_VALID) {
-                w0.store(u64::from(self.out_ifindex) << 32, Ordering::Release);
+                w0.store(self.first_word(false), Ordering::Release);
             }
         }
         self.take_counts(fwd);

@@ -40,10 +40,10 @@ const XDP_COPY: u16 = 2;
 const XDP_USE_NEED_WAKEUP: u16 = 8;
 const XDP_RING_NEED_WAKEUP: u32 = 1;
 
-/// UMEM frame size.
-const FRAME: usize = 2048;
-/// The same, as the UMEM registration spells it.
+/// UMEM frame size, as the UMEM registration spells it.
 const FRAME_U32: u32 = 2048;
+/// The same, for indexing.
+const FRAME: usize = FRAME_U32 as usize;
 /// Frames for receiving (all on the fill ring when idle).
 const RX_FRAMES: u32 = 2048;
 /// Frames for transmitting.
@@ -578,11 +578,6 @@ impl XdpPort {
     pub fn describe(&self) -> String {
         let n = self.rx.sockets.len();
         format!("AF_XDP ({} XDP, copy mode, {n} queue{})", self.mode.name(), if n == 1 { "" } else { "s" })
-    }
-
-    /// Every socket's descriptor, for poll(2).
-    pub fn fds(&self) -> Vec<RawFd> {
-        self.owners.iter().map(|o| o.fd.as_raw_fd()).collect()
     }
 }
 
