@@ -56,7 +56,8 @@ fn load_modules() {
 }
 
 /// The data plane's status table on the console, each line under `who`: for `status`, the
-/// table of the mode in force; for `ipvs`, the kernel's IPVS table whatever the mode.
+/// table of the mode in force; for `ipvs`, the kernel's IPVS table whatever the mode. The last
+/// line says `end of table`.
 fn show_table(book: &Book, who: &str) {
     let table = match (book.running, who) {
         (Running::Forwarder, "status") => apply::netfw_status().map_err(|p| p.to_string()),
@@ -68,6 +69,8 @@ fn show_table(book: &Book, who: &str) {
             for l in t.render().lines() {
                 log::line(who, l);
             }
+            // A reader of the console (an operator's script, the tests) knows the table is whole.
+            log::line(who, "end of table");
         }
         Err(e) => log::line(who, &e),
     }

@@ -22,17 +22,18 @@ fn one_line(lab: &Lab, services: &str, mode: &str) -> String {
 /// Type `command` on the console and return the rows of the status table it prints (the
 /// words after "-> " of each real-server line), once its first line `header` appears.
 fn table_rows(lab: &mut Lab, command: &str, header: &str) -> Vec<Vec<String>> {
-    let nth = lab.vm().console_log().matches(header).count() + 1;
-    lab.vm().send(command).unwrap();
-    lab.vm().wait_for_nth(header, nth, Duration::from_secs(10)).unwrap();
-    // The table follows its header; wait a moment for its lines, then read the last table.
-    std::thread::sleep(Duration::from_millis(300));
-    let log = lab.vm().console_log();
     let prefix = header.split(' ').next().unwrap_or_default();
+    let end = format!("{prefix} end of table");
+    let nth = lab.vm().console_log().matches(&end).count() + 1;
+    lab.vm().send(command).unwrap();
+    // The console can lag far behind a busy guest: read the table once its end line is out.
+    lab.vm().wait_for_nth(&end, nth, Duration::from_secs(30)).unwrap();
+    let log = lab.vm().console_log();
     let last = log.rsplit(header).next().unwrap_or_default();
     last.lines()
         .skip(1) // the rest of the header line
-        .take_while(|l| l.contains(prefix) || l.trim().is_empty())
+        .take_while(|l| !l.contains(&end))
+        .filter(|l| l.contains(prefix))
         .filter_map(|l| l.split("-> ").nth(1))
         .filter(|r| !r.starts_with("RemoteAddress"))
         .map(|r| r.split_whitespace().map(str::to_string).collect())
@@ -136,6 +137,7 @@ fn ipvs_reconciles_while_a_long_transfer_runs_and_it_finishes() {
         if carrier.is_some() {
             break;
         }
+        std::thread::sleep(Duration::from_millis(300));
     }
     let carrier = carrier.expect("the long transfer never showed as an active connection");
     let (c, other) = if carrier.ends_with(".11") { (1, 2) } else { (2, 1) };
@@ -171,11 +173,12 @@ fn a_forwarder_that_cannot_use_its_nic_falls_back_to_ipvs() {
     assert_eq!(http_requests(&lab, 30, None), counts(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]));
     // `status` says so, and shows IPVS's own counters in the forwarder's table: each real
     // server with the MAC the kernel resolved, its connections, packets and bytes.
-    // The kernel's estimator folds its per-CPU counters into what it reports every 2 s.
+    // The kernel's estimator folds its per-CPU counters into what it reports every 2 s, and
+    // may fold them while the requests still run: ask until every real server shows its ten.
     let header = "status: netfw ipvs (two-arm: vip_side=eth1 rs_side=eth2) DIP 198.18.0.2/24";
     let mut rows = table_rows(&mut lab, "status", header);
-    for _ in 0..10 {
-        if rows.iter().all(|r| r.get(5).is_some_and(|c| c != "0")) {
+    for _ in 0..15 {
+        if rows.len() == 3 && rows.iter().all(|r| r.get(5).and_then(|c| c.parse::<u64>().ok()).is_some_and(|c| c >= 10)) {
             break;
         }
         std::thread::sleep(Duration::from_secs(1));
