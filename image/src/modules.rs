@@ -33,6 +33,9 @@ pub const WANTED: &[&str] = &[
     "ip_vs_sed",
     "ip_vs_nq",
     "ipip",
+    // the forwarder's tc path: the clsact qdisc and the bpf classifier
+    "sch_ingress",
+    "cls_bpf",
     // the config partition (FAT) and its code pages
     "vfat",
     "nls_cp437",

@@ -149,7 +149,7 @@ struct Running<P> {
     cfg: Config,
     fwd: Forwarder,
     nics: Vec<Nic<P>>,
-    /// The kernel's part in forwarding (AF_XDP only).
+    /// The kernel's part in forwarding (XDP or tc).
     kernel: Option<KernelFlows>,
     reloading: Option<Reloading>,
     seed: u64,
@@ -219,14 +219,23 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     reload::check_memory(spec.flow_capacity, reload::memory_available()).map_err(RunError::Memory)?;
     let vip_mac = nic_mac(&cfg.nics.vip_side).map_err(RunError::Nic)?;
     let rs_mac = if one_arm { vip_mac } else { nic_mac(&cfg.nics.rs_side).map_err(RunError::Nic)? };
-    // Merging off before XDP goes on (a NIC running XDP refuses feature changes).
-    let mut offloads = vec![merging_off(&cfg.nics.vip_side)];
-    if !one_arm {
-        offloads.push(merging_off(&cfg.nics.rs_side));
-    }
     let names: Vec<&str> = if one_arm { vec![&cfg.nics.vip_side] } else { vec![&cfg.nics.vip_side, &cfg.nics.rs_side] };
+    // Merging off before XDP goes on (a NIC running XDP refuses feature changes).
+    let tries_xdp = backend::plan(&names, cfg.io).is_ok();
+    let mut offloads = if tries_xdp { names.iter().map(|n| merging_off(n)).collect() } else { Vec::new() };
     let kernel = KernelSetup { flows: spec.flow_capacity, vip_mac, zero_ns };
     let opened = backend::open(&names, cfg.io, kernel).map_err(RunError::Open)?;
+    if !tries_xdp {
+        match opened.in_kernel() {
+            // tc forwards merged frames of established flows whole: merging stays as it is.
+            InKernel::Yes(_) => offloads.extend(
+                names
+                    .iter()
+                    .map(|n| format!("{n}: receive merging left as it is (tc forwards merged frames whole; netfw splits those it gets)")),
+            ),
+            InKernel::No(_) => offloads.extend(names.iter().map(|n| merging_off(n))),
+        }
+    }
     let control = Control::bind(&opts.control).map_err(|e| RunError::Control(opts.control.clone(), e))?;
     install_signals();
 
@@ -250,26 +259,26 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         opts.control.display(),
         offloads.join("; ")
     );
-    if let Opened::Xdp(_, k) = &opened {
-        eprintln!("netfw: {}", k.describe());
-    }
+    eprintln!("netfw: {}", opened.in_kernel().describe());
     let setup = [vip, rs];
+    let mut fwd = fwd;
+    let kernel = |k: InKernel, fwd: &mut Forwarder| match k {
+        InKernel::Yes(k) => {
+            fwd.enable_kernel_flows();
+            Some(k)
+        }
+        InKernel::No(_) => None,
+    };
     match opened {
         Opened::Xdp(ports, in_kernel) => {
             let nics = nics(ports, &setup, &spec, now());
-            let mut fwd = fwd;
-            let kernel = match in_kernel {
-                InKernel::Yes(k) => {
-                    fwd.enable_kernel_flows();
-                    Some(k)
-                }
-                InKernel::No(_) => None,
-            };
+            let kernel = kernel(in_kernel, &mut fwd);
             serve(Running { cfg, fwd, nics, kernel, reloading: None, seed }, &control, opts, now);
         }
-        Opened::Packet(rings, _) => {
+        Opened::Packet(rings, _, in_kernel) => {
             let nics = nics(rings, &setup, &spec, now());
-            serve(Running { cfg, fwd, nics, kernel: None, reloading: None, seed }, &control, opts, now);
+            let kernel = kernel(in_kernel, &mut fwd);
+            serve(Running { cfg, fwd, nics, kernel, reloading: None, seed }, &control, opts, now);
         }
     }
     eprintln!("netfw: stopping");

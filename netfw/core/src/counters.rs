@@ -56,8 +56,8 @@ reasons! {
     Event {
         RxFrames => "rx_frames", "frames received on the dedicated NICs";
         Forwarded => "forwarded", "frames forwarded to a real server";
-        ForwardedInKernel => "forwarded_in_kernel", "frames of established flows forwarded by netfw's XDP program without leaving the kernel (also counted in forwarded)";
-        KernelFlowsRefused => "kernel_flows_refused", "established flows the XDP program's flow map had no room for (netfw forwards them itself)";
+        ForwardedInKernel => "forwarded_in_kernel", "frames of established flows forwarded by netfw's XDP or tc program without leaving the kernel (a merged frame counts once; also counted in forwarded)";
+        KernelFlowsRefused => "kernel_flows_refused", "established flows the kernel's flow map (XDP or tc) had no room for (netfw forwards them itself)";
         ToControl => "to_control", "frames handed to the control stack (ARP, ICMP, DIP)";
         FlowsCreated => "flows_created", "new flows scheduled";
         FlowsExpired => "flows_expired", "flows removed after their idle timeout";

@@ -46,12 +46,14 @@ pub fn wanted(spec: &DataPlaneSpec) -> Vec<Wanted> {
 /// Enter (or update) IPVS mode for `cfg`; every step is reported to `log` as it happens.
 /// Returns the number of changes made to the kernel's table.
 pub fn enter(cfg: &Config, spec: &DataPlaneSpec, log: &mut dyn FnMut(String)) -> Result<usize, ModeError> {
-    // A forwarder that was killed before it could clean up leaves its XDP program on the NICs:
-    // it passes every frame on to the kernel, but keeps the NIC's receive offloads off.
+    // A forwarder that was killed before it could clean up leaves its XDP program on the NICs
+    // (it keeps the NIC's receive offloads off), or its tc program (it would go on forwarding
+    // the flows it knew, beside IPVS).
     for nic in [&cfg.nics.vip_side, &cfg.nics.rs_side] {
         for m in [crate::rtnl::XdpMode::Driver, crate::rtnl::XdpMode::Generic] {
             let _ = crate::rtnl::detach_xdp(nic, m);
         }
+        let _ = crate::rtnl::detach_tc(nic);
     }
     director::setup(cfg, spec, log).map_err(ModeError::Director)?;
     let mut ipvs = Ipvs::open()?;

@@ -1,15 +1,18 @@
 //! Kernel network configuration over rtnetlink (netlink-packet-route): links up, addresses and
 //! the default route (the appliance's management NIC; the director's DIP and VIPs in IPVS
-//! mode; the lab's real-server guest). A refusal comes back as the kernel's errno, with what
+//! mode; the lab's real-server guest); netfw's XDP and tc programs on its NICs. A refusal comes back as the kernel's errno, with what
 //! was asked.
 
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use netlink_packet_route::tc::{TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcMessage, TcOption};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -175,4 +178,44 @@ pub fn attach_xdp(nic: &str, prog_fd: i32, mode: XdpMode) -> Result<(), RtnlErro
 /// Remove the XDP program attached to `nic` in `mode`, if any.
 pub fn detach_xdp(nic: &str, mode: XdpMode) -> Result<(), RtnlError> {
     set_xdp(nic, -1, mode, &format!("detach the XDP program of {nic}"))
+}
+
+/// `ETH_P_ALL`: a tc filter for every protocol.
+const ETH_P_ALL: u16 = 0x0003;
+
+fn clsact(nic: &str) -> Result<TcMessage, RtnlError> {
+    let mut m = TcMessage::with_index(i32::try_from(ifindex(nic)?).unwrap_or(0));
+    m.header.handle = TcHandle { major: 0xffff, minor: 0 };
+    m.header.parent = TcHandle::CLSACT;
+    m.attributes.push(TcAttribute::Kind("clsact".into()));
+    Ok(m)
+}
+
+/// Run the tc classifier `prog_fd` (direct action) on every frame `nic` receives, after the
+/// kernel has built its socket buffer: a `clsact` qdisc (replacing one a previous run left,
+/// with its filters) and one `bpf` filter on its ingress. Outlives the process: `detach_tc`.
+pub fn attach_tc_ingress(nic: &str, prog_fd: i32, name: &str) -> Result<(), RtnlError> {
+    detach_tc(nic)?;
+    request(&format!("add a clsact qdisc to {nic}"), RouteNetlinkMessage::NewQueueDiscipline(clsact(nic)?), NLM_F_CREATE | NLM_F_EXCL)?;
+    let mut f = TcMessage::with_index(i32::try_from(ifindex(nic)?).unwrap_or(0));
+    f.header.parent = TcHandle { major: 0xffff, minor: TcHandle::MIN_INGRESS };
+    f.header.handle = TcHandle { major: 0, minor: 1 };
+    // Priority 1, every protocol.
+    f.header.info = (1 << 16) | u32::from(ETH_P_ALL.to_be());
+    f.attributes.push(TcAttribute::Kind("bpf".into()));
+    f.attributes.push(TcAttribute::Options(vec![
+        TcOption::Bpf(TcFilterBpfOption::ProgFd(u32::try_from(prog_fd).unwrap_or(u32::MAX))),
+        TcOption::Bpf(TcFilterBpfOption::ProgName(name.into())),
+        TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
+    ]));
+    request(&format!("attach a tc program to {nic}'s ingress"), RouteNetlinkMessage::NewTrafficFilter(f), NLM_F_CREATE | NLM_F_EXCL)
+}
+
+/// Remove `nic`'s `clsact` qdisc and every tc program on it, if there is one.
+pub fn detach_tc(nic: &str) -> Result<(), RtnlError> {
+    match request(&format!("remove the clsact qdisc of {nic}"), RouteNetlinkMessage::DelQueueDiscipline(clsact(nic)?), 0) {
+        // None there (ENOENT; EINVAL from kernels that say so for a missing clsact).
+        Err(RtnlError::Refused { error, .. }) if matches!(error.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)) => Ok(()),
+        other => other,
+    }
 }

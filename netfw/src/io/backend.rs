@@ -10,17 +10,21 @@
 //! driver); `af_packet` never tries AF_XDP.
 //!
 //! Every NIC of the box gets the same backend, so one loop serves them all.
+//!
+//! Either way the kernel forwards established flows itself where it can (`kernel_flows`): in
+//! XDP with AF_XDP, in tc with AF_PACKET (`tc_path`).
 
 use director_config::Io;
 use netfw_kernel::rtnl::XdpMode;
 
 use super::kernel_flows::KernelFlows;
 use super::nic::ifindex;
+use super::programs::{self, Hook};
 use super::ring::{PacketRing, RingError};
-use super::xdp_prog;
+use super::tc_path::TcPath;
 use super::xsk::{XdpPort, XskError};
 
-/// Whether the XDP program forwards established flows itself, and why not.
+/// Whether the kernel forwards established flows itself, and why not.
 #[derive(Debug)]
 pub enum InKernel {
     /// It does, with these maps.
@@ -33,7 +37,7 @@ impl InKernel {
     /// How the start line says it.
     pub fn describe(&self) -> String {
         match self {
-            InKernel::Yes(k) => format!("established flows forwarded in XDP (up to {} at once)", k.capacity()),
+            InKernel::Yes(k) => format!("established flows forwarded in {} (up to {} at once)", k.hook(), k.capacity()),
             InKernel::No(why) => format!("established flows forwarded by netfw ({why})"),
         }
     }
@@ -44,8 +48,8 @@ impl InKernel {
 pub enum Opened {
     /// AF_XDP on each, and the kernel's part in forwarding.
     Xdp(Vec<XdpPort>, InKernel),
-    /// AF_PACKET rings on each; `why` says why not AF_XDP.
-    Packet(Vec<PacketRing>, String),
+    /// AF_PACKET rings on each; `why` says why not AF_XDP; and the kernel's part.
+    Packet(Vec<PacketRing>, String, InKernel),
 }
 
 impl Opened {
@@ -53,7 +57,14 @@ impl Opened {
     pub fn describe(&self, i: usize) -> String {
         match self {
             Opened::Xdp(p, _) => p.get(i).map(XdpPort::describe).unwrap_or_default(),
-            Opened::Packet(_, why) => format!("AF_PACKET ({why})"),
+            Opened::Packet(_, why, _) => format!("AF_PACKET ({why})"),
+        }
+    }
+
+    /// The kernel's part in forwarding.
+    pub fn in_kernel(&self) -> &InKernel {
+        match self {
+            Opened::Xdp(_, k) | Opened::Packet(_, _, k) => k,
         }
     }
 }
@@ -92,20 +103,51 @@ pub struct KernelSetup {
     pub zero_ns: u64,
 }
 
+/// Will `open` try AF_XDP on `nics` (distinct names, VIP-facing first) for `io`? If not,
+/// why AF_PACKET.
+pub fn plan(nics: &[&str], io: Io) -> Result<(), String> {
+    match (io, nics.iter().find(|n| !has_driver(n))) {
+        (Io::AfPacket, _) => Err("\"io\": \"af_packet\" in the config".to_string()),
+        (Io::Auto, Some(v)) => Err(format!("{v} is a virtual NIC: its peer's merged frames need AF_PACKET")),
+        (Io::Auto | Io::AfXdp, _) => Ok(()),
+    }
+}
+
 /// Open `nics` (distinct names, VIP-facing first) the way `io` asks.
 pub fn open(nics: &[&str], io: Io, kernel: KernelSetup) -> Result<Opened, OpenError> {
-    let virtual_nic = nics.iter().find(|n| !has_driver(n));
-    let why = match (io, virtual_nic) {
-        (Io::AfPacket, _) => "\"io\": \"af_packet\" in the config".to_string(),
-        (Io::Auto, Some(v)) => format!("{v} is a virtual NIC: its peer's merged frames need AF_PACKET"),
-        (Io::Auto | Io::AfXdp, _) => match open_xdp(nics, io, kernel) {
+    let why = match plan(nics, io) {
+        Err(why) => why,
+        Ok(()) => match open_xdp(nics, io, kernel) {
             Ok((ports, k)) => return Ok(Opened::Xdp(ports, k)),
             Err(e) if io == Io::AfXdp => return Err(OpenError::Xsk(e)),
             Err(e) => format!("AF_XDP could not be set up: {e}"),
         },
     };
     let rings = nics.iter().map(|n| PacketRing::open(n)).collect::<Result<Vec<_>, _>>().map_err(OpenError::Ring)?;
-    Ok(Opened::Packet(rings, why))
+    let in_kernel = match (nics.first(), rings.first()) {
+        (Some(nic), Some(ring)) => open_tc(nics, nic, ring, kernel),
+        _ => InKernel::No("no NIC".into()),
+    };
+    Ok(Opened::Packet(rings, why, in_kernel))
+}
+
+/// The tc path on the VIP-facing NIC `nic` (its socket `ring`).
+fn open_tc(nics: &[&str], nic: &str, ring: &PacketRing, k: KernelSetup) -> InKernel {
+    let out = match nics.last().map(|n| ifindex(n)).transpose() {
+        Ok(out) => u32::try_from(out.unwrap_or(0)).unwrap_or(0),
+        Err(e) => return InKernel::No(e.to_string()),
+    };
+    let mut kf = match KernelFlows::new(k.flows, out, k.zero_ns) {
+        Ok(kf) => kf,
+        Err(e) => return InKernel::No(e.to_string()),
+    };
+    match TcPath::attach(nic, ring, &kf, k.vip_mac) {
+        Ok(path) => {
+            kf.keep(path);
+            InKernel::Yes(kf)
+        }
+        Err(e) => InKernel::No(format!("the tc path could not be set up: {e}")),
+    }
 }
 
 fn open_xdp(nics: &[&str], io: Io, k: KernelSetup) -> Result<(Vec<XdpPort>, InKernel), XskError> {
@@ -121,16 +163,16 @@ fn open_xdp(nics: &[&str], io: Io, k: KernelSetup) -> Result<(Vec<XdpPort>, InKe
         // The VIP-facing NIC forwards established flows; the RS-facing one only steers.
         let opened = match &in_kernel {
             InKernel::Yes(kf) if i == 0 => {
-                match XdpPort::open(n, mode, |xsks| xdp_prog::forward_then_steer(kf.maps(xsks, k.vip_mac))) {
+                match XdpPort::open(n, mode, |xsks| programs::forward(kf.maps(k.vip_mac), Hook::Xdp { xsks })) {
                     Err(XskError::Bpf(e)) => {
                         // A kernel whose verifier refuses the program still gets AF_XDP.
                         in_kernel = InKernel::No(format!("the kernel refused the forwarding program: {e}"));
-                        XdpPort::open(n, mode, xdp_prog::steer)
+                        XdpPort::open(n, mode, programs::steer)
                     }
                     other => other,
                 }
             }
-            _ => XdpPort::open(n, mode, xdp_prog::steer),
+            _ => XdpPort::open(n, mode, programs::steer),
         };
         ports.push(opened?);
     }

@@ -1,6 +1,7 @@
 //! The bpf(2) system call, as netfw uses it: maps (the XSK map that steers frames to the
 //! AF_XDP sockets, the kernel's flow map, the backends array mapped into our memory) and
-//! loading an XDP program (built by `xdp_prog`; no compiler, no prebuilt object).
+//! loading programs (XDP, tc, socket filter; built by `programs`: no compiler, no prebuilt
+//! object).
 
 use std::fmt;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -16,7 +17,6 @@ const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const BPF_ANY: u64 = 0;
-const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `union bpf_attr` in Linux 6.1.
 const ATTR_SIZE: usize = 144;
 
@@ -294,26 +294,63 @@ impl XskMap {
     }
 }
 
-/// The loaded program.
-#[derive(Debug)]
-pub struct XdpProgram(OwnedFd);
+/// Where a program runs, which decides what it may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgramKind {
+    /// On an AF_PACKET socket: how much of each frame the socket takes (0: none).
+    SocketFilter,
+    /// In tc, on a socket buffer (direct action).
+    SchedCls,
+    /// In XDP, before any socket buffer.
+    Xdp,
+}
 
-impl XdpProgram {
-    /// Load a program (`code`: eBPF instructions, see `xdp_prog`).
-    pub fn load(code: &[u8]) -> Result<XdpProgram, BpfError> {
+impl ProgramKind {
+    fn bpf_prog_type(self) -> u32 {
+        match self {
+            ProgramKind::SocketFilter => 1,
+            ProgramKind::SchedCls => 3,
+            ProgramKind::Xdp => 6,
+        }
+    }
+    fn load_what(self) -> &'static str {
+        match self {
+            ProgramKind::SocketFilter => "load the socket filter",
+            ProgramKind::SchedCls => "load the tc program",
+            ProgramKind::Xdp => "load the XDP program",
+        }
+    }
+    /// The name the kernel shows (bpftool, tc).
+    pub fn name(self) -> &'static str {
+        match self {
+            ProgramKind::SocketFilter => "netfw_skip",
+            ProgramKind::SchedCls => "netfw_tc",
+            ProgramKind::Xdp => "netfw_x",
+        }
+    }
+}
+
+/// A loaded program.
+#[derive(Debug)]
+pub struct Program(OwnedFd);
+
+impl Program {
+    /// Load a program of `kind` (`code`: eBPF instructions, see `programs`).
+    pub fn load(kind: ProgramKind, code: &[u8]) -> Result<Program, BpfError> {
         let license = b"GPL\0";
         let mut log = vec![0u8; 65536];
         let mut a = Attr::new();
-        a.u32(0, BPF_PROG_TYPE_XDP)
+        a.u32(0, kind.bpf_prog_type())
             .u32(4, u32::try_from(code.len() / 8).unwrap_or(0))
             .u64(8, code.as_ptr() as u64)
             .u64(16, license.as_ptr() as u64)
             .u32(24, 1)
             .u32(28, u32::try_from(log.len()).unwrap_or(0))
             .u64(32, log.as_mut_ptr() as u64);
-        a.0[48..55].copy_from_slice(b"netfw_x");
-        match a.call(BPF_PROG_LOAD, "load the XDP program") {
-            Ok(fd) => Ok(XdpProgram(owned(fd))),
+        let name = kind.name().as_bytes();
+        a.0[48..48 + name.len()].copy_from_slice(name);
+        match a.call(BPF_PROG_LOAD, kind.load_what()) {
+            Ok(fd) => Ok(Program(owned(fd))),
             Err(BpfError::Syscall { what, error, .. }) => {
                 let text = String::from_utf8_lossy(log.split(|b| *b == 0).next().unwrap_or_default()).into_owned();
                 Err(BpfError::Syscall { what, error, log: text })

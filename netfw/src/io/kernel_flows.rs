@@ -1,9 +1,9 @@
-//! Established flows forwarded in the kernel: netfw's side of the XDP program
-//! `xdp_prog::forward_then_steer`.
+//! Established flows forwarded in the kernel: netfw's side of the program `programs::forward`
+//! (in XDP with AF_XDP, in tc with AF_PACKET).
 //!
 //! netfw decides every flow (scheduling, state, persistence) as before; once a flow is
 //! confirmed (TCP established, UDP that saw a second packet) the core asks for it to be added
-//! to the kernel's flow map, and from then on its plain packets are forwarded by the XDP
+//! to the kernel's flow map, and from then on its plain packets are forwarded by the
 //! program on the VIP-facing NIC without a copy to netfw, a socket buffer or a syscall. netfw
 //! still sees its SYN, FIN and RST (the core then asks for the entry to go), and every packet
 //! of a flow that is not there.
@@ -25,9 +25,10 @@ use netfw_core::forward::{Forwarder, Installed, KernelOp};
 use netfw_core::time::Millis;
 
 use super::bpf::{BpfError, Map, MmapArray};
-use super::xdp_prog::{
+use super::programs::{
     ForwardMaps, BACKEND, BACKEND_BYTES, BACKEND_DST_MAC, BACKEND_FRAMES, BACKEND_SRC_MAC, BACKEND_VALID, FLOW_KEY, FLOW_SEEN, FLOW_VALUE,
 };
+use super::tc_path::TcPath;
 
 /// At most this many flows are forwarded in the kernel at once (the rest by netfw).
 pub const KERNEL_FLOWS: u32 = 65536;
@@ -53,9 +54,11 @@ pub struct KernelFlows {
     /// CLOCK_MONOTONIC, in ns, at netfw's time zero.
     zero_ns: u64,
     capacity: u32,
+    /// The tc programs using the maps, when it is tc that forwards (taken off when dropped).
+    tc: Option<TcPath>,
 }
 
-/// CLOCK_MONOTONIC in ns (the clock the XDP program stamps flows with).
+/// CLOCK_MONOTONIC in ns (the clock the forwarding program stamps flows with).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid timespec.
@@ -81,12 +84,26 @@ impl KernelFlows {
         let capacity = flows.clamp(1, KERNEL_FLOWS);
         let flows = Map::hash(FLOW_KEY as u32, FLOW_VALUE as u32, capacity, "netfw_flows")?;
         let backends = MmapArray::new(Map::mmapable_array(BACKEND as u32, BACKENDS, "netfw_backends")?, BACKENDS)?;
-        Ok(KernelFlows { flows, backends, out_ifindex, version: None, written: 0, next_count: Millis(0), zero_ns, capacity })
+        Ok(KernelFlows { flows, backends, out_ifindex, version: None, written: 0, next_count: Millis(0), zero_ns, capacity, tc: None })
     }
 
-    /// The maps, for the VIP-facing NIC's program.
-    pub fn maps(&self, xsks: i32, mac: [u8; 6]) -> ForwardMaps {
-        ForwardMaps { xsks, flows: self.flows.fd(), backends: self.backends.map().fd(), mac }
+    /// The maps, for the VIP-facing NIC's programs.
+    pub fn maps(&self, mac: [u8; 6]) -> ForwardMaps {
+        ForwardMaps { flows: self.flows.fd(), backends: self.backends.map().fd(), mac }
+    }
+
+    /// Keep the tc path that forwards with these maps (it goes when they go).
+    pub fn keep(&mut self, path: TcPath) {
+        self.tc = Some(path);
+    }
+
+    /// Where the kernel forwards: in XDP, or in tc.
+    pub fn hook(&self) -> &'static str {
+        if self.tc.is_some() {
+            "tc"
+        } else {
+            "XDP"
+        }
     }
 
     /// How many flows the kernel can hold.

@@ -4,11 +4,11 @@
 //! - `Port`: one NIC: a receive half, a transmit half, and the kernel's drop counter.
 //! - `ring`: AF_PACKET sockets with PACKET_MMAP rings (TPACKET_V3 receive blocks walked in
 //!   place, a transmit frame ring flushed with one `sendto` per batch, PACKET_QDISC_BYPASS).
-//! - `xsk` (with `bpf` and `xdp_prog`, the XDP program that steers frames to it): AF_XDP
+//! - `xsk` (with `bpf` and `programs`, the XDP program that steers frames to it): AF_XDP
 //!   sockets, one per receive queue, frames read in place from a UMEM; the backend of choice
 //!   on NICs with a driver (see `backend`).
-//! - `kernel_flows`: with AF_XDP, the XDP program also forwards established flows itself;
-//!   netfw keeps its flow map, backends and counters.
+//! - `kernel_flows`: the kernel forwards established flows itself (in XDP with AF_XDP, in tc
+//!   with AF_PACKET: `tc_path`); netfw keeps its flow map, backends and counters.
 //! - `backend`: which of the two a NIC gets, and why (the start line says it).
 //! - `nic`: facts about a NIC by name (index, MAC, MTU).
 //!
@@ -18,8 +18,9 @@ pub mod backend;
 pub mod bpf;
 pub mod kernel_flows;
 pub mod nic;
+pub mod programs;
 pub mod ring;
-pub mod xdp_prog;
+pub mod tc_path;
 pub mod xsk;
 
 use std::os::fd::RawFd;

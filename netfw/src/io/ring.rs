@@ -242,6 +242,17 @@ impl PacketRing {
         self.fd.as_raw_fd()
     }
 
+    /// Run the socket filter `prog_fd` on every frame before it enters the receive ring.
+    pub fn attach_filter(&self, prog_fd: RawFd) -> std::io::Result<()> {
+        // SAFETY: an int option of the right size.
+        let r = unsafe { libc::setsockopt(self.fd(), libc::SOL_SOCKET, libc::SO_ATTACH_BPF, std::ptr::from_ref(&prog_fd).cast(), 4) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
     /// Frames the kernel dropped because the receive ring was full, since the last call
     /// (PACKET_STATISTICS resets on read). One syscall: call it on a timer, not per packet.
     pub fn take_kernel_drops(&self) -> std::io::Result<u64> {

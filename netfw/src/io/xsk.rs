@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::bpf::{BpfError, XdpProgram, XskMap};
+use super::bpf::{BpfError, Program, ProgramKind, XskMap};
 use super::nic::ifindex;
 use super::{Flushed, KernelDrops, Port, Receive, RxFrame, Transmit};
 use netfw_kernel::rtnl::{self, XdpMode};
@@ -528,7 +528,7 @@ pub struct XdpPort {
     mode: XdpMode,
     owners: Vec<Owner>,
     _map: XskMap,
-    _prog: XdpProgram,
+    _prog: Program,
 }
 
 impl XdpPort {
@@ -537,7 +537,7 @@ impl XdpPort {
     pub fn open(nic: &str, mode: XdpMode, program: impl FnOnce(RawFd) -> Vec<u8>) -> Result<XdpPort, XskError> {
         let index = u32::try_from(ifindex(nic).map_err(|e| XskError::Nic(e.to_string()))?).unwrap_or(0);
         let map = XskMap::new(MAX_QUEUES).map_err(XskError::Bpf)?;
-        let prog = XdpProgram::load(&program(map.fd())).map_err(XskError::Bpf)?;
+        let prog = Program::load(ProgramKind::Xdp, &program(map.fd())).map_err(XskError::Bpf)?;
         // A program a previous run left (it outlives its process) goes first.
         let _ = rtnl::detach_xdp(nic, XdpMode::Driver);
         let _ = rtnl::detach_xdp(nic, XdpMode::Generic);

@@ -1,0 +1,463 @@
+//! netfw's eBPF programs, written here as instructions (no compiler, no prebuilt object).
+//!
+//! - `steer` (XDP): every frame of a receive queue goes to that queue's AF_XDP socket:
+//!   `return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);`.
+//! - `forward` (the VIP-facing NIC, when netfw hands established flows to the kernel): a
+//!   client's plain TCP/UDP packet whose 5-tuple is in the kernel's flow map, sent to this
+//!   NIC's MAC, is forwarded right there: its MACs rewritten to its backend's (from the
+//!   backends array), counted, and sent out. Everything else is left to netfw: SYN, FIN and
+//!   RST (they change the flow's state), fragments, IP options, other flows, ARP, ICMP, the
+//!   DIP's traffic. It runs in one of two hooks:
+//!   - XDP (with AF_XDP): forwarded with `XDP_TX` on the same NIC or `bpf_redirect` to the
+//!     RS-facing one; the rest is steered as above.
+//!   - tc ingress (with AF_PACKET): on the kernel's socket buffer, merged frames (GRO, the
+//!     host's TSO) included, forwarded whole with `bpf_redirect` to a NIC that segments them
+//!     if it must; the rest goes on (`TC_ACT_OK`) to netfw's socket.
+//! - `skip_forwarded` (socket filter, with the tc hook): an AF_PACKET socket sees each frame
+//!   before tc does, so this filter keeps from netfw's socket exactly the frames `forward`
+//!   will forward: the same checks, read with `LD_ABS`.
+//!
+//! The layouts the programs share with netfw (`kernel_flows`):
+//!
+//! ```text
+//! flow key   (16 B): client IPv4, VIP, client port, VIP port (as on the wire), protocol, 0 0 0
+//! flow value (16 B): backend index u32, 0 u32, last packet forwarded (CLOCK_MONOTONIC ns) u64
+//! backend    (40 B): valid u32, out ifindex u32, MAC of the real server [8..14],
+//!                    MAC to send from [18..24], frames u64 [24], bytes (IP length) u64 [32]
+//! ```
+
+/// Bytes of a flow key.
+pub const FLOW_KEY: usize = 16;
+/// Where in a flow value: the last-seen stamp.
+pub const FLOW_SEEN: usize = 8;
+/// Bytes of a flow value.
+pub const FLOW_VALUE: usize = 16;
+/// Bytes of a backend entry.
+pub const BACKEND: usize = 40;
+/// Where in a backend entry: valid flag, out ifindex, server MAC, source MAC, frames, bytes.
+pub const BACKEND_VALID: usize = 0;
+/// Out ifindex.
+pub const BACKEND_IFINDEX: usize = 4;
+/// Real server's MAC.
+pub const BACKEND_DST_MAC: usize = 8;
+/// The MAC the frame leaves with.
+pub const BACKEND_SRC_MAC: usize = 18;
+/// Frames forwarded.
+pub const BACKEND_FRAMES: usize = 24;
+/// Bytes forwarded.
+pub const BACKEND_BYTES: usize = 32;
+
+const HELPER_MAP_LOOKUP: i32 = 1;
+const HELPER_KTIME_GET_NS: i32 = 5;
+const HELPER_REDIRECT: i32 = 23;
+const HELPER_SKB_PULL_DATA: i32 = 39;
+const HELPER_REDIRECT_MAP: i32 = 51;
+const XDP_PASS: i32 = 2;
+const XDP_TX: i32 = 3;
+const TC_ACT_OK: i32 = 0;
+
+/// `struct xdp_md` fields.
+const MD_DATA: i16 = 0;
+const MD_DATA_END: i16 = 4;
+const MD_INGRESS_IFINDEX: i16 = 12;
+const MD_RX_QUEUE_INDEX: i16 = 16;
+/// `struct __sk_buff` fields.
+const SKB_LEN: i16 = 0;
+const SKB_DATA: i16 = 76;
+const SKB_DATA_END: i16 = 80;
+/// The reach of the headers the programs read: Ethernet, IPv4 without options, then the
+/// ports (UDP), or up to TCP's flags.
+const REACH_PORTS: i32 = 38;
+const REACH_TCP_FLAGS: i32 = 54;
+
+// Opcodes (class | size/op | source).
+const LDX_W: u8 = 0x61;
+const LDX_H: u8 = 0x69;
+const LDX_B: u8 = 0x71;
+const LD_ABS_W: u8 = 0x20;
+const LD_ABS_H: u8 = 0x28;
+const LD_ABS_B: u8 = 0x30;
+const STX_W: u8 = 0x63;
+const STX_H: u8 = 0x6b;
+const STX_DW: u8 = 0x7b;
+const ATOMIC_DW: u8 = 0xdb;
+const MOV_K: u8 = 0xb7;
+const MOV_X: u8 = 0xbf;
+const ADD_K: u8 = 0x07;
+const AND_K: u8 = 0x57;
+const BE: u8 = 0xdc;
+const LD_IMM64: u8 = 0x18;
+const JEQ_K: u8 = 0x15;
+const JNE_K: u8 = 0x55;
+const JNE_X: u8 = 0x5d;
+const JGT_X: u8 = 0x2d;
+const JLT_K: u8 = 0xa5;
+const JLE_K: u8 = 0xb5;
+const JLE_X: u8 = 0xbd;
+const JNE32_K: u8 = 0x56;
+const CALL: u8 = 0x85;
+const EXIT: u8 = 0x95;
+/// `src_reg` of an `LD_IMM64` whose immediate is a map's descriptor.
+const PSEUDO_MAP_FD: u8 = 1;
+
+/// A layout offset (all under 64) as an instruction's offset field.
+fn off(at: usize) -> i16 {
+    i16::try_from(at).unwrap_or(i16::MAX)
+}
+
+/// Jump targets.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Label {
+    /// Not forwarded here: steered to netfw (XDP), passed on (tc), kept (filter).
+    Miss,
+    Key,
+    Redirect,
+    Parse,
+}
+
+/// A program being written: instructions, and jumps resolved when done.
+#[derive(Default)]
+struct Asm {
+    code: Vec<[u8; 8]>,
+    jumps: Vec<(usize, Label)>,
+    labels: Vec<(Label, usize)>,
+}
+
+impl Asm {
+    fn raw(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) -> &mut Self {
+        let mut i = [0u8; 8];
+        i[0] = code;
+        i[1] = (src << 4) | (dst & 0x0f);
+        i[2..4].copy_from_slice(&off.to_le_bytes());
+        i[4..8].copy_from_slice(&imm.to_le_bytes());
+        self.code.push(i);
+        self
+    }
+    fn jump(&mut self, code: u8, dst: u8, src: u8, imm: i32, to: Label) -> &mut Self {
+        self.jumps.push((self.code.len(), to));
+        self.raw(code, dst, src, 0, imm)
+    }
+    fn label(&mut self, l: Label) -> &mut Self {
+        self.labels.push((l, self.code.len()));
+        self
+    }
+    fn map(&mut self, dst: u8, fd: i32) -> &mut Self {
+        self.raw(LD_IMM64, dst, PSEUDO_MAP_FD, 0, fd).raw(0, 0, 0, 0, 0)
+    }
+    fn finish(mut self) -> Vec<u8> {
+        for (at, to) in std::mem::take(&mut self.jumps) {
+            let target = self.labels.iter().find(|(l, _)| *l == to).map_or(at + 1, |(_, i)| *i);
+            let off = i64::try_from(target).unwrap_or(0) - i64::try_from(at).unwrap_or(0) - 1;
+            let off = i16::try_from(off).unwrap_or(0);
+            self.code[at][2..4].copy_from_slice(&off.to_le_bytes());
+        }
+        self.code.concat()
+    }
+    /// Miss unless `data + reach <= data_end`; leaves r2 = data, r3 = data_end (context in r6).
+    fn packet_or_miss(&mut self, hook: Hook, reach: i32) -> &mut Self {
+        let (data, end) = hook.data_offsets();
+        self.raw(LDX_W, 2, 6, data, 0).raw(LDX_W, 3, 6, end, 0).raw(MOV_X, 4, 2, 0, 0).raw(ADD_K, 4, 0, 0, reach).jump(
+            JGT_X,
+            4,
+            3,
+            0,
+            Label::Miss,
+        )
+    }
+    /// `into` = the value of the key at `r10 + key_at` in map `fd`; no entry: miss.
+    fn lookup_or_miss(&mut self, fd: i32, key_at: i32, into: u8) -> &mut Self {
+        self.map(1, fd)
+            .raw(MOV_X, 2, 10, 0, 0)
+            .raw(ADD_K, 2, 0, 0, key_at)
+            .raw(CALL, 0, 0, 0, HELPER_MAP_LOOKUP)
+            .jump(JEQ_K, 0, 0, 0, Label::Miss)
+            .raw(MOV_X, into, 0, 0, 0)
+    }
+    /// With the flow key on the stack at r10-16: r8 = the flow's value, r9 = its backend,
+    /// which must be valid now (a reload, a MAC being rewritten: the frame is netfw's).
+    fn flow_and_backend_or_miss(&mut self, m: ForwardMaps) -> &mut Self {
+        self.lookup_or_miss(m.flows, -16, 8)
+            .raw(LDX_W, 1, 8, 0, 0)
+            .raw(STX_W, 10, 1, -20, 0)
+            .lookup_or_miss(m.backends, -20, 9)
+            .raw(LDX_W, 1, 9, off(BACKEND_VALID), 0)
+            .jump(JEQ_K, 1, 0, 0, Label::Miss)
+    }
+    /// The steering tail: `return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS)`,
+    /// with the context in `ctx`.
+    fn steer(&mut self, ctx: u8, xsks: i32) -> &mut Self {
+        self.raw(LDX_W, 2, ctx, MD_RX_QUEUE_INDEX, 0)
+            .map(1, xsks)
+            .raw(MOV_K, 3, 0, 0, XDP_PASS)
+            .raw(CALL, 0, 0, 0, HELPER_REDIRECT_MAP)
+            .raw(EXIT, 0, 0, 0, 0)
+    }
+}
+
+/// The steering program, redirecting through the XSK map `xsks`.
+pub fn steer(xsks: i32) -> Vec<u8> {
+    let mut a = Asm::default();
+    a.steer(1, xsks);
+    a.finish()
+}
+
+/// The maps and facts the forwarding program and its filter are built with.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardMaps {
+    /// The kernel's flow map.
+    pub flows: i32,
+    /// The backends array.
+    pub backends: i32,
+    /// The NIC's MAC: only frames sent to it are forwarded.
+    pub mac: [u8; 6],
+}
+
+/// Where the forwarding program runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// XDP, steering what it does not forward through the XSK map `xsks`.
+    Xdp {
+        /// The XSK map.
+        xsks: i32,
+    },
+    /// tc ingress, passing on what it does not forward.
+    Tc,
+}
+
+impl Hook {
+    /// Where the context holds `data` and `data_end`.
+    fn data_offsets(self) -> (i16, i16) {
+        match self {
+            Hook::Xdp { .. } => (MD_DATA, MD_DATA_END),
+            Hook::Tc => (SKB_DATA, SKB_DATA_END),
+        }
+    }
+}
+
+/// The program that forwards established flows in `hook`, leaving everything else to netfw.
+pub fn forward(m: ForwardMaps, hook: Hook) -> Vec<u8> {
+    use Label::{Key, Miss, Parse, Redirect};
+    let mac_lo = i32::from_le_bytes([m.mac[0], m.mac[1], m.mac[2], m.mac[3]]);
+    let mac_hi = i32::from(u16::from_le_bytes([m.mac[4], m.mac[5]]));
+    let mut a = Asm::default();
+    a.raw(MOV_X, 6, 1, 0, 0);
+    if hook == Hook::Tc {
+        // A socket buffer may hold only part of the headers in its linear part (a merged
+        // frame, a driver that copies just the Ethernet header): pull them in when short, as
+        // far as the frame goes (the filter reads the whole frame).
+        a.raw(LDX_W, 2, 6, SKB_DATA, 0)
+            .raw(LDX_W, 3, 6, SKB_DATA_END, 0)
+            .raw(MOV_X, 4, 2, 0, 0)
+            .raw(ADD_K, 4, 0, 0, REACH_TCP_FLAGS)
+            .jump(JLE_X, 4, 3, 0, Parse)
+            .raw(LDX_W, 2, 6, SKB_LEN, 0)
+            .raw(JLE_K, 2, 0, 1, REACH_TCP_FLAGS)
+            .raw(MOV_K, 2, 0, 0, REACH_TCP_FLAGS)
+            .raw(MOV_X, 1, 6, 0, 0)
+            .raw(CALL, 0, 0, 0, HELPER_SKB_PULL_DATA)
+            .label(Parse);
+    }
+    // r2 = data; r3 = data_end; Ethernet + IPv4 (no options) + ports in reach.
+    a.packet_or_miss(hook, REACH_PORTS)
+        // To this NIC's MAC, IPv4, header of 20 bytes, not a fragment.
+        .raw(LDX_W, 4, 2, 0, 0)
+        .jump(JNE32_K, 4, 0, mac_lo, Miss)
+        .raw(LDX_H, 4, 2, 4, 0)
+        .jump(JNE_K, 4, 0, mac_hi, Miss)
+        .raw(LDX_H, 4, 2, 12, 0)
+        .jump(JNE_K, 4, 0, 0x0008, Miss)
+        .raw(LDX_B, 4, 2, 14, 0)
+        .jump(JNE_K, 4, 0, 0x45, Miss)
+        .raw(LDX_H, 4, 2, 20, 0)
+        .raw(AND_K, 4, 0, 0, 0xff3f)
+        .jump(JNE_K, 4, 0, 0, Miss)
+        // r5 = protocol: UDP, or TCP without SYN, FIN or RST.
+        .raw(LDX_B, 5, 2, 23, 0)
+        .jump(JEQ_K, 5, 0, 17, Key)
+        .jump(JNE_K, 5, 0, 6, Miss)
+        .raw(MOV_X, 4, 2, 0, 0)
+        .raw(ADD_K, 4, 0, 0, REACH_TCP_FLAGS)
+        .jump(JGT_X, 4, 3, 0, Miss)
+        .raw(LDX_B, 4, 2, 47, 0)
+        .raw(AND_K, 4, 0, 0, 0x07)
+        .jump(JNE_K, 4, 0, 0, Miss)
+        // The flow key on the stack at r10-16; r7 = IP total length.
+        .label(Key)
+        .raw(LDX_W, 4, 2, 26, 0)
+        .raw(STX_W, 10, 4, -16, 0)
+        .raw(LDX_W, 4, 2, 30, 0)
+        .raw(STX_W, 10, 4, -12, 0)
+        .raw(LDX_W, 4, 2, 34, 0)
+        .raw(STX_W, 10, 4, -8, 0)
+        .raw(STX_W, 10, 5, -4, 0)
+        .raw(LDX_H, 7, 2, 16, 0)
+        .raw(BE, 7, 0, 0, 16)
+        .flow_and_backend_or_miss(m)
+        // Rewrite the MACs (the packet pointers again: the calls took them).
+        .packet_or_miss(hook, 14)
+        .raw(LDX_W, 4, 9, off(BACKEND_DST_MAC), 0)
+        .raw(STX_W, 2, 4, 0, 0)
+        .raw(LDX_H, 4, 9, off(BACKEND_DST_MAC + 4), 0)
+        .raw(STX_H, 2, 4, 4, 0)
+        .raw(LDX_H, 4, 9, off(BACKEND_SRC_MAC), 0)
+        .raw(STX_H, 2, 4, 6, 0)
+        .raw(LDX_W, 4, 9, off(BACKEND_SRC_MAC + 2), 0)
+        .raw(STX_W, 2, 4, 8, 0)
+        // The flow was seen now; the backend counts the frame and its bytes.
+        .raw(CALL, 0, 0, 0, HELPER_KTIME_GET_NS)
+        .raw(STX_DW, 8, 0, off(FLOW_SEEN), 0)
+        .raw(MOV_K, 1, 0, 0, 1)
+        .raw(ATOMIC_DW, 9, 1, off(BACKEND_FRAMES), 0)
+        .raw(ATOMIC_DW, 9, 7, off(BACKEND_BYTES), 0)
+        .raw(LDX_W, 1, 9, off(BACKEND_IFINDEX), 0);
+    match hook {
+        Hook::Xdp { xsks } => {
+            // Out of this NIC, or redirected to the other.
+            a.raw(LDX_W, 2, 6, MD_INGRESS_IFINDEX, 0)
+                .jump(JNE_X, 1, 2, 0, Redirect)
+                .raw(MOV_K, 0, 0, 0, XDP_TX)
+                .raw(EXIT, 0, 0, 0, 0)
+                .label(Redirect)
+                .raw(MOV_K, 2, 0, 0, 0)
+                .raw(CALL, 0, 0, 0, HELPER_REDIRECT)
+                .raw(EXIT, 0, 0, 0, 0)
+                .label(Miss)
+                .steer(6, xsks);
+        }
+        Hook::Tc => {
+            // Out of the backend's NIC (this one, in one arm), segmented there if merged.
+            a.raw(MOV_K, 2, 0, 0, 0)
+                .raw(CALL, 0, 0, 0, HELPER_REDIRECT)
+                .raw(EXIT, 0, 0, 0, 0)
+                .label(Miss)
+                .raw(MOV_K, 0, 0, 0, TC_ACT_OK)
+                .raw(EXIT, 0, 0, 0, 0);
+        }
+    }
+    a.finish()
+}
+
+/// The socket filter for netfw's AF_PACKET socket on the NIC `forward` runs on in tc: 0 (not
+/// for this socket) for the frames it forwards, the whole frame for every other.
+pub fn skip_forwarded(m: ForwardMaps) -> Vec<u8> {
+    use Label::{Key, Miss};
+    let mac_lo = i32::from_be_bytes([m.mac[0], m.mac[1], m.mac[2], m.mac[3]]);
+    let mac_hi = i32::from(u16::from_be_bytes([m.mac[4], m.mac[5]]));
+    let mut a = Asm::default();
+    // LD_ABS reads from the socket buffer in r6 into r0, in host order; a read past the end
+    // would end the program with 0 (dropping the frame), so the length is checked first.
+    a.raw(MOV_X, 6, 1, 0, 0)
+        .raw(LDX_W, 7, 6, SKB_LEN, 0)
+        .jump(JLT_K, 7, 0, REACH_PORTS, Miss)
+        .raw(LD_ABS_W, 0, 0, 0, 0)
+        .jump(JNE32_K, 0, 0, mac_lo, Miss)
+        .raw(LD_ABS_H, 0, 0, 0, 4)
+        .jump(JNE_K, 0, 0, mac_hi, Miss)
+        .raw(LD_ABS_H, 0, 0, 0, 12)
+        .jump(JNE_K, 0, 0, 0x0800, Miss)
+        .raw(LD_ABS_B, 0, 0, 0, 14)
+        .jump(JNE_K, 0, 0, 0x45, Miss)
+        .raw(LD_ABS_H, 0, 0, 0, 20)
+        .raw(AND_K, 0, 0, 0, 0x3fff)
+        .jump(JNE_K, 0, 0, 0, Miss)
+        .raw(LD_ABS_B, 0, 0, 0, 23)
+        .raw(MOV_X, 8, 0, 0, 0)
+        .jump(JEQ_K, 8, 0, 17, Key)
+        .jump(JNE_K, 8, 0, 6, Miss)
+        .jump(JLT_K, 7, 0, REACH_TCP_FLAGS, Miss)
+        .raw(LD_ABS_B, 0, 0, 0, 47)
+        .raw(AND_K, 0, 0, 0, 0x07)
+        .jump(JNE_K, 0, 0, 0, Miss)
+        // The flow key as the wire has it (LD_ABS gave host order: back to big-endian).
+        .label(Key)
+        .raw(LD_ABS_W, 0, 0, 0, 26)
+        .raw(BE, 0, 0, 0, 32)
+        .raw(STX_W, 10, 0, -16, 0)
+        .raw(LD_ABS_W, 0, 0, 0, 30)
+        .raw(BE, 0, 0, 0, 32)
+        .raw(STX_W, 10, 0, -12, 0)
+        .raw(LD_ABS_W, 0, 0, 0, 34)
+        .raw(BE, 0, 0, 0, 32)
+        .raw(STX_W, 10, 0, -8, 0)
+        .raw(STX_W, 10, 8, -4, 0)
+        .flow_and_backend_or_miss(m)
+        .raw(MOV_K, 0, 0, 0, 0)
+        .raw(EXIT, 0, 0, 0, 0)
+        .label(Miss)
+        .raw(MOV_K, 0, 0, 0, -1)
+        .raw(EXIT, 0, 0, 0, 0);
+    a.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_steering_program_is_the_six_instructions_of_a_queue_redirect() {
+        let p = steer(7);
+        assert_eq!(p.len(), 48);
+        assert_eq!(&p[0..8], &[0x61, 0x12, 16, 0, 0, 0, 0, 0], "r2 = *(u32 *)(r1 + 16)");
+        assert_eq!(&p[8..16], &[0x18, 0x11, 0, 0, 7, 0, 0, 0], "r1 = map fd 7 (pseudo map fd)");
+        assert_eq!(&p[32..40], &[0x85, 0, 0, 0, 51, 0, 0, 0], "call bpf_redirect_map");
+        assert_eq!(&p[40..48], &[0x95, 0, 0, 0, 0, 0, 0, 0], "exit");
+    }
+
+    /// Every jump lands inside the program, and its last instruction is an exit.
+    fn jumps_land_inside(p: &[u8]) -> Vec<&[u8]> {
+        let insns: Vec<&[u8]> = p.chunks(8).collect();
+        let n = i64::try_from(insns.len()).unwrap();
+        for (i, ins) in insns.iter().enumerate() {
+            let class = ins[0] & 0x07;
+            if class == 0x05 || class == 0x06 {
+                if ins[0] == CALL || ins[0] == EXIT {
+                    continue;
+                }
+                let off = i64::from(i16::from_le_bytes([ins[2], ins[3]]));
+                let to = i64::try_from(i).unwrap() + 1 + off;
+                assert!(off >= 0 && to < n, "jump at {i} lands at {to}");
+            }
+        }
+        assert_eq!(*insns.last().unwrap(), &[EXIT, 0, 0, 0, 0, 0, 0, 0]);
+        insns
+    }
+
+    const MAPS: ForwardMaps = ForwardMaps { flows: 4, backends: 5, mac: [0x52, 0x54, 0, 0xaa, 0xbb, 0xcc] };
+
+    fn uses_maps(insns: &[&[u8]], fds: &[u8]) {
+        for fd in fds {
+            assert!(insns.iter().any(|i| i[0] == LD_IMM64 && i[1] == 0x10 | (i[1] & 0x0f) && i[4] == *fd), "map {fd}");
+        }
+    }
+
+    #[test]
+    fn every_jump_of_the_forwarding_programs_lands_inside_them_and_they_use_their_maps() {
+        let xdp = forward(MAPS, Hook::Xdp { xsks: 3 });
+        let insns = jumps_land_inside(&xdp);
+        // The MAC check compares the first four bytes as the wire has them.
+        assert!(insns.iter().any(|i| i[0] == JNE32_K && i[4..8] == [0x52, 0x54, 0, 0xaa]));
+        uses_maps(&insns, &[3, 4, 5]);
+        let tc = forward(MAPS, Hook::Tc);
+        let insns = jumps_land_inside(&tc);
+        uses_maps(&insns, &[4, 5]);
+        assert!(insns.iter().any(|i| i[0] == CALL && i[4] == 39), "tc pulls short headers in");
+        assert!(!insns.iter().any(|i| i[0] == LDX_W && i[2] == 16), "tc reads no XDP context field");
+    }
+
+    #[test]
+    fn the_filter_reads_the_mac_in_host_order_and_drops_only_at_the_end_of_a_hit() {
+        let f = skip_forwarded(MAPS);
+        let insns = jumps_land_inside(&f);
+        uses_maps(&insns, &[4, 5]);
+        // LD_ABS gives host order: the MAC's first word compared as a big-endian number.
+        assert!(insns.iter().any(|i| i[0] == JNE32_K && i[4..8] == 0x5254_00aa_u32.to_le_bytes()));
+        // One exit says 0 (a hit), the other keeps the whole frame.
+        let exits: Vec<usize> = insns.iter().enumerate().filter(|(_, i)| i[0] == EXIT).map(|(n, _)| n).collect();
+        assert_eq!(exits.len(), 2);
+        assert_eq!(insns[exits[0] - 1], &[MOV_K, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(insns[exits[1] - 1], &[MOV_K, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        // Every read past the length check: no LD_ABS before it.
+        let len_check = insns.iter().position(|i| i[0] == JLT_K).unwrap();
+        assert!(insns[..len_check].iter().all(|i| i[0] & 0x07 != 0), "no packet read before the length check");
+    }
+}
