@@ -115,6 +115,38 @@ enum Label {
     Parse,
 }
 
+/// How a program reads the headers: in place through the packet pointers in r2/r3 (XDP, tc:
+/// loads see the wire's bytes in little-endian order), or with `LD_ABS` into r0 (a socket
+/// filter: host order, i.e. the wire's big-endian numbers).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Read {
+    Direct,
+    Abs,
+}
+
+/// The header checks every forwarding program makes, whichever way it reads: sent to the NIC's
+/// MAC, IPv4 with a 20-byte header, not a fragment; then UDP, or TCP without SYN, FIN or RST.
+/// (offset, bytes, mask, value), masks and values as the wire's big-endian numbers.
+const ETHERTYPE_IPV4: (usize, u8, u32, u32) = (12, 2, 0xffff, 0x0800);
+const IPV4_NO_OPTIONS: (usize, u8, u32, u32) = (14, 1, 0xff, 0x45);
+const NOT_A_FRAGMENT: (usize, u8, u32, u32) = (20, 2, 0x3fff, 0);
+const TCP_NO_SYN_FIN_RST: (usize, u8, u32, u32) = (47, 1, 0x07, 0);
+const IP_PROTOCOL: usize = 23;
+
+/// A big-endian number of `size` bytes as a little-endian load of the same bytes reads it.
+fn as_loaded(size: u8, x: u32) -> u32 {
+    match size {
+        1 => x & 0xff,
+        2 => u32::from(u16::try_from(x & 0xffff).unwrap_or(0).swap_bytes()),
+        _ => x.swap_bytes(),
+    }
+}
+
+/// A 32-bit pattern as an instruction's immediate.
+fn imm(x: u32) -> i32 {
+    i32::from_ne_bytes(x.to_ne_bytes())
+}
+
 /// A program being written: instructions, and jumps resolved when done.
 #[derive(Default)]
 struct Asm {
@@ -163,6 +195,59 @@ impl Asm {
             0,
             Label::Miss,
         )
+    }
+    /// Miss unless the `size` bytes at `at`, masked, equal `value` (see `ETHERTYPE_IPV4`).
+    fn expect(&mut self, read: Read, (at, size, mask, value): (usize, u8, u32, u32)) -> &mut Self {
+        let reg = match read {
+            Read::Direct => {
+                let op = match size {
+                    1 => LDX_B,
+                    2 => LDX_H,
+                    _ => LDX_W,
+                };
+                self.raw(op, 4, 2, off(at), 0);
+                4
+            }
+            Read::Abs => {
+                let op = match size {
+                    1 => LD_ABS_B,
+                    2 => LD_ABS_H,
+                    _ => LD_ABS_W,
+                };
+                self.raw(op, 0, 0, 0, i32::try_from(at).unwrap_or(0));
+                0
+            }
+        };
+        let (mask, value) = if read == Read::Direct { (as_loaded(size, mask), as_loaded(size, value)) } else { (mask, value) };
+        let full = as_loaded(size, u32::MAX);
+        if mask != full {
+            self.raw(AND_K, reg, 0, 0, imm(mask));
+        }
+        // 32-bit compare: a 64-bit one would sign-extend a value with its top bit set.
+        self.jump(JNE32_K, reg, 0, imm(value), Label::Miss)
+    }
+    /// The header checks (see `ETHERTYPE_IPV4`) of a frame at least `REACH_PORTS` long: to
+    /// `mac`, IPv4 without options, not a fragment; leaves the protocol in `proto` and jumps to
+    /// `Key` for UDP; TCP (at least `REACH_TCP_FLAGS` long, its length in r7 for `Abs`) goes on
+    /// to `Key` only without SYN, FIN or RST; everything else misses.
+    fn header_checks(&mut self, read: Read, mac: [u8; 6], proto: u8) -> &mut Self {
+        let mac_lo = u32::from_be_bytes([mac[0], mac[1], mac[2], mac[3]]);
+        let mac_hi = u32::from(u16::from_be_bytes([mac[4], mac[5]]));
+        self.expect(read, (0, 4, u32::MAX, mac_lo))
+            .expect(read, (4, 2, 0xffff, mac_hi))
+            .expect(read, ETHERTYPE_IPV4)
+            .expect(read, IPV4_NO_OPTIONS)
+            .expect(read, NOT_A_FRAGMENT);
+        match read {
+            Read::Direct => self.raw(LDX_B, proto, 2, off(IP_PROTOCOL), 0),
+            Read::Abs => self.raw(LD_ABS_B, 0, 0, 0, i32::try_from(IP_PROTOCOL).unwrap_or(0)).raw(MOV_X, proto, 0, 0, 0),
+        };
+        self.jump(JEQ_K, proto, 0, 17, Label::Key).jump(JNE_K, proto, 0, 6, Label::Miss);
+        match read {
+            Read::Direct => self.raw(MOV_X, 4, 2, 0, 0).raw(ADD_K, 4, 0, 0, REACH_TCP_FLAGS).jump(JGT_X, 4, 3, 0, Label::Miss),
+            Read::Abs => self.jump(JLT_K, 7, 0, REACH_TCP_FLAGS, Label::Miss),
+        };
+        self.expect(read, TCP_NO_SYN_FIN_RST)
     }
     /// `into` = the value of the key at `r10 + key_at` in map `fd`; no entry: miss.
     fn lookup_or_miss(&mut self, fd: i32, key_at: i32, into: u8) -> &mut Self {
@@ -237,8 +322,6 @@ impl Hook {
 /// The program that forwards established flows in `hook`, leaving everything else to netfw.
 pub fn forward(m: ForwardMaps, hook: Hook) -> Vec<u8> {
     use Label::{Key, Miss, Parse, Redirect};
-    let mac_lo = i32::from_le_bytes([m.mac[0], m.mac[1], m.mac[2], m.mac[3]]);
-    let mac_hi = i32::from(u16::from_le_bytes([m.mac[4], m.mac[5]]));
     let mut a = Asm::default();
     a.raw(MOV_X, 6, 1, 0, 0);
     if hook == Hook::Tc {
@@ -257,30 +340,9 @@ pub fn forward(m: ForwardMaps, hook: Hook) -> Vec<u8> {
             .raw(CALL, 0, 0, 0, HELPER_SKB_PULL_DATA)
             .label(Parse);
     }
-    // r2 = data; r3 = data_end; Ethernet + IPv4 (no options) + ports in reach.
+    // r2 = data; r3 = data_end; Ethernet + IPv4 (no options) + ports in reach; r5 = protocol.
     a.packet_or_miss(hook, REACH_PORTS)
-        // To this NIC's MAC, IPv4, header of 20 bytes, not a fragment.
-        .raw(LDX_W, 4, 2, 0, 0)
-        .jump(JNE32_K, 4, 0, mac_lo, Miss)
-        .raw(LDX_H, 4, 2, 4, 0)
-        .jump(JNE_K, 4, 0, mac_hi, Miss)
-        .raw(LDX_H, 4, 2, 12, 0)
-        .jump(JNE_K, 4, 0, 0x0008, Miss)
-        .raw(LDX_B, 4, 2, 14, 0)
-        .jump(JNE_K, 4, 0, 0x45, Miss)
-        .raw(LDX_H, 4, 2, 20, 0)
-        .raw(AND_K, 4, 0, 0, 0xff3f)
-        .jump(JNE_K, 4, 0, 0, Miss)
-        // r5 = protocol: UDP, or TCP without SYN, FIN or RST.
-        .raw(LDX_B, 5, 2, 23, 0)
-        .jump(JEQ_K, 5, 0, 17, Key)
-        .jump(JNE_K, 5, 0, 6, Miss)
-        .raw(MOV_X, 4, 2, 0, 0)
-        .raw(ADD_K, 4, 0, 0, REACH_TCP_FLAGS)
-        .jump(JGT_X, 4, 3, 0, Miss)
-        .raw(LDX_B, 4, 2, 47, 0)
-        .raw(AND_K, 4, 0, 0, 0x07)
-        .jump(JNE_K, 4, 0, 0, Miss)
+        .header_checks(Read::Direct, m.mac, 5)
         // The flow key on the stack at r10-16; r7 = IP total length.
         .label(Key)
         .raw(LDX_W, 4, 2, 26, 0)
@@ -341,33 +403,13 @@ pub fn forward(m: ForwardMaps, hook: Hook) -> Vec<u8> {
 /// for this socket) for the frames it forwards, the whole frame for every other.
 pub fn skip_forwarded(m: ForwardMaps) -> Vec<u8> {
     use Label::{Key, Miss};
-    let mac_lo = i32::from_be_bytes([m.mac[0], m.mac[1], m.mac[2], m.mac[3]]);
-    let mac_hi = i32::from(u16::from_be_bytes([m.mac[4], m.mac[5]]));
     let mut a = Asm::default();
     // LD_ABS reads from the socket buffer in r6 into r0, in host order; a read past the end
-    // would end the program with 0 (dropping the frame), so the length is checked first.
+    // would end the program with 0 (dropping the frame), so the length (r7) is checked first.
     a.raw(MOV_X, 6, 1, 0, 0)
         .raw(LDX_W, 7, 6, SKB_LEN, 0)
         .jump(JLT_K, 7, 0, REACH_PORTS, Miss)
-        .raw(LD_ABS_W, 0, 0, 0, 0)
-        .jump(JNE32_K, 0, 0, mac_lo, Miss)
-        .raw(LD_ABS_H, 0, 0, 0, 4)
-        .jump(JNE_K, 0, 0, mac_hi, Miss)
-        .raw(LD_ABS_H, 0, 0, 0, 12)
-        .jump(JNE_K, 0, 0, 0x0800, Miss)
-        .raw(LD_ABS_B, 0, 0, 0, 14)
-        .jump(JNE_K, 0, 0, 0x45, Miss)
-        .raw(LD_ABS_H, 0, 0, 0, 20)
-        .raw(AND_K, 0, 0, 0, 0x3fff)
-        .jump(JNE_K, 0, 0, 0, Miss)
-        .raw(LD_ABS_B, 0, 0, 0, 23)
-        .raw(MOV_X, 8, 0, 0, 0)
-        .jump(JEQ_K, 8, 0, 17, Key)
-        .jump(JNE_K, 8, 0, 6, Miss)
-        .jump(JLT_K, 7, 0, REACH_TCP_FLAGS, Miss)
-        .raw(LD_ABS_B, 0, 0, 0, 47)
-        .raw(AND_K, 0, 0, 0, 0x07)
-        .jump(JNE_K, 0, 0, 0, Miss)
+        .header_checks(Read::Abs, m.mac, 8)
         // The flow key as the wire has it (LD_ABS gave host order: back to big-endian).
         .label(Key)
         .raw(LD_ABS_W, 0, 0, 0, 26)
