@@ -1,9 +1,17 @@
-//! One AF_PACKET socket bound to one NIC, with a TPACKET_V3 receive ring and a transmit ring
+//! One AF_PACKET socket bound to one NIC, with a TPACKET_V2 receive ring and a transmit ring
 //! mapped into our memory.
 //!
-//! Receive: the kernel hands us whole blocks (status TP_STATUS_USER); we walk the frames of a
-//! block in place and give the block back (TP_STATUS_KERNEL). Transmit: we copy a frame into
-//! the next free slot and mark it TP_STATUS_SEND_REQUEST; `flush` makes one `sendto` for all.
+//! Receive: each slot holds one frame, ours while its status says TP_STATUS_USER; we read it
+//! in place and give it back (TP_STATUS_KERNEL). The kernel wakes poll(2) for every frame.
+//! (TPACKET_V3 packs frames into blocks and wakes the reader only when a block is full or its
+//! timer retires it: a jiffy at least, 4 ms on a kernel with HZ 250. Every frame netfw handled
+//! itself waited that long: about 60 new connections a second, and, once the kernel forwards a
+//! flow in tc, its frames still waiting in netfw's block left after newer ones.) A slot holds
+//! the largest merged frame (64 KiB), so merged frames arrive whole for netfw to split; the
+//! kernel copies only a frame's bytes into its slot.
+//!
+//! Transmit: we copy a frame into the next free slot and mark it TP_STATUS_SEND_REQUEST;
+//! `flush` makes one `sendto` for all.
 
 use std::fmt;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -14,15 +22,24 @@ use super::nic::{ifindex, NicError};
 use super::{Flushed, KernelDrops, Port, Receive, RxFrame, Transmit};
 
 const ETH_P_ALL: u16 = 0x0003;
-/// tpacket3_hdr is 48 bytes; TPACKET_ALIGN(48) = 48 is where a TX frame's data starts.
-const TX_DATA_OFFSET: usize = 48;
-const TPACKET3_HDR_LEN: usize = 48;
+/// `struct tpacket2_hdr`: status, len, snaplen, mac offset; 32 bytes, then the sockaddr_ll
+/// (its packet type at +10).
+const HDR_STATUS: usize = 0;
+const HDR_LEN: usize = 4;
+const HDR_SNAPLEN: usize = 8;
+const HDR_MAC: usize = 12;
+const HDR_PKTTYPE: usize = 32 + 10;
+/// Where a TX frame's data starts: TPACKET2_HDRLEN (52) less the sockaddr_ll (20).
+const TX_DATA_OFFSET: usize = 32;
 const PACKET_OUTGOING: u8 = 4;
+const TPACKET_V2: libc::c_int = 1;
 
-/// Receive ring geometry: 16 blocks of 256 KiB, retired after 2 ms if not full.
-const RX_BLOCK_SIZE: u32 = 1 << 18;
-const RX_BLOCK_NR: u32 = 16;
-const RX_RETIRE_MS: u32 = 2;
+/// Receive ring geometry: 128 slots of 68 KiB (17 pages: the largest merged frame, 64 KiB,
+/// after the header at 66), one per block.
+const RX_FRAME_SIZE: u32 = 17 * 4096;
+const RX_FRAME_NR: u32 = 128;
+/// At least this many frames a turn, however full transmit is (the control stack's frames).
+const MIN_RX_PER_TURN: usize = 16;
 /// Transmit ring geometry: 512 frames of 2 KiB.
 const TX_FRAME_SIZE: u32 = 2048;
 const TX_BLOCK_SIZE: u32 = 1 << 16;
@@ -59,8 +76,8 @@ impl std::error::Error for RingError {}
 #[derive(Debug)]
 pub struct RxRing {
     base: NonNull<u8>,
-    block_size: usize,
-    block_nr: usize,
+    frame_size: usize,
+    frame_nr: usize,
     cur: usize,
 }
 
@@ -149,8 +166,7 @@ impl PacketRing {
         }
         // SAFETY: `raw` is a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let v3: libc::c_int = 2; // TPACKET_V3
-        setsockopt(raw, 10 /* PACKET_VERSION */, &v3, "PACKET_VERSION", nic)?;
+        setsockopt(raw, 10 /* PACKET_VERSION */, &TPACKET_V2, "PACKET_VERSION", nic)?;
         let one: libc::c_int = 1;
         setsockopt(raw, 20 /* PACKET_QDISC_BYPASS */, &one, "PACKET_QDISC_BYPASS", nic)?;
         // Each frame sent is a socket buffer charged to this socket until the NIC frees it; the
@@ -162,28 +178,22 @@ impl PacketRing {
         // Not fatal before Linux 4.20: outgoing frames are also skipped by pkttype below.
         let _ = setsockopt(raw, 23 /* PACKET_IGNORE_OUTGOING */, &one, "PACKET_IGNORE_OUTGOING", nic);
 
-        let rx_req = libc::tpacket_req3 {
-            tp_block_size: RX_BLOCK_SIZE,
-            tp_block_nr: RX_BLOCK_NR,
-            tp_frame_size: 2048,
-            tp_frame_nr: RX_BLOCK_SIZE / 2048 * RX_BLOCK_NR,
-            tp_retire_blk_tov: RX_RETIRE_MS,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
+        let rx_req = libc::tpacket_req {
+            tp_block_size: RX_FRAME_SIZE,
+            tp_block_nr: RX_FRAME_NR,
+            tp_frame_size: RX_FRAME_SIZE,
+            tp_frame_nr: RX_FRAME_NR,
         };
         setsockopt(raw, 5 /* PACKET_RX_RING */, &rx_req, "PACKET_RX_RING", nic)?;
-        let tx_req = libc::tpacket_req3 {
+        let tx_req = libc::tpacket_req {
             tp_block_size: TX_BLOCK_SIZE,
             tp_block_nr: TX_BLOCK_NR,
             tp_frame_size: TX_FRAME_SIZE,
             tp_frame_nr: TX_BLOCK_SIZE / TX_FRAME_SIZE * TX_BLOCK_NR,
-            tp_retire_blk_tov: 0,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
         };
         setsockopt(raw, 13 /* PACKET_TX_RING */, &tx_req, "PACKET_TX_RING", nic)?;
 
-        let rx_len = (RX_BLOCK_SIZE * RX_BLOCK_NR) as usize;
+        let rx_len = (RX_FRAME_SIZE * RX_FRAME_NR) as usize;
         let tx_len = (TX_BLOCK_SIZE * TX_BLOCK_NR) as usize;
         let map_len = rx_len + tx_len;
         // SAFETY: mapping the rings the kernel just allocated for this socket.
@@ -220,7 +230,7 @@ impl PacketRing {
         }
 
         Ok(PacketRing {
-            rx: RxRing { base: map, block_size: RX_BLOCK_SIZE as usize, block_nr: RX_BLOCK_NR as usize, cur: 0 },
+            rx: RxRing { base: map, frame_size: RX_FRAME_SIZE as usize, frame_nr: RX_FRAME_NR as usize, cur: 0 },
             tx: TxRing {
                 base: tx_base,
                 frame_size: TX_FRAME_SIZE as usize,
@@ -293,61 +303,47 @@ impl Drop for PacketRing {
 }
 
 impl Receive for RxRing {
-    /// Hand every frame of every ready block to `f`, then give the blocks back. Returns the
-    /// number of frames. At most `max_blocks` blocks per call, so transmit gets its turn.
-    fn receive(&mut self, max_blocks: usize, _room: usize, mut f: impl FnMut(RxFrame<'_>)) -> usize {
+    /// Hand every ready frame to `f` (no more than transmit can take, `room`, but at least a
+    /// few), then give their slots back. Returns the number of frames.
+    fn receive(&mut self, budget: usize, room: usize, mut f: impl FnMut(RxFrame<'_>)) -> usize {
+        let take = budget.saturating_mul(4).min(room.max(MIN_RX_PER_TURN)).min(self.frame_nr);
         let mut frames = 0;
-        for _ in 0..max_blocks {
-            let off = self.cur * self.block_size;
-            // SAFETY: `off` is a block start inside the rx mapping; block_status is at +8, aligned.
-            let status = unsafe { status_at(self.base, off + 8) };
-            if status.load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
+        for _ in 0..take {
+            let off = self.cur * self.frame_size;
+            // SAFETY: `off` is a slot start inside the rx mapping; tp_status is at +0, aligned.
+            let status = unsafe { status_at(self.base, off + HDR_STATUS) };
+            let st = status.load(Ordering::Acquire);
+            if st & libc::TP_STATUS_USER == 0 {
                 break;
             }
             {
-                // SAFETY: the block is ours while its status says TP_STATUS_USER, until the store
+                // SAFETY: the slot is ours while its status says TP_STATUS_USER, until the store
                 // below; this is the only reference into it.
-                let block = unsafe { region(self.base, off, self.block_size) };
-                frames += walk_block(block, &mut f);
+                let slot = unsafe { region(self.base, off, self.frame_size) };
+                frames += usize::from(read_slot(slot, st, &mut f));
             }
             status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
-            self.cur = (self.cur + 1) % self.block_nr;
+            self.cur = (self.cur + 1) % self.frame_nr;
         }
         frames
     }
 }
 
-/// Hand each frame of a TPACKET_V3 block to `f`, bounds-checking everything the kernel wrote.
-fn walk_block(block: &mut [u8], f: &mut impl FnMut(RxFrame<'_>)) -> usize {
-    let num = le32(block, 12);
-    let mut pkt = le32(block, 16);
-    let mut frames = 0;
-    for _ in 0..num {
-        let h = pkt;
-        if h + TPACKET3_HDR_LEN + 12 > block.len() {
-            break;
-        }
-        let (next, snaplen, len, st, mac) =
-            (le32(block, h), le32(block, h + 12), le32(block, h + 16), le32(block, h + 20), le16(block, h + 24));
-        let pkttype = block[h + TPACKET3_HDR_LEN + 10];
-        if pkttype != PACKET_OUTGOING {
-            if let Some(data) = block.get_mut(h + mac..h + mac + snaplen) {
-                let st = u32::try_from(st).unwrap_or(0);
-                f(RxFrame {
-                    data,
-                    vlan_tagged: st & libc::TP_STATUS_VLAN_VALID != 0,
-                    csum_not_ready: st & libc::TP_STATUS_CSUMNOTREADY != 0,
-                    truncated: len > snaplen,
-                });
-                frames += 1;
-            }
-        }
-        if next == 0 {
-            break;
-        }
-        pkt += next;
+/// Hand the frame in a TPACKET_V2 slot (status `st`) to `f`, bounds-checking everything the
+/// kernel wrote; frames this host sent are skipped. Whether a frame was handed over.
+fn read_slot(slot: &mut [u8], st: u32, f: &mut impl FnMut(RxFrame<'_>)) -> bool {
+    let (len, snaplen, mac) = (le32(slot, HDR_LEN), le32(slot, HDR_SNAPLEN), le16(slot, HDR_MAC));
+    if slot.get(HDR_PKTTYPE).is_none_or(|t| *t == PACKET_OUTGOING) {
+        return false;
     }
-    frames
+    let Some(data) = slot.get_mut(mac..mac.saturating_add(snaplen)) else { return false };
+    f(RxFrame {
+        data,
+        vlan_tagged: st & libc::TP_STATUS_VLAN_VALID != 0,
+        csum_not_ready: st & libc::TP_STATUS_CSUMNOTREADY != 0,
+        truncated: len > snaplen,
+    });
+    true
 }
 
 /// How often a flush retries after the kernel dropped a frame for a full NIC queue.
@@ -369,7 +365,7 @@ impl Transmit for TxRing {
         }
         let off = self.cur * self.frame_size;
         // SAFETY: tp_status at +20 of a slot start, 4-byte aligned, inside the mapping.
-        if unsafe { status_at(self.base, off + 20) }.load(Ordering::Acquire) & libc::TP_STATUS_WRONG_FORMAT != 0 {
+        if unsafe { status_at(self.base, off + HDR_STATUS) }.load(Ordering::Acquire) & libc::TP_STATUS_WRONG_FORMAT != 0 {
             // The kernel refused the frame that was here: it never went out.
             self.refused += 1;
         }
@@ -379,12 +375,11 @@ impl Transmit for TxRing {
             // other reference exists.
             let slot = unsafe { region(self.base, off, self.frame_size) };
             slot[TX_DATA_OFFSET..TX_DATA_OFFSET + frame.len()].copy_from_slice(frame);
-            slot[0..4].copy_from_slice(&0u32.to_ne_bytes()); // tp_next_offset
             let len = u32::try_from(frame.len()).unwrap_or(0);
-            slot[16..20].copy_from_slice(&len.to_ne_bytes()); // tp_len
+            slot[HDR_LEN..HDR_LEN + 4].copy_from_slice(&len.to_ne_bytes());
         }
         // SAFETY: tp_status at +20 of a slot start, 4-byte aligned, inside the mapping.
-        unsafe { status_at(self.base, off + 20) }.store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
+        unsafe { status_at(self.base, off + HDR_STATUS) }.store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
         self.cur = (self.cur + 1) % self.frame_nr;
         self.pending += 1;
         true
@@ -422,7 +417,7 @@ impl Transmit for TxRing {
 impl TxRing {
     fn slot_free(&self) -> bool {
         // SAFETY: tp_status of the current slot, inside the mapping and aligned.
-        let st = unsafe { status_at(self.base, self.cur * self.frame_size + 20) }.load(Ordering::Acquire);
+        let st = unsafe { status_at(self.base, self.cur * self.frame_size + HDR_STATUS) }.load(Ordering::Acquire);
         st == libc::TP_STATUS_AVAILABLE || st & libc::TP_STATUS_WRONG_FORMAT != 0
     }
 }
