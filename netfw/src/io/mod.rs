@@ -2,7 +2,7 @@
 //! backend moves the frames (and tests can drive it with frames in memory).
 //!
 //! - `Port`: one NIC: a receive half, a transmit half, and the kernel's drop counter.
-//! - `ring`: AF_PACKET sockets with PACKET_MMAP rings (TPACKET_V3 receive blocks walked in
+//! - `ring`: AF_PACKET sockets with PACKET_MMAP rings (TPACKET_V2 receive slots read in
 //!   place, a transmit frame ring flushed with one `sendto` per batch, PACKET_QDISC_BYPASS).
 //! - `xsk` (with `bpf` and `programs`, the XDP program that steers frames to it): AF_XDP
 //!   sockets, one per receive queue, frames read in place from a UMEM; the backend of choice

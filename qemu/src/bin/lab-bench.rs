@@ -1,7 +1,8 @@
 //! lab-bench: netfw against the kernel's own forwarding, on the same veths, same traffic.
 //!
 //! A client blasts small UDP datagrams at the VIP for a few seconds; one real server counts
-//! what arrives. First netfw forwards (DR: MAC rewrite); then netfw is stopped and the
+//! what arrives. First netfw forwards (DR: MAC rewrite; on veths it takes AF_PACKET, and its
+//! tc program forwards the established flows in the kernel); then netfw is stopped and the
 //! director namespace's kernel forwards the same packets (VIP/32 routed via the RIP, the
 //! router's ARP entry for the VIP pinned to the director as seed 001's first fix does). Both
 //! runs share the machine's two cores with the sender and receiver, so the figures are a ratio
@@ -89,7 +90,7 @@ fn bench() -> Result<(), LabError> {
     let pps = |x: u64| x as f64 / secs;
     println!("UDP 64-byte frames, 256 flows, {SECONDS} s: client -> router -> director eth1 -> eth2 -> rs1, veths, 2 cores shared by all");
     println!("                          client sent   director in   director out   rs1 received   forwarded pps   out/in");
-    for (name, (sent, rin, rout, recv)) in [("netfw (TPACKET_V3)", n), ("kernel forwarding", k)] {
+    for (name, (sent, rin, rout, recv)) in [("netfw (AF_PACKET+tc)", n), ("kernel forwarding", k)] {
         println!("  {name:<22} {sent:>12} {rin:>13} {rout:>14} {recv:>14} {:>15.0} {:>8.3}", pps(rout), rout as f64 / rin.max(1) as f64);
     }
     if k.2 > 0 {
