@@ -266,6 +266,8 @@ fn upload_with_merging(layout: Layout) {
     assert!(log.contains(&format!("{vip_nic}: receive merging left as it is (tc forwards merged frames whole")), "{log}");
     let k = lab.exec(&director, &["ethtool", "-k", vip_nic]).unwrap_or_else(|e| panic!("{e}"));
     assert!(k.contains("generic-receive-offload: on"), "merging stays on {vip_nic}: {k}");
+    let tc = |lab: &Lab| lab.exec(&director, &["tc", "filter", "show", "dev", vip_nic, "ingress"]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(tc(&lab).contains("netfw_tc"), "netfw's program is on {vip_nic}'s ingress: {}", tc(&lab));
     let out = lab.labtool(&lab.ns("client"), &["upload", "--to", &format!("{}:80", lab::VIP), "--bytes", "20000000"]).unwrap();
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(v["received"].as_u64(), Some(20_000_000), "the whole upload reached the real server: {out}");
@@ -288,6 +290,9 @@ fn upload_with_merging(layout: Layout) {
     let seen = s["events"]["rx_frames"].as_u64().unwrap_or(u64::MAX) + s["drops"]["rx_ring_overflow"].as_u64().unwrap_or(u64::MAX);
     assert!(seen < in_kernel / 4, "netfw's socket got {seen} frames besides the {in_kernel} tc forwarded: {s}");
     assert_eq!(s["drops"]["oversize"].as_u64(), Some(0), "{s}");
+    lab.stop_netfw();
+    let qdiscs = lab.exec(&director, &["tc", "qdisc", "show", "dev", vip_nic]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!qdiscs.contains("clsact"), "netfw took its tc program off {vip_nic} when it stopped: {qdiscs}");
 }
 
 #[test]
