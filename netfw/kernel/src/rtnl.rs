@@ -1,7 +1,7 @@
 //! Kernel network configuration over rtnetlink (netlink-packet-route): links up, addresses and
 //! the default route (the appliance's management NIC; the director's DIP and VIPs in IPVS
-//! mode; the lab's real-server guest); netfw's XDP and tc programs on its NICs. A refusal comes back as the kernel's errno, with what
-//! was asked.
+//! mode; the lab's real-server guest); netfw's XDP and tc programs on its NICs. A refusal
+//! comes back as the kernel's errno, with what was asked.
 
 use std::fmt;
 use std::net::Ipv4Addr;
