@@ -232,6 +232,17 @@ impl Vm {
         }
     }
 
+    /// Type a console command that prints a table (`status`, `ipvs`) and wait until the table
+    /// is whole (its last line, `<command>: end of table`, is out: the console can lag far
+    /// behind a busy guest); the console log then, the table last.
+    pub fn table(&mut self, command: &str, timeout: Duration) -> Result<String, LabError> {
+        let end = format!("{command}: end of table");
+        let nth = self.console_log().matches(&end).count() + 1;
+        self.send(command)?;
+        self.wait_for_nth(&end, nth, timeout)?;
+        Ok(self.console_log())
+    }
+
     /// Wait for the first `marker`.
     pub fn wait_for(&mut self, marker: &str, timeout: Duration) -> Result<Duration, LabError> {
         self.wait_for_nth(marker, 1, timeout)

@@ -24,11 +24,7 @@ fn one_line(lab: &Lab, services: &str, mode: &str) -> String {
 fn table_rows(lab: &mut Lab, command: &str, header: &str) -> Vec<Vec<String>> {
     let prefix = header.split(' ').next().unwrap_or_default();
     let end = format!("{prefix} end of table");
-    let nth = lab.vm().console_log().matches(&end).count() + 1;
-    lab.vm().send(command).unwrap();
-    // The console can lag far behind a busy guest: read the table once its end line is out.
-    lab.vm().wait_for_nth(&end, nth, Duration::from_secs(30)).unwrap();
-    let log = lab.vm().console_log();
+    let log = lab.vm().table(command, Duration::from_secs(30)).unwrap();
     let last = log.rsplit(header).next().unwrap_or_default();
     last.lines()
         .skip(1) // the rest of the header line

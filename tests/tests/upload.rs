@@ -43,10 +43,7 @@ fn upload(layout: Layout, mode: &str, io: &str) -> f64 {
     println!("{layout:?}, {mode} mode (io {io}): 20 MB upload client -> real server at {rate:.0} Mbit/s");
     if mode == "forwarder" {
         // The established upload went through the kernel's fast path, not netfw's socket.
-        let nth = lab.vm().console_log().matches("status: end of table").count() + 1;
-        lab.vm().send("status").unwrap();
-        lab.vm().wait_for_nth("status: end of table", nth, Duration::from_secs(30)).unwrap();
-        let log = lab.vm().console_log();
+        let log = lab.vm().table("status", Duration::from_secs(30)).unwrap();
         let line = log.lines().rev().find(|l| l.contains("status:   forwarded_in_kernel")).unwrap_or_default().to_string();
         let n: u64 = line.split_whitespace().last().and_then(|x| x.parse().ok()).unwrap_or(0);
         assert!(n > 0, "{layout:?} io {io}: the kernel forwarded the upload: {line}");

@@ -125,9 +125,7 @@ fn measure(mode: &str, vcpus: u16, seconds: u64) -> Result<Figures, LabError> {
     let pps = received / seconds as f64;
     let guest_us = cpu.map_or(f64::NAN, |c| c * 1e6 / received.max(1.0));
     if std::env::var_os("VM_BENCH_STATUS").is_some() {
-        lab.vm().send("status")?;
-        std::thread::sleep(Duration::from_secs(3));
-        let log = lab.vm().console_log();
+        let log = lab.vm().table("status", Duration::from_secs(30))?;
         // How netfw started (its I/O, queues, offloads), then the status it just printed.
         let start = log.lines().filter(|l| l.contains("netfw: netfw:"));
         let last: Vec<&str> = log.lines().rev().take(60).collect();
@@ -137,9 +135,8 @@ fn measure(mode: &str, vcpus: u16, seconds: u64) -> Result<Figures, LabError> {
 
     // A failed upload says why in the guest's words: its console, with a status.
     let up = lab.labtool(&client, &["upload", "--to", &to, "--bytes", "50000000"]).map_err(|e| {
-        lab.vm().send("status").ok();
-        std::thread::sleep(Duration::from_secs(3));
-        LabError(format!("{e}\n{}", lab.vm().console_log()))
+        let log = lab.vm().table("status", Duration::from_secs(30)).unwrap_or_else(|t| t.0);
+        LabError(format!("{e}\n{log}"))
     })?;
     let mbit = field(&up, "mbit_s");
 
