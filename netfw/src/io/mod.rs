@@ -67,6 +67,17 @@ pub trait Receive {
     fn receive(&mut self, budget: usize, room: usize, f: impl FnMut(RxFrame<'_>)) -> usize;
 }
 
+/// Frames a turn receives even when transmit has no room: a transmit queue that only frees
+/// frames when it sends again, and the control stack's frames, are never starved.
+const MIN_RX_PER_TURN: usize = 16;
+
+/// How many frames a backend that can leave frames waiting cheaply (in its ring, where a full
+/// ring makes the kernel drop new ones before copying them) takes in one turn: about what
+/// transmit can take (`room`), at least `MIN_RX_PER_TURN`, at most 4 per `budget` batch.
+pub fn rx_take(budget: usize, room: usize) -> usize {
+    budget.saturating_mul(4).min(room.max(MIN_RX_PER_TURN))
+}
+
 /// The transmit half of a NIC.
 pub trait Transmit {
     /// Queue a frame; false if it cannot be queued (ring full, frame too long).

@@ -38,8 +38,6 @@ const TPACKET_V2: libc::c_int = 1;
 /// after the header at 66), one per block.
 const RX_FRAME_SIZE: u32 = 17 * 4096;
 const RX_FRAME_NR: u32 = 128;
-/// At least this many frames a turn, however full transmit is (the control stack's frames).
-const MIN_RX_PER_TURN: usize = 16;
 /// Transmit ring geometry: 512 frames of 2 KiB.
 const TX_FRAME_SIZE: u32 = 2048;
 const TX_BLOCK_SIZE: u32 = 1 << 16;
@@ -303,10 +301,10 @@ impl Drop for PacketRing {
 }
 
 impl Receive for RxRing {
-    /// Hand every ready frame to `f` (no more than transmit can take, `room`, but at least a
-    /// few), then give their slots back. Returns the number of frames.
+    /// Hand every ready frame to `f` (no more than transmit can take: `rx_take`), then give
+    /// their slots back. Returns the number of frames.
     fn receive(&mut self, budget: usize, room: usize, mut f: impl FnMut(RxFrame<'_>)) -> usize {
-        let take = budget.saturating_mul(4).min(room.max(MIN_RX_PER_TURN)).min(self.frame_nr);
+        let take = super::rx_take(budget, room).min(self.frame_nr);
         let mut frames = 0;
         for _ in 0..take {
             let off = self.cur * self.frame_size;

@@ -1,6 +1,6 @@
 //! AF_XDP: one socket per receive queue of a NIC, each with its own UMEM (frames of 2 KiB in
 //! one mapping), fill and completion rings, receive and transmit rings, all mapped into our
-//! memory. The XDP program (`bpf`) redirects every frame of the NIC to these sockets.
+//! memory. The XDP program (`programs`) redirects the NIC's frames to these sockets.
 //!
 //! Receive: frames are read in place from the UMEM and their buffers handed straight back on
 //! the fill ring. Transmit: a frame is copied into a free UMEM frame and queued on the
@@ -50,8 +50,6 @@ const RX_FRAMES: u32 = 2048;
 const TX_FRAMES: u32 = 1024;
 /// The socket's send budget (SO_SNDBUFFORCE), in bytes: every transmit frame in flight.
 pub const SNDBUF: libc::c_int = 16 << 20;
-/// Frames a turn receives even when transmit has no room.
-const MIN_RX_PER_TURN: usize = 16;
 /// The largest frame received into a 2 KiB frame (the kernel keeps 256 bytes of headroom).
 pub const MAX_RX_FRAME: usize = FRAME - 256;
 
@@ -506,12 +504,9 @@ pub struct XdpRx {
 
 impl Receive for XdpRx {
     fn receive(&mut self, budget: usize, room: usize, mut f: impl FnMut(RxFrame<'_>)) -> usize {
-        // No more than transmit can take: frames left on the receive ring cost nothing, and
-        // when it is full the kernel drops new ones before copying them (no free fill frame).
-        // At least a few, so a transmit queue that only frees frames when it sends again (and
-        // the control stack's frames) are never starved.
+        // No more than transmit can take (`rx_take`), shared among the queues.
         let queues = self.sockets.len().max(1);
-        let take = budget.saturating_mul(4).min(room.max(MIN_RX_PER_TURN)) / queues;
+        let take = super::rx_take(budget, room) / queues;
         let per = u32::try_from(take.max(1)).unwrap_or(u32::MAX);
         let partial = self.csum_maybe_partial;
         self.sockets.iter_mut().map(|s| s.receive(per, partial, &mut f)).sum()
