@@ -63,8 +63,8 @@ fn split<P>(nics: &mut [Nic<P>], i: usize) -> Option<(&mut Nic<P>, Option<&mut N
     Some((me, other))
 }
 
-/// One turn of the loop at time `now`; `kernel`: the kernel's flow map, when the XDP program
-/// forwards established flows.
+/// One turn of the loop at time `now`; `kernel`: the kernel's flow map, when netfw's program
+/// (XDP or tc) forwards established flows.
 pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Option<&mut KernelFlows>, now: Millis) {
     for i in 0..nics.len() {
         let Some((me, other)) = split(nics, i) else { continue };

@@ -278,8 +278,7 @@ fn upload_with_merging(layout: Layout) {
         s["events"]["forwarded_in_kernel"],
         s["events"]["frames_split"]
     );
-    // A 20 MB upload is a few hundred merged frames at most if they cross whole; far more
-    // MTU-sized ones if they were split.
+    // The established upload crossed in the kernel (a few hundred merged frames, whole).
     let in_kernel = s["events"]["forwarded_in_kernel"].as_u64().unwrap_or(0);
     assert!(in_kernel > 0, "the kernel forwarded the established upload: {s}");
     // The socket filter keeps what tc forwards from netfw's socket: netfw sees the handshake,

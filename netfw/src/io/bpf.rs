@@ -209,7 +209,7 @@ impl Map {
 }
 
 /// An array map's values, mapped into our memory: read and written with atomics while the
-/// XDP program uses them, without a syscall.
+/// forwarding program (XDP or tc) uses them, without a syscall.
 #[derive(Debug)]
 pub struct MmapArray {
     map: Map,

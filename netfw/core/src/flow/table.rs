@@ -46,8 +46,8 @@ pub struct FlowVal {
     pub state: FlowState,
     /// Expiry, in 100 ms ticks since start.
     pub expires: u32,
-    /// The kernel forwards this flow's packets too (an entry in the XDP program's flow map
-    /// was asked for): its expiry here is only refreshed by the packets netfw sees, so the
+    /// The kernel forwards this flow's packets too (an entry in the kernel's flow map, which
+    /// netfw's XDP or tc program reads, was asked for): its expiry here is only refreshed by the packets netfw sees, so the
     /// kernel's last-seen time decides when it is idle.
     pub kernel: bool,
 }

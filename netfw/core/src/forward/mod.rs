@@ -59,8 +59,8 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// A change to the kernel's flow map (the XDP program that forwards established flows
-/// without netfw), for the I/O layer to apply after the batch that caused it.
+/// A change to the kernel's flow map (netfw's XDP or tc program forwards the established flows
+/// in it without netfw), for the I/O layer to apply after the batch that caused it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelOp {
     /// Forward this flow to this backend in the kernel from now on.
