@@ -82,12 +82,17 @@ impl FlowState {
     }
 
     /// Next state after a client packet with these TCP flags.
-    #[inline]
+    #[inline(always)]
     pub fn next_tcp(self, flags: u8) -> FlowState {
-        // The common case first: data or an ACK on an established connection.
+        // The common case first, inline: data or an ACK on an established connection.
         if flags & (RST | FIN | SYN) == 0 && self == FlowState::Established {
             return self;
         }
+        self.next_tcp_other(flags)
+    }
+
+    #[inline(never)]
+    fn next_tcp_other(self, flags: u8) -> FlowState {
         if flags & RST != 0 {
             return FlowState::Close;
         }

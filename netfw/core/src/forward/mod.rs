@@ -165,6 +165,10 @@ pub struct Forwarder {
     vip_mac: Mac,
     rs_mac: Mac,
     one_arm: bool,
+    /// Per side, the destination MAC the fast path takes clients' packets on, as a 48-bit
+    /// word (`Packet::dst_mac_word`); a value no frame carries where it takes none (the
+    /// RS-facing NIC of a two-arm layout).
+    fast_macs: [u64; 2],
     seed: u64,
     vips: Vec<Ipv4Addr>,
     services: Vec<Service>,
@@ -184,6 +188,9 @@ pub struct Forwarder {
     kernel_ops: Vec<KernelOp>,
     /// Bumped whenever what a backend index means or its MAC changes.
     targets_version: u32,
+    /// The last `now` seen, and it in flow-table ticks.
+    ticks_at: Millis,
+    ticks_now: u32,
 }
 
 impl core::fmt::Debug for Forwarder {
@@ -222,10 +229,13 @@ impl Forwarder {
             kernel_flows: false,
             kernel_ops: Vec::new(),
             targets_version: 1,
+            ticks_at: Millis(u64::MAX),
+            ticks_now: 0,
             spec: empty,
             vip_mac,
             rs_mac,
             one_arm,
+            fast_macs: [mac_word(vip_mac), if one_arm { mac_word(rs_mac) } else { u64::MAX }],
             seed,
         };
         let plan = Plan::new(&f.spec, spec, seed)?;
@@ -255,17 +265,28 @@ impl Forwarder {
     /// the verdict is `Forward`.
     pub fn process(&mut self, side: Side, frame: &mut [u8], now: Millis) -> Verdict {
         self.counters.event(Event::RxFrames);
-        let v = match self.fast(side, frame, now) {
+        match self.fast(side, frame, now) {
             Some(v) => v,
-            None => self.decide(side, frame, now),
-        };
+            None => self.slow(side, frame, now),
+        }
+    }
+
+    /// Everything the fast path leaves: classified in full, decided, counted.
+    #[inline(never)]
+    fn slow(&mut self, side: Side, frame: &mut [u8], now: Millis) -> Verdict {
+        let v = self.decide(side, frame, now);
+        self.count_verdict(v);
+        v
+    }
+
+    #[inline(always)]
+    fn count_verdict(&mut self, v: Verdict) {
         match v {
             Verdict::Drop(r) => self.counters.drop(r),
             Verdict::Control => self.counters.event(Event::ToControl),
             Verdict::Forward => self.counters.event(Event::Forwarded),
             Verdict::Held => self.counters.event(Event::FragmentsHeld),
         }
-        v
     }
 
     fn my_mac(&self, side: Side) -> Mac {
@@ -280,22 +301,38 @@ impl Forwarder {
     }
 
     /// The common case: a client's TCP/UDP packet to a service, read through the lean view
-    /// and decided without the full classification. `None` leaves the frame to `decide`
-    /// (anything else, including every case that is dropped, so the drop reasons stay its).
-    #[inline]
+    /// and decided without the full classification. The flow table is asked first (hashed
+    /// once): a live flow needs no service lookup, since a reload drops the flows of services
+    /// it removes. `None` leaves the frame to `decide` (anything else, including every case
+    /// that is dropped before a flow is looked up, so the drop reasons stay its).
+    #[inline(always)]
     fn fast(&mut self, side: Side, frame: &mut [u8], now: Millis) -> Option<Verdict> {
         let p = Packet::parse(frame)?;
-        if p.dst_mac() != self.my_mac(side) || (side == Side::Rs && !self.one_arm) || self.index.maybe_vip(u32::from(p.src())) {
+        if p.dst_mac_word() != self.fast_macs[side as usize] || self.index.maybe_vip(u32::from(p.src())) {
             return None;
         }
-        let si = self.index.get(u32::from(p.dst()), p.proto(), p.dport())?;
         let key = FlowKey { client: p.src(), vip: p.dst(), cport: p.sport(), vport: p.dport(), proto: p.proto() };
         let ip_len = p.ip_len();
-        let backend = match self.backend_for(si, key, p.tcp_flags(), now) {
-            Ok(b) => b,
-            Err(r) => return Some(Verdict::Drop(r)),
+        let tcp_flags = p.tcp_flags();
+        if let Some(backend) = self.live_flow(key, tcp_flags, now) {
+            let v = self.send_to(frame, backend, ip_len);
+            self.count_verdict(v);
+            return Some(v);
+        }
+        self.unlisted_flow(frame, key, tcp_flags, ip_len, now)
+    }
+
+    /// A packet the fast path found no live flow for: a new flow of its service, or `None`
+    /// when it is for no service (`decide` says why).
+    #[inline(never)]
+    fn unlisted_flow(&mut self, frame: &mut [u8], key: FlowKey, tcp_flags: u8, ip_len: usize, now: Millis) -> Option<Verdict> {
+        let si = self.index.get(u32::from(key.vip), key.proto, key.vport)?;
+        let v = match self.new_flow(si, key, tcp_flags, now) {
+            Ok(backend) => self.send_to(frame, backend, ip_len),
+            Err(r) => Verdict::Drop(r),
         };
-        Some(self.send_to(frame, backend, ip_len))
+        self.count_verdict(v);
+        Some(v)
     }
 
     fn decide(&mut self, side: Side, frame: &mut [u8], now: Millis) -> Verdict {
@@ -384,10 +421,19 @@ impl Forwarder {
 
     /// The backend for a packet of flow `key` of service `si`: its flow's (the table is
     /// hashed once), or a newly scheduled one.
-    #[inline(always)]
     fn backend_for(&mut self, si: usize, key: FlowKey, tcp_flags: u8, now: Millis) -> Result<u16, DropReason> {
+        match self.live_flow(key, tcp_flags, now) {
+            Some(b) => Ok(b),
+            None => self.new_flow(si, key, tcp_flags, now),
+        }
+    }
+
+    /// The backend of flow `key` if it is live, its entry moved on by this packet; `None` if
+    /// there is none (an expired entry is removed and released now).
+    #[inline(always)]
+    fn live_flow(&mut self, key: FlowKey, tcp_flags: u8, now: Millis) -> Option<u16> {
         let is_tcp = key.proto == frame::PROTO_TCP;
-        let t = crate::flow::table::ticks(now);
+        let t = self.ticks(now);
         match self.flows.hit(&key, t) {
             Hit::Live(v, life) => {
                 let old_state = v.state;
@@ -401,15 +447,32 @@ impl Forwarder {
                 if new_state != old_state {
                     self.state_changed(backend, old_state, new_state);
                 }
-                Ok(backend)
+                Some(backend)
             }
             Hit::Expired(v) => {
-                release(&mut self.backends, &v);
-                self.counters.event(Event::FlowsExpired);
-                self.new_flow(si, key, tcp_flags, now)
+                self.expired(&v);
+                None
             }
-            Hit::Miss => self.new_flow(si, key, tcp_flags, now),
+            Hit::Miss => None,
         }
+    }
+
+    /// `now` in the flow table's ticks, worked out once per distinct `now` (the loop passes
+    /// the same time for a whole burst).
+    #[inline(always)]
+    fn ticks(&mut self, now: Millis) -> u32 {
+        if now != self.ticks_at {
+            self.ticks_at = now;
+            self.ticks_now = crate::flow::table::ticks(now);
+        }
+        self.ticks_now
+    }
+
+    /// An expired flow was removed from the table.
+    #[cold]
+    fn expired(&mut self, v: &FlowVal) {
+        release(&mut self.backends, v);
+        self.counters.event(Event::FlowsExpired);
     }
 
     #[cold]
@@ -704,6 +767,11 @@ impl Forwarder {
 }
 
 /// Point `backend` at its index after a reload; false if its real server is gone.
+/// A MAC as `Packet::dst_mac_word` reads one.
+fn mac_word(m: Mac) -> u64 {
+    u64::from(u32::from_ne_bytes([m[0], m[1], m[2], m[3]])) | u64::from(u16::from_ne_bytes([m[4], m[5]])) << 32
+}
+
 fn remap_backend(remap: &[Option<u16>], backend: &mut u16) -> bool {
     match remap.get(usize::from(*backend)).copied().flatten() {
         Some(n) => {

@@ -50,6 +50,13 @@ impl<'a> Packet<'a> {
     pub fn dst_mac(&self) -> [u8; 6] {
         [self.0[0], self.0[1], self.0[2], self.0[3], self.0[4], self.0[5]]
     }
+    /// Destination MAC as a 48-bit word (bytes in memory order: compare it with a MAC read
+    /// the same way, never print it).
+    #[inline]
+    pub fn dst_mac_word(&self) -> u64 {
+        u64::from(u32::from_ne_bytes([self.0[0], self.0[1], self.0[2], self.0[3]]))
+            | u64::from(u16::from_ne_bytes([self.0[4], self.0[5]])) << 32
+    }
     /// Source address.
     #[inline]
     pub fn src(&self) -> Ipv4Addr {
