@@ -44,6 +44,30 @@ proptest! {
         f.poll_timers(Millis(5_000), |_, _| true);
     }
 
+    /// The fast path's view takes exactly the frames whose IPv4 header the full classifier
+    /// accepts (checksum included), among valid TCP frames with random header damage: a
+    /// random checksum, or the right one off by a little (`off`; 0 leaves it right).
+    #[test]
+    fn the_fast_view_accepts_what_the_classifier_accepts(header in proptest::collection::vec(any::<u8>(), 20), sport in any::<u16>(), fix in proptest::option::of(0u16..24)) {
+        let mut f = client_tcp(sport, ACK);
+        f[14..34].copy_from_slice(&header);
+        f[14] = 0x45; // the fast view takes only 20-byte headers: keep that, damage the rest
+        let ip_len = (f.len() - 14) as u16;
+        f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+        f[20] &= 0x80; // nor fragments
+        f[21] = 0;
+        f[23] = 6;
+        if let Some(off) = fix {
+            f[24..26].copy_from_slice(&[0, 0]);
+            let s: u32 = f[14..34].chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+            let s = (s & 0xffff) + (s >> 16);
+            let s = (s & 0xffff) + (s >> 16);
+            f[24..26].copy_from_slice(&(!(s as u16)).wrapping_add(off).to_be_bytes());
+        }
+        let fast = netfw_core::wire::fast::Packet::parse(&f).is_some();
+        prop_assert_eq!(fast, classify(&f).is_ok(), "{:02x?}", &f[14..34]);
+    }
+
     #[test]
     fn damaged_valid_frames_never_panic(which in 0usize..6, flips in proptest::collection::vec((0usize..80, any::<u8>()), 1..6), cut in 0usize..90) {
         let mut f = forwarder(spec(SchedKind::Rr, Protocol::Udp, 53, &[1, 1], 0));

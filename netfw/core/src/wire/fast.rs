@@ -35,14 +35,13 @@ impl<'a> Packet<'a> {
         if total < 20 + 8 || total > frame.len() - ETH_HDR_LEN {
             return None;
         }
-        // The one's complement sum of the header is 0xffff when its checksum is right. The
-        // sum may be taken over native-order words: the check is the same either way.
+        // The header's checksum is right when the one's complement sum of its 16-bit words
+        // is 0xffff (negative zero), that is when their plain sum is a non-zero multiple of
+        // 0xffff: 2^16 is 1 modulo 0xffff, so 32-bit words may be summed as they are, and in
+        // either byte order. (Not zero: the version byte is not.)
         let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
-        let mut s = w(14) + w(18) + w(22) + w(26) + w(30);
-        s = (s & 0xffff_ffff) + (s >> 32);
-        s = (s & 0xffff) + (s >> 16);
-        s = (s & 0xffff) + (s >> 16);
-        (s == 0xffff).then_some(Packet(h))
+        let s = w(14) + w(18) + w(22) + w(26) + w(30);
+        (s % 0xffff == 0).then_some(Packet(h))
     }
 
     /// Destination MAC.
