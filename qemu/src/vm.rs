@@ -23,6 +23,22 @@ pub enum Firmware {
     Direct,
 }
 
+/// CPU seconds of a VM's QEMU process, by kind of thread (`Vm::cpu_seconds`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuSeconds {
+    /// The vCPU threads.
+    pub vcpus: f64,
+    /// Every other thread (the main loop: taps, virtqueues, timers).
+    pub device: f64,
+}
+
+impl std::ops::Sub for CpuSeconds {
+    type Output = CpuSeconds;
+    fn sub(self, o: CpuSeconds) -> CpuSeconds {
+        CpuSeconds { vcpus: self.vcpus - o.vcpus, device: self.device - o.device }
+    }
+}
+
 /// One virtio NIC: the tap it is plugged into and its MAC.
 #[derive(Clone, Debug)]
 pub struct VmNic {
@@ -126,7 +142,7 @@ impl Vm {
                 .map(String::from),
         );
         args.extend(["-smp".to_string(), vcpus.max(1).to_string()]);
-        // Named threads ("CPU 0/TCG"), so the guest's CPU time can be read (`vcpu_seconds`).
+        // Named threads ("CPU 0/TCG"), so the guest's CPU time can be read (`cpu_seconds`).
         args.extend(["-name", "director,debug-threads=on"].map(String::from));
         args.push("-chardev".into());
         // The console log is written by our reader below, not by QEMU's logfile= option,
@@ -183,26 +199,31 @@ impl Vm {
         Ok(Vm { child, console, monitor, log, started: Instant::now() })
     }
 
-    /// CPU time the guest's virtual CPUs have used so far (user and system time of QEMU's
-    /// vCPU threads), in seconds; `None` if it cannot be read.
-    pub fn vcpu_seconds(&self) -> Option<f64> {
+    /// CPU time QEMU's threads have used so far, in seconds: its vCPU threads (the guest's
+    /// own work, and the device emulation it traps into) and the rest (the main loop that
+    /// moves frames between the taps and the virtqueues, and helpers); `None` if it cannot
+    /// be read.
+    pub fn cpu_seconds(&self) -> Option<CpuSeconds> {
         // SAFETY: sysconf has no memory effects.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        let hz = u32::try_from(hz).ok().filter(|h| *h > 0)?;
+        let hz = f64::from(u32::try_from(hz).ok().filter(|h| *h > 0)?);
         let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).ok()?;
-        let mut ticks = 0u64;
-        for t in tasks.flatten() {
-            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-            if !comm.starts_with("CPU ") {
-                continue;
-            }
-            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+        let mut t = CpuSeconds::default();
+        for task in tasks.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
             // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
             let rest = stat.rsplit_once(')')?.1;
             let f: Vec<&str> = rest.split_whitespace().collect();
-            ticks += f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            let s = ticks as f64 / hz;
+            if comm.starts_with("CPU ") {
+                t.vcpus += s;
+            } else {
+                t.device += s;
+            }
         }
-        Some(ticks as f64 / f64::from(hz))
+        Some(t)
     }
 
     /// Everything the console printed so far.

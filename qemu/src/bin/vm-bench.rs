@@ -5,8 +5,14 @@
 //!   time per datagram (its vCPU threads' time over the blast): on a small machine the host's
 //!   cores run out first (sender, QEMU's device loop, the guest), so this is the director's own
 //!   cost per packet, which the rate alone does not show;
-//! - TCP upload, client → real server (the direction that crosses the director): Mbit/s;
+//! - TCP upload, client → real server (the direction that crosses the director): Mbit/s over
+//!   400 MB (long enough, at the guest's speeds, for the CPU shares below);
 //! - new TCP connections per second (sequential connect, request, answer, close).
+//!
+//! Where the cycles went, for the blast and the upload: how busy the host's cores were, the
+//! guest's vCPU threads, and QEMU's other threads (its main loop, which moves every frame
+//! between the taps and the virtqueues), each as a share of one core. A bound that is not the
+//! guest's shows as vCPUs with time to spare while the host's cores are all busy.
 //!
 //! One real server behind one VIP, two-arm. Everything shares this machine's cores with the
 //! emulated guest, so the figures are ratios in one run, not capacity. Prints; asserts
@@ -21,7 +27,7 @@
 use std::time::Duration;
 
 use qemu::lab::{self, Lab, LabError, Layout};
-use qemu::vm::Firmware;
+use qemu::vm::{CpuSeconds, Firmware};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,6 +45,13 @@ fn main() {
                     std::process::exit(1);
                 }
             }
+        }
+    }
+    println!("\nwhere the cycles went (share of one core; the host has {} cores):", host_cores());
+    println!("vCPUs  mode        traffic      host cores busy   guest vCPU threads   QEMU main loop");
+    for (n, mode, r) in &rows {
+        for (what, b) in [("UDP blast", r.blast_busy), ("TCP upload", r.upload_busy)] {
+            println!("{n:>5}  {mode:<10}  {what:<10} {:>17.2} {:>20.2} {:>16.2}", b.host, b.vcpus, b.device);
         }
     }
     println!("\nappliance image under QEMU TCG, two-arm, one real server; same guest, same traffic per row pair");
@@ -67,6 +80,54 @@ struct Figures {
     guest_us: f64,
     mbit: f64,
     cps: f64,
+    blast_busy: Busy,
+    upload_busy: Busy,
+}
+
+/// How busy things were over a stretch of time, each as a share of one core.
+#[derive(Clone, Copy, Debug, Default)]
+struct Busy {
+    /// The host's cores, all of them (up to their number).
+    host: f64,
+    /// QEMU's vCPU threads.
+    vcpus: f64,
+    /// QEMU's other threads.
+    device: f64,
+}
+
+/// The host's busy and total CPU time so far (jiffies, from `/proc/stat`).
+fn host_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum();
+    // idle and iowait are fields 4 and 5.
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle.min(total), total)
+}
+
+fn host_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// Measures `Busy` over a stretch: `start` before, `stop` after.
+struct Meter {
+    host: (u64, u64),
+    qemu: Option<CpuSeconds>,
+    at: std::time::Instant,
+}
+
+impl Meter {
+    fn start(lab: &mut Lab) -> Meter {
+        Meter { host: host_jiffies(), qemu: lab.vm().cpu_seconds(), at: std::time::Instant::now() }
+    }
+    fn stop(self, lab: &mut Lab) -> Busy {
+        let wall = self.at.elapsed().as_secs_f64().max(1e-9);
+        let (busy, total) = host_jiffies();
+        let (db, dt) = (busy.saturating_sub(self.host.0), total.saturating_sub(self.host.1));
+        let host = if dt == 0 { f64::NAN } else { db as f64 / dt as f64 * host_cores() as f64 };
+        let q = lab.vm().cpu_seconds().zip(self.qemu).map(|(a, b)| a - b).unwrap_or(CpuSeconds { vcpus: f64::NAN, device: f64::NAN });
+        Busy { host, vcpus: q.vcpus / wall, device: q.device / wall }
+    }
 }
 
 fn field(out: &str, key: &str) -> f64 {
@@ -110,9 +171,11 @@ fn measure(mode: &str, vcpus: u16, seconds: u64) -> Result<Figures, LabError> {
     let sink_secs = (seconds + 3).to_string();
     lab.spawn("sink", &rs1, &[tool.to_str().unwrap_or_default(), "sink", "--port", "9", "--seconds", &sink_secs])?;
     std::thread::sleep(Duration::from_millis(500));
-    let cpu_before = lab.vm().vcpu_seconds();
+    let cpu_before = lab.vm().cpu_seconds();
+    let meter = Meter::start(&mut lab);
     lab.labtool(&client, &["blast", "--to", &format!("{}:9", lab::VIP), "--seconds", &secs, "--flows", "256", "--payload", "64"])?;
-    let cpu = lab.vm().vcpu_seconds().zip(cpu_before).map(|(a, b)| a - b);
+    let blast_busy = meter.stop(&mut lab);
+    let cpu = lab.vm().cpu_seconds().zip(cpu_before).map(|(a, b)| a.vcpus - b.vcpus);
     let mut received = 0.0;
     for _ in 0..100 {
         let log = lab.log("sink");
@@ -134,10 +197,12 @@ fn measure(mode: &str, vcpus: u16, seconds: u64) -> Result<Figures, LabError> {
     }
 
     // A failed upload says why in the guest's words: its console, with a status.
-    let up = lab.labtool(&client, &["upload", "--to", &to, "--bytes", "50000000"]).map_err(|e| {
+    let meter = Meter::start(&mut lab);
+    let up = lab.labtool(&client, &["upload", "--to", &to, "--bytes", "400000000"]).map_err(|e| {
         let log = lab.vm().table("status", Duration::from_secs(30)).unwrap_or_else(|t| t.0);
         LabError(format!("{e}\n{log}"))
     })?;
+    let upload_busy = meter.stop(&mut lab);
     let mbit = field(&up, "mbit_s");
 
     let get = lab.labtool(&client, &["get", "--to", &to, "--count", "300"])?;
@@ -145,5 +210,5 @@ fn measure(mode: &str, vcpus: u16, seconds: u64) -> Result<Figures, LabError> {
 
     lab.vm().send("poweroff")?;
     let _ = lab.vm().wait_exit(Duration::from_secs(60));
-    Ok(Figures { pps, guest_us, mbit, cps })
+    Ok(Figures { pps, guest_us, mbit, cps, blast_busy, upload_busy })
 }
