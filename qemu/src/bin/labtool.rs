@@ -23,7 +23,8 @@ const USAGE: &str = "usage:
   labtool udp --to IP:PORT [--count N]
   labtool sniff --dev DEV --seconds S [--stop-file F]   (stops when F exists, else after S)
   labtool sink --port P --seconds S
-  labtool blast --to IP:PORT --seconds S [--flows F] [--payload BYTES]
+  labtool blast --to IP:PORT --seconds S [--flows F] [--payload BYTES] [--rate PPS]
+                                                   (--rate: paced, else as fast as it can)
 ";
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -474,11 +475,26 @@ fn blast(args: &[String]) -> Result<(), String> {
     // Default 18 bytes: 64-byte frames on the wire.
     let payload = vec![0u8; usize::try_from(num(args, "--payload", 18)).unwrap_or(18).min(1472)];
     let end = Instant::now() + Duration::from_secs(num(args, "--seconds", 3));
+    // Paced: a burst of `BURST` datagrams every BURST/rate seconds (one flow after another).
+    const BURST: u64 = 32;
+    let rate = num(args, "--rate", 0);
+    let gap = (rate > 0).then(|| Duration::from_secs_f64(BURST as f64 / rate as f64));
+    let mut next = Instant::now();
     let mut sent = 0u64;
+    let mut i = 0usize;
     while Instant::now() < end {
-        for s in &socks {
-            if s.send(&payload).is_ok() {
+        let burst = if gap.is_some() { BURST } else { socks.len() as u64 };
+        for _ in 0..burst {
+            if socks[i].send(&payload).is_ok() {
                 sent += 1;
+            }
+            i = (i + 1) % socks.len();
+        }
+        if let Some(gap) = gap {
+            next += gap;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
             }
         }
     }
