@@ -29,7 +29,7 @@ reasons! {
         UnknownEthertype => "unknown_ethertype", "neither ARP nor IPv4";
         BadArp => "bad_arp", "malformed or non-Ethernet/IPv4 ARP";
         BadIpv4Header => "bad_ipv4_header", "IPv4 header truncated, wrong version or bad length";
-        BadIpv4Checksum => "bad_ipv4_checksum", "IPv4 header checksum mismatch";
+        BadIpv4Checksum => "bad_ipv4_checksum", "IPv4 header checksum mismatch on a packet that would start a flow (a live flow's packets go on unchecked, as the kernel's path sends them: the real server checks them)";
         TruncatedL4 => "truncated_l4", "TCP/UDP/ICMP header cut short";
         NotForUs => "not_for_us", "unicast frame for another MAC (flooded by a switch)";
         NotOurAddress => "not_our_address", "IPv4 for an address that is not a VIP on this NIC nor the DIP";

@@ -256,6 +256,26 @@ fn malformed_frames_are_dropped_with_their_reason() {
     }
 }
 
+/// The IPv4 header checksum is checked where a packet would create a flow; a packet of a
+/// live flow goes on as the kernel's path forwards it (the real server checks it).
+#[test]
+fn the_header_checksum_guards_new_flows_and_live_flows_go_on_as_in_the_kernel() {
+    let mut f = forwarder(spec(SchedKind::Rr, Protocol::Tcp, 80, &[1], 0));
+    let damaged = |mut v: Vec<u8>| {
+        v[14 + 8] ^= 0x01; // the TTL: the checksum no longer matches
+        v
+    };
+    let mut syn = damaged(client_tcp(9, SYN));
+    assert_eq!(drop_of(f.process(Side::Vip, &mut syn, Millis(0))), DropReason::BadIpv4Checksum);
+    assert_eq!(f.flows().len(), 0, "no flow from a damaged header");
+    let mut syn = client_tcp(9, SYN);
+    assert_eq!(f.process(Side::Vip, &mut syn, Millis(0)), Verdict::Forward);
+    let mut ack = damaged(client_tcp(9, ACK));
+    assert_eq!(f.process(Side::Vip, &mut ack, Millis(1)), Verdict::Forward);
+    assert_eq!(went_to(&ack), 1);
+    assert_eq!(f.counters().drops(DropReason::BadIpv4Checksum), 1);
+}
+
 #[test]
 fn ip_options_do_not_hide_the_ports() {
     let mut f = forwarder(spec(SchedKind::Rr, Protocol::Tcp, 80, &[1, 1], 0));

@@ -57,7 +57,9 @@ fn main() {
         }
     }
     println!("\nappliance image under QEMU TCG, two-arm, one real server; same guest, same traffic per row pair");
-    println!("vCPUs  mode        UDP 64 B pps at the RS   loss-free pps (≤0.1%)   guest CPU µs/packet   TCP upload Mbit/s   new TCP conn/s");
+    println!(
+        "vCPUs  mode        UDP 64 B pps at the RS   loss-free pps (≤0.1%)   guest CPU µs/packet   TCP upload Mbit/s   new TCP conn/s"
+    );
     for (n, mode, r) in &rows {
         println!("{n:>5}  {mode:<10} {:>23.0} {:>23.0} {:>21.1} {:>19.0} {:>16.0}", r.pps, r.loss_free, r.guest_us, r.mbit, r.cps);
     }
@@ -110,7 +112,10 @@ fn loss_free_rate(lab: &mut Lab, hint: f64) -> Result<f64, LabError> {
         lab.spawn(&label, &rs1, &[tool.to_str().unwrap_or_default(), "sink", "--port", "9", "--seconds", &sink_secs])?;
         std::thread::sleep(Duration::from_millis(500));
         let r = format!("{rate:.0}");
-        let out = lab.labtool(&client, &["blast", "--to", &to, "--seconds", &TRIAL_SECONDS.to_string(), "--flows", "256", "--payload", "64", "--rate", &r])?;
+        let out = lab.labtool(
+            &client,
+            &["blast", "--to", &to, "--seconds", &TRIAL_SECONDS.to_string(), "--flows", "256", "--payload", "64", "--rate", &r],
+        )?;
         let sent = field(&out, "sent");
         let got = sink_count(lab, &label);
         let ok = sent > 0.0 && (sent - got) / sent <= LOSS;

@@ -303,8 +303,12 @@ impl Forwarder {
     /// The common case: a client's TCP/UDP packet to a service, read through the lean view
     /// and decided without the full classification. The flow table is asked first (hashed
     /// once): a live flow needs no service lookup, since a reload drops the flows of services
-    /// it removes. `None` leaves the frame to `decide` (anything else, including every case
-    /// that is dropped before a flow is looked up, so the drop reasons stay its).
+    /// it removes. A packet of a live flow goes on as the kernel's path (`programs::forward`
+    /// in netfw) sends it, without its IPv4 header checksum checked: DR changes no byte of
+    /// the IP packet, the real server checks it, and it protects nothing the flow's state
+    /// reads (the TCP flags are not under it). A packet that would create a flow is checked.
+    /// `None` leaves the frame to `decide` (anything else, including every case that is
+    /// dropped before a flow is looked up, so the drop reasons stay its).
     #[inline(always)]
     fn fast(&mut self, side: Side, frame: &mut [u8], now: Millis) -> Option<Verdict> {
         let p = Packet::parse(frame)?;
@@ -326,6 +330,9 @@ impl Forwarder {
     /// when it is for no service (`decide` says why).
     #[inline(never)]
     fn unlisted_flow(&mut self, frame: &mut [u8], key: FlowKey, tcp_flags: u8, ip_len: usize, now: Millis) -> Option<Verdict> {
+        if !Packet::parse(frame).is_some_and(|p| p.header_checksum_ok()) {
+            return None;
+        }
         let si = self.index.get(u32::from(key.vip), key.proto, key.vport)?;
         let v = match self.new_flow(si, key, tcp_flags, now) {
             Ok(backend) => self.send_to(frame, backend, ip_len),

@@ -1,9 +1,10 @@
 //! The fast path's view of a frame: the fields the forwarder needs of the common case (an
 //! untagged Ethernet frame carrying an unfragmented IPv4 TCP or UDP packet with a plain
-//! 20-byte header), read after one bounds check, with the header checksum verified in a few
-//! word additions. Anything else (ARP, IP options, fragments, ICMP, short frames, a bad
-//! checksum, inconsistent lengths) is `None` and goes through `frame::classify`, which says
-//! exactly what it is.
+//! 20-byte header), read after one bounds check. Anything else (ARP, IP options, fragments,
+//! ICMP, short frames, inconsistent lengths) is `None` and goes through `frame::classify`,
+//! which says exactly what it is. The header checksum is a separate check
+//! (`header_checksum_ok`), in a few word additions: the forwarder makes it before a packet
+//! may create a flow.
 
 use core::net::Ipv4Addr;
 
@@ -35,13 +36,20 @@ impl<'a> Packet<'a> {
         if total < 20 + 8 || total > frame.len() - ETH_HDR_LEN {
             return None;
         }
-        // The header's checksum is right when the one's complement sum of its 16-bit words
-        // is 0xffff (negative zero), that is when their plain sum is a non-zero multiple of
-        // 0xffff: 2^16 is 1 modulo 0xffff, so 32-bit words may be summed as they are, and in
-        // either byte order. (Not zero: the version byte is not.)
+        Some(Packet(h))
+    }
+
+    /// Whether the IPv4 header's checksum is right.
+    #[inline]
+    pub fn header_checksum_ok(&self) -> bool {
+        // Right when the one's complement sum of the header's 16-bit words is 0xffff
+        // (negative zero), that is when their plain sum is a non-zero multiple of 0xffff:
+        // 2^16 is 1 modulo 0xffff, so 32-bit words may be summed as they are, and in either
+        // byte order. (Not zero: the version byte is not.)
+        let h = self.0;
         let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
         let s = w(14) + w(18) + w(22) + w(26) + w(30);
-        (s % 0xffff == 0).then_some(Packet(h))
+        s % 0xffff == 0
     }
 
     /// Destination MAC.
@@ -135,11 +143,15 @@ mod tests {
     #[test]
     fn anything_unusual_goes_the_long_way() {
         let good = tcp_frame();
-        for (at, v) in [(12, 0x86), (14, 0x46), (20, 0x20), (21, 1), (23, 1), (25, 1), (16, 0xff)] {
+        for (at, v) in [(12, 0x86), (14, 0x46), (20, 0x20), (21, 1), (23, 1), (16, 0xff)] {
             let mut f = good;
             f[at] ^= v;
             assert!(Packet::parse(&f).is_none(), "byte {at}");
         }
         assert!(Packet::parse(&good[..47]).is_none());
+        let mut f = good;
+        f[25] ^= 1;
+        assert!(!Packet::parse(&f).unwrap().header_checksum_ok());
+        assert!(Packet::parse(&good).unwrap().header_checksum_ok());
     }
 }
