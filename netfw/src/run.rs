@@ -322,7 +322,9 @@ fn serve<P: Port>(mut st: Running<P>, control: &Control, opts: &RunOptions, now:
             next_stats = t.plus(1_000);
             pump::kernel_drops(&mut st.nics, &mut st.fwd);
         }
-        while let Some((client, req)) = control.accept() {
+        // The control socket is asked only when it has a caller (no syscall per turn).
+        let callers = pfds.last().is_some_and(|p| p.revents & libc::POLLIN != 0);
+        while let Some((client, req)) = callers.then(|| control.accept()).flatten() {
             match req {
                 Ok(NetfwRequest::Status) => {
                     if let Some(k) = st.kernel.as_mut() {
