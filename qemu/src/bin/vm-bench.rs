@@ -1,5 +1,6 @@
-//! vm-bench: the appliance image in the same QEMU guest, forwarder mode against ipvs mode on
-//! the same traffic, with 1 and 2 vCPUs (virtio multiqueue, two queue pairs per vCPU):
+//! vm-bench: the appliance image in the same QEMU guest, forwarder mode (with either of its
+//! kernel paths) against ipvs mode on the same traffic, with 1 and 2 vCPUs (virtio
+//! multiqueue, two queue pairs per vCPU):
 //!
 //! - UDP, 64-byte payload: datagrams per second reaching the real server from a sender going
 //!   as fast as it can; the highest paced rate forwarded with at most 0.1% lost (RFC 2544's
@@ -22,9 +23,13 @@
 //!
 //! usage: vm-bench [--seconds S] [--vcpus 1,2]
 //!
-//! Environment, for digging into one figure: `VM_BENCH_MODES=forwarder` (or `ipvs`) runs one
-//! mode only; `VM_BENCH_IO=af_packet` (or `af_xdp`) sets the forwarder's `io`; with
-//! `VM_BENCH_STATUS=1` the console's `status` after the UDP blast is printed (drop counters).
+//! Three rows per vCPU count: `forwarder` (the default `io`, auto: AF_XDP with established
+//! flows forwarded by netfw's XDP program), `forwarder/tc` (`io: af_packet`: established flows
+//! forwarded by netfw's tc program, merged frames whole) and `ipvs`.
+//!
+//! Environment, for digging into one figure: `VM_BENCH_MODES=forwarder,ipvs` runs the rows
+//! named; with `VM_BENCH_STATUS=1` the console's `status` after the UDP blast is printed
+//! (drop counters).
 
 use std::time::Duration;
 
@@ -37,46 +42,61 @@ fn main() {
     let seconds: u64 = opt("--seconds").and_then(|s| s.parse().ok()).unwrap_or(5);
     let vcpus: Vec<u16> = opt("--vcpus").unwrap_or_else(|| "1,2".into()).split(',').filter_map(|v| v.parse().ok()).collect();
     let mut rows = Vec::new();
+    let wanted = std::env::var("VM_BENCH_MODES").unwrap_or_default();
     for &n in &vcpus {
-        let modes = std::env::var("VM_BENCH_MODES").unwrap_or_default();
-        for mode in ["forwarder", "ipvs"].into_iter().filter(|m| modes.is_empty() || modes.contains(m)) {
-            match measure(mode, n, seconds) {
-                Ok(r) => rows.push((n, mode, r)),
+        for setup in SETUPS.iter().filter(|s| wanted.is_empty() || wanted.split(',').any(|w| w == s.name)) {
+            match measure(setup, n, seconds) {
+                Ok(r) => rows.push((n, setup.name, r)),
                 Err(e) => {
-                    eprintln!("vm-bench: {mode} with {n} vCPU(s): {e}");
+                    eprintln!("vm-bench: {} with {n} vCPU(s): {e}", setup.name);
                     std::process::exit(1);
                 }
             }
         }
     }
     println!("\nwhere the cycles went (share of one core; the host has {} cores):", host_cores());
-    println!("vCPUs  mode        traffic      host cores busy   guest vCPU threads   QEMU main loop");
+    println!("vCPUs  mode           traffic      host cores busy   guest vCPU threads   QEMU main loop");
     for (n, mode, r) in &rows {
         for (what, b) in [("UDP blast", r.blast_busy), ("TCP upload", r.upload_busy)] {
-            println!("{n:>5}  {mode:<10}  {what:<10} {:>17.2} {:>20.2} {:>16.2}", b.host, b.vcpus, b.device);
+            println!("{n:>5}  {mode:<13}  {what:<10} {:>17.2} {:>20.2} {:>16.2}", b.host, b.vcpus, b.device);
         }
     }
-    println!("\nappliance image under QEMU TCG, two-arm, one real server; same guest, same traffic per row pair");
+    println!("\nappliance image under QEMU TCG, two-arm, one real server; same guest, same traffic per row");
     println!(
-        "vCPUs  mode        UDP 64 B pps at the RS   loss-free pps (≤0.1%)   guest CPU µs/packet   TCP upload Mbit/s   new TCP conn/s"
+        "vCPUs  mode           UDP 64 B pps at the RS   loss-free pps (≤0.1%)   guest CPU µs/packet   TCP upload Mbit/s   new TCP conn/s"
     );
     for (n, mode, r) in &rows {
-        println!("{n:>5}  {mode:<10} {:>23.0} {:>23.0} {:>21.1} {:>19.0} {:>16.0}", r.pps, r.loss_free, r.guest_us, r.mbit, r.cps);
+        println!("{n:>5}  {mode:<13} {:>23.0} {:>23.0} {:>21.1} {:>19.0} {:>16.0}", r.pps, r.loss_free, r.guest_us, r.mbit, r.cps);
     }
     for &n in &vcpus {
         let get = |m: &str| rows.iter().find(|(v, mode, _)| *v == n && *mode == m).map(|(_, _, r)| *r);
-        if let (Some(f), Some(i)) = (get("forwarder"), get("ipvs")) {
-            println!(
-                "{n} vCPU(s): forwarder / ipvs = {:.2} (UDP pps), {:.2} (loss-free UDP pps), {:.2} (guest CPU per packet, ipvs / forwarder), {:.2} (TCP upload), {:.2} (conn/s)",
-                f.pps / i.pps.max(1.0),
-                f.loss_free / i.loss_free.max(1.0),
-                i.guest_us / f.guest_us,
-                f.mbit / i.mbit.max(1.0),
-                f.cps / i.cps.max(1.0)
-            );
+        for fwd in ["forwarder", "forwarder/tc"] {
+            if let (Some(f), Some(i)) = (get(fwd), get("ipvs")) {
+                println!(
+                    "{n} vCPU(s): {fwd} / ipvs = {:.2} (UDP pps), {:.2} (loss-free UDP pps), {:.2} (guest CPU per packet, ipvs / {fwd}), {:.2} (TCP upload), {:.2} (conn/s)",
+                    f.pps / i.pps.max(1.0),
+                    f.loss_free / i.loss_free.max(1.0),
+                    i.guest_us / f.guest_us,
+                    f.mbit / i.mbit.max(1.0),
+                    f.cps / i.cps.max(1.0)
+                );
+            }
         }
     }
 }
+
+/// One row: the appliance's mode and, for the forwarder, its `io`.
+struct Setup {
+    name: &'static str,
+    mode: &'static str,
+    io: Option<&'static str>,
+}
+
+const SETUPS: [Setup; 3] = [
+    Setup { name: "forwarder", mode: "forwarder", io: None },
+    Setup { name: "forwarder/tc", mode: "forwarder", io: Some("af_packet") },
+    Setup { name: "ipvs", mode: "ipvs", io: None },
+];
 
 /// What share of a paced blast may be lost and its rate still count as forwarded.
 const LOSS: f64 = 0.001;
@@ -193,7 +213,7 @@ fn field(out: &str, key: &str) -> f64 {
     out.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|v| v[key].as_f64()).unwrap_or(0.0)
 }
 
-fn measure(mode: &str, vcpus: u16, seconds: u64) -> Result<Figures, LabError> {
+fn measure(setup: &Setup, vcpus: u16, seconds: u64) -> Result<Figures, LabError> {
     let mut lab = Lab::build_for_vm_smp(Layout::TwoArm, 1, vcpus)?;
     let rs = lab::rip(1);
     let services = format!(
@@ -202,13 +222,13 @@ fn measure(mode: &str, vcpus: u16, seconds: u64) -> Result<Figures, LabError> {
         vip = lab::VIP
     );
     let mut cfg: serde_json::Value = serde_json::from_str(&lab.config(&services)).map_err(|e| LabError(e.to_string()))?;
-    cfg["mode"] = mode.into();
-    if let Ok(io) = std::env::var("VM_BENCH_IO") {
+    cfg["mode"] = setup.mode.into();
+    if let Some(io) = setup.io {
         cfg["io"] = io.into();
     }
     lab.write_vm_config(&cfg.to_string())?;
     let t = lab.boot_vm(Firmware::Direct)?;
-    eprintln!("vm-bench: {mode}, {vcpus} vCPU(s): ready in {:.1} s", t.as_secs_f64());
+    eprintln!("vm-bench: {}, {vcpus} vCPU(s): ready in {:.1} s", setup.name, t.as_secs_f64());
     let client = lab.ns("client");
     let to = format!("{}:80", lab::VIP);
     // Wait until the real server answers through the VIP.
