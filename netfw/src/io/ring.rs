@@ -34,10 +34,18 @@ const TX_DATA_OFFSET: usize = 32;
 const PACKET_OUTGOING: u8 = 4;
 const TPACKET_V2: libc::c_int = 1;
 
-/// Receive ring geometry: 128 slots of 68 KiB (17 pages: the largest merged frame, 64 KiB,
-/// after the header at 66), one per block.
+/// Receive ring geometry: slots of 68 KiB (17 pages: the largest merged frame, 64 KiB, from
+/// its offset of 66 in the slot), 15 to a block of 1 MiB, 16 blocks: 240 slots in 16 MiB. (The kernel
+/// allocates each block as a power of two of pages: one slot per block took 128 KiB for 68,
+/// and the same 16 MiB held only 128 slots, which a burst of new flows' first packets could
+/// fill before netfw was scheduled.)
 const RX_FRAME_SIZE: u32 = 17 * 4096;
-const RX_FRAME_NR: u32 = 128;
+const RX_BLOCK_SIZE: u32 = 1 << 20;
+const RX_FRAMES_PER_BLOCK: u32 = RX_BLOCK_SIZE / RX_FRAME_SIZE;
+const RX_BLOCK_NR: u32 = 16;
+const RX_FRAME_NR: u32 = RX_FRAMES_PER_BLOCK * RX_BLOCK_NR;
+// What the kernel checks of the geometry (`packet_set_ring`), checked when we build.
+const _: () = assert!(RX_FRAMES_PER_BLOCK == 15 && RX_FRAME_SIZE.is_multiple_of(16) && RX_BLOCK_SIZE.is_multiple_of(4096));
 /// Transmit ring geometry: 512 frames of 2 KiB.
 const TX_FRAME_SIZE: u32 = 2048;
 const TX_BLOCK_SIZE: u32 = 1 << 16;
@@ -76,6 +84,10 @@ pub struct RxRing {
     base: NonNull<u8>,
     frame_size: usize,
     frame_nr: usize,
+    /// Slots to a block, and a block's size: slot `i` starts at
+    /// `i / per_block * block_size + i % per_block * frame_size`.
+    per_block: usize,
+    block_size: usize,
     cur: usize,
 }
 
@@ -177,8 +189,8 @@ impl PacketRing {
         let _ = setsockopt(raw, 23 /* PACKET_IGNORE_OUTGOING */, &one, "PACKET_IGNORE_OUTGOING", nic);
 
         let rx_req = libc::tpacket_req {
-            tp_block_size: RX_FRAME_SIZE,
-            tp_block_nr: RX_FRAME_NR,
+            tp_block_size: RX_BLOCK_SIZE,
+            tp_block_nr: RX_BLOCK_NR,
             tp_frame_size: RX_FRAME_SIZE,
             tp_frame_nr: RX_FRAME_NR,
         };
@@ -191,7 +203,7 @@ impl PacketRing {
         };
         setsockopt(raw, 13 /* PACKET_TX_RING */, &tx_req, "PACKET_TX_RING", nic)?;
 
-        let rx_len = (RX_FRAME_SIZE * RX_FRAME_NR) as usize;
+        let rx_len = (RX_BLOCK_SIZE * RX_BLOCK_NR) as usize;
         let tx_len = (TX_BLOCK_SIZE * TX_BLOCK_NR) as usize;
         let map_len = rx_len + tx_len;
         // SAFETY: mapping the rings the kernel just allocated for this socket.
@@ -228,7 +240,14 @@ impl PacketRing {
         }
 
         Ok(PacketRing {
-            rx: RxRing { base: map, frame_size: RX_FRAME_SIZE as usize, frame_nr: RX_FRAME_NR as usize, cur: 0 },
+            rx: RxRing {
+                base: map,
+                frame_size: RX_FRAME_SIZE as usize,
+                frame_nr: RX_FRAME_NR as usize,
+                per_block: RX_FRAMES_PER_BLOCK as usize,
+                block_size: RX_BLOCK_SIZE as usize,
+                cur: 0,
+            },
             tx: TxRing {
                 base: tx_base,
                 frame_size: TX_FRAME_SIZE as usize,
@@ -307,7 +326,7 @@ impl Receive for RxRing {
         let take = super::rx_take(budget, room).min(self.frame_nr);
         let mut frames = 0;
         for _ in 0..take {
-            let off = self.cur * self.frame_size;
+            let off = self.cur / self.per_block * self.block_size + self.cur % self.per_block * self.frame_size;
             // SAFETY: `off` is a slot start inside the rx mapping; tp_status is at +0, aligned.
             let status = unsafe { status_at(self.base, off + HDR_STATUS) };
             let st = status.load(Ordering::Acquire);
