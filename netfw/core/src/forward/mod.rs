@@ -773,12 +773,12 @@ impl Forwarder {
     }
 }
 
-/// Point `backend` at its index after a reload; false if its real server is gone.
 /// A MAC as `Packet::dst_mac_word` reads one.
 fn mac_word(m: Mac) -> u64 {
     u64::from(u32::from_ne_bytes([m[0], m[1], m[2], m[3]])) | u64::from(u16::from_ne_bytes([m[4], m[5]])) << 32
 }
 
+/// Point `backend` at its index after a reload; false if its real server is gone.
 fn remap_backend(remap: &[Option<u16>], backend: &mut u16) -> bool {
     match remap.get(usize::from(*backend)).copied().flatten() {
         Some(n) => {

@@ -52,11 +52,6 @@ impl<'a> Packet<'a> {
         s % 0xffff == 0
     }
 
-    /// Destination MAC.
-    #[inline]
-    pub fn dst_mac(&self) -> [u8; 6] {
-        [self.0[0], self.0[1], self.0[2], self.0[3], self.0[4], self.0[5]]
-    }
     /// Destination MAC as a 48-bit word (bytes in memory order: compare it with a MAC read
     /// the same way, never print it).
     #[inline]
