@@ -4,7 +4,7 @@
 //!
 //! - UDP, 64-byte payload: datagrams per second reaching the real server from a sender going
 //!   as fast as it can; the highest paced rate forwarded with at most 0.1% lost (RFC 2544's
-//!   throughput, `loss_free_rate`); and the guest's CPU time per datagram (its vCPU threads'
+//!   throughput, `loss_free_rate`; a loss is confirmed by a second blast); and the guest's CPU time per datagram (its vCPU threads'
 //!   time over the blast): on a small machine the host's cores run out first (sender, QEMU's
 //!   device loop, the guest), so this is the director's own cost per packet, which the rate
 //!   alone does not show;
@@ -100,7 +100,7 @@ const SETUPS: [Setup; 3] = [
 
 /// What share of a paced blast may be lost and its rate still count as forwarded.
 const LOSS: f64 = 0.001;
-/// Paced blasts per search, and how long each lasts.
+/// Rates tried per search, and how long a paced blast lasts.
 const TRIALS: usize = 6;
 const TRIAL_SECONDS: u64 = 3;
 
@@ -119,27 +119,22 @@ fn sink_count(lab: &Lab, label: &str) -> f64 {
 /// RFC 2544's throughput, with a tolerance for this noisy lab: the highest offered rate
 /// (datagrams/s, paced) that reaches the real server with at most `LOSS` lost, searched from
 /// `hint` (the rate an unpaced blast got through). An unpaced sender also spends the host's
-/// cores on datagrams that are dropped on the way; a paced one leaves them to QEMU.
+/// cores on datagrams that are dropped on the way; a paced one leaves them to QEMU. A rate
+/// counts as lossy only if a second blast at it loses too: one hiccup of this shared host
+/// would otherwise hold the whole search under it.
 fn loss_free_rate(lab: &mut Lab, hint: f64) -> Result<f64, LabError> {
-    let tool = qemu::proc::bin("labtool")?;
-    let (client, rs1) = (lab.ns("client"), lab.ns("rs1"));
-    let to = format!("{}:9", lab::VIP);
     let (mut good, mut bad) = (0.0f64, f64::INFINITY);
     let mut rate = hint.max(1_000.0);
-    for trial in 0..TRIALS {
-        let label = format!("sink-{trial}");
-        let sink_secs = (TRIAL_SECONDS + 3).to_string();
-        lab.spawn(&label, &rs1, &[tool.to_str().unwrap_or_default(), "sink", "--port", "9", "--seconds", &sink_secs])?;
-        std::thread::sleep(Duration::from_millis(500));
-        let r = format!("{rate:.0}");
-        let out = lab.labtool(
-            &client,
-            &["blast", "--to", &to, "--seconds", &TRIAL_SECONDS.to_string(), "--flows", "256", "--payload", "64", "--rate", &r],
-        )?;
-        let sent = field(&out, "sent");
-        let got = sink_count(lab, &label);
-        let ok = sent > 0.0 && (sent - got) / sent <= LOSS;
-        eprintln!("vm-bench:   paced {r}/s: sent {sent:.0}, received {got:.0}{}", if ok { "" } else { " (lossy)" });
+    let mut blasts = 0;
+    for _ in 0..TRIALS {
+        let mut ok = false;
+        for _ in 0..2 {
+            ok = paced_blast(lab, blasts, rate)?;
+            blasts += 1;
+            if ok {
+                break;
+            }
+        }
         if ok {
             good = good.max(rate);
         } else {
@@ -148,6 +143,28 @@ fn loss_free_rate(lab: &mut Lab, hint: f64) -> Result<f64, LabError> {
         rate = if bad.is_infinite() { rate * 1.5 } else { (good + bad) / 2.0 };
     }
     Ok(good)
+}
+
+/// One paced blast at `rate` (the `n`th, for its sink's name): whether at most `LOSS` of it
+/// was lost.
+fn paced_blast(lab: &mut Lab, n: usize, rate: f64) -> Result<bool, LabError> {
+    let tool = qemu::proc::bin("labtool")?;
+    let (client, rs1) = (lab.ns("client"), lab.ns("rs1"));
+    let to = format!("{}:9", lab::VIP);
+    let label = format!("sink-{n}");
+    let sink_secs = (TRIAL_SECONDS + 3).to_string();
+    lab.spawn(&label, &rs1, &[tool.to_str().unwrap_or_default(), "sink", "--port", "9", "--seconds", &sink_secs])?;
+    std::thread::sleep(Duration::from_millis(500));
+    let r = format!("{rate:.0}");
+    let out = lab.labtool(
+        &client,
+        &["blast", "--to", &to, "--seconds", &TRIAL_SECONDS.to_string(), "--flows", "256", "--payload", "64", "--rate", &r],
+    )?;
+    let sent = field(&out, "sent");
+    let got = sink_count(lab, &label);
+    let ok = sent > 0.0 && (sent - got) / sent <= LOSS;
+    eprintln!("vm-bench:   paced {r}/s: sent {sent:.0}, received {got:.0}{}", if ok { "" } else { " (lossy)" });
+    Ok(ok)
 }
 
 #[derive(Clone, Copy, Debug)]
