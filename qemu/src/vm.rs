@@ -211,7 +211,8 @@ impl Vm {
         let mut t = CpuSeconds::default();
         for task in tasks.flatten() {
             let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // A helper thread may have ended since the listing: it is skipped, not an error.
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
             // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
             let rest = stat.rsplit_once(')')?.1;
             let f: Vec<&str> = rest.split_whitespace().collect();
