@@ -35,10 +35,10 @@ const PACKET_OUTGOING: u8 = 4;
 const TPACKET_V2: libc::c_int = 1;
 
 /// Receive ring geometry: slots of 68 KiB (17 pages: the largest merged frame, 64 KiB, from
-/// its offset of 66 in the slot), 15 to a block of 1 MiB, 16 blocks: 240 slots in 16 MiB. (The kernel
-/// allocates each block as a power of two of pages: one slot per block took 128 KiB for 68,
-/// and the same 16 MiB held only 128 slots, which a burst of new flows' first packets could
-/// fill before netfw was scheduled.)
+/// its offset of 66 in the slot), 15 to a block of 1 MiB, 16 blocks: 240 slots in 16 MiB.
+/// (The kernel allocates each block as a power of two of pages: one slot per block took
+/// 128 KiB for 68, and the same 16 MiB held only 128 slots, which a burst of new flows' first
+/// packets could fill before netfw was scheduled.)
 const RX_FRAME_SIZE: u32 = 17 * 4096;
 const RX_BLOCK_SIZE: u32 = 1 << 20;
 const RX_FRAMES_PER_BLOCK: u32 = RX_BLOCK_SIZE / RX_FRAME_SIZE;
@@ -46,6 +46,13 @@ const RX_BLOCK_NR: u32 = 16;
 const RX_FRAME_NR: u32 = RX_FRAMES_PER_BLOCK * RX_BLOCK_NR;
 // What the kernel checks of the geometry (`packet_set_ring`), checked when we build.
 const _: () = assert!(RX_FRAMES_PER_BLOCK == 15 && RX_FRAME_SIZE.is_multiple_of(16) && RX_BLOCK_SIZE.is_multiple_of(4096));
+
+/// Where receive slot `i` starts in the ring's mapping (slots do not span blocks, and a block
+/// ends in a gap smaller than a slot). Constants, so no division at run time.
+const fn rx_slot_offset(i: usize) -> usize {
+    let per_block = RX_FRAMES_PER_BLOCK as usize;
+    i / per_block * RX_BLOCK_SIZE as usize + i % per_block * RX_FRAME_SIZE as usize
+}
 /// Transmit ring geometry: 512 frames of 2 KiB.
 const TX_FRAME_SIZE: u32 = 2048;
 const TX_BLOCK_SIZE: u32 = 1 << 16;
@@ -84,10 +91,6 @@ pub struct RxRing {
     base: NonNull<u8>,
     frame_size: usize,
     frame_nr: usize,
-    /// Slots to a block, and a block's size: slot `i` starts at
-    /// `i / per_block * block_size + i % per_block * frame_size`.
-    per_block: usize,
-    block_size: usize,
     cur: usize,
 }
 
@@ -240,14 +243,7 @@ impl PacketRing {
         }
 
         Ok(PacketRing {
-            rx: RxRing {
-                base: map,
-                frame_size: RX_FRAME_SIZE as usize,
-                frame_nr: RX_FRAME_NR as usize,
-                per_block: RX_FRAMES_PER_BLOCK as usize,
-                block_size: RX_BLOCK_SIZE as usize,
-                cur: 0,
-            },
+            rx: RxRing { base: map, frame_size: RX_FRAME_SIZE as usize, frame_nr: RX_FRAME_NR as usize, cur: 0 },
             tx: TxRing {
                 base: tx_base,
                 frame_size: TX_FRAME_SIZE as usize,
@@ -326,7 +322,7 @@ impl Receive for RxRing {
         let take = super::rx_take(budget, room).min(self.frame_nr);
         let mut frames = 0;
         for _ in 0..take {
-            let off = self.cur / self.per_block * self.block_size + self.cur % self.per_block * self.frame_size;
+            let off = rx_slot_offset(self.cur);
             // SAFETY: `off` is a slot start inside the rx mapping; tp_status is at +0, aligned.
             let status = unsafe { status_at(self.base, off + HDR_STATUS) };
             let st = status.load(Ordering::Acquire);
@@ -436,5 +432,21 @@ impl TxRing {
         // SAFETY: tp_status of the current slot, inside the mapping and aligned.
         let st = unsafe { status_at(self.base, self.cur * self.frame_size + HDR_STATUS) }.load(Ordering::Acquire);
         st == libc::TP_STATUS_AVAILABLE || st & libc::TP_STATUS_WRONG_FORMAT != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receive_slots_fill_each_block_and_stay_inside_the_ring() {
+        let (frame, block) = (RX_FRAME_SIZE as usize, RX_BLOCK_SIZE as usize);
+        assert_eq!(rx_slot_offset(1), frame);
+        assert_eq!(rx_slot_offset(14), 14 * frame);
+        assert_eq!(rx_slot_offset(15), block, "slot 15 opens the second block");
+        let last = RX_FRAME_NR as usize - 1;
+        assert_eq!(rx_slot_offset(last) + frame, (RX_BLOCK_NR as usize - 1) * block + 15 * frame);
+        assert!(rx_slot_offset(last) + frame <= (RX_BLOCK_SIZE * RX_BLOCK_NR) as usize);
     }
 }

@@ -47,8 +47,8 @@ pub struct FlowVal {
     /// Expiry, in 100 ms ticks since start.
     pub expires: u32,
     /// The kernel forwards this flow's packets too (an entry in the kernel's flow map, which
-    /// netfw's XDP or tc program reads, was asked for): its expiry here is only refreshed by the packets netfw sees, so the
-    /// kernel's last-seen time decides when it is idle.
+    /// netfw's XDP or tc program reads, was asked for): its expiry here is only refreshed by
+    /// the packets netfw sees, so the kernel's last-seen time decides when it is idle.
     pub kernel: bool,
 }
 
