@@ -16,12 +16,15 @@
 
 mod frag;
 mod index;
+mod load;
 mod plan;
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
 pub use frag::{FRAG_GROUPS, FRAG_HOLD_BYTES, FRAG_HOLD_MS, FRAG_HOLD_SLOTS, FRAG_TIMEOUT_MS};
+pub use load::SharedLoad;
 pub use plan::{Installed, Plan, PlanError};
 
 use crate::counters::{Counters, DropReason, Event};
@@ -78,6 +81,23 @@ pub const PERSIST_CAPACITY: usize = 65536;
 const SWEEP_BUDGET: usize = 4096;
 /// How many gratuitous ARP rounds follow a config change (1 s apart).
 const GARP_ROUNDS: u8 = 3;
+/// ARP observations kept for the other forwarders between two `take_arp_seen` calls (more in
+/// one turn, an ARP flood, are not passed on: the next refresh teaches the MAC again).
+pub const ARP_RELAY: usize = 256;
+
+/// An ARP frame a forwarder saw, for forwarders that share its NICs but not its receive
+/// queues (`enable_arp_relay`, `learn_arp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArpSeen {
+    /// The NIC it came in on.
+    pub side: Side,
+    /// Request or reply.
+    pub op: ArpOp,
+    /// Its sender's MAC.
+    pub mac: Mac,
+    /// Its sender's address.
+    pub ip: Ipv4Addr,
+}
 
 /// One (service, real server) pair: what a flow points at.
 #[derive(Clone, Debug)]
@@ -191,6 +211,12 @@ pub struct Forwarder {
     /// The last `now` seen, and it in flow-table ticks.
     ticks_at: Millis,
     ticks_now: u32,
+    /// The box's connection counts, when other forwarders share its flows (`share_load`).
+    shared: Option<Arc<SharedLoad>>,
+    /// ARP frames seen, kept for the other forwarders (`enable_arp_relay`).
+    arp_seen: Option<Vec<ArpSeen>>,
+    /// Whether this forwarder sends the ARP requests and gratuitous ARP (`stay_quiet`).
+    announces: bool,
 }
 
 impl core::fmt::Debug for Forwarder {
@@ -231,6 +257,9 @@ impl Forwarder {
             targets_version: 1,
             ticks_at: Millis(u64::MAX),
             ticks_now: 0,
+            shared: None,
+            arp_seen: None,
+            announces: true,
             spec: empty,
             vip_mac,
             rs_mac,
@@ -354,6 +383,9 @@ impl Forwarder {
             // claiming a VIP (even a flooded unicast reply not meant for us).
             Frame::Arp { op, sender_mac, sender_ip, .. } => {
                 self.observe_arp(side, op, sender_mac, sender_ip, now);
+                if let Some(seen) = self.arp_seen.as_mut().filter(|s| s.len() < ARP_RELAY && op != ArpOp::Other) {
+                    seen.push(ArpSeen { side, op, mac: sender_mac, ip: sender_ip });
+                }
                 if for_us {
                     Verdict::Control
                 } else {
@@ -366,11 +398,23 @@ impl Forwarder {
     }
 
     fn observe_arp(&mut self, side: Side, op: ArpOp, mac: Mac, ip: Ipv4Addr, now: Millis) {
-        if op == ArpOp::Other {
-            return;
-        }
-        if self.vips.contains(&ip) && mac != self.vip_mac && mac != self.rs_mac {
+        let (conflict, changed) = self.learn(side, op, mac, ip, now);
+        if conflict {
             self.counters.event(Event::VipConflict);
+        }
+        if changed {
+            self.counters.event(Event::RsMacChanged);
+        }
+    }
+
+    /// What an ARP frame teaches: a VIP claimed by another host (true, first), a real
+    /// server's MAC learned or changed (true, second). Counted by the caller.
+    fn learn(&mut self, side: Side, op: ArpOp, mac: Mac, ip: Ipv4Addr, now: Millis) -> (bool, bool) {
+        if op == ArpOp::Other {
+            return (false, false);
+        }
+        let conflict = self.vips.contains(&ip) && mac != self.vip_mac && mac != self.rs_mac;
+        if conflict {
             self.last_conflict = Some(VipConflict { vip: ip, mac, at: now });
             // Defend the VIP: neighbours that just learned the wrong MAC relearn ours. Linux
             // ignores a new MAC for an entry updated less than `locktime` (1 s) ago, so one
@@ -378,8 +422,8 @@ impl Forwarder {
             // three seconds. At most one per second, however fast the other host talks.
             self.garp_left = GARP_ROUNDS;
         }
-        if self.owns_dip(side) && self.neigh.observe(ip, mac, now) {
-            self.counters.event(Event::RsMacChanged);
+        let changed = self.owns_dip(side) && self.neigh.observe(ip, mac, now);
+        if changed {
             // A new or changed MAC: the backends of that real server use it from now on.
             if let Some(i) = self.neigh.index(ip) {
                 for b in self.backends.iter_mut().filter(|b| b.neigh.index() == i) {
@@ -388,6 +432,46 @@ impl Forwarder {
                 self.targets_version = self.targets_version.wrapping_add(1);
             }
         }
+        (conflict, changed)
+    }
+
+    /// Keep every ARP frame this forwarder sees (up to `ARP_RELAY` between two calls of
+    /// `take_arp_seen`) for forwarders that share its NICs: a reply to one forwarder's request
+    /// may arrive on another's receive queue.
+    pub fn enable_arp_relay(&mut self) {
+        self.arp_seen = Some(Vec::with_capacity(ARP_RELAY));
+    }
+
+    /// The ARP frames seen since the last call (`enable_arp_relay`), in order.
+    pub fn take_arp_seen(&mut self, mut f: impl FnMut(ArpSeen)) {
+        for s in self.arp_seen.iter_mut().flat_map(|v| v.drain(..)) {
+            f(s);
+        }
+    }
+
+    /// Learn from an ARP frame another forwarder saw, as if it had come here: real servers'
+    /// MACs, and a claim of a VIP (which the announcing forwarder answers with gratuitous
+    /// ARP). Not counted again: the forwarder that saw it counted it.
+    pub fn learn_arp(&mut self, seen: ArpSeen, now: Millis) {
+        let _ = self.learn(seen.side, seen.op, seen.mac, seen.ip, now);
+    }
+
+    /// Send no ARP requests and no gratuitous ARP: another forwarder on the same NICs does
+    /// (their answers reach this one through `learn_arp`).
+    pub fn stay_quiet(&mut self) {
+        self.announces = false;
+    }
+
+    /// Schedule by the connection counts on `board` (every forwarder sharing this box's flows
+    /// adds its own to it): this forwarder's counts go on it now, and every change from now
+    /// on. Called again after each `install`, with a board for the new backends.
+    pub fn share_load(&mut self, board: Arc<SharedLoad>) {
+        for (i, b) in self.backends.iter().enumerate() {
+            let i = u16::try_from(i).unwrap_or(u16::MAX);
+            board.add(i, true, i32::try_from(b.active).unwrap_or(i32::MAX));
+            board.add(i, false, i32::try_from(b.inactive).unwrap_or(i32::MAX));
+        }
+        self.shared = Some(board);
     }
 
     fn ipv4(&mut self, side: Side, frame: &mut [u8], ip: &Ipv4Info, now: Millis) -> Verdict {
@@ -478,16 +562,15 @@ impl Forwarder {
     /// An expired flow was removed from the table.
     #[cold]
     fn expired(&mut self, v: &FlowVal) {
-        release(&mut self.backends, v);
+        release(&mut self.backends, self.shared.as_deref(), v);
         self.counters.event(Event::FlowsExpired);
     }
 
     #[cold]
     fn state_changed(&mut self, backend: u16, old: FlowState, new: FlowState) {
-        if let Some(b) = self.backends.get_mut(usize::from(backend)) {
-            account(b, old, -1);
-            account(b, new, 1);
-        }
+        let shared = self.shared.as_deref();
+        account(&mut self.backends, shared, backend, old, -1);
+        account(&mut self.backends, shared, backend, new, 1);
     }
 
     /// A packet with no flow. A SYN (or a UDP packet) opens one: its real server is
@@ -514,8 +597,9 @@ impl Forwarder {
         };
         let backends = &mut self.backends;
         let counters = &mut self.counters;
+        let shared = self.shared.as_deref();
         let inserted = self.flows.insert(key, b, state, now, |v| {
-            release(backends, v);
+            release(backends, shared, v);
             counters.event(Event::FlowsEvicted);
         });
         if inserted.is_err() {
@@ -526,8 +610,8 @@ impl Forwarder {
             }
             return Ok(b);
         }
+        account(&mut self.backends, self.shared.as_deref(), b, state, 1);
         let be = &mut self.backends[usize::from(b)];
-        account(be, state, 1);
         if resumed {
             self.counters.event(Event::FlowsResumed);
         } else {
@@ -580,9 +664,11 @@ impl Forwarder {
             }
         }
         let svc = &mut self.services[si];
+        let shared = self.shared.as_deref();
         for (c, &bi) in svc.cands.iter_mut().zip(svc.backends.iter()) {
             let b = &self.backends[usize::from(bi)];
-            *c = Candidate { weight: b.weight, reachable: self.neigh.fresh(b.neigh, now), active: b.active, inactive: b.inactive };
+            let (active, inactive) = shared.and_then(|s| s.get(bi)).unwrap_or((b.active, b.inactive));
+            *c = Candidate { weight: b.weight, reachable: self.neigh.fresh(b.neigh, now), active, inactive };
         }
         let pick = svc.sched.pick(&svc.cands, client)?;
         let b = *svc.backends.get(pick)?;
@@ -619,6 +705,7 @@ impl Forwarder {
     /// flow it forwards (`enable_kernel_flows`).
     pub fn poll_timers_with(&mut self, now: Millis, mut emit: impl FnMut(Side, &[u8]) -> bool, mut kernel: impl FnMut(&FlowKey) -> Idle) {
         let backends = &mut self.backends;
+        let shared = self.shared.as_deref();
         let ops = &mut self.kernel_ops;
         // Room for the removals of kernel flows: one that cannot be queued stays for now.
         let room = core::cell::Cell::new(KERNEL_OPS.saturating_sub(ops.len()));
@@ -628,7 +715,7 @@ impl Forwarder {
             SWEEP_BUDGET,
             |k| if room.get() > 0 { kernel(k) } else { Idle::Keep },
             |k, v| {
-                release(backends, v);
+                release(backends, shared, v);
                 if v.kernel {
                     room.set(room.get().saturating_sub(1));
                     ops.push(KernelOp::Remove(*k));
@@ -643,6 +730,9 @@ impl Forwarder {
 
         let mut buf = [0u8; 60];
         let (dip, rs_mac) = (self.spec.dip, self.rs_mac);
+        if !self.announces {
+            return;
+        }
         let (mut sent, mut unsent) = (0, 0);
         self.neigh.due(now, |rip| {
             if arp::request(&mut buf, rs_mac, dip, rip).is_some() {
@@ -807,13 +897,18 @@ fn queue_kernel_op(ops: &mut Vec<KernelOp>, key: FlowKey, v: &mut FlowVal) {
     v.kernel = !v.kernel;
 }
 
-fn account(b: &mut Backend, s: FlowState, delta: i32) {
-    let c = if s.is_active() { &mut b.active } else { &mut b.inactive };
-    *c = c.saturating_add_signed(delta);
+/// A flow in state `s` on backend `bi` came (`delta` 1) or went (-1): its count, and the
+/// box's when forwarders share it.
+fn account(backends: &mut [Backend], shared: Option<&SharedLoad>, bi: u16, s: FlowState, delta: i32) {
+    if let Some(b) = backends.get_mut(usize::from(bi)) {
+        let c = if s.is_active() { &mut b.active } else { &mut b.inactive };
+        *c = c.saturating_add_signed(delta);
+        if let Some(shared) = shared {
+            shared.add(bi, s.is_active(), delta);
+        }
+    }
 }
 
-fn release(backends: &mut [Backend], v: &crate::flow::FlowVal) {
-    if let Some(b) = backends.get_mut(usize::from(v.backend)) {
-        account(b, v.state, -1);
-    }
+fn release(backends: &mut [Backend], shared: Option<&SharedLoad>, v: &crate::flow::FlowVal) {
+    account(backends, shared, v.backend, v.state, -1);
 }

@@ -255,7 +255,7 @@ impl Forwarder {
                 };
                 let moved = FlowVal { backend: nb, ..*v };
                 if !table.adopt(*k, moved) {
-                    release(&mut backends, &moved);
+                    release(&mut backends, None, &moved);
                     dropped += 1;
                 }
             }
