@@ -22,3 +22,4 @@ pub mod reload;
 pub mod run;
 pub mod stack;
 pub mod status;
+pub mod workers;

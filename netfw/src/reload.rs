@@ -1,7 +1,8 @@
 //! Reloading without stalling forwarding: the new config is read, checked against what the
 //! running forwarder can take (same NICs, forwarder mode, a flow table that fits in memory)
 //! and its tables built (`netfw_core::forward::Plan`) on a thread of its own; the loop then
-//! only installs the result. Anything refused leaves the running config in force.
+//! only installs the result (each worker its own share: `share`). Anything refused leaves the
+//! running config in force.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
@@ -22,8 +23,17 @@ pub const MEMORY_RESERVE: usize = 64 << 20;
 pub struct Prepared {
     /// The document, NIC references resolved.
     pub cfg: Config,
-    /// Its tables.
-    pub plan: Plan,
+    /// Its tables, one set per worker (each with its share of the flow table).
+    pub plans: Vec<Plan>,
+}
+
+/// Worker `w`'s share of `spec` among `workers`: the same services, and its part of the flow
+/// table (the parts add up to `flow_capacity`).
+pub fn share(spec: &DataPlaneSpec, workers: usize, w: usize) -> DataPlaneSpec {
+    let n = u32::try_from(workers.max(1)).unwrap_or(1);
+    let w = u32::try_from(w).unwrap_or(0);
+    let cap = spec.flow_capacity / n + u32::from(w < spec.flow_capacity % n);
+    DataPlaneSpec { flow_capacity: cap.max(1), ..spec.clone() }
 }
 
 /// `MemAvailable` from /proc/meminfo, in bytes (None if it cannot be read).
@@ -70,8 +80,9 @@ pub fn resolve_nics(cfg: &mut Config) -> Result<(), Vec<Problem>> {
     }
 }
 
-/// Read `path` and build its tables for a forwarder running `running` on `running_cfg`'s NICs.
-pub fn prepare(path: &std::path::Path, running_cfg: &Config, running: &DataPlaneSpec, seed: u64) -> Result<Prepared, Vec<Problem>> {
+/// Read `path` and build its tables for workers running `running` (one spec each, their
+/// shares) on `running_cfg`'s NICs.
+pub fn prepare(path: &std::path::Path, running_cfg: &Config, running: &[DataPlaneSpec], seed: u64) -> Result<Prepared, Vec<Problem>> {
     let (mut cfg, spec) = Config::load(path).map_err(director_messages::problems)?;
     if cfg.mode == Mode::Ipvs {
         return Err(vec![Problem::at("mode", "the new config's mode is \"ipvs\"; switching modes is the appliance's job")]);
@@ -83,11 +94,17 @@ pub fn prepare(path: &std::path::Path, running_cfg: &Config, running: &DataPlane
     if cfg.io != running_cfg.io {
         return Err(vec![Problem::at("io", "the I/O backend changed; restart netfw to open its NICs the new way")]);
     }
-    if spec.flow_capacity != running.flow_capacity {
+    let running_capacity: u32 = running.iter().map(|r| r.flow_capacity).sum();
+    if spec.flow_capacity != running_capacity {
         check_memory(spec.flow_capacity, memory_available()).map_err(|p| vec![p])?;
     }
-    let plan = Plan::new(running, spec, seed).map_err(|e| vec![Problem::at("flow_capacity", e.to_string())])?;
-    Ok(Prepared { cfg, plan })
+    let plans = running
+        .iter()
+        .enumerate()
+        .map(|(w, r)| Plan::new(r, share(&spec, running.len(), w), seed))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| vec![Problem::at("flow_capacity", e.to_string())])?;
+    Ok(Prepared { cfg, plans })
 }
 
 /// A reload under way on its own thread, and the clients waiting for its answer.
@@ -102,7 +119,7 @@ pub struct Reloading {
 
 impl Reloading {
     /// Start preparing `path` beside the running forwarder.
-    pub fn start(path: PathBuf, running_cfg: Config, running: DataPlaneSpec, seed: u64) -> Reloading {
+    pub fn start(path: PathBuf, running_cfg: Config, running: Vec<DataPlaneSpec>, seed: u64) -> Reloading {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(prepare(&path, &running_cfg, &running, seed));
@@ -123,6 +140,24 @@ impl Reloading {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_workers_shares_of_the_flow_table_add_up_to_what_the_config_asks() {
+        let spec = DataPlaneSpec {
+            dip: std::net::Ipv4Addr::new(198, 18, 0, 2),
+            dip_prefix: 24,
+            vip_prefix: 24,
+            gateway: None,
+            services: Vec::new(),
+            flow_capacity: 1001,
+            timeouts: netfw_core::model::Timeouts::default(),
+            arp_refresh_ms: 1_000,
+        };
+        let parts: Vec<u32> = (0..3).map(|w| share(&spec, 3, w).flow_capacity).collect();
+        assert_eq!(parts, vec![334, 334, 333]);
+        assert_eq!(share(&spec, 1, 0), spec);
+        assert_eq!(share(&spec, 0, 0).flow_capacity, 1001);
+    }
 
     #[test]
     fn a_flow_table_larger_than_the_free_memory_is_refused_naming_the_field() {

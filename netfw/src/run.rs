@@ -1,30 +1,37 @@
 //! `netfw run`: open the dedicated NICs, then forward until told to stop.
 //!
-//! One thread, one poll loop (`pump::turn`) over the NICs; the control socket is served from
-//! the same loop. A reload (`netfw reload`, SIGHUP) is prepared on another thread
-//! (`reload`) and only installed here, so a large config does not stall forwarding.
-//! SIGTERM/SIGINT stop.
+//! One worker thread per group of receive queues (`workers`: AF_XDP on a NIC with several
+//! queues; one worker otherwise), each running the poll loop (`pump::turn`) over its part of
+//! the NICs. This thread coordinates: it serves the control socket and the signals. A reload
+//! (`netfw reload`, SIGHUP) is prepared on another thread (`reload`) and only installed by the
+//! workers, so a large config does not stall forwarding. SIGTERM/SIGINT stop.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use director_config::{Config, ConfigError, Mode};
 use director_messages::netfw::{NetfwAnswer, NetfwRequest};
+use director_messages::status::Status;
 use director_messages::{one_line, Problem};
-use netfw_core::forward::{Forwarder, PlanError, Side};
+use netfw_core::forward::{Forwarder, PlanError, SharedLoad, Side};
+use netfw_core::model::DataPlaneSpec;
 use netfw_core::time::Millis;
 
 use crate::ctl::Control;
 use crate::io::backend::{self, InKernel, KernelSetup, OpenError, Opened};
 use crate::io::kernel_flows::{monotonic_ns, KernelFlows};
 use crate::io::nic::{fmt_mac, mtu, NicError};
+use crate::io::xsk::XdpPort;
 use crate::io::{nic_mac, Port};
-use crate::pump::{self, Nic};
+use crate::pump::Nic;
 use crate::reload::{self, Prepared, Reloading};
 use crate::stack::{ControlStack, Roles};
 use crate::status;
+use crate::workers::{Install, Order, Worker};
 
 static RELOAD: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -144,50 +151,67 @@ fn install_signals() {
     }
 }
 
-/// The forwarder's running state.
-struct Running<P> {
+/// The coordinator's state: the config in force, each worker's share of it, the workers'
+/// order channels, and a reload under way.
+struct Coordinator {
     cfg: Config,
-    fwd: Forwarder,
-    nics: Vec<Nic<P>>,
-    /// The kernel's part in forwarding (XDP or tc).
-    kernel: Option<KernelFlows>,
+    running: Vec<DataPlaneSpec>,
+    workers: Vec<Sender<Order>>,
     reloading: Option<Reloading>,
     seed: u64,
 }
 
-impl<P: Port> Running<P> {
+/// How long the coordinator waits for the workers (they answer within a turn).
+const WORKER_WAIT: Duration = Duration::from_secs(10);
+
+impl Coordinator {
     fn start_reload(&mut self, path: &std::path::Path) {
         match &mut self.reloading {
             Some(r) => r.again = true,
             None => {
-                self.reloading = Some(Reloading::start(path.to_path_buf(), self.cfg.clone(), self.fwd.spec().clone(), self.seed));
+                self.reloading = Some(Reloading::start(path.to_path_buf(), self.cfg.clone(), self.running.clone(), self.seed));
             }
         }
     }
 
-    /// A prepared reload is done: install it (or report why not) and answer who asked.
-    fn finish_reload(&mut self, path: &std::path::Path, now: Millis) {
+    /// The box's status: every worker's, added up.
+    fn status(&self) -> Result<Status, String> {
+        let (tx, rx) = mpsc::channel();
+        for w in &self.workers {
+            w.send(Order::Status(tx.clone())).map_err(|_| "a forwarding worker has stopped".to_string())?;
+        }
+        let parts = (0..self.workers.len())
+            .map(|_| rx.recv_timeout(WORKER_WAIT))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| "a forwarding worker did not answer".to_string())?;
+        status::merge(parts).ok_or_else(|| "no forwarding worker".to_string())
+    }
+
+    /// A prepared reload is done: have the workers install it (or report why not) and answer
+    /// who asked.
+    fn finish_reload(&mut self, path: &std::path::Path) {
         let Some(result) = self.reloading.as_ref().and_then(Reloading::poll) else { return };
         let Some(r) = self.reloading.take() else { return };
         let answer = match result {
-            Ok(Prepared { cfg, plan }) => {
-                let spec = plan.spec().clone();
+            Ok(Prepared { cfg, plans }) => {
+                let specs: Vec<DataPlaneSpec> = plans.iter().map(|p| p.spec().clone()).collect();
+                let Some(spec) = specs.first().cloned() else { return };
                 let t = Instant::now();
-                if let Some(k) = self.kernel.as_mut() {
-                    k.before_install(&mut self.fwd);
-                }
-                let done = self.fwd.install(plan, now);
-                if let Some(k) = self.kernel.as_mut() {
-                    if let Err(e) = k.after_install(&mut self.fwd, &done) {
-                        eprintln!("netfw: {e}: the kernel may forward flows of the old config to real servers that stay");
+                let (tx, rx) = mpsc::channel();
+                let install = Arc::new(Install::new(plans, spec.clone(), tx));
+                let sent = self.workers.iter().all(|w| w.send(Order::Install(Arc::clone(&install))).is_ok());
+                drop(install);
+                let done = (0..self.workers.len()).map(|_| rx.recv_timeout(WORKER_WAIT)).collect::<Result<Vec<_>, _>>();
+                match done {
+                    Ok(done) if sent => {
+                        let paused_us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        self.cfg = cfg;
+                        self.running = specs;
+                        let flows_kept = done.iter().map(|d| d.flows_kept).sum();
+                        NetfwAnswer::Reloaded { services: spec.services.len(), flows_kept, paused_us }
                     }
+                    _ => NetfwAnswer::Error { message: "a forwarding worker did not install the new config".into() },
                 }
-                for n in &mut self.nics {
-                    n.stack.configure(&spec);
-                }
-                let paused_us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
-                self.cfg = cfg;
-                NetfwAnswer::Reloaded { services: spec.services.len(), flows_kept: done.flows_kept, paused_us }
             }
             Err(problems) => NetfwAnswer::Refused { problems },
         };
@@ -211,7 +235,6 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let one_arm = cfg.one_arm();
     let start = Instant::now();
     let zero_ns = monotonic_ns();
-    let now = || Millis(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
     let seed = seed();
 
     let vip_mtu = check_mtu(&cfg.nics.vip_side)?;
@@ -239,51 +262,148 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let control = Control::bind(&opts.control).map_err(|e| RunError::Control(opts.control.clone(), e))?;
     install_signals();
 
-    let fwd = Forwarder::try_new(spec.clone(), vip_mac, rs_mac, one_arm, seed, now()).map_err(RunError::Tables)?;
     let vip = NicSetup { mac: vip_mac, roles: Roles { vips: true, dip: one_arm }, side: Side::Vip, mtu: vip_mtu, seed };
     let rs = NicSetup { mac: rs_mac, roles: Roles { vips: false, dip: true }, side: Side::Rs, mtu: rs_mtu, seed: seed ^ 1 };
-    eprintln!(
-        "netfw: forwarding ({}) vip_side={} ({}, {}) rs_side={} ({}, {}) DIP {}/{}; {} service(s); flow table {} flows, {} bytes/flow; control socket {}; {}",
-        if one_arm { "one-arm" } else { "two-arm" },
-        cfg.nics.vip_side,
-        fmt_mac(&vip_mac),
-        opened.describe(0),
-        cfg.nics.rs_side,
-        fmt_mac(&rs_mac),
-        opened.describe(if one_arm { 0 } else { 1 }),
-        spec.dip,
-        spec.dip_prefix,
-        spec.services.len(),
-        fwd.flows().capacity(),
-        fwd.flows().bytes_per_flow(),
-        opts.control.display(),
-        offloads.join("; ")
-    );
-    eprintln!("netfw: {}", opened.in_kernel().describe());
-    let setup = [vip, rs];
-    let mut fwd = fwd;
-    let kernel = |k: InKernel, fwd: &mut Forwarder| match k {
-        InKernel::Yes(k) => {
-            fwd.enable_kernel_flows();
-            Some(k)
-        }
-        InKernel::No(_) => None,
+    let names = (cfg.nics.vip_side.clone(), cfg.nics.rs_side.clone());
+    let setup = Setup { nics: [vip, rs], vip_mac, rs_mac, one_arm, names, queues: vec!["all".into()] };
+    let line = StartLine {
+        head: format!(
+            "netfw: forwarding ({}) vip_side={} ({}, {}) rs_side={} ({}, {}) DIP {}/{}; {} service(s)",
+            if one_arm { "one-arm" } else { "two-arm" },
+            cfg.nics.vip_side,
+            fmt_mac(&vip_mac),
+            opened.describe(0),
+            cfg.nics.rs_side,
+            fmt_mac(&rs_mac),
+            opened.describe(if one_arm { 0 } else { 1 }),
+            spec.dip,
+            spec.dip_prefix,
+            spec.services.len(),
+        ),
+        tail: format!("control socket {}; {}", opts.control.display(), offloads.join("; ")),
     };
-    match opened {
-        Opened::Xdp(ports, in_kernel) => {
-            let nics = nics(ports, &setup, &spec, now());
-            let kernel = kernel(in_kernel, &mut fwd);
-            serve(Running { cfg, fwd, nics, kernel, reloading: None, seed }, &control, opts, now);
+    let in_kernel = opened.in_kernel().describe();
+    let (handles, senders, running) = match opened {
+        Opened::Xdp(ports, k) => {
+            // A worker per queue, as many as there are CPUs to run them, and no more than the
+            // NIC with the fewest queues has (each worker transmits on a queue of its own).
+            let queues = ports.iter().map(XdpPort::queue_count).min().unwrap_or(1);
+            let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            let workers = queues.min(cpus).max(1);
+            let mut parts: Vec<Vec<XdpPort>> = (0..workers).map(|_| Vec::new()).collect();
+            for port in ports {
+                for (w, part) in port.split(workers).into_iter().enumerate() {
+                    if let Some(p) = parts.get_mut(w) {
+                        p.push(part);
+                    }
+                }
+            }
+            let queue_lists: Vec<String> = parts.iter().map(|p| p.first().map(XdpPort::queue_list).unwrap_or_default()).collect();
+            let what = format!(
+                "{workers} worker{} (VIP-facing queues {})",
+                if workers == 1 { "" } else { "s" },
+                queue_lists.iter().map(|q| format!("[{q}]")).collect::<Vec<_>>().join(" ")
+            );
+            let setup = Setup { queues: queue_lists, ..setup };
+            spawn(parts, k, &spec, &setup, seed, start, &what, &line, &in_kernel)?
         }
-        Opened::Packet(rings, _, in_kernel) => {
-            let nics = nics(rings, &setup, &spec, now());
-            let kernel = kernel(in_kernel, &mut fwd);
-            serve(Running { cfg, fwd, nics, kernel, reloading: None, seed }, &control, opts, now);
-        }
+        Opened::Packet(rings, _, k) => spawn(vec![rings], k, &spec, &setup, seed, start, "1 worker", &line, &in_kernel)?,
+    };
+    let coordinator = Coordinator { cfg, running, workers: senders, reloading: None, seed };
+    coordinate(coordinator, &control, opts);
+    for h in handles {
+        let _ = h.join();
     }
     eprintln!("netfw: stopping");
     let _ = std::fs::remove_file(&opts.control);
     Ok(())
+}
+
+/// The start line, around what the workers say (how many, their queues, the flow table).
+struct StartLine {
+    head: String,
+    tail: String,
+}
+
+/// What every worker's NICs and forwarder are made with.
+struct Setup {
+    nics: [NicSetup; 2],
+    vip_mac: [u8; 6],
+    rs_mac: [u8; 6],
+    one_arm: bool,
+    names: (String, String),
+    /// Each worker's VIP-facing queues ("all" with one worker on AF_PACKET).
+    queues: Vec<String>,
+}
+
+/// The workers' threads, their order channels, and the spec each runs (its share).
+type Spawned = (Vec<std::thread::JoinHandle<()>>, Vec<Sender<Order>>, Vec<DataPlaneSpec>);
+
+/// Build a worker for each part (`parts[w]`: worker `w`'s part of each NIC, VIP-facing
+/// first), print the start line, and start them.
+#[allow(clippy::too_many_arguments, reason = "the pieces `run` opened, handed over once")]
+fn spawn<P: Port + Send + 'static>(
+    parts: Vec<Vec<P>>,
+    kernel: InKernel,
+    spec: &DataPlaneSpec,
+    setup: &Setup,
+    seed: u64,
+    start: Instant,
+    workers_what: &str,
+    line: &StartLine,
+    in_kernel: &str,
+) -> Result<Spawned, RunError> {
+    let n = parts.len();
+    let now = Millis(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let kernel = match kernel {
+        InKernel::Yes(k) => Some(k),
+        InKernel::No(_) => None,
+    };
+    let board = Arc::new(SharedLoad::new(spec.services.iter().map(|s| s.real_servers.len()).sum()));
+    let mut fwds = Vec::with_capacity(n);
+    for w in 0..n {
+        let share = reload::share(spec, n, w);
+        let mut fwd = Forwarder::try_new(share, setup.vip_mac, setup.rs_mac, setup.one_arm, seed, now).map_err(RunError::Tables)?;
+        if kernel.is_some() {
+            fwd.enable_kernel_flows();
+        }
+        if n > 1 {
+            fwd.enable_arp_relay();
+            fwd.share_load(Arc::clone(&board));
+            if w > 0 {
+                fwd.stay_quiet();
+            }
+        }
+        fwds.push(fwd);
+    }
+    let capacity: usize = fwds.iter().map(|f| f.flows().capacity()).sum();
+    let bytes = fwds.first().map_or(0, |f| f.flows().bytes_per_flow());
+    eprintln!("{}; {workers_what}; flow table {capacity} flows, {bytes} bytes/flow; {}", line.head, line.tail);
+    eprintln!("netfw: {in_kernel}");
+    let running: Vec<DataPlaneSpec> = fwds.iter().map(|f| f.spec().clone()).collect();
+    let (arp_tx, arp_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel()).unzip();
+    let mut kernels: Vec<Option<KernelFlows>> =
+        (0..n).map(|w| if w == 0 { None } else { kernel.as_ref().map(KernelFlows::worker) }).collect();
+    if let Some(k) = kernels.first_mut() {
+        *k = kernel;
+    }
+    let mut handles = Vec::with_capacity(n);
+    let mut senders = Vec::with_capacity(n);
+    let it = parts.into_iter().zip(fwds).zip(kernels).zip(arp_rx).enumerate();
+    for (w, (((ports, fwd), kernel), arp_in)) in it {
+        let (tx, orders) = mpsc::channel();
+        senders.push(tx);
+        let arp_out = arp_tx.iter().enumerate().filter(|(o, _)| *o != w).map(|(_, t)| t.clone()).collect();
+        let nics = nics(ports, &setup.nics, spec, seed ^ ((w as u64) << 8), now);
+        let queues = setup.queues.get(w).cloned().unwrap_or_default();
+        let worker = Worker { index: w, nics, fwd, kernel, orders, arp_in, arp_out, names: setup.names.clone(), queues };
+        let h = std::thread::Builder::new()
+            .name(format!("netfw-worker{w}"))
+            .spawn(move || worker.run(start, &STOP))
+            .map_err(|e| RunError::NicUnusable(format!("cannot start a forwarding worker: {e}")))?;
+        handles.push(h);
+    }
+    Ok((handles, senders, running))
 }
 
 /// What a NIC's place in the loop is made of, besides its port.
@@ -297,45 +417,31 @@ struct NicSetup {
 }
 
 /// The loop's NICs: each port with its control stack and role (VIP-facing first).
-fn nics<P>(ports: Vec<P>, setup: &[NicSetup], spec: &netfw_core::model::DataPlaneSpec, now: Millis) -> Vec<Nic<P>> {
+fn nics<P>(ports: Vec<P>, setup: &[NicSetup], spec: &DataPlaneSpec, seed: u64, now: Millis) -> Vec<Nic<P>> {
     ports
         .into_iter()
         .zip(setup)
-        .map(|(port, s)| Nic { port, stack: ControlStack::new(s.mac, s.roles, spec, s.seed, now), side: s.side, mtu: s.mtu })
+        .map(|(port, s)| Nic { port, stack: ControlStack::new(s.mac, s.roles, spec, s.seed ^ seed, now), side: s.side, mtu: s.mtu })
         .collect()
 }
 
-/// The poll loop, until SIGTERM/SIGINT.
-fn serve<P: Port>(mut st: Running<P>, control: &Control, opts: &RunOptions, now: impl Fn() -> Millis) {
-    let mut pfds: Vec<libc::pollfd> =
-        st.nics.iter().flat_map(|n| n.port.fds()).map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
-    pfds.push(libc::pollfd { fd: control.fd(), events: libc::POLLIN, revents: 0 });
-    let nfds = libc::nfds_t::try_from(pfds.len()).unwrap_or(0);
-
-    let mut next_stats = now();
+/// The coordinator's loop, until SIGTERM/SIGINT: the control socket and the signals.
+fn coordinate(mut c: Coordinator, control: &Control, opts: &RunOptions) {
+    let mut pfd = libc::pollfd { fd: control.fd(), events: libc::POLLIN, revents: 0 };
     while !STOP.load(Ordering::Relaxed) {
-        // SAFETY: `pfds` is a live array of `nfds` pollfd structs.
-        unsafe { libc::poll(pfds.as_mut_ptr(), nfds, 5) };
-        let t = now();
-        pump::turn(&mut st.nics, &mut st.fwd, st.kernel.as_mut(), t);
-        if t >= next_stats {
-            next_stats = t.plus(1_000);
-            pump::kernel_drops(&mut st.nics, &mut st.fwd);
-        }
-        // The control socket is asked only when it has a caller (no syscall per turn).
-        let callers = pfds.last().is_some_and(|p| p.revents & libc::POLLIN != 0);
+        // SAFETY: `pfd` is one live pollfd struct.
+        unsafe { libc::poll(&mut pfd, 1, 50) };
+        // The control socket is asked only when it has a caller.
+        let callers = pfd.revents & libc::POLLIN != 0;
         while let Some((client, req)) = callers.then(|| control.accept()).flatten() {
             match req {
-                Ok(NetfwRequest::Status) => {
-                    if let Some(k) = st.kernel.as_mut() {
-                        k.take_counts(&mut st.fwd);
-                    }
-                    let s = status::collect(&st.fwd, &st.cfg.nics.vip_side, &st.cfg.nics.rs_side, now());
-                    client.answer(&NetfwAnswer::Status { status: Box::new(s) });
-                }
+                Ok(NetfwRequest::Status) => match c.status() {
+                    Ok(s) => client.answer(&NetfwAnswer::Status { status: Box::new(s) }),
+                    Err(message) => client.answer(&NetfwAnswer::Error { message }),
+                },
                 Ok(NetfwRequest::Reload) => {
-                    st.start_reload(&opts.config);
-                    if let Some(r) = st.reloading.as_mut() {
+                    c.start_reload(&opts.config);
+                    if let Some(r) = c.reloading.as_mut() {
                         r.clients.push(client);
                     }
                 }
@@ -344,9 +450,9 @@ fn serve<P: Port>(mut st: Running<P>, control: &Control, opts: &RunOptions, now:
         }
         if RELOAD.swap(false, Ordering::Relaxed) {
             eprintln!("netfw: SIGHUP: reloading {}", opts.config.display());
-            st.start_reload(&opts.config);
+            c.start_reload(&opts.config);
         }
-        st.finish_reload(&opts.config, now());
+        c.finish_reload(&opts.config);
     }
 }
 

@@ -83,9 +83,149 @@ pub fn collect(f: &Forwarder, vip_side: &str, rs_side: &str, now: Millis) -> Sta
         drops: drops(c),
         events: Event::ALL.iter().map(|e| (e.key().to_string(), c.events(*e))).collect(),
         warnings,
+        workers: Vec::new(),
     }
+}
+
+/// Events every worker counts for the box as a whole (each installs every reload): the box's
+/// figure is one worker's, not their sum.
+const PER_BOX_EVENTS: [Event; 1] = [Event::Reloads];
+
+/// The box's report from its workers' (same config, each its share of the flows): counts
+/// added up, a real server reachable if any worker may use it, warnings once each.
+pub fn merge(parts: Vec<Status>) -> Option<Status> {
+    let mut parts = parts.into_iter();
+    let mut all = parts.next()?;
+    for p in parts {
+        all.flows += p.flows;
+        all.flow_capacity += p.flow_capacity;
+        for (a, b) in all.services.iter_mut().zip(p.services) {
+            a.conns += b.conns;
+            a.packets += b.packets;
+            a.bytes += b.bytes;
+            for (x, y) in a.real_servers.iter_mut().zip(b.real_servers) {
+                x.reachable |= y.reachable;
+                x.mac = x.mac.take().or(y.mac);
+                x.active += y.active;
+                x.inactive += y.inactive;
+                x.conns += y.conns;
+                x.packets += y.packets;
+                x.bytes += y.bytes;
+            }
+        }
+        for (k, v) in p.drops {
+            *all.drops.entry(k).or_default() += v;
+        }
+        for (k, v) in p.events {
+            if !PER_BOX_EVENTS.iter().any(|e| e.key() == k) {
+                *all.events.entry(k).or_default() += v;
+            }
+        }
+        all.workers.extend(p.workers);
+        for w in p.warnings {
+            if !all.warnings.contains(&w) {
+                all.warnings.push(w);
+            }
+        }
+    }
+    all.workers.sort_by_key(|w| w.worker);
+    Some(all)
 }
 
 fn drops(c: &Counters) -> std::collections::BTreeMap<String, u64> {
     DropReason::ALL.iter().map(|r| (r.key().to_string(), c.drops(*r))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use director_messages::status::WorkerStatus;
+    use netfw_core::forward::Side;
+    use netfw_core::model::{DataPlaneSpec, Protocol, RealServerSpec, SchedKind, ServiceSpec, Timeouts};
+    use std::net::Ipv4Addr;
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0xd0, 1];
+
+    fn worker(capacity: u32) -> Forwarder {
+        let spec = DataPlaneSpec {
+            dip: Ipv4Addr::new(198, 18, 0, 2),
+            dip_prefix: 24,
+            vip_prefix: 24,
+            gateway: None,
+            services: vec![ServiceSpec {
+                vip: Ipv4Addr::new(198, 18, 0, 10),
+                proto: Protocol::Tcp,
+                port: 80,
+                sched: SchedKind::Rr,
+                persistence_s: 0,
+                forwarding: Forwarding::Dr,
+                real_servers: vec![RealServerSpec { addr: Ipv4Addr::new(198, 18, 0, 11), weight: 1 }],
+            }],
+            flow_capacity: capacity,
+            timeouts: Timeouts::default(),
+            arp_refresh_ms: 1_000,
+        };
+        Forwarder::new(spec, MAC, MAC, true, 1, Millis(0))
+    }
+
+    /// A worker's report, as the worker makes it.
+    fn report(f: &Forwarder, n: usize) -> Status {
+        let mut s = collect(f, "eth1", "eth1", Millis(0));
+        s.workers = vec![WorkerStatus {
+            worker: n,
+            queues: n.to_string(),
+            rx_frames: f.counters().events(Event::RxFrames),
+            flows: f.flows().len(),
+        }];
+        s
+    }
+
+    /// The real server answers ARP, then a client opens a connection from `port`.
+    fn connection(f: &mut Forwarder, port: u16) {
+        let mut arp = vec![2, 0, 0, 0, 0xd0, 1, 2, 0, 0, 0, 1, 1, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2, 2, 0, 0, 0, 1, 1, 198, 18, 0, 11];
+        arp.extend_from_slice(&MAC);
+        arp.extend_from_slice(&[198, 18, 0, 2]);
+        f.process(Side::Vip, &mut arp, Millis(0));
+        let mut syn = MAC.to_vec();
+        syn.extend_from_slice(&[2, 0, 0, 0, 0, 0xfe, 0x08, 0x00]);
+        let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 198, 51, 100, 2, 198, 18, 0, 10];
+        let sum: u32 = ip.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+        let sum = (sum & 0xffff) + (sum >> 16);
+        ip[10..12].copy_from_slice(&(!u16::try_from(sum).unwrap_or(0)).to_be_bytes());
+        syn.extend_from_slice(&ip);
+        let mut tcp = vec![0u8; 20];
+        tcp[0..2].copy_from_slice(&port.to_be_bytes());
+        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+        tcp[12] = 0x50;
+        tcp[13] = 0x02;
+        syn.extend_from_slice(&tcp);
+        assert_eq!(f.process(Side::Vip, &mut syn, Millis(0)), netfw_core::forward::Verdict::Forward);
+    }
+
+    #[test]
+    fn the_boxs_status_adds_up_its_workers_and_says_each_warning_once() {
+        let (mut a, mut b) = (worker(600), worker(400));
+        a.count_drops(DropReason::TxRingFull, 2);
+        b.count_drops(DropReason::TxRingFull, 3);
+        a.count_events(Event::Reloads, 1);
+        b.count_events(Event::Reloads, 1);
+        let alone = [&a, &b].map(|f| collect(f, "eth1", "eth1", Millis(0)));
+        assert_eq!(alone[0].warnings.len(), 1, "the real server has not answered ARP: {:?}", alone[0].warnings);
+        let all = merge(alone.to_vec()).unwrap();
+        assert_eq!(all.warnings.len(), 1, "said once: {:?}", all.warnings);
+        connection(&mut a, 1000);
+        connection(&mut b, 2000);
+        connection(&mut b, 2001);
+        let all = merge(vec![report(&b, 1), report(&a, 0)]).unwrap();
+        assert_eq!((all.flows, all.flow_capacity), (3, 1000));
+        assert_eq!(all.drops["tx_ring_full"], 5);
+        assert_eq!(all.events["reloads"], b.counters().events(Event::Reloads), "a reload is one, whichever worker counts it");
+        assert_eq!(all.events["flows_created"], 3);
+        let rs = &all.services[0].real_servers[0];
+        assert_eq!((rs.conns, rs.inactive, rs.packets), (3, 3, 3), "{rs:?}");
+        assert_eq!(all.services[0].conns, 3);
+        assert!(all.warnings.is_empty(), "{:?}", all.warnings);
+        assert_eq!(all.workers.iter().map(|w| (w.worker, w.flows)).collect::<Vec<_>>(), vec![(0, 1), (1, 2)]);
+        assert!(merge(Vec::new()).is_none());
+    }
 }

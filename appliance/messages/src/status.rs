@@ -72,6 +72,19 @@ pub struct ServiceStatus {
     pub real_servers: Vec<RealServerStatus>,
 }
 
+/// One forwarding worker (forwarder mode with several: one per group of receive queues).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// Its number (0: the one that sends ARP).
+    pub worker: usize,
+    /// The VIP-facing NIC's receive queues it serves ("0,2"; "all" for one worker).
+    pub queues: String,
+    /// Frames it received (those the kernel forwarded itself are not among them).
+    pub rx_frames: u64,
+    /// Flows in its share of the table.
+    pub flows: usize,
+}
+
 /// The whole report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -99,6 +112,9 @@ pub struct Status {
     pub events: BTreeMap<String, u64>,
     /// Warnings for the operator.
     pub warnings: Vec<String>,
+    /// The forwarding workers, when there are several (how the receive queues share the work).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerStatus>,
 }
 
 impl Status {
@@ -215,6 +231,12 @@ impl Status {
         }
         if !any {
             let _ = writeln!(o, "  none");
+        }
+        if self.workers.len() > 1 {
+            let _ = writeln!(o, "Workers:");
+            for w in &self.workers {
+                let _ = writeln!(o, "  worker {} (queues {}): rx_frames {}, flows {}", w.worker, w.queues, w.rx_frames, w.flows);
+            }
         }
         let _ = writeln!(o, "Events:");
         for e in Event::ALL {

@@ -1,6 +1,8 @@
 //! Forwarders that split one box's flows (one per group of receive queues): what one learns
 //! from ARP reaches the other, only one announces, and lc/wlc schedule by the box's counts.
 
+#![allow(clippy::cast_possible_truncation, reason = "fixture values are small")]
+
 mod common;
 
 use std::sync::Arc;

@@ -88,6 +88,7 @@ pub fn collect(cfg: Option<&Config>, table: &[(Service, Vec<Dest>)], arp: &str) 
         drops: BTreeMap::new(),
         events: BTreeMap::new(),
         warnings,
+        workers: Vec::new(),
     }
 }
 

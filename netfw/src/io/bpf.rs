@@ -271,6 +271,8 @@ impl Drop for MmapArray {
 
 // SAFETY: the mapping is plain shared memory accessed through atomics.
 unsafe impl Send for MmapArray {}
+// SAFETY: as above: every access goes through `u64_at`'s atomics, from any thread.
+unsafe impl Sync for MmapArray {}
 
 /// An XSK map: queue index → AF_XDP socket.
 #[derive(Debug)]

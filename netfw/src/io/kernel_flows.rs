@@ -17,8 +17,13 @@
 //!   reads when a flow it has not seen lately would expire.
 //!
 //! One system call per flow added or removed, none per packet.
+//!
+//! Workers (one per group of receive queues) each have a handle on the same maps
+//! (`KernelFlows::worker`): each adds and removes its own flows and takes counts; only the
+//! first writes the backends array (its forwarder announces and learns every MAC).
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use netfw_core::flow::{FlowKey, Idle};
 use netfw_core::forward::{Forwarder, Installed, KernelOp};
@@ -41,8 +46,10 @@ pub const BACKENDS: u32 = (director_config::document::MAX_SERVICES * director_co
 /// The kernel's flow map and backends array.
 #[derive(Debug)]
 pub struct KernelFlows {
-    flows: Map,
-    backends: MmapArray,
+    flows: Arc<Map>,
+    backends: Arc<MmapArray>,
+    /// This handle writes the backends array (the first worker's).
+    writer: bool,
     /// Where forwarded frames leave (the RS-facing NIC).
     out_ifindex: u32,
     /// The core's `targets_version` the array was last written for.
@@ -84,7 +91,35 @@ impl KernelFlows {
         let capacity = flows.clamp(1, KERNEL_FLOWS);
         let flows = Map::hash(FLOW_KEY as u32, FLOW_VALUE as u32, capacity, "netfw_flows")?;
         let backends = MmapArray::new(Map::mmapable_array(BACKEND as u32, BACKENDS, "netfw_backends")?, BACKENDS)?;
-        Ok(KernelFlows { flows, backends, out_ifindex, version: None, written: 0, next_count: Millis(0), zero_ns, capacity, tc: None })
+        Ok(KernelFlows {
+            flows: Arc::new(flows),
+            backends: Arc::new(backends),
+            writer: true,
+            out_ifindex,
+            version: None,
+            written: 0,
+            next_count: Millis(0),
+            zero_ns,
+            capacity,
+            tc: None,
+        })
+    }
+
+    /// A handle on the same maps for another worker: it adds and removes its forwarder's
+    /// flows and takes counts, and leaves the backends array to this one.
+    pub fn worker(&self) -> KernelFlows {
+        KernelFlows {
+            flows: Arc::clone(&self.flows),
+            backends: Arc::clone(&self.backends),
+            writer: false,
+            out_ifindex: self.out_ifindex,
+            version: None,
+            written: 0,
+            next_count: Millis(0),
+            zero_ns: self.zero_ns,
+            capacity: self.capacity,
+            tc: None,
+        }
     }
 
     /// The maps, for the VIP-facing NIC's programs.
@@ -138,7 +173,7 @@ impl KernelFlows {
             self.next_count = now.plus(COUNT_EVERY_MS);
             self.take_counts(fwd);
         }
-        if self.version != Some(fwd.targets_version()) {
+        if self.writer && self.version != Some(fwd.targets_version()) {
             self.write_backends(fwd);
         }
     }

@@ -121,6 +121,10 @@ pub struct PacketRing {
     pub nic: String,
 }
 
+// SAFETY: every pointer in it points into the socket's ring mapping, which it owns; it is used
+// by one thread at a time (the worker it was moved to).
+unsafe impl Send for PacketRing {}
+
 fn os(step: &'static str, nic: &str) -> RingError {
     RingError::Os { step, nic: nic.into(), error: std::io::Error::last_os_error() }
 }

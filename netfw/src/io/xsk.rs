@@ -15,6 +15,7 @@ use std::fmt;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use super::bpf::{BpfError, Program, ProgramKind, XskMap};
 use super::nic::ifindex;
@@ -513,18 +514,41 @@ impl Receive for XdpRx {
     }
 }
 
-/// A NIC run through AF_XDP: the XDP program attached, a socket on each receive queue,
-/// transmitting on the first.
+/// The XDP program attached to a NIC, with its XSK map: detached when the last part of the
+/// NIC's port goes (`XdpPort::split`).
 #[derive(Debug)]
-pub struct XdpPort {
-    rx: XdpRx,
-    tx: XskTx,
+struct Attachment {
     nic: String,
     mode: XdpMode,
-    owners: Vec<Owner>,
     _map: XskMap,
     _prog: Program,
 }
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let _ = rtnl::detach_xdp(&self.nic, self.mode);
+    }
+}
+
+/// A NIC run through AF_XDP: the XDP program attached, a socket on each receive queue,
+/// transmitting on the first; or, after `split`, one worker's part of that: the sockets of
+/// some of the queues, transmitting on the first of them.
+#[derive(Debug)]
+pub struct XdpPort {
+    // Rings first: they are unmapped before the UMEMs `owners` holds.
+    rx: XdpRx,
+    tx: XskTx,
+    /// The transmit halves of the other queues' sockets (for `split`).
+    spare_tx: Vec<XskTx>,
+    /// The receive queues of `rx`'s sockets.
+    queues: Vec<u32>,
+    owners: Vec<Owner>,
+    attachment: Arc<Attachment>,
+}
+
+// SAFETY: every pointer in a port points into mappings the port owns (its rings and UMEMs),
+// and the port is used by one thread at a time (the worker it was moved to).
+unsafe impl Send for XdpPort {}
 
 impl XdpPort {
     /// Set AF_XDP up on `nic` with the program `program` makes for its XSK map attached in
@@ -564,21 +588,65 @@ impl XdpPort {
                 }
             }
         }
-        let tx = txs.into_iter().next().ok_or_else(|| XskError::Nic(format!("{nic} has no receive queue")))?;
+        let mut txs = txs.into_iter();
+        let tx = txs.next().ok_or_else(|| XskError::Nic(format!("{nic} has no receive queue")))?;
         let csum_maybe_partial = mode == XdpMode::Generic && !super::backend::has_driver(nic);
-        Ok(XdpPort { rx: XdpRx { sockets: rxs, csum_maybe_partial }, tx, nic: nic.into(), mode, owners, _map: map, _prog: prog })
+        let attachment = Arc::new(Attachment { nic: nic.into(), mode, _map: map, _prog: prog });
+        Ok(XdpPort {
+            rx: XdpRx { sockets: rxs, csum_maybe_partial },
+            tx,
+            spare_tx: txs.collect(),
+            queues: (0..queues).collect(),
+            owners,
+            attachment,
+        })
+    }
+
+    /// Receive queues it has sockets on.
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Split into `parts` ports (at most one per queue), one per worker thread: part `w` gets
+    /// the sockets of queues `w`, `w + parts`, ... and transmits on queue `w`'s socket. The
+    /// program stays attached until every part is gone.
+    pub fn split(self, parts: usize) -> Vec<XdpPort> {
+        let parts = parts.clamp(1, self.queues.len().max(1));
+        let XdpPort { rx, tx, spare_tx, queues, owners, attachment } = self;
+        let partial = rx.csum_maybe_partial;
+        let mut txs: Vec<Option<XskTx>> = std::iter::once(tx).chain(spare_tx).map(Some).collect();
+        let mut groups: Vec<(Vec<XskRx>, Vec<u32>, Vec<Owner>)> = (0..parts).map(|_| (Vec::new(), Vec::new(), Vec::new())).collect();
+        for (i, ((r, q), o)) in rx.sockets.into_iter().zip(queues).zip(owners).enumerate() {
+            if let Some(g) = groups.get_mut(i % parts) {
+                g.0.push(r);
+                g.1.push(q);
+                g.2.push(o);
+            }
+        }
+        let mut out = Vec::with_capacity(parts);
+        for (w, (sockets, queues, owners)) in groups.into_iter().enumerate() {
+            let Some(tx) = txs.get_mut(w).and_then(Option::take) else { continue };
+            out.push(XdpPort {
+                rx: XdpRx { sockets, csum_maybe_partial: partial },
+                tx,
+                spare_tx: Vec::new(),
+                queues,
+                owners,
+                attachment: Arc::clone(&attachment),
+            });
+        }
+        out
     }
 
     /// How the start line describes it.
     pub fn describe(&self) -> String {
         let n = self.rx.sockets.len();
-        format!("AF_XDP ({} XDP, copy mode, {n} queue{})", self.mode.name(), if n == 1 { "" } else { "s" })
+        format!("AF_XDP ({} XDP, copy mode, {n} queue{})", self.attachment.mode.name(), if n == 1 { "" } else { "s" })
     }
-}
 
-impl Drop for XdpPort {
-    fn drop(&mut self) {
-        let _ = rtnl::detach_xdp(&self.nic, self.mode);
+    /// Its queues, as the start line lists them ("0,2").
+    pub fn queue_list(&self) -> String {
+        self.queues.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
     }
 }
 
