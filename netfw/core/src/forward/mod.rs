@@ -341,7 +341,7 @@ impl Forwarder {
     #[inline(always)]
     fn fast(&mut self, side: Side, frame: &mut [u8], now: Millis) -> Option<Verdict> {
         let p = Packet::parse(frame)?;
-        if p.dst_mac_word() != self.fast_macs[side as usize] || self.index.maybe_vip(u32::from(p.src())) {
+        if p.dst_mac_word() != self.fast_macs[side as usize] {
             return None;
         }
         let key = FlowKey { client: p.src(), vip: p.dst(), cport: p.sport(), vport: p.dport(), proto: p.proto() };
@@ -359,7 +359,11 @@ impl Forwarder {
     /// when it is for no service (`decide` says why).
     #[inline(never)]
     fn unlisted_flow(&mut self, frame: &mut [u8], key: FlowKey, tcp_flags: u8, ip_len: usize, now: Millis) -> Option<Verdict> {
-        if !Packet::parse(frame).is_some_and(|p| p.header_checksum_ok()) {
+        // A packet from a VIP never starts a flow (`decide` drops it as `src_is_vip`: a real
+        // server's reply on the wrong path). Asked only here: no flow is created for a VIP, and
+        // a live flow whose client a reload has since made a VIP goes on, as in the kernel's
+        // path.
+        if self.index.maybe_vip(u32::from(key.client)) || !Packet::parse(frame).is_some_and(|p| p.header_checksum_ok()) {
             return None;
         }
         let si = self.index.get(u32::from(key.vip), key.proto, key.vport)?;
