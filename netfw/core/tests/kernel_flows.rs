@@ -19,7 +19,7 @@ fn ops(f: &mut Forwarder) -> Vec<KernelOp> {
 }
 
 fn key(cport: u16, proto: u8, vport: u16) -> FlowKey {
-    FlowKey { client: CLIENT, vip: VIP, cport, vport, proto }
+    FlowKey::new(CLIENT, VIP, cport, vport, proto)
 }
 
 fn send(f: &mut Forwarder, frame: Vec<u8>, at: u64) -> u8 {

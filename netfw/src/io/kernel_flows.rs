@@ -75,11 +75,11 @@ pub fn monotonic_ns() -> u64 {
 
 fn key_bytes(k: &FlowKey) -> [u8; FLOW_KEY] {
     let mut b = [0u8; FLOW_KEY];
-    b[0..4].copy_from_slice(&k.client.octets());
-    b[4..8].copy_from_slice(&k.vip.octets());
-    b[8..10].copy_from_slice(&k.cport.to_be_bytes());
-    b[10..12].copy_from_slice(&k.vport.to_be_bytes());
-    b[12] = k.proto;
+    b[0..4].copy_from_slice(&k.client().octets());
+    b[4..8].copy_from_slice(&k.vip().octets());
+    b[8..10].copy_from_slice(&k.cport().to_be_bytes());
+    b[10..12].copy_from_slice(&k.vport().to_be_bytes());
+    b[12] = k.proto();
     b
 }
 
@@ -269,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_flow_key_is_laid_out_as_the_program_reads_the_packet() {
-        let k = FlowKey { client: Ipv4Addr::new(198, 51, 100, 7), vip: Ipv4Addr::new(203, 0, 113, 10), cport: 40000, vport: 80, proto: 6 };
+        let k = FlowKey::new(Ipv4Addr::new(198, 51, 100, 7), Ipv4Addr::new(203, 0, 113, 10), 40000, 80, 6);
         assert_eq!(key_bytes(&k), [198, 51, 100, 7, 203, 0, 113, 10, 0x9c, 0x40, 0, 80, 6, 0, 0, 0]);
     }
 }

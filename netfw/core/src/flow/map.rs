@@ -2,7 +2,9 @@
 //!
 //! Allocated once at construction (a power-of-two slot count, at most half full at capacity),
 //! never grows, never allocates afterwards. Hashing is keyed with a per-instance seed so an
-//! attacker cannot aim flows at one probe chain.
+//! attacker cannot aim flows at one probe chain. A free slot holds the map's empty key (given
+//! at construction, never stored), so a slot is just its key and value: the flow table's is
+//! 24 bytes.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -15,7 +17,7 @@ pub trait MapKey: Copy + Eq {
 
 #[derive(Clone, Copy)]
 struct Slot<K, V> {
-    used: bool,
+    /// The map's empty key when the slot is free.
     key: K,
     val: V,
 }
@@ -27,6 +29,8 @@ pub struct FixedMap<K, V> {
     len: usize,
     capacity: usize,
     seed: u64,
+    /// The key of a free slot (never stored).
+    empty: K,
 }
 
 impl<K, V> core::fmt::Debug for FixedMap<K, V> {
@@ -53,12 +57,13 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
         Self::slots_for(capacity).and_then(|n| n.checked_mul(Self::slot_bytes())).unwrap_or(usize::MAX)
     }
 
-    /// A map holding up to `capacity` entries; `empty` fills unused slots. Aborts if the
-    /// memory cannot be had: use `try_new` where the capacity comes from a config.
+    /// A map holding up to `capacity` entries; `empty_key` marks free slots and can never be
+    /// stored (choose one no real entry has). Aborts if the memory cannot be had: use
+    /// `try_new` where the capacity comes from a config.
     pub fn new(capacity: usize, seed: u64, empty_key: K, empty_val: V) -> Self {
         let capacity = capacity.max(1);
         let slots = (capacity * 2).next_power_of_two();
-        FixedMap { slots: vec![Slot { used: false, key: empty_key, val: empty_val }; slots], mask: slots - 1, len: 0, capacity, seed }
+        FixedMap { slots: vec![Slot { key: empty_key, val: empty_val }; slots], mask: slots - 1, len: 0, capacity, seed, empty: empty_key }
     }
 
     /// A map holding up to `capacity` entries, or an error if its memory cannot be had. Every
@@ -69,8 +74,8 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
         let slots = Self::slots_for(capacity).ok_or(AllocError { bytes })?;
         let mut v = Vec::new();
         v.try_reserve_exact(slots).map_err(|_| AllocError { bytes })?;
-        v.resize(slots, Slot { used: false, key: empty_key, val: empty_val });
-        Ok(FixedMap { slots: v, mask: slots - 1, len: 0, capacity, seed })
+        v.resize(slots, Slot { key: empty_key, val: empty_val });
+        Ok(FixedMap { slots: v, mask: slots - 1, len: 0, capacity, seed, empty: empty_key })
     }
 
     /// Entries stored.
@@ -111,40 +116,60 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
     }
 
     #[inline]
+    /// The slot of `key`, which must not be the empty key (it would find a free slot): the
+    /// flow table's keys never are (no `FlowKey` is its `EMPTY_KEY`), and `get`, `get_mut`
+    /// and `remove` refuse it. The key is compared first, as a hit is the common case.
     pub(crate) fn find(&self, key: &K) -> Option<usize> {
         let mut i = self.home(key);
         loop {
             let s = &self.slots[i];
-            if !s.used {
-                return None;
-            }
             if s.key == *key {
                 return Some(i);
+            }
+            if s.key == self.empty {
+                return None;
             }
             i = (i + 1) & self.mask;
         }
     }
 
+    /// `find`, for any key.
+    fn find_any(&self, key: &K) -> Option<usize> {
+        if *key == self.empty {
+            return None;
+        }
+        self.find(key)
+    }
+
+    fn used(&self, i: usize) -> bool {
+        self.slots[i].key != self.empty
+    }
+
     /// Look a key up.
     pub fn get(&self, key: &K) -> Option<&V> {
-        self.find(key).map(|i| &self.slots[i].val)
+        self.find_any(key).map(|i| &self.slots[i].val)
     }
 
     /// Look a key up for update.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        self.find(key).map(move |i| &mut self.slots[i].val)
+        self.find_any(key).map(move |i| &mut self.slots[i].val)
     }
 
-    /// Insert or replace. Returns `false` (and stores nothing) when full and the key is new.
+    /// Insert or replace. Returns `false` (and stores nothing) when full and the key is new,
+    /// or when the key is the map's empty key.
     pub fn insert(&mut self, key: K, val: V) -> bool {
+        if key == self.empty {
+            return false;
+        }
         let mut i = self.home(&key);
+        let empty = self.empty;
         loop {
             let s = &mut self.slots[i];
-            if !s.used {
+            if s.key == empty {
                 if self.len >= self.capacity {
                     return false;
                 }
-                *s = Slot { used: true, key, val };
+                *s = Slot { key, val };
                 self.len += 1;
                 return true;
             }
@@ -168,7 +193,7 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
 
     /// Remove a key, returning its value.
     pub fn remove(&mut self, key: &K) -> Option<V> {
-        let i = self.find(key)?;
+        let i = self.find_any(key)?;
         Some(self.remove_at(i).1)
     }
 
@@ -176,12 +201,12 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
     /// tombstones ever accumulate.
     fn remove_at(&mut self, mut i: usize) -> (K, V) {
         let removed = (self.slots[i].key, self.slots[i].val);
-        self.slots[i].used = false;
+        self.slots[i].key = self.empty;
         self.len -= 1;
         let mut j = i;
         loop {
             j = (j + 1) & self.mask;
-            if !self.slots[j].used {
+            if !self.used(j) {
                 break;
             }
             let home = self.home(&self.slots[j].key);
@@ -189,7 +214,7 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
             let in_range = if i <= j { i < home && home <= j } else { i < home || home <= j };
             if !in_range {
                 self.slots[i] = self.slots[j];
-                self.slots[j].used = false;
+                self.slots[j].key = self.empty;
                 i = j;
             }
         }
@@ -209,8 +234,9 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
         let mut visited = 0;
         let mut i = *cursor & self.mask;
         while visited < budget.min(self.slots.len()) {
+            let empty = self.empty;
             let s = &mut self.slots[i];
-            if s.used && expired(&s.key, &mut s.val) {
+            if s.key != empty && expired(&s.key, &mut s.val) {
                 let (k, v) = self.remove_at(i);
                 on_remove(&k, &v);
                 removed += 1;
@@ -231,7 +257,7 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
         let mut i = self.home(key);
         for _ in 0..window {
             let s = &self.slots[i];
-            if s.used && evictable(&s.key, &s.val) {
+            if s.key != self.empty && evictable(&s.key, &s.val) {
                 return Some(self.remove_at(i));
             }
             i = (i + 1) & self.mask;
@@ -243,7 +269,7 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
     pub fn retain_map(&mut self, mut f: impl FnMut(&K, &mut V) -> bool) {
         let mut i = 0;
         while i < self.slots.len() {
-            if self.slots[i].used {
+            if self.used(i) {
                 let key = self.slots[i].key;
                 if !f(&key, &mut self.slots[i].val) {
                     self.remove_at(i);
@@ -256,7 +282,7 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
 
     /// Iterate over entries (status, tests).
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.slots.iter().filter(|s| s.used).map(|s| (&s.key, &s.val))
+        self.slots.iter().filter(|s| s.key != self.empty).map(|s| (&s.key, &s.val))
     }
 }
 
@@ -281,6 +307,8 @@ mod tests {
         }
         assert!(m.is_full());
         assert!(!m.insert(K(1000), 1), "a full map refuses a new key");
+        assert!(!m.insert(K(0), 1), "the empty key is never stored");
+        assert_eq!(m.get(&K(0)), None);
         assert!(m.insert(K(5), 55), "but replaces an existing one");
         assert_eq!(m.get(&K(5)), Some(&55));
         for i in (1..=100).step_by(2) {

@@ -14,26 +14,72 @@ use crate::time::Millis;
 /// How many slots from a new flow's home are searched for an evictable entry.
 pub const EVICT_WINDOW: usize = 32;
 
-/// A flow's identity as the client sent it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A flow's identity as the client sent it: client address, VIP, client port, virtual port,
+/// protocol. Held as two words laid out as the packet carries them (the addresses; the ports
+/// and the protocol), so the fast path makes it with two loads and compares it with two.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct FlowKey {
+    /// Client address then VIP, in wire order (`u64::from_ne_bytes` of the 8 bytes).
+    addrs: u64,
+    /// Client port, virtual port (wire order), protocol, then zeros (which no free slot's
+    /// key has: `EMPTY_KEY`).
+    rest: u64,
+}
+
+impl FlowKey {
+    /// The key of a flow.
+    pub const fn new(client: Ipv4Addr, vip: Ipv4Addr, cport: u16, vport: u16, proto: u8) -> FlowKey {
+        let (c, v, cp, vp) = (client.octets(), vip.octets(), cport.to_be_bytes(), vport.to_be_bytes());
+        FlowKey::from_wire([c[0], c[1], c[2], c[3], v[0], v[1], v[2], v[3]], [cp[0], cp[1], vp[0], vp[1]], proto)
+    }
+
+    /// The key from a packet's bytes: source and destination address (8 bytes), source and
+    /// destination port (4 bytes), protocol.
+    #[inline(always)]
+    pub const fn from_wire(addrs: [u8; 8], ports: [u8; 4], proto: u8) -> FlowKey {
+        FlowKey { addrs: u64::from_ne_bytes(addrs), rest: u64::from_ne_bytes([ports[0], ports[1], ports[2], ports[3], proto, 0, 0, 0]) }
+    }
+
     /// Client address.
-    pub client: Ipv4Addr,
+    pub fn client(&self) -> Ipv4Addr {
+        let b = self.addrs.to_ne_bytes();
+        Ipv4Addr::new(b[0], b[1], b[2], b[3])
+    }
+
     /// Virtual IP.
-    pub vip: Ipv4Addr,
+    pub fn vip(&self) -> Ipv4Addr {
+        let b = self.addrs.to_ne_bytes();
+        Ipv4Addr::new(b[4], b[5], b[6], b[7])
+    }
+
     /// Client port.
-    pub cport: u16,
+    pub fn cport(&self) -> u16 {
+        let b = self.rest.to_ne_bytes();
+        u16::from_be_bytes([b[0], b[1]])
+    }
+
     /// Virtual port.
-    pub vport: u16,
+    pub fn vport(&self) -> u16 {
+        let b = self.rest.to_ne_bytes();
+        u16::from_be_bytes([b[2], b[3]])
+    }
+
     /// IP protocol number.
-    pub proto: u8,
+    pub fn proto(&self) -> u8 {
+        self.rest.to_ne_bytes()[4]
+    }
+}
+
+impl core::fmt::Debug for FlowKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "FlowKey({} {}:{} -> {}:{})", self.proto(), self.client(), self.cport(), self.vip(), self.vport())
+    }
 }
 
 impl MapKey for FlowKey {
+    #[inline(always)]
     fn words(&self) -> [u64; 2] {
-        let a = (u64::from(u32::from(self.client)) << 32) | u64::from(u32::from(self.vip));
-        let b = (u64::from(self.cport) << 24) | (u64::from(self.vport) << 8) | u64::from(self.proto);
-        [a, b]
+        [self.addrs, self.rest]
     }
 }
 
@@ -101,7 +147,8 @@ fn life_of(t: &Timeouts) -> [u32; FlowState::COUNT] {
     FlowState::ALL.map(|s| s.timeout_s(t).saturating_mul(10))
 }
 
-const EMPTY_KEY: FlowKey = FlowKey { client: Ipv4Addr::UNSPECIFIED, vip: Ipv4Addr::UNSPECIFIED, cport: 0, vport: 0, proto: 0 };
+/// A free slot's key: no key `FlowKey::new` makes (their last three bytes are zeros).
+const EMPTY_KEY: FlowKey = FlowKey { addrs: 0, rest: u64::MAX };
 const EMPTY_VAL: FlowVal = FlowVal { backend: 0, state: FlowState::Close, expires: 0, kernel: false };
 
 impl FlowTable {
@@ -308,10 +355,27 @@ impl FlowTable {
 #[allow(clippy::cast_possible_truncation, reason = "test values are small")]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flow_key_gives_back_what_it_was_made_of_and_is_never_a_free_slots_key() {
+        let k = FlowKey::new(Ipv4Addr::new(198, 51, 100, 2), Ipv4Addr::new(203, 0, 113, 10), 40000, 80, 6);
+        assert_eq!(
+            (k.client(), k.vip(), k.cport(), k.vport(), k.proto()),
+            (Ipv4Addr::new(198, 51, 100, 2), Ipv4Addr::new(203, 0, 113, 10), 40000, 80, 6)
+        );
+        let wire = FlowKey::from_wire([198, 51, 100, 2, 203, 0, 113, 10], [0x9c, 0x40, 0, 80], 6);
+        assert_eq!(wire, k);
+        for zero in [FlowKey::new(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, 0, 0, 0), FlowKey::from_wire([0xff; 8], [0xff; 4], 0xff)] {
+            assert_ne!(zero, EMPTY_KEY);
+        }
+        // A lookup of any key in an empty table finds nothing (never a free slot).
+        let mut t = FlowTable::new(16, 1, Timeouts::default());
+        assert!(matches!(t.hit(&FlowKey::new(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, 0, 0, 0), 0), Hit::Miss));
+    }
     use crate::wire::frame::tcp_flags::{ACK, FIN, RST};
 
     fn key(n: u16) -> FlowKey {
-        FlowKey { client: Ipv4Addr::new(198, 51, 100, 2), vip: Ipv4Addr::new(203, 0, 113, 10), cport: n, vport: 80, proto: 6 }
+        FlowKey::new(Ipv4Addr::new(198, 51, 100, 2), Ipv4Addr::new(203, 0, 113, 10), n, 80, 6)
     }
 
     #[test]

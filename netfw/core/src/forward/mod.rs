@@ -110,8 +110,12 @@ pub struct Backend {
     pub weight: u16,
     /// Its entry in the neighbour table (always the entry of `rip`).
     pub neigh: NeighId,
-    /// That entry's MAC, kept here for the fast path (the last one it answered with).
+    /// That entry's MAC, kept here for the fast path (the last one it answered with). Set
+    /// with `set_mac`, which keeps `header` with it.
     pub mac: Option<Mac>,
+    /// The Ethernet addresses a frame to it gets (its MAC, then the RS-facing NIC's), written
+    /// in one copy.
+    pub(crate) header: [u8; 12],
     /// Established flows.
     pub active: u32,
     /// Other live flows.
@@ -122,6 +126,15 @@ pub struct Backend {
     pub packets: u64,
     /// Bytes forwarded (IP length).
     pub bytes: u64,
+}
+
+impl Backend {
+    /// Its real server's MAC (or none yet), frames leaving from `src`.
+    pub(crate) fn set_mac(&mut self, mac: Option<Mac>, src: Mac) {
+        self.mac = mac;
+        let dst = mac.unwrap_or_default();
+        self.header = [dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], src[0], src[1], src[2], src[3], src[4], src[5]];
+    }
 }
 
 /// A virtual service.
@@ -242,7 +255,7 @@ impl Forwarder {
             persist: FixedMap::new(
                 PERSIST_CAPACITY,
                 seed ^ 0x5555,
-                PersistKey { service: 0, client: Ipv4Addr::UNSPECIFIED },
+                PersistKey { service: u16::MAX, client: Ipv4Addr::UNSPECIFIED },
                 PersistVal { backend: 0, expires: Millis(0) },
             ),
             persist_cursor: 0,
@@ -344,7 +357,7 @@ impl Forwarder {
         if p.dst_mac_word() != self.fast_macs[side as usize] {
             return None;
         }
-        let key = FlowKey { client: p.src(), vip: p.dst(), cport: p.sport(), vport: p.dport(), proto: p.proto() };
+        let key = p.flow_key();
         let ip_len = p.ip_len();
         let tcp_flags = p.tcp_flags();
         if let Some(backend) = self.live_flow(key, tcp_flags, now) {
@@ -363,10 +376,10 @@ impl Forwarder {
         // server's reply on the wrong path). Asked only here: no flow is created for a VIP, and
         // a live flow whose client a reload has since made a VIP goes on, as in the kernel's
         // path.
-        if self.index.maybe_vip(u32::from(key.client)) || !Packet::parse(frame).is_some_and(|p| p.header_checksum_ok()) {
+        if self.index.maybe_vip(u32::from(key.client())) || !Packet::parse(frame).is_some_and(|p| p.header_checksum_ok()) {
             return None;
         }
-        let si = self.index.get(u32::from(key.vip), key.proto, key.vport)?;
+        let si = self.index.get(u32::from(key.vip()), key.proto(), key.vport())?;
         let v = match self.new_flow(si, key, tcp_flags, now) {
             Ok(backend) => self.send_to(frame, backend, ip_len),
             Err(r) => Verdict::Drop(r),
@@ -430,8 +443,9 @@ impl Forwarder {
         if changed {
             // A new or changed MAC: the backends of that real server use it from now on.
             if let Some(i) = self.neigh.index(ip) {
+                let src = self.rs_mac;
                 for b in self.backends.iter_mut().filter(|b| b.neigh.index() == i) {
-                    b.mac = Some(mac);
+                    b.set_mac(Some(mac), src);
                 }
                 self.targets_version = self.targets_version.wrapping_add(1);
             }
@@ -493,8 +507,8 @@ impl Forwarder {
         }
         match ip.l4 {
             L4Info::Ports { src, dst, tcp_flags } => {
-                let key = FlowKey { client: ip.src, vip: ip.dst, cport: src, vport: dst, proto: ip.proto };
-                let Some(si) = self.index.get(u32::from(key.vip), key.proto, key.vport) else {
+                let key = FlowKey::new(ip.src, ip.dst, src, dst, ip.proto);
+                let Some(si) = self.index.get(u32::from(key.vip()), key.proto(), key.vport()) else {
                     return Verdict::Drop(DropReason::NoService);
                 };
                 let backend = match self.backend_for(si, key, tcp_flags, now) {
@@ -527,7 +541,7 @@ impl Forwarder {
     /// there is none (an expired entry is removed and released now).
     #[inline(always)]
     fn live_flow(&mut self, key: FlowKey, tcp_flags: u8, now: Millis) -> Option<u16> {
-        let is_tcp = key.proto == frame::PROTO_TCP;
+        let is_tcp = key.proto() == frame::PROTO_TCP;
         let t = self.ticks(now);
         match self.flows.hit(&key, t) {
             Hit::Live(v, life) => {
@@ -586,7 +600,7 @@ impl Forwarder {
     #[inline(never)]
     fn new_flow(&mut self, si: usize, key: FlowKey, tcp_flags: u8, now: Millis) -> Result<u16, DropReason> {
         use crate::wire::frame::tcp_flags::{ACK, FIN, RST, SYN};
-        let (state, resumed) = if key.proto != frame::PROTO_TCP {
+        let (state, resumed) = if key.proto() != frame::PROTO_TCP {
             (FlowState::UdpNew, false)
         } else if tcp_flags & SYN != 0 && tcp_flags & (ACK | RST | FIN) == 0 {
             (FlowState::SynRecv, false)
@@ -595,7 +609,7 @@ impl Forwarder {
         } else {
             return Err(DropReason::TcpNoFlow);
         };
-        let pick = if resumed { self.stateless_pick(si, &key, now) } else { self.schedule(si, key.client, now) };
+        let pick = if resumed { self.stateless_pick(si, &key, now) } else { self.schedule(si, key.client(), now) };
         let Some(b) = pick else {
             return Err(DropReason::NoUsableServer);
         };
@@ -645,10 +659,12 @@ impl Forwarder {
         let Some(b) = self.backends.get_mut(usize::from(backend)) else {
             return Verdict::Drop(DropReason::NoUsableServer);
         };
-        let Some(mac) = b.mac else {
+        if b.mac.is_none() {
             return Verdict::Drop(DropReason::RsMacUnknown);
-        };
-        frame::set_macs(frame, mac, self.rs_mac);
+        }
+        if let Some(h) = frame.get_mut(..12) {
+            h.copy_from_slice(&b.header);
+        }
         b.packets += 1;
         b.bytes += ip_len as u64;
         Verdict::Forward
@@ -690,7 +706,7 @@ impl Forwarder {
             return Verdict::Drop(DropReason::TruncatedL4);
         };
         // The embedded packet is a reply the real server sent from VIP:port to the client.
-        let key = FlowKey { client: inner_dst, vip: inner_src, cport: dport, vport: sport, proto };
+        let key = FlowKey::new(inner_dst, inner_src, dport, sport, proto);
         let Some(v) = self.flows.peek(&key, now) else {
             return Verdict::Drop(DropReason::IcmpNoFlow);
         };
@@ -869,7 +885,7 @@ impl Forwarder {
 
 /// A MAC as `Packet::dst_mac_word` reads one.
 fn mac_word(m: Mac) -> u64 {
-    u64::from(u32::from_ne_bytes([m[0], m[1], m[2], m[3]])) | u64::from(u16::from_ne_bytes([m[4], m[5]])) << 32
+    u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0]) << 16
 }
 
 /// Point `backend` at its index after a reload; false if its real server is gone.

@@ -129,6 +129,7 @@ impl Plan {
                     weight: r.weight,
                     neigh,
                     mac: None,
+                    header: [0; 12],
                     active: 0,
                     inactive: 0,
                     conns: 0,
@@ -240,7 +241,7 @@ impl Forwarder {
         }
         self.neigh.install(&targets, &neigh_from, spec.arp_refresh_ms, now);
         for b in &mut backends {
-            b.mac = self.neigh.mac(b.neigh);
+            b.set_mac(self.neigh.mac(b.neigh), self.rs_mac);
         }
 
         let mut dropped = 0u64;

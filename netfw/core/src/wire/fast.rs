@@ -10,6 +10,7 @@ use core::net::Ipv4Addr;
 
 use super::frame::{PROTO_TCP, PROTO_UDP};
 use super::ETH_HDR_LEN;
+use crate::flow::FlowKey;
 
 /// Bytes the fast path reads: Ethernet, a 20-byte IPv4 header and the first 14 bytes of TCP
 /// (the flags); a UDP frame this short goes the long way.
@@ -26,14 +27,17 @@ impl<'a> Packet<'a> {
         let h: &[u8; VIEW] = frame.get(..VIEW)?.try_into().ok()?;
         let proto = h[23];
         // EtherType IPv4 and version 4 with IHL 5 (one word), not a fragment (flags MF and
-        // offset zero), TCP or UDP.
-        let ether_ver = u32::from_be_bytes([h[12], h[13], h[14], h[15]]) & 0xffff_ff00;
-        let frag = u16::from_be_bytes([h[20], h[21]]) & 0x3fff;
-        if ether_ver != 0x0800_4500 || frag != 0 || (proto != PROTO_TCP && proto != PROTO_UDP) {
+        // offset zero), TCP or UDP. Words are read little-endian (one load on most machines)
+        // and compared with constants made the same way; a shift drops the byte after.
+        let ether_ver = u32::from_le_bytes([h[12], h[13], h[14], h[15]]) << 8;
+        let frag = u16::from_le_bytes([h[20], h[21]]) & u16::from_le_bytes([0x3f, 0xff]);
+        if ether_ver != u32::from_le_bytes([0, 0x08, 0x00, 0x45]) || frag != 0 || (proto != PROTO_TCP && proto != PROTO_UDP) {
             return None;
         }
+        // 28 <= total length <= the frame's IP bytes, in one comparison (the frame holds at
+        // least `VIEW` bytes, so nothing underflows).
         let total = usize::from(u16::from_be_bytes([h[16], h[17]]));
-        if total < 20 + 8 || total > frame.len() - ETH_HDR_LEN {
+        if total.wrapping_sub(20 + 8) > frame.len() - ETH_HDR_LEN - (20 + 8) {
             return None;
         }
         Some(Packet(h))
@@ -52,12 +56,12 @@ impl<'a> Packet<'a> {
         s % 0xffff == 0
     }
 
-    /// Destination MAC as a 48-bit word (bytes in memory order: compare it with a MAC read
-    /// the same way, never print it).
+    /// Destination MAC as a word (its six bytes read little-endian, shifted up over the two
+    /// that follow): compare it with a MAC read the same way, never print it.
     #[inline]
     pub fn dst_mac_word(&self) -> u64 {
-        u64::from(u32::from_ne_bytes([self.0[0], self.0[1], self.0[2], self.0[3]]))
-            | u64::from(u16::from_ne_bytes([self.0[4], self.0[5]])) << 32
+        let h = self.0;
+        u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) << 16
     }
     /// Source address.
     #[inline]
@@ -94,6 +98,13 @@ impl<'a> Packet<'a> {
         }
     }
     /// The IP packet's length.
+    /// The flow key (source and destination address and port, protocol), read as the bytes
+    /// lie: two loads, no byte swaps.
+    #[inline]
+    pub fn flow_key(&self) -> FlowKey {
+        let h = self.0;
+        FlowKey::from_wire([h[26], h[27], h[28], h[29], h[30], h[31], h[32], h[33]], [h[34], h[35], h[36], h[37]], h[23])
+    }
     #[inline]
     pub fn ip_len(&self) -> usize {
         usize::from(u16::from_be_bytes([self.0[16], self.0[17]]))
@@ -133,6 +144,8 @@ mod tests {
         let Ok(Frame::Ipv4(ip)) = classify(&f) else { panic!() };
         assert_eq!((p.src(), p.dst(), p.proto(), p.ip_len()), (ip.src, ip.dst, ip.proto, ip.total_len));
         assert_eq!(L4Info::Ports { src: p.sport(), dst: p.dport(), tcp_flags: p.tcp_flags() }, ip.l4);
+        assert_eq!(p.flow_key(), FlowKey::new(ip.src, ip.dst, p.sport(), p.dport(), ip.proto));
+        assert_eq!((p.flow_key().client(), p.flow_key().vport()), (ip.src, 80));
     }
 
     #[test]
