@@ -22,4 +22,6 @@ pub mod reload;
 pub mod run;
 pub mod stack;
 pub mod status;
+#[cfg(test)]
+mod testing;
 pub mod workers;

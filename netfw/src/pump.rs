@@ -156,17 +156,16 @@ pub fn kernel_drops<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder) {
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
-    use std::net::Ipv4Addr;
     use std::os::fd::RawFd;
 
-    use netfw_core::model::{DataPlaneSpec, Forwarding, Protocol, RealServerSpec, SchedKind, ServiceSpec, Timeouts};
+    use netfw_core::model::{DataPlaneSpec, Protocol};
 
     use super::*;
     use crate::io::{Flushed, KernelDrops, RxFrame};
     use crate::stack::Roles;
 
     const MAC: [u8; 6] = [2, 0, 0, 0, 0xd0, 1];
-    const DIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+    use crate::testing::DIP;
 
     /// A NIC in memory: frames to receive, a transmit ring of `room` frames, and what its
     /// flush and statistics report.
@@ -226,24 +225,7 @@ mod tests {
     }
 
     fn spec() -> DataPlaneSpec {
-        DataPlaneSpec {
-            dip: DIP,
-            dip_prefix: 24,
-            vip_prefix: 24,
-            gateway: None,
-            services: vec![ServiceSpec {
-                vip: Ipv4Addr::new(198, 18, 0, 10),
-                proto: Protocol::Tcp,
-                port: 80,
-                sched: SchedKind::Rr,
-                persistence_s: 0,
-                forwarding: Forwarding::Dr,
-                real_servers: vec![RealServerSpec { addr: Ipv4Addr::new(198, 18, 0, 11), weight: 1 }],
-            }],
-            flow_capacity: 64,
-            timeouts: Timeouts::default(),
-            arp_refresh_ms: 1_000,
-        }
+        crate::testing::one_service(64)
     }
 
     /// A one-arm box whose NIC's transmit ring holds `room` frames.

@@ -143,16 +143,7 @@ mod tests {
 
     #[test]
     fn the_workers_shares_of_the_flow_table_add_up_to_what_the_config_asks() {
-        let spec = DataPlaneSpec {
-            dip: std::net::Ipv4Addr::new(198, 18, 0, 2),
-            dip_prefix: 24,
-            vip_prefix: 24,
-            gateway: None,
-            services: Vec::new(),
-            flow_capacity: 1001,
-            timeouts: netfw_core::model::Timeouts::default(),
-            arp_refresh_ms: 1_000,
-        };
+        let spec = crate::testing::one_service(1001);
         let parts: Vec<u32> = (0..3).map(|w| share(&spec, 3, w).flow_capacity).collect();
         assert_eq!(parts, vec![334, 334, 333]);
         assert_eq!(share(&spec, 1, 0), spec);

@@ -141,31 +141,11 @@ mod tests {
     use super::*;
     use director_messages::status::WorkerStatus;
     use netfw_core::forward::Side;
-    use netfw_core::model::{DataPlaneSpec, Protocol, RealServerSpec, SchedKind, ServiceSpec, Timeouts};
-    use std::net::Ipv4Addr;
 
     const MAC: [u8; 6] = [2, 0, 0, 0, 0xd0, 1];
 
     fn worker(capacity: u32) -> Forwarder {
-        let spec = DataPlaneSpec {
-            dip: Ipv4Addr::new(198, 18, 0, 2),
-            dip_prefix: 24,
-            vip_prefix: 24,
-            gateway: None,
-            services: vec![ServiceSpec {
-                vip: Ipv4Addr::new(198, 18, 0, 10),
-                proto: Protocol::Tcp,
-                port: 80,
-                sched: SchedKind::Rr,
-                persistence_s: 0,
-                forwarding: Forwarding::Dr,
-                real_servers: vec![RealServerSpec { addr: Ipv4Addr::new(198, 18, 0, 11), weight: 1 }],
-            }],
-            flow_capacity: capacity,
-            timeouts: Timeouts::default(),
-            arp_refresh_ms: 1_000,
-        };
-        Forwarder::new(spec, MAC, MAC, true, 1, Millis(0))
+        Forwarder::new(crate::testing::one_service(capacity), MAC, MAC, true, 1, Millis(0))
     }
 
     /// A worker's report, as the worker makes it.

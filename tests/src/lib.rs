@@ -147,8 +147,18 @@ pub fn wait_forwarding(lab: &Lab, servers: &[&str]) {
     });
 }
 
-/// Wait for a long transfer started with `lab.spawn(label, .., ["long", ..])` to print its
-/// result; fails if it broke.
+/// Start a transfer of `bytes` from the client to the VIP's port 80, paced over `ms`
+/// (labtool `long`), as the spawned process `label`.
+pub fn start_long_transfer(lab: &mut Lab, label: &str, bytes: u64, ms: u64) {
+    let tool = qemu::proc::bin("labtool").unwrap_or_else(|e| panic!("{e}"));
+    let client = lab.ns("client");
+    let (to, bytes, ms) = (format!("{}:80", lab::VIP), bytes.to_string(), ms.to_string());
+    lab.spawn(label, &client, &[tool.to_str().unwrap_or_default(), "long", "--to", &to, "--bytes", &bytes, "--ms", &ms])
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Wait for a long transfer started with `start_long_transfer` (or `lab.spawn(label, ..,
+/// ["long", ..])`) to print its result; fails if it broke.
 pub fn long_transfer_result(lab: &Lab, label: &str) -> serde_json::Value {
     poll_until("the long transfer did not finish", Duration::from_secs(30), || {
         let log = lab.log(label);

@@ -128,14 +128,7 @@ fn reload_keeps_a_long_transfer_and_weight_zero_drains() {
     let _g = one_lab_at_a_time();
     let mut lab = lab_with(Layout::TwoArm, &[service("rr", "tcp", 80, 0, &[(1, 1), (2, 1)])]);
     // A 3 MB transfer paced over 5 s: it is in flight through every reload below.
-    let tool = qemu::proc::bin("labtool").unwrap();
-    let client = lab.ns("client");
-    lab.spawn(
-        "long",
-        &client,
-        &[tool.to_str().unwrap(), "long", "--to", &format!("{}:80", lab::VIP), "--bytes", "3000000", "--ms", "5000"],
-    )
-    .unwrap();
+    tests::start_long_transfer(&mut lab, "long", 3_000_000, 5_000);
     // Find the real server carrying it: the one with an active flow.
     let carrier = tests::poll_until("the long transfer never showed as an active flow", std::time::Duration::from_secs(5), || {
         let s = lab.status_json().map_err(|e| e.0)?;

@@ -118,14 +118,7 @@ fn ipvs_reconciles_while_a_long_transfer_runs_and_it_finishes() {
     lab.write_vm_config(&one_line(&lab, &svc(&[(1, 1), (2, 1)]), "ipvs")).unwrap();
     lab.boot_vm(Firmware::Direct).unwrap();
     wait_forwarding(&lab, &["rs1", "rs2"]);
-    let tool = qemu::proc::bin("labtool").unwrap();
-    let client = lab.ns("client");
-    lab.spawn(
-        "long",
-        &client,
-        &[tool.to_str().unwrap(), "long", "--to", &format!("{}:80", lab::VIP), "--bytes", "3000000", "--ms", "8000"],
-    )
-    .unwrap();
+    tests::start_long_transfer(&mut lab, "long", 3_000_000, 8_000);
     // The carrier is the real server with an active connection.
     let mut carrier = None;
     for _ in 0..20 {

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use qemu::lab::{self, Lab, Layout};
+use qemu::lab::{Lab, Layout};
 use qemu::vm::Firmware;
-use tests::{http_requests, long_transfer_result, one_lab_at_a_time, service, wait_forwarding};
+use tests::{http_requests, long_transfer_result, one_lab_at_a_time, service, start_long_transfer, wait_forwarding};
 
 /// The config on one line (the console takes one line).
 fn one_line(lab: &Lab, rss: &[(usize, u16)]) -> String {
@@ -73,14 +73,7 @@ fn two_vcpus_run_two_workers_that_forward_as_one_director() {
     println!("{start}\n60 connections: {got:?}; frames received per worker: {workers:?}");
 
     // A config applied while a transfer runs: every worker installs it, the transfer goes on.
-    let tool = qemu::proc::bin("labtool").unwrap();
-    let client = lab.ns("client");
-    lab.spawn(
-        "long",
-        &client,
-        &[tool.to_str().unwrap(), "long", "--to", &format!("{}:80", lab::VIP), "--bytes", "3000000", "--ms", "8000"],
-    )
-    .unwrap();
+    start_long_transfer(&mut lab, "long", 3_000_000, 8_000);
     std::thread::sleep(Duration::from_secs(2));
     let cfg = one_line(&lab, &[(1, 1), (2, 1), (3, 0)]);
     lab.vm().send(&format!("apply-config {cfg}")).unwrap();
