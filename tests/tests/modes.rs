@@ -312,6 +312,8 @@ fn a_change_the_data_plane_refuses_is_neither_applied_nor_saved() {
             Duration::from_secs(60),
         )
         .unwrap();
+    // The serial console is slow under TCG: the line's end may come a moment after its start.
+    lab.vm().wait_for("the running config stays in force and the saved one is unchanged", Duration::from_secs(10)).unwrap();
     let log = lab.vm().console_log();
     assert!(log.contains("the running config stays in force and the saved one is unchanged"), "{log}");
     assert!(!log.contains("config saved and applied"), "{log}");
