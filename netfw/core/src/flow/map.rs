@@ -115,10 +115,10 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
         low & self.mask
     }
 
-    #[inline]
     /// The slot of `key`, which must not be the empty key (it would find a free slot): the
     /// flow table's keys never are (no `FlowKey` is its `EMPTY_KEY`), and `get`, `get_mut`
     /// and `remove` refuse it. The key is compared first, as a hit is the common case.
+    #[inline]
     pub(crate) fn find(&self, key: &K) -> Option<usize> {
         let mut i = self.home(key);
         loop {
@@ -141,6 +141,7 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
         self.find(key)
     }
 
+    /// Does slot `i` hold an entry?
     fn used(&self, i: usize) -> bool {
         self.slots[i].key != self.empty
     }
@@ -257,7 +258,7 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
         let mut i = self.home(key);
         for _ in 0..window {
             let s = &self.slots[i];
-            if s.key != self.empty && evictable(&s.key, &s.val) {
+            if self.used(i) && evictable(&s.key, &s.val) {
                 return Some(self.remove_at(i));
             }
             i = (i + 1) & self.mask;

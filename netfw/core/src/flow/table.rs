@@ -355,6 +355,7 @@ impl FlowTable {
 #[allow(clippy::cast_possible_truncation, reason = "test values are small")]
 mod tests {
     use super::*;
+    use crate::wire::frame::tcp_flags::{ACK, FIN, RST};
 
     #[test]
     fn a_flow_key_gives_back_what_it_was_made_of_and_is_never_a_free_slots_key() {
@@ -372,7 +373,6 @@ mod tests {
         let mut t = FlowTable::new(16, 1, Timeouts::default());
         assert!(matches!(t.hit(&FlowKey::new(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, 0, 0, 0), 0), Hit::Miss));
     }
-    use crate::wire::frame::tcp_flags::{ACK, FIN, RST};
 
     fn key(n: u16) -> FlowKey {
         FlowKey::new(Ipv4Addr::new(198, 51, 100, 2), Ipv4Addr::new(203, 0, 113, 10), n, 80, 6)

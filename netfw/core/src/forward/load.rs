@@ -24,11 +24,6 @@ impl SharedLoad {
         SharedLoad { counts: (0..backends.saturating_mul(2)).map(|_| AtomicU32::new(0)).collect() }
     }
 
-    /// Backends it counts for.
-    pub fn backends(&self) -> usize {
-        self.counts.len() / 2
-    }
-
     /// Add `delta` to backend `b`'s active (or inactive) count; a backend it does not have is
     /// ignored.
     pub fn add(&self, b: u16, active: bool, delta: i32) {
@@ -60,6 +55,5 @@ mod tests {
         assert_eq!(s.get(0), Some((0, 0)));
         s.add(7, true, 1);
         assert_eq!(s.get(7), None);
-        assert_eq!(s.backends(), 2);
     }
 }

@@ -748,11 +748,11 @@ impl Forwarder {
         let timed_out = self.frags.expire(now);
         self.counters.drop_n(DropReason::FragmentNoFirst, timed_out);
 
-        let mut buf = [0u8; 60];
-        let (dip, rs_mac) = (self.spec.dip, self.rs_mac);
         if !self.announces {
             return;
         }
+        let mut buf = [0u8; 60];
+        let (dip, rs_mac) = (self.spec.dip, self.rs_mac);
         let (mut sent, mut unsent) = (0, 0);
         self.neigh.due(now, |rip| {
             if arp::request(&mut buf, rs_mac, dip, rip).is_some() {

@@ -97,7 +97,6 @@ impl<'a> Packet<'a> {
             0
         }
     }
-    /// The IP packet's length.
     /// The flow key (source and destination address and port, protocol), read as the bytes
     /// lie: two loads, no byte swaps.
     #[inline]
@@ -105,6 +104,7 @@ impl<'a> Packet<'a> {
         let h = self.0;
         FlowKey::from_wire([h[26], h[27], h[28], h[29], h[30], h[31], h[32], h[33]], [h[34], h[35], h[36], h[37]], h[23])
     }
+    /// The IP packet's length.
     #[inline]
     pub fn ip_len(&self) -> usize {
         usize::from(u16::from_be_bytes([self.0[16], self.0[17]]))

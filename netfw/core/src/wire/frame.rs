@@ -134,16 +134,6 @@ pub fn dst_mac(frame: &[u8]) -> Mac {
     m
 }
 
-/// Rewrite a frame's MAC addresses in place (DR: the IP packet is not touched).
-pub fn set_macs(frame: &mut [u8], dst: Mac, src: Mac) {
-    if let Some(d) = frame.get_mut(0..6) {
-        d.copy_from_slice(&dst);
-    }
-    if let Some(s) = frame.get_mut(6..12) {
-        s.copy_from_slice(&src);
-    }
-}
-
 /// Classify a frame. Never panics.
 pub fn classify(bytes: &[u8]) -> Result<Frame, WireError> {
     let eth = EthernetFrame::new_checked(bytes).map_err(|_| WireError::TruncatedEthernet)?;
