@@ -68,6 +68,36 @@ impl Sniffer {
     }
 }
 
+/// An rr service on TCP port 80 of the VIP, as a services list: real servers as (lab index,
+/// weight).
+pub fn svc(rss: &[(usize, u16)]) -> String {
+    format!("[{}]", service("rr", "tcp", 80, 0, rss))
+}
+
+/// The lab's config with `services` on one line (the console takes one line), in a mode.
+pub fn one_line(lab: &Lab, services: &str, mode: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&lab.config(services)).unwrap_or_else(|e| panic!("{e}"));
+    v["mode"] = mode.into();
+    v.to_string()
+}
+
+/// Type `command` on the VM's console and return the rows of the status table it prints (the
+/// words after "-> " of each real-server line), once its first line `header` appears.
+pub fn table_rows(lab: &mut Lab, command: &str, header: &str) -> Vec<Vec<String>> {
+    let prefix = header.split(' ').next().unwrap_or_default();
+    let end = format!("{prefix} end of table");
+    let log = lab.vm().table(command, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    let last = log.rsplit(header).next().unwrap_or_default();
+    last.lines()
+        .skip(1) // the rest of the header line
+        .take_while(|l| !l.contains(&end))
+        .filter(|l| l.contains(prefix))
+        .filter_map(|l| l.split("-> ").nth(1))
+        .filter(|r| !r.starts_with("RemoteAddress"))
+        .map(|r| r.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
 /// A service JSON object: real servers as (lab index, weight).
 pub fn service(sched: &str, proto: &str, port: u16, persistence_s: u32, rss: &[(usize, u16)]) -> String {
     let rs: Vec<String> = rss.iter().map(|(i, w)| format!(r#"{{"address": "{}", "weight": {w}}}"#, lab::rip(*i))).collect();

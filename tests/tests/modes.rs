@@ -6,35 +6,9 @@ use std::time::Duration;
 
 use qemu::lab::{self, Lab, Layout};
 use qemu::vm::Firmware;
-use tests::{counts, http_requests, long_body, long_transfer_result, one_lab_at_a_time, service, wait_forwarding, Sniffer};
-
-fn svc(rss: &[(usize, u16)]) -> String {
-    format!("[{}]", service("rr", "tcp", 80, 0, rss))
-}
-
-/// The config on one line (the console takes one line), in a mode.
-fn one_line(lab: &Lab, services: &str, mode: &str) -> String {
-    let mut v: serde_json::Value = serde_json::from_str(&lab.config(services)).unwrap();
-    v["mode"] = mode.into();
-    v.to_string()
-}
-
-/// Type `command` on the console and return the rows of the status table it prints (the
-/// words after "-> " of each real-server line), once its first line `header` appears.
-fn table_rows(lab: &mut Lab, command: &str, header: &str) -> Vec<Vec<String>> {
-    let prefix = header.split(' ').next().unwrap_or_default();
-    let end = format!("{prefix} end of table");
-    let log = lab.vm().table(command, Duration::from_secs(30)).unwrap();
-    let last = log.rsplit(header).next().unwrap_or_default();
-    last.lines()
-        .skip(1) // the rest of the header line
-        .take_while(|l| !l.contains(&end))
-        .filter(|l| l.contains(prefix))
-        .filter_map(|l| l.split("-> ").nth(1))
-        .filter(|r| !r.starts_with("RemoteAddress"))
-        .map(|r| r.split_whitespace().map(str::to_string).collect())
-        .collect()
-}
+use tests::{
+    counts, http_requests, long_body, long_transfer_result, one_lab_at_a_time, one_line, service, svc, table_rows, wait_forwarding, Sniffer,
+};
 
 /// Ask the console for the kernel's IPVS table (the status table, read from IPVS) and return
 /// its real servers as (RIP, weight, active connections).

@@ -7,13 +7,10 @@ use std::time::Duration;
 
 use qemu::lab::{Lab, Layout};
 use qemu::vm::Firmware;
-use tests::{http_requests, long_transfer_result, one_lab_at_a_time, service, start_long_transfer, wait_forwarding};
+use tests::{http_requests, long_transfer_result, one_lab_at_a_time, one_line, start_long_transfer, svc, table_rows, wait_forwarding};
 
-/// The config on one line (the console takes one line).
-fn one_line(lab: &Lab, rss: &[(usize, u16)]) -> String {
-    let v: serde_json::Value = serde_json::from_str(&lab.config(&format!("[{}]", service("rr", "tcp", 80, 0, rss)))).unwrap();
-    v.to_string()
-}
+/// The first line of the status table in this lab.
+const HEADER: &str = "status: netfw forwarder (two-arm: vip_side=eth1 rs_side=eth2) DIP 198.18.0.2/24";
 
 /// What `status` shows: its real servers as (RIP, conns), its workers as (worker, rx_frames).
 struct Shown {
@@ -22,19 +19,17 @@ struct Shown {
 }
 
 fn status(lab: &mut Lab) -> Shown {
-    let log = lab.vm().table("status", Duration::from_secs(30)).unwrap();
-    let last = log.rsplit("status: netfw forwarder").next().unwrap_or_default();
-    let last = last.split("status: end of table").next().unwrap_or_default();
-    let servers = last
-        .lines()
-        .filter_map(|l| l.split("-> ").nth(1))
-        .filter(|r| !r.starts_with("RemoteAddress"))
-        .filter_map(|r| {
-            let f: Vec<&str> = r.split_whitespace().collect();
-            Some((f.first()?.split(':').next()?.to_string(), f.get(5)?.parse().ok()?))
-        })
+    let servers = table_rows(lab, "status", HEADER)
+        .into_iter()
+        .filter_map(|r| Some((r.first()?.split(':').next()?.to_string(), r.get(5)?.parse().ok()?)))
         .collect();
+    // The workers' lines of the same table.
+    let log = lab.vm().console_log();
+    let last = log.rsplit(HEADER).next().unwrap_or_default();
     let workers = last
+        .split("status: end of table")
+        .next()
+        .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split("worker ").nth(1))
         .filter_map(|w| {
@@ -50,7 +45,7 @@ fn status(lab: &mut Lab) -> Shown {
 fn two_vcpus_run_two_workers_that_forward_as_one_director() {
     let _g = one_lab_at_a_time();
     let mut lab = Lab::build_for_vm_smp(Layout::TwoArm, 3, 2).unwrap();
-    lab.write_vm_config(&one_line(&lab, &[(1, 1), (2, 1), (3, 1)])).unwrap();
+    lab.write_vm_config(&one_line(&lab, &svc(&[(1, 1), (2, 1), (3, 1)]), "forwarder")).unwrap();
     lab.boot_vm(Firmware::Direct).unwrap();
     wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
     let log = lab.vm().console_log();
@@ -75,7 +70,7 @@ fn two_vcpus_run_two_workers_that_forward_as_one_director() {
     // A config applied while a transfer runs: every worker installs it, the transfer goes on.
     start_long_transfer(&mut lab, "long", 3_000_000, 8_000);
     std::thread::sleep(Duration::from_secs(2));
-    let cfg = one_line(&lab, &[(1, 1), (2, 1), (3, 0)]);
+    let cfg = one_line(&lab, &svc(&[(1, 1), (2, 1), (3, 0)]), "forwarder");
     lab.vm().send(&format!("apply-config {cfg}")).unwrap();
     lab.vm().wait_for("config saved and applied: mode forwarder", Duration::from_secs(60)).unwrap();
     let r = long_transfer_result(&lab, "long");
