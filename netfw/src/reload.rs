@@ -27,8 +27,20 @@ pub struct Prepared {
     pub plans: Vec<Plan>,
 }
 
+/// Can `flow_capacity` flows be shared among `workers` (each needs at least one)? A problem
+/// naming `flow_capacity` if not.
+pub fn check_shares(flow_capacity: u32, workers: usize) -> Result<(), Problem> {
+    if usize::try_from(flow_capacity).unwrap_or(usize::MAX) < workers {
+        return Err(Problem::at(
+            "flow_capacity",
+            format!("{flow_capacity} flow(s) cannot be shared among netfw's {workers} forwarding workers (one per receive queue); ask for at least {workers}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Worker `w`'s share of `spec` among `workers`: the same services, and its part of the flow
-/// table (the parts add up to `flow_capacity`).
+/// table (the parts add up to `flow_capacity` when it is at least `workers`: `check_shares`).
 pub fn share(spec: &DataPlaneSpec, workers: usize, w: usize) -> DataPlaneSpec {
     let n = u32::try_from(workers.max(1)).unwrap_or(1);
     let w = u32::try_from(w).unwrap_or(0);
@@ -94,6 +106,7 @@ pub fn prepare(path: &std::path::Path, running_cfg: &Config, running: &[DataPlan
     if cfg.io != running_cfg.io {
         return Err(vec![Problem::at("io", "the I/O backend changed; restart netfw to open its NICs the new way")]);
     }
+    check_shares(spec.flow_capacity, running.len()).map_err(|p| vec![p])?;
     let running_capacity: u32 = running.iter().map(|r| r.flow_capacity).sum();
     if spec.flow_capacity != running_capacity {
         check_memory(spec.flow_capacity, memory_available()).map_err(|p| vec![p])?;
@@ -148,6 +161,10 @@ mod tests {
         assert_eq!(parts, vec![334, 334, 333]);
         assert_eq!(share(&spec, 1, 0), spec);
         assert_eq!(share(&spec, 0, 0).flow_capacity, 1001);
+        let p = check_shares(1, 2).unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("flow_capacity"));
+        assert!(p.message.contains("1 flow(s) cannot be shared among netfw's 2 forwarding workers"), "{}", p.message);
+        check_shares(2, 2).unwrap();
     }
 
     #[test]

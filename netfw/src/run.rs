@@ -289,7 +289,9 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             // NIC with the fewest queues has (each worker transmits on a queue of its own).
             let queues = ports.iter().map(XdpPort::queue_count).min().unwrap_or(1);
             let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-            let workers = queues.min(cpus).max(1);
+            // Each worker needs at least one flow of the table.
+            let flows = usize::try_from(spec.flow_capacity).unwrap_or(usize::MAX);
+            let workers = queues.min(cpus).min(flows).max(1);
             let mut parts: Vec<Vec<XdpPort>> = (0..workers).map(|_| Vec::new()).collect();
             for port in ports {
                 for (w, part) in port.split(workers).into_iter().enumerate() {
