@@ -76,6 +76,8 @@ pub fn export(path: Option<&Path>) -> Result<String, String> {
                     persistence_s: s.persistence_s,
                     forwarding: d.first().map(|x| x.fwd).filter(|m| *m != director_config::Forwarding::Dr),
                     real_servers: d.iter().map(|x| RealServerDoc { address: x.addr.to_string(), weight: i64::from(x.weight) }).collect(),
+                    health_check: None,
+                    sorry_server: None,
                 })
                 .collect()
         }

@@ -23,6 +23,8 @@ pub fn one_service(flow_capacity: u32) -> DataPlaneSpec {
             persistence_s: 0,
             forwarding: Forwarding::Dr,
             real_servers: vec![RealServerSpec { addr: Ipv4Addr::new(198, 18, 0, 11), weight: 1 }],
+            health: None,
+            sorry_server: None,
         }],
         flow_capacity,
         timeouts: Timeouts::default(),

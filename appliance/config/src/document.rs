@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
+use crate::health::HealthCheckDoc;
 use netfw_core::model::{DataPlaneSpec, Forwarding, Timeouts};
 
 /// The only schema version this build reads.
@@ -154,6 +155,12 @@ pub struct ServiceDoc {
     pub forwarding: Option<Forwarding>,
     /// Real servers.
     pub real_servers: Vec<RealServerDoc>,
+    /// How real servers are checked (absent: not checked, as if always up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckDoc>,
+    /// Gets new flows while no real server is up (an address on the DIP's segment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sorry_server: Option<String>,
 }
 
 fn is_auto(io: &Io) -> bool {

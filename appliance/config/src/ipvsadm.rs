@@ -77,6 +77,8 @@ pub fn import(text: &str) -> Result<Vec<ServiceDoc>, ImportError> {
                     persistence_s,
                     forwarding: None,
                     real_servers: Vec::new(),
+                    health_check: None,
+                    sorry_server: None,
                 });
             }
             "-a" => {

@@ -7,7 +7,7 @@
 
 use std::net::Ipv4Addr;
 
-use netfw_core::model::{DataPlaneSpec, Forwarding, Protocol, RealServerSpec, SchedKind, ServiceSpec, Timeouts};
+use netfw_core::model::{DataPlaneSpec, Forwarding, HealthCheck, Protocol, RealServerSpec, SchedKind, ServiceSpec, Timeouts};
 
 use crate::document::{Config, Mode, DEFAULT_FLOW_CAPACITY, MAX_FLOW_CAPACITY, MAX_REAL_SERVERS, MAX_SERVICES, MAX_VIPS, SCHEMA_VERSION};
 use crate::error::{ConfigError, FieldError};
@@ -150,6 +150,58 @@ impl Config {
         }
     }
 
+    /// A service's health check and sorry server.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one service already parsed by `services`")]
+    fn checks(
+        &self,
+        p: &mut Problems,
+        si: usize,
+        s: &crate::document::ServiceDoc,
+        port: u16,
+        forwarding: Forwarding,
+        dip: Option<Subnet>,
+        rss: &[RealServerSpec],
+        vip: Ipv4Addr,
+    ) -> (Option<HealthCheck>, Option<Ipv4Addr>) {
+        let at = |f: &str| format!("services[{si}].{f}");
+        let ipvs = self.mode == Mode::Ipvs;
+        let health = s.health_check.as_ref().and_then(|h| {
+            if ipvs && h.kind != "none" {
+                p.add(at("health_check"), "health checks run in forwarder mode only in this version; in ipvs mode nothing would check the servers, so the config is refused rather than silently unchecked");
+                return None;
+            }
+            match h.validate(port, forwarding) {
+                Ok(c) => c,
+                Err(problems) => {
+                    for (f, m) in problems {
+                        p.add(at(&format!("health_check.{f}")), m);
+                    }
+                    None
+                }
+            }
+        });
+        let sorry = s.sorry_server.as_deref().and_then(|a| {
+            let Ok(ip) = parse_unicast(a).map_err(|m| p.add(at("sorry_server"), m)) else { return None };
+            if ipvs {
+                p.add(at("sorry_server"), "a sorry server is used in forwarder mode only in this version");
+            } else if dip.is_some_and(|d| !d.contains(ip) || ip == d.addr()) {
+                p.add(
+                    at("sorry_server"),
+                    format!(
+                        "{ip} must be a host on the DIP's subnet (the director reaches it by MAC address, like a real server), not the DIP"
+                    ),
+                );
+            } else if ip == vip || rss.iter().any(|r| r.addr == ip) {
+                p.add(
+                    at("sorry_server"),
+                    format!("{ip} is the VIP or one of the service's real servers; the sorry server is a host of its own"),
+                );
+            }
+            Some(ip)
+        });
+        (health, sorry)
+    }
+
     /// The services' rules; returns the valid services and the distinct VIPs.
     fn services(&self, p: &mut Problems, dip: Option<Subnet>) -> (Vec<ServiceSpec>, Vec<Ipv4Addr>) {
         let mut services: Vec<ServiceSpec> = Vec::new();
@@ -227,10 +279,21 @@ impl Config {
                 if services.iter().any(|x| x.vip == vip && x.proto == proto && x.port == port) {
                     p.add(at("port"), format!("service {}:{vip}:{port} is defined twice", proto.name()));
                 }
-                services.push(ServiceSpec { vip, proto, port, sched, persistence_s: s.persistence_s, forwarding, real_servers: rss });
+                let (health, sorry_server) = self.checks(p, si, s, port, forwarding, dip, &rss, vip);
+                services.push(ServiceSpec {
+                    vip,
+                    proto,
+                    port,
+                    sched,
+                    persistence_s: s.persistence_s,
+                    forwarding,
+                    real_servers: rss,
+                    health,
+                    sorry_server,
+                });
             }
         }
-        // A VIP must not be any service's RIP either.
+        // A VIP must not be any service's RIP (or sorry server) either.
         for (field, rip) in &all_rips {
             if vips.contains(rip) {
                 p.add(field.clone(), format!("{rip} is a VIP of this director; a RIP must not be a VIP"));

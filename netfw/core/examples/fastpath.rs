@@ -54,6 +54,8 @@ fn main() {
             persistence_s: 0,
             forwarding: Forwarding::Dr,
             real_servers: (1..=8).map(|i| RealServerSpec { addr: Ipv4Addr::new(198, 18, 0, 10 + i), weight: 1 }).collect(),
+            health: None,
+            sorry_server: None,
         }],
         flow_capacity: 1 << 20,
         timeouts: Timeouts::default(),

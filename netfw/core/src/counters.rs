@@ -38,7 +38,8 @@ reasons! {
         VipOnRsSide => "vip_on_rs_side", "VIP traffic arrived on the RS-facing NIC (two-arm: the router must send it to the VIP-facing NIC)";
         OtherProtocol => "other_protocol", "IP protocol other than TCP/UDP/ICMP to a VIP";
         TcpNoFlow => "tcp_no_flow", "TCP RST or SYN-ACK without a flow (nothing to forward it to)";
-        NoUsableServer => "no_usable_server", "every real server of the service is drained (weight 0) or unreachable (MAC unknown)";
+        NoUsableServer => "no_usable_server", "every real server of the service is down (health check), drained (weight 0) or unreachable (MAC unknown), and no sorry server could take the flow";
+        ServerDown => "server_down", "a fragment or ICMP error for a flow whose real server is down (the flow itself moves to another server with its next TCP/UDP packet)";
         RsMacUnknown => "rs_mac_unknown", "flow's real server has no resolved MAC";
         FragmentNoFirst => "fragment_no_first", "later fragment whose first fragment never came (held, then timed out)";
         FragmentBufferFull => "fragment_buffer_full", "out-of-order fragment and no free hold slot";
@@ -64,6 +65,8 @@ reasons! {
         FlowsEvicted => "flows_evicted", "half-open or unconfirmed flows evicted from a full table";
         FlowsStateless => "flows_stateless", "new flows forwarded without a table entry (the table was full of confirmed flows), by consistent hashing as their later packets are";
         FlowsResumed => "flows_resumed", "packets of connections with no flow (expired, or not tracked while the table was full) forwarded by consistent hashing and tracked again";
+        FlowsMoved => "flows_moved", "flows whose real server went down, moved to another server on their next packet (a TCP client gets a reset from the new server at once instead of hanging)";
+        SorryFlows => "sorry_flows", "new flows sent to the service's sorry server (no real server up)";
         FlowsDroppedOnReload => "flows_dropped_on_reload", "flows whose real server left the config";
         ArpRequestsSent => "arp_requests_sent", "ARP requests for real servers (sender IP = DIP)";
         GratuitousArpSent => "gratuitous_arp_sent", "gratuitous ARP announcements of VIPs";

@@ -6,6 +6,7 @@
 //!   client's flags.
 //! - `sched`: rr, wrr, lc, wlc, sh, mh.
 //! - `forward`: the decision per frame (forward, control stack, drop with a reason).
+//! - `health`: real servers' up/down state machine (rise, fall), fed with probe results.
 //! - `neigh`: real servers' MACs, resolved from the DIP.
 //! - `counters`: every drop has a reason, every reason a counter.
 //! - `model`: the validated configuration as the data plane sees it.
@@ -21,6 +22,7 @@ extern crate alloc;
 pub mod counters;
 pub mod flow;
 pub mod forward;
+pub mod health;
 pub mod model;
 pub mod neigh;
 pub mod sched;

@@ -3,6 +3,7 @@
 //! The config crate parses and validates the operator's JSON into this; the core never sees
 //! JSON.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
@@ -119,6 +120,65 @@ pub struct ServiceSpec {
     pub forwarding: Forwarding,
     /// Real servers.
     pub real_servers: Vec<RealServerSpec>,
+    /// How its real servers are checked (`None`: not checked, every server counts as up).
+    pub health: Option<HealthCheck>,
+    /// Gets the new flows while no real server is up (`health` takes them down).
+    pub sorry_server: Option<Ipv4Addr>,
+}
+
+/// What a health check does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A TCP connection is opened (and reset at once).
+    Tcp,
+    /// An HTTP GET whose status must be in a range.
+    Http {
+        /// Request path.
+        path: String,
+        /// Host header (default: the address probed).
+        host: Option<String>,
+        /// Lowest status that passes.
+        status_min: u16,
+        /// Highest status that passes.
+        status_max: u16,
+    },
+    /// A UDP datagram whose reply must match (`expect` empty: any reply).
+    Udp {
+        /// Payload sent.
+        send: Vec<u8>,
+        /// Expected reply (prefix); empty = any.
+        expect: Vec<u8>,
+    },
+}
+
+/// Where a probe goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "lowercase"))]
+pub enum Via {
+    /// To VIP:port, sent to the real server's MAC from the DIP: the path clients' packets take.
+    #[default]
+    Vip,
+    /// To the real server's own address.
+    Rip,
+}
+
+/// A service's health check, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// What a probe does.
+    pub kind: CheckKind,
+    /// Port probed.
+    pub port: u16,
+    /// Through the DR path or to the RIP.
+    pub via: Via,
+    /// Time between the starts of two probes of one server.
+    pub interval_ms: u32,
+    /// A probe without an answer within this fails.
+    pub timeout_ms: u32,
+    /// Consecutive successes that bring a down server up.
+    pub rise: u8,
+    /// Consecutive failures that take an up server down.
+    pub fall: u8,
 }
 
 /// Flow idle timeouts in seconds, by state (IPVS's defaults for DR).
@@ -176,6 +236,12 @@ pub struct DataPlaneSpec {
 }
 
 impl DataPlaneSpec {
+    /// How many (service, server) pairs the forwarder holds: every real server of every
+    /// service, and each service's sorry server.
+    pub fn backend_count(&self) -> usize {
+        self.services.iter().map(|s| s.real_servers.len() + usize::from(s.sorry_server.is_some())).sum()
+    }
+
     /// Distinct VIPs, in config order.
     pub fn vips(&self) -> Vec<Ipv4Addr> {
         let mut v: Vec<Ipv4Addr> = Vec::new();

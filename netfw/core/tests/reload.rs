@@ -31,6 +31,8 @@ fn big(weight: u16, capacity: u32) -> DataPlaneSpec {
             real_servers: (0..1024u32)
                 .map(|r| RealServerSpec { addr: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 4, 0)) + r), weight })
                 .collect(),
+            health: None,
+            sorry_server: None,
         })
         .collect();
     s
@@ -136,7 +138,7 @@ proptest::proptest! {
             s.services = services.iter().enumerate().map(|(i, (rs, w))| ServiceSpec {
                 vip: VIP, proto: Protocol::Udp, port: 1000 + i as u16, sched: SchedKind::Wrr, persistence_s: 0,
                 forwarding: Forwarding::Dr,
-                real_servers: rs.iter().map(|&r| RealServerSpec { addr: rip(r), weight: *w }).collect(),
+                real_servers: rs.iter().map(|&r| RealServerSpec { addr: rip(r), weight: *w }).collect(), health: None, sorry_server: None,
             }).collect();
             f.apply(s, Millis(n as u64)).unwrap();
             for b in f.backends() {

@@ -116,6 +116,14 @@ pub struct Backend {
     /// The Ethernet addresses a frame to it gets (its MAC, then the RS-facing NIC's), written
     /// in one copy.
     pub(crate) header: [u8; 12],
+    /// Its health check's verdict (true when the service has no check): a server that is down
+    /// gets no new flows, and its flows move on their next packet (`set_health`).
+    pub up: bool,
+    /// The service's sorry server: gets new flows only while no real server is usable.
+    pub sorry: bool,
+    /// Frames may go to it: its MAC is known and it is up (kept with `set_mac`/`set_health`,
+    /// so the fast path reads one byte).
+    pub(crate) sendable: bool,
     /// Established flows.
     pub active: u32,
     /// Other live flows.
@@ -132,6 +140,7 @@ impl Backend {
     /// Its real server's MAC (or none yet), frames leaving from `src`.
     pub(crate) fn set_mac(&mut self, mac: Option<Mac>, src: Mac) {
         self.mac = mac;
+        self.sendable = mac.is_some() && self.up;
         let dst = mac.unwrap_or_default();
         self.header = [dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], src[0], src[1], src[2], src[3], src[4], src[5]];
     }
@@ -150,8 +159,10 @@ pub struct Service {
     pub sched_kind: SchedKind,
     /// Persistence timeout (0 = none).
     pub persistence_s: u32,
-    /// Its backends (indices into `Forwarder::backends`).
+    /// Its real servers' backends (indices into `Forwarder::backends`).
     pub backends: Vec<u16>,
+    /// Its sorry server's backend, if it has one.
+    pub sorry: Option<u16>,
     sched: Scheduler,
     cands: Vec<Candidate>,
     /// Maglev over the service's servers, for flows without a table entry.
@@ -361,7 +372,7 @@ impl Forwarder {
         let ip_len = p.ip_len();
         let tcp_flags = p.tcp_flags();
         if let Some(backend) = self.live_flow(key, tcp_flags, now) {
-            let v = self.send_to(frame, backend, ip_len);
+            let v = self.send_flow(frame, key, tcp_flags, backend, ip_len, now);
             self.count_verdict(v);
             return Some(v);
         }
@@ -493,7 +504,7 @@ impl Forwarder {
     }
 
     fn ipv4(&mut self, side: Side, frame: &mut [u8], ip: &Ipv4Info, now: Millis) -> Verdict {
-        if self.vips.contains(&ip.src) {
+        if self.vips.contains(&ip.src) && !probe_reply(ip) {
             return Verdict::Drop(DropReason::SrcIsVip);
         }
         if ip.dst == self.spec.dip {
@@ -515,7 +526,7 @@ impl Forwarder {
                     Ok(b) => b,
                     Err(r) => return Verdict::Drop(r),
                 };
-                let v = self.send_to(frame, backend, ip.total_len);
+                let v = self.send_flow(frame, key, tcp_flags, backend, ip.total_len, now);
                 if ip.more_frags && v == Verdict::Forward {
                     self.first_fragment(ip, backend, now);
                 }
@@ -630,6 +641,9 @@ impl Forwarder {
         }
         account(&mut self.backends, self.shared.as_deref(), b, state, 1);
         let be = &mut self.backends[usize::from(b)];
+        if be.sorry {
+            self.counters.event(Event::SorryFlows);
+        }
         if resumed {
             self.counters.event(Event::FlowsResumed);
         } else {
@@ -640,18 +654,64 @@ impl Forwarder {
         Ok(b)
     }
 
-    /// The server consistent hashing gives a flow of service `si` (usable servers only).
+    /// May backend `bi` take a new flow (not drained to weight 0, not down, not a sorry server, its
+    /// MAC fresh)?
+    fn usable(&self, bi: u16, now: Millis) -> bool {
+        self.backends.get(usize::from(bi)).is_some_and(|b| b.weight > 0 && b.up && !b.sorry && self.neigh.fresh(b.neigh, now))
+    }
+
+    /// The server consistent hashing gives a flow of service `si` (usable servers only; when
+    /// the few it tries are not, the next usable one after the hash's; the sorry server when
+    /// none is).
     fn stateless_pick(&self, si: usize, key: &FlowKey, now: Millis) -> Option<u16> {
         let svc = self.services.get(si)?;
         let [a, b] = crate::flow::map::MapKey::words(key);
         let h = a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b.rotate_left(29);
-        let i = svc.stateless.lookup_flow(h, |i| {
-            svc.backends
-                .get(i)
-                .and_then(|&bi| self.backends.get(usize::from(bi)))
-                .is_some_and(|b| b.weight > 0 && self.neigh.fresh(b.neigh, now))
-        })?;
-        svc.backends.get(i).copied()
+        let usable = |i: usize| svc.backends.get(i).is_some_and(|&bi| self.usable(bi, now));
+        let n = svc.backends.len();
+        let start = usize::try_from(h % (n.max(1) as u64)).unwrap_or(0);
+        let i = svc.stateless.lookup_flow(h, usable).or_else(|| (0..n).map(|k| (start + k) % n).find(|&i| usable(i)));
+        match i {
+            Some(i) => svc.backends.get(i).copied(),
+            None => self.sorry_pick(si, now),
+        }
+    }
+
+    /// The sorry server of service `si`, if it has one that may take flows.
+    fn sorry_pick(&self, si: usize, now: Millis) -> Option<u16> {
+        self.services.get(si)?.sorry.filter(|&b| self.backends.get(usize::from(b)).is_some_and(|b| b.up && self.neigh.fresh(b.neigh, now)))
+    }
+
+    /// A packet of flow `key` to its backend; if that server is down, the flow moves first.
+    #[inline(always)]
+    fn send_flow(&mut self, frame: &mut [u8], key: FlowKey, tcp_flags: u8, backend: u16, ip_len: usize, now: Millis) -> Verdict {
+        let v = self.send_to(frame, backend, ip_len);
+        if v == Verdict::Drop(DropReason::ServerDown) {
+            return self.move_flow(frame, key, tcp_flags, backend, ip_len, now);
+        }
+        v
+    }
+
+    /// A packet of a flow whose real server went down: the flow is forgotten and scheduled
+    /// afresh (a TCP packet other than a SYN resumes by consistent hashing, so the new server
+    /// answers it with a reset at once instead of the client waiting on a dead one).
+    #[cold]
+    #[inline(never)]
+    fn move_flow(&mut self, frame: &mut [u8], key: FlowKey, tcp_flags: u8, backend: u16, ip_len: usize, now: Millis) -> Verdict {
+        let Some(si) = self.backends.get(usize::from(backend)).map(|b| usize::from(b.service)) else {
+            return Verdict::Drop(DropReason::NoUsableServer);
+        };
+        if let Some(v) = self.flows.remove(&key) {
+            release(&mut self.backends, self.shared.as_deref(), &v);
+            if v.kernel && self.kernel_ops.len() < KERNEL_OPS {
+                self.kernel_ops.push(KernelOp::Remove(key));
+            }
+        }
+        self.counters.event(Event::FlowsMoved);
+        match self.new_flow(si, key, tcp_flags, now) {
+            Ok(b) => self.send_to(frame, b, ip_len),
+            Err(r) => Verdict::Drop(r),
+        }
     }
 
     /// Rewrite the frame towards a backend's MAC and count it.
@@ -659,8 +719,8 @@ impl Forwarder {
         let Some(b) = self.backends.get_mut(usize::from(backend)) else {
             return Verdict::Drop(DropReason::NoUsableServer);
         };
-        if b.mac.is_none() {
-            return Verdict::Drop(DropReason::RsMacUnknown);
+        if !b.sendable {
+            return Verdict::Drop(if b.mac.is_none() { DropReason::RsMacUnknown } else { DropReason::ServerDown });
         }
         if let Some(h) = frame.get_mut(..12) {
             h.copy_from_slice(&b.header);
@@ -675,8 +735,7 @@ impl Forwarder {
         let pkey = PersistKey { service: u16::try_from(si).ok()?, client };
         if persistence_ms > 0 {
             if let Some(p) = self.persist.get(&pkey).copied() {
-                let usable = p.expires > now
-                    && self.backends.get(usize::from(p.backend)).is_some_and(|b| b.weight > 0 && self.neigh.fresh(b.neigh, now));
+                let usable = p.expires > now && self.usable(p.backend, now);
                 if usable {
                     self.persist.insert(pkey, PersistVal { backend: p.backend, expires: now.plus(persistence_ms) });
                     return Some(p.backend);
@@ -688,9 +747,11 @@ impl Forwarder {
         for (c, &bi) in svc.cands.iter_mut().zip(svc.backends.iter()) {
             let b = &self.backends[usize::from(bi)];
             let (active, inactive) = shared.and_then(|s| s.get(bi)).unwrap_or((b.active, b.inactive));
-            *c = Candidate { weight: b.weight, reachable: self.neigh.fresh(b.neigh, now), active, inactive };
+            *c = Candidate { weight: b.weight, reachable: b.up && self.neigh.fresh(b.neigh, now), active, inactive };
         }
-        let pick = svc.sched.pick(&svc.cands, client)?;
+        let Some(pick) = svc.sched.pick(&svc.cands, client) else {
+            return self.sorry_pick(si, now);
+        };
         let b = *svc.backends.get(pick)?;
         if persistence_ms > 0 && !self.persist.insert(pkey, PersistVal { backend: b, expires: now.plus(persistence_ms) }) {
             // Persistence table full: the flow is still served, only without affinity.
@@ -873,14 +934,34 @@ impl Forwarder {
     pub fn service_traffic(&self, s: &Service) -> (u64, u64) {
         s.backends
             .iter()
+            .chain(&s.sorry)
             .filter_map(|&b| self.backends.get(usize::from(b)))
             .fold((s.retired_packets, s.retired_bytes), |(p, y), b| (p + b.packets, y + b.bytes))
+    }
+
+    /// A health check's verdict on backend `backend`: a server that is down gets no new
+    /// flows, its flows move to another server with their next packet, and the kernel stops
+    /// forwarding them (its backends array is rewritten). Returns whether anything changed.
+    pub fn set_health(&mut self, backend: u16, up: bool) -> bool {
+        let src = self.rs_mac;
+        let Some(b) = self.backends.get_mut(usize::from(backend)).filter(|b| b.up != up) else { return false };
+        b.up = up;
+        let mac = b.mac;
+        b.set_mac(mac, src);
+        self.targets_version = self.targets_version.wrapping_add(1);
+        true
     }
 
     /// Is this backend's MAC fresh enough for new flows?
     pub fn backend_reachable(&self, b: &Backend, now: Millis) -> bool {
         self.neigh.fresh(b.neigh, now)
     }
+}
+
+/// A real server's answer to a health probe through the DR path: from VIP:port to one of the
+/// probes' ports on the DIP (the caller checks the destination is the DIP).
+fn probe_reply(ip: &Ipv4Info) -> bool {
+    matches!(ip.l4, L4Info::Ports { dst, .. } if crate::health::PROBE_PORTS.contains(&dst))
 }
 
 /// A MAC as `Packet::dst_mac_word` reads one.

@@ -103,13 +103,13 @@ impl Plan {
         let mut old_backends: BTreeMap<(SvcKey, Ipv4Addr), usize> = BTreeMap::new();
         let mut old_targets = Targets::default();
         for s in &current.services {
-            for r in &s.real_servers {
+            for addr in s.real_servers.iter().map(|r| r.addr).chain(s.sorry_server) {
                 let n = old_backends.len();
-                old_backends.insert((key(s), r.addr), n);
-                old_targets.id(r.addr).ok_or(PlanError::TooManyBackends)?;
+                old_backends.insert((key(s), addr), n);
+                old_targets.id(addr).ok_or(PlanError::TooManyBackends)?;
             }
         }
-        let old_backend_count: usize = current.services.iter().map(|s| s.real_servers.len()).sum();
+        let old_backend_count = current.backend_count();
 
         let mut targets = Targets::default();
         let mut services = Vec::with_capacity(next.services.len());
@@ -119,17 +119,27 @@ impl Plan {
         for (si, s) in next.services.iter().enumerate() {
             let service = u16::try_from(si).map_err(|_| PlanError::TooManyBackends)?;
             let mut ids = Vec::with_capacity(s.real_servers.len());
-            for r in &s.real_servers {
-                let neigh = targets.id(r.addr).ok_or(PlanError::TooManyBackends)?;
-                ids.push(u16::try_from(backends.len()).map_err(|_| PlanError::TooManyBackends)?);
-                backend_from.push(old_backends.get(&(key(s), r.addr)).copied());
+            let mut sorry = None;
+            let regular = s.real_servers.iter().map(|r| (r.addr, r.weight, false));
+            for (addr, weight, is_sorry) in regular.chain(s.sorry_server.map(|a| (a, 1, true))) {
+                let neigh = targets.id(addr).ok_or(PlanError::TooManyBackends)?;
+                let index = u16::try_from(backends.len()).map_err(|_| PlanError::TooManyBackends)?;
+                if is_sorry {
+                    sorry = Some(index);
+                } else {
+                    ids.push(index);
+                }
+                backend_from.push(old_backends.get(&(key(s), addr)).copied());
                 backends.push(Backend {
                     service,
-                    rip: r.addr,
-                    weight: r.weight,
+                    rip: addr,
+                    weight,
                     neigh,
                     mac: None,
                     header: [0; 12],
+                    up: true,
+                    sorry: is_sorry,
+                    sendable: false,
                     active: 0,
                     inactive: 0,
                     conns: 0,
@@ -146,6 +156,7 @@ impl Plan {
                 sched_kind: s.sched,
                 persistence_s: s.persistence_s,
                 backends: ids,
+                sorry,
                 sched: Scheduler::new(s.sched, &servers),
                 stateless: crate::sched::MaglevTable::new(&servers),
                 cands: vec![Candidate::default(); servers.len()],
@@ -222,7 +233,7 @@ impl Forwarder {
         } = plan;
         for (b, from) in backends.iter_mut().zip(&backend_from) {
             if let Some(o) = from.and_then(|o| self.backends.get(o)) {
-                (b.active, b.inactive, b.conns, b.packets, b.bytes) = (o.active, o.inactive, o.conns, o.packets, o.bytes);
+                (b.active, b.inactive, b.conns, b.packets, b.bytes, b.up) = (o.active, o.inactive, o.conns, o.packets, o.bytes, o.up);
             }
         }
         for (s, from) in services.iter_mut().zip(&service_from) {

@@ -36,6 +36,8 @@ pub fn spec(sched: SchedKind, proto: Protocol, port: u16, weights: &[u16], persi
             persistence_s,
             forwarding: Forwarding::Dr,
             real_servers: weights.iter().enumerate().map(|(i, &w)| RealServerSpec { addr: rip(i as u8 + 1), weight: w }).collect(),
+            health: None,
+            sorry_server: None,
         }],
         flow_capacity: 1024,
         timeouts: Timeouts::default(),
