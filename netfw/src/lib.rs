@@ -2,6 +2,7 @@
 //!
 //! - `io`: NIC I/O behind the `Port` traits; AF_PACKET with PACKET_MMAP rings.
 //! - `stack`: the smoltcp control stack that owns the director's addresses on each NIC.
+//! - `health`: health probes from the DIP (through the DR path or to the RIP) and their verdicts.
 //! - `pump`: one turn of the poll loop: frames in, decided by the core, frames out; every
 //!   frame that cannot be sent is counted.
 //! - `reload`: a new config is read, checked and built on its own thread, then installed.
@@ -15,6 +16,7 @@
 
 pub mod cli;
 pub mod ctl;
+pub mod health;
 pub mod io;
 pub mod ipvs_cli;
 pub mod pump;

@@ -14,6 +14,7 @@ use netfw_core::forward::{Forwarder, Side, Verdict};
 use netfw_core::time::Millis;
 use netfw_core::wire::{csum, segment, ETH_HDR_LEN};
 
+use crate::health::{is_probe_reply, Probes};
 use crate::io::kernel_flows::KernelFlows;
 use crate::io::{Port, Receive, Transmit};
 use crate::stack::{ControlStack, CONTROL_MTU};
@@ -64,8 +65,10 @@ fn split<P>(nics: &mut [Nic<P>], i: usize) -> Option<(&mut Nic<P>, Option<&mut N
 }
 
 /// One turn of the loop at time `now`; `kernel`: the kernel's flow map, when netfw's program
-/// (XDP or tc) forwards established flows.
-pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Option<&mut KernelFlows>, now: Millis) {
+/// (XDP or tc) forwards established flows; `probes`: where health probes' replies go, and the
+/// probes themselves if this loop runs them.
+pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Option<&mut KernelFlows>, probes: &mut Probes, now: Millis) {
+    let dip = fwd.spec().dip;
     for i in 0..nics.len() {
         let Some((me, other)) = split(nics, i) else { continue };
         let side = me.side;
@@ -97,6 +100,11 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Optio
                     None => send_forwarded(&mut *own_tx, own_mtu, frame.data, fwd),
                 },
                 Verdict::Control if frame.data.len() > CONTROL_MTU => fwd.count_drop(DropReason::Oversize),
+                Verdict::Control if is_probe_reply(frame.data, dip) => {
+                    if !probes.take(frame.data) {
+                        fwd.count_drop(DropReason::ControlQueueFull);
+                    }
+                }
                 Verdict::Control => {
                     if !stack.push_rx(frame.data) {
                         fwd.count_drop(DropReason::ControlQueueFull);
@@ -123,6 +131,16 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Optio
         },
         |key| kernel.as_deref().map_or(Idle::Gone, |k| k.idle(key)),
     );
+    if let Some(n) = nics.get_mut(rs) {
+        let tx = n.port.halves().1;
+        let mut unsent = 0;
+        probes.poll(now, fwd, |f| {
+            let sent = tx.send(f);
+            unsent += u64::from(!sent);
+            sent
+        });
+        fwd.count_drops(DropReason::TxRingFull, unsent);
+    }
     for n in nics.iter_mut() {
         let tx = n.port.halves().1;
         let mut unsent = 0;
@@ -252,7 +270,7 @@ mod tests {
         // VIP (timers), and the control stack's ARP reply, all find the ring full.
         let (mut nics, mut fwd) = one_arm(0);
         nics[0].port.rx.0.push_back(arp_for_dip());
-        turn(&mut nics, &mut fwd, None, Millis(0));
+        turn(&mut nics, &mut fwd, None, &mut Probes::Off, Millis(0));
         let c = fwd.counters();
         assert_eq!(c.events(Event::ToControl), 1, "the ARP request went to the control stack");
         assert_eq!(c.drops(DropReason::TxRingFull), 3, "ARP request + gratuitous ARP + the stack's ARP reply");
@@ -261,7 +279,7 @@ mod tests {
         // With room, the same frames go out and nothing more is counted.
         let (mut nics, mut fwd) = one_arm(16);
         nics[0].port.rx.0.push_back(arp_for_dip());
-        turn(&mut nics, &mut fwd, None, Millis(0));
+        turn(&mut nics, &mut fwd, None, &mut Probes::Off, Millis(0));
         assert_eq!(fwd.counters().drops(DropReason::TxRingFull), 0);
         assert_eq!(nics[0].port.tx.sent.len(), 3);
     }
@@ -271,7 +289,7 @@ mod tests {
         let (mut nics, mut fwd) = one_arm(16);
         nics[0].port.tx.flush_drops = 2;
         nics[0].port.tx.flush_fails = true;
-        turn(&mut nics, &mut fwd, None, Millis(0));
+        turn(&mut nics, &mut fwd, None, &mut Probes::Off, Millis(0));
         assert_eq!(fwd.counters().drops(DropReason::TxError), 2);
         assert_eq!(fwd.counters().events(Event::TxFlushFailed), 1);
         nics[0].port.stats = Some(5);
@@ -317,7 +335,7 @@ mod tests {
         reply.extend_from_slice(&MAC);
         reply.extend_from_slice(&DIP.octets());
         nics[0].port.rx.0.extend([reply, client_tcp(0x02, 0), client_tcp(0x10, 4000)]);
-        turn(&mut nics, &mut fwd, None, Millis(0));
+        turn(&mut nics, &mut fwd, None, &mut Probes::Off, Millis(0));
         let out: Vec<usize> = nics[0].port.tx.sent.iter().filter(|f| f[12..14] == [0x08, 0x00]).map(Vec::len).collect();
         assert_eq!(out, vec![54, 1514, 1514, 14 + 40 + 1080], "the SYN, then the merged frame as three segments");
         assert_eq!(fwd.counters().events(Event::FramesSplit), 1);
@@ -335,7 +353,7 @@ mod tests {
         s.services[0].proto = Protocol::Udp;
         fwd.apply(s, Millis(1)).unwrap();
         nics[0].port.rx.0.push_back(udp);
-        turn(&mut nics, &mut fwd, None, Millis(1));
+        turn(&mut nics, &mut fwd, None, &mut Probes::Off, Millis(1));
         assert_eq!(fwd.counters().drops(DropReason::Oversize), 1);
     }
 }

@@ -22,6 +22,7 @@ use netfw_core::model::DataPlaneSpec;
 use netfw_core::time::Millis;
 
 use crate::ctl::Control;
+use crate::health::{HealthBoard, Prober, Probes, RELAY_QUEUE};
 use crate::io::backend::{self, InKernel, KernelSetup, OpenError, Opened};
 use crate::io::kernel_flows::{monotonic_ns, KernelFlows};
 use crate::io::nic::{fmt_mac, mtu, NicError};
@@ -361,7 +362,7 @@ fn spawn<P: Port + Send + 'static>(
         InKernel::Yes(k) => Some(k),
         InKernel::No(_) => None,
     };
-    let board = Arc::new(SharedLoad::new(spec.services.iter().map(|s| s.real_servers.len()).sum()));
+    let board = Arc::new(SharedLoad::new(spec.backend_count()));
     let mut fwds = Vec::with_capacity(n);
     for w in 0..n {
         let share = reload::share(spec, n, w);
@@ -384,6 +385,12 @@ fn spawn<P: Port + Send + 'static>(
     eprintln!("netfw: {in_kernel}");
     let running: Vec<DataPlaneSpec> = fwds.iter().map(|f| f.spec().clone()).collect();
     let (arp_tx, arp_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel()).unzip();
+    // The first worker probes; the others relay the replies they receive to it.
+    let health = Arc::new(HealthBoard::new(spec.backend_count()));
+    let (relay_tx, relay_rx) = mpsc::sync_channel(RELAY_QUEUE);
+    let prober = Prober::new(spec, setup.rs_mac, Arc::clone(&health), seed ^ 0x4ea1, now);
+    let mut probes: Vec<Probes> = (1..n).map(|_| Probes::Relay(relay_tx.clone())).collect();
+    probes.insert(0, Probes::Run { prober: Box::new(prober), relayed: relay_rx });
     let mut kernels: Vec<Option<KernelFlows>> =
         (0..n).map(|w| if w == 0 { None } else { kernel.as_ref().map(KernelFlows::worker) }).collect();
     if let Some(k) = kernels.first_mut() {
@@ -391,14 +398,27 @@ fn spawn<P: Port + Send + 'static>(
     }
     let mut handles = Vec::with_capacity(n);
     let mut senders = Vec::with_capacity(n);
-    let it = parts.into_iter().zip(fwds).zip(kernels).zip(arp_rx).enumerate();
-    for (w, (((ports, fwd), kernel), arp_in)) in it {
+    let it = parts.into_iter().zip(fwds).zip(kernels).zip(arp_rx).zip(probes).enumerate();
+    for (w, ((((ports, fwd), kernel), arp_in), probes)) in it {
         let (tx, orders) = mpsc::channel();
         senders.push(tx);
         let arp_out = arp_tx.iter().enumerate().filter(|(o, _)| *o != w).map(|(_, t)| t.clone()).collect();
         let nics = nics(ports, &setup.nics, spec, seed ^ ((w as u64) << 8), now);
         let queues = setup.queues.get(w).cloned().unwrap_or_default();
-        let worker = Worker { index: w, nics, fwd, kernel, orders, arp_in, arp_out, names: setup.names.clone(), queues };
+        let worker = Worker {
+            index: w,
+            nics,
+            fwd,
+            kernel,
+            orders,
+            arp_in,
+            arp_out,
+            names: setup.names.clone(),
+            queues,
+            probes,
+            health: Arc::clone(&health),
+            health_seen: 0,
+        };
         let h = std::thread::Builder::new()
             .name(format!("netfw-worker{w}"))
             .spawn(move || worker.run(start, &STOP))

@@ -21,13 +21,25 @@ pub const CONTROL_MTU: usize = 1514;
 /// Frames queued each way.
 pub const CONTROL_QUEUE: usize = 64;
 
-type Buf = HVec<u8, CONTROL_MTU>;
+/// One queued frame.
+pub(crate) type Buf = HVec<u8, CONTROL_MTU>;
 
-/// A device made of two queues.
-#[derive(Debug, Default)]
+/// A device made of two queues, of Ethernet frames (the control stacks) or of IP packets (the
+/// health probes' stack, `probe`).
+#[derive(Debug)]
 pub struct QueueDevice {
-    rx: Deque<Buf, CONTROL_QUEUE>,
-    tx: Deque<Buf, CONTROL_QUEUE>,
+    /// Received, for smoltcp to take.
+    pub(crate) rx: Deque<Buf, CONTROL_QUEUE>,
+    /// Sent by smoltcp, for the caller to take.
+    pub(crate) tx: Deque<Buf, CONTROL_QUEUE>,
+    medium: Medium,
+}
+
+impl QueueDevice {
+    /// Empty queues of `medium` frames.
+    pub fn new(medium: Medium) -> Self {
+        QueueDevice { rx: Deque::new(), tx: Deque::new(), medium }
+    }
 }
 
 /// Receive token.
@@ -72,8 +84,8 @@ impl Device for QueueDevice {
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ethernet;
-        c.max_transmission_unit = CONTROL_MTU;
+        c.medium = self.medium;
+        c.max_transmission_unit = if self.medium == Medium::Ethernet { CONTROL_MTU } else { CONTROL_MTU - 14 };
         c
     }
 }
@@ -101,7 +113,8 @@ impl core::fmt::Debug for ControlStack {
     }
 }
 
-fn ts(now: Millis) -> Instant {
+/// smoltcp's instant for netfw's milliseconds.
+pub(crate) fn ts(now: Millis) -> Instant {
     Instant::from_millis(i64::try_from(now.0).unwrap_or(i64::MAX))
 }
 
@@ -110,7 +123,7 @@ impl ControlStack {
     pub fn new(mac: Mac, roles: Roles, spec: &DataPlaneSpec, seed: u64, now: Millis) -> ControlStack {
         let mut cfg = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         cfg.random_seed = seed;
-        let mut dev = QueueDevice::default();
+        let mut dev = QueueDevice::new(Medium::Ethernet);
         let iface = Interface::new(cfg, &mut dev, ts(now));
         let mut s = ControlStack { iface, sockets: SocketSet::new(Vec::new()), dev, roles };
         s.configure(spec);

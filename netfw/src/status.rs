@@ -42,8 +42,11 @@ pub fn collect(f: &Forwarder, vip_side: &str, rs_side: &str, now: Millis) -> Sta
                     packets: b.packets,
                     bytes: b.bytes,
                     rates: None,
+                    health: None,
                 })
                 .collect(),
+            state: None,
+            sorry_server: s.sorry.and_then(|b| f.backends().get(usize::from(b))).map(|b| b.rip.to_string()),
         })
         .collect::<Vec<_>>();
     for n in f.neighbours().entries() {
@@ -84,6 +87,7 @@ pub fn collect(f: &Forwarder, vip_side: &str, rs_side: &str, now: Millis) -> Sta
         events: Event::ALL.iter().map(|e| (e.key().to_string(), c.events(*e))).collect(),
         warnings,
         workers: Vec::new(),
+        health_events: Vec::new(),
     }
 }
 
@@ -92,7 +96,8 @@ pub fn collect(f: &Forwarder, vip_side: &str, rs_side: &str, now: Millis) -> Sta
 const PER_BOX_EVENTS: [Event; 1] = [Event::Reloads];
 
 /// The box's report from its workers' (same config, each its share of the flows): counts
-/// added up, a real server reachable if any worker may use it, warnings once each.
+/// added up, a real server reachable if any worker may use it, warnings once each, health as
+/// the worker that probes reports it.
 pub fn merge(parts: Vec<Status>) -> Option<Status> {
     let mut parts = parts.into_iter();
     let mut all = parts.next()?;
@@ -103,7 +108,9 @@ pub fn merge(parts: Vec<Status>) -> Option<Status> {
             a.conns += b.conns;
             a.packets += b.packets;
             a.bytes += b.bytes;
+            a.state = a.state.take().or(b.state);
             for (x, y) in a.real_servers.iter_mut().zip(b.real_servers) {
+                x.health = x.health.take().or(y.health);
                 x.reachable |= y.reachable;
                 x.mac = x.mac.take().or(y.mac);
                 x.active += y.active;
@@ -122,6 +129,9 @@ pub fn merge(parts: Vec<Status>) -> Option<Status> {
             }
         }
         all.workers.extend(p.workers);
+        if all.health_events.is_empty() {
+            all.health_events = p.health_events;
+        }
         for w in p.warnings {
             if !all.warnings.contains(&w) {
                 all.warnings.push(w);

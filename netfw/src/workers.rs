@@ -8,6 +8,8 @@
 //! - ARP: every ARP frame a worker sees is passed to the others (a reply to the first
 //!   worker's request may arrive on any queue). Only the first worker sends ARP requests and
 //!   gratuitous ARP, and writes the kernel's backends array.
+//! - Health: the first worker runs the health probes; the others pass it the probes' replies
+//!   they receive, and follow its verdicts on the health board (read when it changes).
 //! - Orders from the coordinator (`run`'s thread, which serves the control socket and
 //!   signals): report status (the coordinator adds the workers' reports up), or install a
 //!   prepared reload. A reload stops every worker between two turns (a barrier), so no worker
@@ -24,6 +26,7 @@ use netfw_core::forward::{ArpSeen, Forwarder, Installed, Plan, SharedLoad};
 use netfw_core::model::DataPlaneSpec;
 use netfw_core::time::Millis;
 
+use crate::health::{HealthBoard, Probes};
 use crate::io::kernel_flows::KernelFlows;
 use crate::io::Port;
 use crate::pump::{self, Nic};
@@ -47,6 +50,8 @@ pub struct Install {
     spec: DataPlaneSpec,
     /// The connection counts for the new backends.
     load: Arc<SharedLoad>,
+    /// The health verdicts for the new backends.
+    health: Arc<HealthBoard>,
     /// Every worker waits here between the steps.
     barrier: Barrier,
     /// Each worker's result.
@@ -56,12 +61,13 @@ pub struct Install {
 impl Install {
     /// A reload of `plans` (one per worker, in order) to `spec`; results go to `done`.
     pub fn new(plans: Vec<Plan>, spec: DataPlaneSpec, done: Sender<Installed>) -> Install {
-        let backends = spec.services.iter().map(|s| s.real_servers.len()).sum();
+        let backends = spec.backend_count();
         let n = plans.len();
         Install {
             plans: Mutex::new(plans.into_iter().map(Some).collect()),
             spec,
             load: Arc::new(SharedLoad::new(backends)),
+            health: Arc::new(HealthBoard::new(backends)),
             barrier: Barrier::new(n),
             done: Mutex::new(done),
         }
@@ -89,6 +95,12 @@ pub struct Worker<P> {
     pub names: (String, String),
     /// The VIP-facing NIC's receive queues it serves, for status.
     pub queues: String,
+    /// The health probes (the first worker), or where their replies go.
+    pub probes: Probes,
+    /// The health verdicts its forwarder follows, and the version it last copied.
+    pub health: Arc<HealthBoard>,
+    /// The board's version last copied into the forwarder.
+    pub health_seen: u64,
 }
 
 impl<P: Port> Worker<P> {
@@ -106,7 +118,8 @@ impl<P: Port> Worker<P> {
             while let Ok(seen) = self.arp_in.try_recv() {
                 self.fwd.learn_arp(seen, t);
             }
-            pump::turn(&mut self.nics, &mut self.fwd, self.kernel.as_mut(), t);
+            self.health.sync(&mut self.fwd, &mut self.health_seen);
+            pump::turn(&mut self.nics, &mut self.fwd, self.kernel.as_mut(), &mut self.probes, t);
             let out = &self.arp_out;
             self.fwd.take_arp_seen(|seen| {
                 for o in out {
@@ -130,6 +143,9 @@ impl<P: Port> Worker<P> {
                             rx_frames: self.fwd.counters().events(Event::RxFrames),
                             flows: self.fwd.flows().len(),
                         }];
+                        if let Some(p) = self.probes.prober() {
+                            p.annotate(&mut s, &self.fwd);
+                        }
                         let _ = reply.send(s);
                     }
                     Order::Install(install) => self.install(&install, now()),
@@ -156,6 +172,11 @@ impl<P: Port> Worker<P> {
             self.fwd.share_load(Arc::clone(&r.load));
             for n in &mut self.nics {
                 n.stack.configure(&r.spec);
+            }
+            self.health = Arc::clone(&r.health);
+            self.health_seen = 0;
+            if let Some(p) = self.probes.prober() {
+                p.configure(&r.spec, Arc::clone(&r.health), now);
             }
             done
         });

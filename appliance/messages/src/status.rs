@@ -34,6 +34,65 @@ pub struct RealServerStatus {
     /// The kernel's rate estimates (IPVS mode); in forwarder mode rates are the difference of
     /// two reports.
     pub rates: Option<Rates>,
+    /// Its health check's view (absent when the service has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<ServerHealth>,
+}
+
+/// A checked real server's health.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHealth {
+    /// "up" or "down".
+    pub state: String,
+    /// The last probe's result in words ("check passed", "connection refused", …; "not
+    /// checked yet").
+    pub last: String,
+    /// When it entered its state (Unix time, ms).
+    pub since_unix_ms: u64,
+    /// What is probed: "tcp 203.0.113.10:80 via the DR path", "http … via the RIP".
+    pub check: String,
+}
+
+/// A real server changed state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthEvent {
+    /// When (Unix time, ms).
+    pub at_unix_ms: u64,
+    /// The service ("tcp 203.0.113.10:80").
+    pub service: String,
+    /// The real server's address.
+    pub server: String,
+    /// "up" or "down" before.
+    pub from: String,
+    /// And after.
+    pub to: String,
+    /// The probe result that decided it, in words.
+    pub reason: String,
+}
+
+impl HealthEvent {
+    /// One line: "2026-11-22 09:30:01 UTC tcp 203.0.113.10:80 198.18.0.11 up -> down: connection refused".
+    pub fn line(&self) -> String {
+        format!("{} {} {} {} -> {}: {}", utc(self.at_unix_ms), self.service, self.server, self.from, self.to, self.reason)
+    }
+}
+
+/// Unix milliseconds as "YYYY-MM-DD hh:mm:ss UTC".
+pub fn utc(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Rates over the last seconds, as IPVS's estimator reports them.
@@ -70,6 +129,14 @@ pub struct ServiceStatus {
     pub bytes: u64,
     /// Real servers.
     pub real_servers: Vec<RealServerStatus>,
+    /// Its health: "up" (a real server may take new flows), "sorry" (none may: the sorry
+    /// server takes them) or "down" (none may, no sorry server: new flows are dropped).
+    /// Absent without a health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Its sorry server, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sorry_server: Option<String>,
 }
 
 /// One forwarding worker (forwarder mode with several: one per group of receive queues).
@@ -115,6 +182,9 @@ pub struct Status {
     /// The forwarding workers, when there are several (how the receive queues share the work).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<WorkerStatus>,
+    /// Real servers' health changes, oldest first (the last ones kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_events: Vec<HealthEvent>,
 }
 
 impl Status {
@@ -180,9 +250,11 @@ impl Status {
         for s in &self.services {
             let persist = if s.persistence_s > 0 { format!(" persistent {}", s.persistence_s) } else { String::new() };
             let fwd = if s.forwarding == Forwarding::Dr { String::new() } else { format!(" {}", s.forwarding.name()) };
+            let state = s.state.as_deref().map(|st| format!(" {}", st.to_uppercase())).unwrap_or_default();
+            let sorry = s.sorry_server.as_deref().map(|a| format!(" sorry {a}")).unwrap_or_default();
             let _ = writeln!(
                 o,
-                "{:<4} {}:{} {}{}{}  (conns {} pkts {} bytes {})",
+                "{:<4} {}:{} {}{}{}{state}{sorry}  (conns {} pkts {} bytes {})",
                 s.protocol.to_uppercase(),
                 s.vip,
                 s.port,
@@ -200,9 +272,10 @@ impl Status {
                     (None, _) => "unresolved".into(),
                 };
                 let rate = r.rates.map(|x| format!(" {:>5} {:>6} {:>7}", x.cps, x.pps, x.bps)).unwrap_or_default();
+                let health = r.health.as_ref().map(|h| format!("  {} ({})", h.state.to_uppercase(), h.last)).unwrap_or_default();
                 let _ = writeln!(
                     o,
-                    "  -> {:<25} {:<18} {:>6} {:>10} {:>9} {:>10} {:>9} {:>11}{rate}",
+                    "  -> {:<25} {:<18} {:>6} {:>10} {:>9} {:>10} {:>9} {:>11}{rate}{health}",
                     format!("{}:{}", r.address, s.port),
                     mac,
                     r.weight,
@@ -232,6 +305,12 @@ impl Status {
         if !any {
             let _ = writeln!(o, "  none");
         }
+        if !self.health_events.is_empty() {
+            let _ = writeln!(o, "Health events:");
+            for e in &self.health_events {
+                let _ = writeln!(o, "  {}", e.line());
+            }
+        }
         if self.workers.len() > 1 {
             let _ = writeln!(o, "Workers:");
             for w in &self.workers {
@@ -246,5 +325,17 @@ impl Status {
             let _ = writeln!(o, "WARNING: {w}");
         }
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_times_read_as_utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_795_340_401_000), "2026-11-22 09:40:01 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
     }
 }

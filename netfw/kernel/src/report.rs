@@ -53,9 +53,12 @@ pub fn collect(cfg: Option<&Config>, table: &[(Service, Vec<Dest>)], arp: &str) 
                         packets: d.stats.inpkts,
                         bytes: d.stats.inbytes,
                         rates: Some(Rates { cps: d.stats.cps, pps: d.stats.inpps, bps: d.stats.inbps }),
+                        health: None,
                     }
                 })
                 .collect(),
+            state: None,
+            sorry_server: None,
         })
         .collect();
     for s in &services {
@@ -89,6 +92,7 @@ pub fn collect(cfg: Option<&Config>, table: &[(Service, Vec<Dest>)], arp: &str) 
         events: BTreeMap::new(),
         warnings,
         workers: Vec::new(),
+        health_events: Vec::new(),
     }
 }
 

@@ -194,13 +194,14 @@ impl KernelFlows {
     }
 
     /// Write each backend's entry: not valid while it is rewritten, valid again if its real
-    /// server's MAC is known.
+    /// server's MAC is known and it is up.
     fn write_backends(&mut self, fwd: &Forwarder) {
         let src = fwd.rs_mac();
         let n = fwd.backends().len().min(self.backends.len());
         for i in 0..n.max(self.written) {
             let Some(w0) = self.backends.u64_at(i, BACKEND_VALID) else { continue };
-            let mac = fwd.backends().get(i).and_then(|b| b.mac);
+            // A server that is down is no valid target: its flows' frames come to netfw, which moves them.
+            let mac = fwd.backends().get(i).filter(|b| b.up).and_then(|b| b.mac);
             w0.store(self.first_word(false), Ordering::Release);
             let Some(mac) = mac else { continue };
             let mut w1 = [0u8; 8];

@@ -1,0 +1,423 @@
+//! The prober: a smoltcp interface of its own (medium IP, the DIP as its address) with one
+//! socket per checked real server. Each probe takes a local port from `PROBE_PORTS`; every
+//! packet it sends leaves with the MAC of the server that port belongs to, whatever its IP
+//! destination, so a probe to VIP:port takes exactly the path a client's packet takes after
+//! the director (seed 001: the server must hold the VIP on `lo` and answer from it), and a
+//! probe to the RIP the server's own address. The server's replies come back to the DIP.
+//!
+//! Results feed each server's `CheckState` (core); a change of state is an event (console,
+//! status) and goes on the health board, which every worker's forwarder follows.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::Medium;
+use smoltcp::socket::{tcp, udp};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
+
+use director_messages::status::{HealthEvent, ServerHealth, Status};
+use netfw_core::forward::Forwarder;
+use netfw_core::health::{CheckState, Failure, Health, Outcome, PROBE_PORTS};
+use netfw_core::model::{CheckKind, DataPlaneSpec, HealthCheck, Via};
+use netfw_core::time::Millis;
+use netfw_core::wire::Mac;
+
+use super::HealthBoard;
+use crate::stack::{ts, Buf, QueueDevice};
+
+/// Health events kept for status.
+pub const EVENTS_KEPT: usize = 64;
+/// How long after a config is installed a server's unknown MAC is not yet held against it
+/// (ARP from the DIP is still being answered).
+const MAC_GRACE_MS: u64 = 3_000;
+/// Most bytes of an HTTP answer read (the status line and headers are all a check needs).
+const HTTP_READ: usize = 4096;
+
+/// A probe under way.
+#[derive(Debug)]
+struct Probe {
+    started: Millis,
+    /// HTTP: the request went out.
+    sent: bool,
+    /// HTTP: what came back so far.
+    reply: Vec<u8>,
+}
+
+/// One checked real server of one service.
+#[derive(Debug)]
+struct Target {
+    /// The service and server it checks (to carry its state over a reload).
+    key: (Ipv4Addr, u8, u16, Ipv4Addr),
+    backend: u16,
+    service: String,
+    check: HealthCheck,
+    /// Where probes are addressed (VIP or RIP).
+    dst: Ipv4Addr,
+    state: CheckState,
+    socket: SocketHandle,
+    probe: Option<Probe>,
+    /// The prober's poll count when its socket was last closed (a new probe waits for a poll
+    /// in between, so the reset of the last one goes out first).
+    closed_at: u64,
+}
+
+/// The health prober.
+pub struct Prober {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    dev: QueueDevice,
+    rs_mac: Mac,
+    targets: Vec<Target>,
+    /// Local port (from `PROBE_PORTS.start`) → the target that used it last.
+    ports: Vec<Option<usize>>,
+    next_port: u16,
+    polls: u64,
+    configured_at: Millis,
+    events: VecDeque<HealthEvent>,
+    board: Arc<HealthBoard>,
+    /// Unix time (ms) at `Millis(0)`.
+    zero_unix_ms: u64,
+}
+
+impl std::fmt::Debug for Prober {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prober").field("targets", &self.targets.len()).finish()
+    }
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
+}
+
+/// "tcp 203.0.113.10:80".
+fn service_name(proto: &str, vip: Ipv4Addr, port: u16) -> String {
+    format!("{proto} {vip}:{port}")
+}
+
+impl Prober {
+    /// A prober for `spec`'s checked servers, sending from `rs_mac`; verdicts go on `board`.
+    pub fn new(spec: &DataPlaneSpec, rs_mac: Mac, board: Arc<HealthBoard>, seed: u64, now: Millis) -> Prober {
+        let mut dev = QueueDevice::new(Medium::Ip);
+        let mut cfg = IfaceConfig::new(HardwareAddress::Ip);
+        cfg.random_seed = seed;
+        let iface = Interface::new(cfg, &mut dev, ts(now));
+        let zero_unix_ms = unix_ms_now().saturating_sub(now.0);
+        let mut p = Prober {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            dev,
+            rs_mac,
+            targets: Vec::new(),
+            ports: vec![None; usize::from(PROBE_PORTS.end - PROBE_PORTS.start)],
+            next_port: 0,
+            polls: 0,
+            configured_at: now,
+            events: VecDeque::new(),
+            board,
+            zero_unix_ms,
+        };
+        p.configure(spec, Arc::clone(&p.board), now);
+        p
+    }
+
+    /// Check the servers of a new config (servers that stay, with the same check, keep their
+    /// state); verdicts go on `board` from now on.
+    pub fn configure(&mut self, spec: &DataPlaneSpec, board: Arc<HealthBoard>, now: Millis) {
+        self.iface.update_ip_addrs(|a| {
+            a.clear();
+            let _ = a.push(IpCidr::new(IpAddress::Ipv4(spec.dip), spec.dip_prefix));
+        });
+        // Medium IP needs no neighbour, only a route for addresses off the DIP's subnet (VIPs).
+        let _ = self.iface.routes_mut().add_default_ipv4_route(spec.dip);
+        let mut old: Vec<Target> = std::mem::take(&mut self.targets);
+        for t in &old {
+            self.sockets.remove(t.socket);
+        }
+        let mut backend = 0u16;
+        for s in &spec.services {
+            let first = backend;
+            backend =
+                backend.saturating_add(u16::try_from(s.real_servers.len() + usize::from(s.sorry_server.is_some())).unwrap_or(u16::MAX));
+            let Some(check) = &s.health else { continue };
+            for (i, r) in s.real_servers.iter().enumerate() {
+                let key = (s.vip, s.proto.number(), s.port, r.addr);
+                let carried = old.iter_mut().find(|t| t.key == key && t.check == *check).map(|t| t.state);
+                let socket = match check.kind {
+                    CheckKind::Udp { .. } => self.sockets.add(udp::Socket::new(
+                        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 2048]),
+                        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 2048]),
+                    )),
+                    _ => self
+                        .sockets
+                        .add(tcp::Socket::new(tcp::SocketBuffer::new(vec![0; HTTP_READ]), tcp::SocketBuffer::new(vec![0; 1024]))),
+                };
+                self.targets.push(Target {
+                    key,
+                    backend: first.saturating_add(u16::try_from(i).unwrap_or(u16::MAX)),
+                    service: service_name(s.proto.name(), s.vip, s.port),
+                    check: check.clone(),
+                    dst: if check.via == Via::Vip { s.vip } else { r.addr },
+                    state: carried.unwrap_or_else(|| CheckState::new(now)),
+                    socket,
+                    probe: None,
+                    closed_at: 0,
+                });
+            }
+        }
+        old.clear();
+        self.ports.iter_mut().for_each(|p| *p = None);
+        self.configured_at = now;
+        for t in &self.targets {
+            board.set(t.backend, t.state.health == Health::Up);
+        }
+        self.board = board;
+    }
+
+    /// Queue a probe reply (an Ethernet frame, `is_probe_reply`); false if the queue is full.
+    pub fn push_rx(&mut self, frame: &[u8]) -> bool {
+        let Some(ip) = frame.get(14..) else { return false };
+        let Ok(b) = Buf::from_slice(ip) else { return false };
+        self.dev.rx.push_back(b).is_ok()
+    }
+
+    /// Start the probes that are due, let smoltcp work, send what it sends, and take the
+    /// results of the probes under way.
+    pub fn poll(&mut self, now: Millis, fwd: &Forwarder, mut send: impl FnMut(&[u8]) -> bool) {
+        if self.targets.is_empty() {
+            self.dev.rx.clear();
+            return;
+        }
+        self.polls += 1;
+        for i in 0..self.targets.len() {
+            self.start_if_due(i, now, fwd);
+        }
+        let _ = self.iface.poll(ts(now), &mut self.dev, &mut self.sockets);
+        let mut frame = [0u8; 1514];
+        while let Some(pkt) = self.dev.tx.pop_front() {
+            let Some(mac) = self.mac_for(&pkt, fwd) else { continue };
+            let n = 14 + pkt.len();
+            if let Some(f) = frame.get_mut(..n) {
+                f[0..6].copy_from_slice(&mac);
+                f[6..12].copy_from_slice(&self.rs_mac);
+                f[12..14].copy_from_slice(&[0x08, 0x00]);
+                f[14..].copy_from_slice(&pkt);
+                let _ = send(f);
+            }
+        }
+        for i in 0..self.targets.len() {
+            if let Some(outcome) = self.progress(i, now) {
+                self.finish(i, outcome, now);
+            }
+        }
+    }
+
+    /// The MAC of the server a probe packet (IP, from the DIP) is for: by its source port.
+    fn mac_for(&self, pkt: &[u8], fwd: &Forwarder) -> Option<Mac> {
+        let ihl = usize::from(pkt.first()? & 0x0f) * 4;
+        let sport = u16::from_be_bytes([*pkt.get(ihl)?, *pkt.get(ihl + 1)?]);
+        let t = self.ports.get(usize::from(sport.checked_sub(PROBE_PORTS.start)?))?.and_then(|t| self.targets.get(t))?;
+        fwd.backends().get(usize::from(t.backend))?.mac
+    }
+
+    fn start_if_due(&mut self, i: usize, now: Millis, fwd: &Forwarder) {
+        let polls = self.polls;
+        let Some(t) = self.targets.get_mut(i) else { return };
+        if t.probe.is_some() || !t.state.due(now) || t.closed_at >= polls {
+            return;
+        }
+        t.state.started(now, t.check.interval_ms);
+        if fwd.backends().get(usize::from(t.backend)).and_then(|b| b.mac).is_none() {
+            // No probe can reach it. Held against it once ARP has had its time.
+            if now.since(self.configured_at) >= MAC_GRACE_MS {
+                self.finish(i, Outcome::Fail(Failure::NoMac), now);
+            }
+            return;
+        }
+        let Some(port) = self.take_port(i) else { return };
+        let Some(t) = self.targets.get_mut(i) else { return };
+        let remote = IpEndpoint::new(IpAddress::Ipv4(t.dst), t.check.port);
+        let started = match &t.check.kind {
+            CheckKind::Udp { send, .. } => {
+                let s = self.sockets.get_mut::<udp::Socket>(t.socket);
+                s.close();
+                s.bind(port).is_ok() && s.send_slice(send, remote).is_ok()
+            }
+            _ => self.sockets.get_mut::<tcp::Socket>(t.socket).connect(self.iface.context(), remote, port).is_ok(),
+        };
+        if started {
+            t.probe = Some(Probe { started: now, sent: false, reply: Vec::new() });
+        }
+    }
+
+    /// The next free probe port, now belonging to target `i`.
+    fn take_port(&mut self, i: usize) -> Option<u16> {
+        let n = self.ports.len();
+        let slot = usize::from(self.next_port) % n;
+        self.next_port = u16::try_from((slot + 1) % n).unwrap_or(0);
+        *self.ports.get_mut(slot)? = Some(i);
+        PROBE_PORTS.start.checked_add(u16::try_from(slot).ok()?)
+    }
+
+    /// A probe's result, if it has one now.
+    fn progress(&mut self, i: usize, now: Millis) -> Option<Outcome> {
+        let t = self.targets.get_mut(i)?;
+        let p = t.probe.as_mut()?;
+        let timed_out = now.since(p.started) >= u64::from(t.check.timeout_ms);
+        let no_answer = Outcome::Fail(Failure::NoAnswer(t.check.timeout_ms));
+        match &t.check.kind {
+            CheckKind::Udp { expect, .. } => {
+                let s = self.sockets.get_mut::<udp::Socket>(t.socket);
+                while let Ok((data, meta)) = s.recv() {
+                    if meta.endpoint.addr == IpAddress::Ipv4(t.dst) && meta.endpoint.port == t.check.port {
+                        return Some(if data.starts_with(expect) { Outcome::Pass } else { Outcome::Fail(Failure::WrongReply) });
+                    }
+                }
+                timed_out.then_some(no_answer)
+            }
+            CheckKind::Tcp => {
+                let s = self.sockets.get_mut::<tcp::Socket>(t.socket);
+                match s.state() {
+                    tcp::State::SynSent | tcp::State::SynReceived => timed_out.then_some(no_answer),
+                    tcp::State::Closed => Some(Outcome::Fail(Failure::Refused)),
+                    _ => Some(Outcome::Pass),
+                }
+            }
+            CheckKind::Http { path, host, status_min, status_max } => {
+                let s = self.sockets.get_mut::<tcp::Socket>(t.socket);
+                match s.state() {
+                    tcp::State::SynSent | tcp::State::SynReceived => return timed_out.then_some(no_answer),
+                    tcp::State::Closed if !p.sent => return Some(Outcome::Fail(Failure::Refused)),
+                    _ => {}
+                }
+                if !p.sent && s.may_send() {
+                    let host = host.clone().unwrap_or_else(|| t.dst.to_string());
+                    let req =
+                        format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: director-health-check\r\nConnection: close\r\n\r\n");
+                    p.sent = s.send_slice(req.as_bytes()).is_ok_and(|n| n == req.len());
+                }
+                while s.can_recv() && p.reply.len() < HTTP_READ {
+                    let mut buf = [0u8; 1024];
+                    match s.recv_slice(&mut buf) {
+                        Ok(n) if n > 0 => p.reply.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                        _ => break,
+                    }
+                }
+                if let Some(code) = http_status(&p.reply) {
+                    return Some(match code {
+                        Ok(c) if (*status_min..=*status_max).contains(&c) => Outcome::Pass,
+                        Ok(c) => Outcome::Fail(Failure::HttpStatus(c)),
+                        Err(()) => Outcome::Fail(Failure::NotHttp),
+                    });
+                }
+                if !s.may_recv() || p.reply.len() >= HTTP_READ {
+                    return Some(Outcome::Fail(if p.reply.is_empty() { Failure::Closed } else { Failure::NotHttp }));
+                }
+                timed_out.then_some(no_answer)
+            }
+        }
+    }
+
+    /// A probe of target `i` ended with `outcome` (or none could be sent): close its socket,
+    /// record the result, and on a change of state tell the board, the console and status.
+    fn finish(&mut self, i: usize, outcome: Outcome, now: Millis) {
+        let polls = self.polls;
+        let Some(t) = self.targets.get_mut(i) else { return };
+        if t.probe.take().is_some() {
+            match t.check.kind {
+                CheckKind::Udp { .. } => self.sockets.get_mut::<udp::Socket>(t.socket).close(),
+                _ => self.sockets.get_mut::<tcp::Socket>(t.socket).abort(),
+            }
+            t.closed_at = polls;
+        }
+        let Some(tr) = t.state.record(outcome, t.check.rise, t.check.fall, now) else { return };
+        self.board.set(t.backend, tr.to == Health::Up);
+        let e = HealthEvent {
+            at_unix_ms: self.zero_unix_ms + now.0,
+            service: t.service.clone(),
+            server: t.key.3.to_string(),
+            from: tr.from.name().into(),
+            to: tr.to.name().into(),
+            reason: format!("{} ({})", tr.reason, describe(&t.check, t.dst)),
+        };
+        eprintln!("netfw: health: {}", e.line());
+        if self.events.len() >= EVENTS_KEPT {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    /// Add the checks' view to a status report of the same config: each checked server's
+    /// health, each checked service's state, and the events.
+    pub fn annotate(&self, status: &mut Status, fwd: &Forwarder) {
+        for (svc, ss) in fwd.services().iter().zip(status.services.iter_mut()) {
+            let mut any = false;
+            let mut any_up = false;
+            for (&b, rs) in svc.backends.iter().zip(ss.real_servers.iter_mut()) {
+                let Some(t) = self.targets.iter().find(|t| t.backend == b) else { continue };
+                any = true;
+                any_up |= t.state.health == Health::Up && rs.weight > 0;
+                rs.health = Some(ServerHealth {
+                    state: t.state.health.name().into(),
+                    last: t.state.last.map_or_else(|| "not checked yet".to_string(), |o| o.to_string()),
+                    since_unix_ms: self.zero_unix_ms + t.state.since.0,
+                    check: describe(&t.check, t.dst),
+                });
+            }
+            if any {
+                ss.state = Some(
+                    if any_up {
+                        "up"
+                    } else if svc.sorry.is_some() {
+                        "sorry"
+                    } else {
+                        "down"
+                    }
+                    .into(),
+                );
+            }
+        }
+        status.health_events = self.events.iter().cloned().collect();
+    }
+}
+
+/// "tcp to 203.0.113.10:80 through the DR path", "http GET / to 198.18.0.11:80".
+fn describe(c: &HealthCheck, dst: Ipv4Addr) -> String {
+    let what = match &c.kind {
+        CheckKind::Tcp => "tcp".to_string(),
+        CheckKind::Http { path, .. } => format!("http GET {path}"),
+        CheckKind::Udp { .. } => "udp".to_string(),
+    };
+    let path = if c.via == Via::Vip { " through the DR path" } else { "" };
+    format!("{what} to {dst}:{}{path}", c.port)
+}
+
+/// The status of an HTTP answer once its status line is in: `Some(Ok(code))`, `Some(Err(()))`
+/// if it is not HTTP, `None` while it is incomplete.
+fn http_status(reply: &[u8]) -> Option<Result<u16, ()>> {
+    if reply.is_empty() {
+        return None;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut r = httparse::Response::new(&mut headers);
+    match r.parse(reply) {
+        Ok(_) | Err(httparse::Error::TooManyHeaders) if r.code.is_some() => r.code.map(Ok),
+        Ok(_) => None,
+        Err(_) => Some(Err(())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http_answer_is_read_as_soon_as_its_status_line_is_in() {
+        assert_eq!(http_status(b""), None);
+        assert_eq!(http_status(b"HTTP/1.0 20"), None);
+        assert_eq!(http_status(b"HTTP/1.0 200 OK\r\n"), Some(Ok(200)));
+        assert_eq!(http_status(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"), Some(Ok(503)));
+        assert_eq!(http_status(b"SSH-2.0-OpenSSH_9.2\r\n"), Some(Err(())));
+    }
+}
