@@ -173,18 +173,39 @@ impl Lab {
         };
         lab.wire()?;
         for i in 1..=real_servers {
-            let ns = lab.ns(&format!("rs{i}"));
-            let tool = bin("labtool")?;
-            lab.spawn(
-                &format!("rs{i}-server"),
-                &ns,
-                &[tool.to_str().unwrap_or_default(), "serve", "--name", &format!("rs{i}"), "--port", "80", "--udp-port", "53"],
-            )?;
+            lab.spawn_server(i)?;
         }
         for i in 1..=real_servers {
             lab.wait_tcp(&lab.ns("router"), rip(i), 80)?;
         }
         Ok(lab)
+    }
+
+    /// Start real server `i`'s HTTP (port 80) and UDP (port 53) service, named `rs<i>`.
+    fn spawn_server(&mut self, i: usize) -> Result<(), LabError> {
+        let ns = self.ns(&format!("rs{i}"));
+        let tool = bin("labtool")?;
+        self.spawn(
+            &format!("rs{i}-server"),
+            &ns,
+            &[tool.to_str().unwrap_or_default(), "serve", "--name", &format!("rs{i}"), "--port", "80", "--udp-port", "53"],
+        )?;
+        Ok(())
+    }
+
+    /// Stop real server `i`'s service (its address still answers: a connection is refused).
+    pub fn stop_server(&mut self, i: usize) {
+        let label = format!("rs{i}-server");
+        for (_, c) in self.children.iter_mut().filter(|(l, _)| *l == label) {
+            stop_child(c);
+        }
+    }
+
+    /// Start real server `i`'s service again, once it listens.
+    pub fn restart_server(&mut self, i: usize) -> Result<(), LabError> {
+        self.stop_server(i);
+        self.spawn_server(i)?;
+        self.wait_tcp(&self.ns("router"), rip(i), 80)
     }
 
     /// The namespace name of a role: client, router, director, rs1…

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "usage:
   labtool serve --name NAME --port P [--udp-port U]
   labtool probe IP:PORT
-  labtool get --to IP:PORT [--count N] [--from IP]
+  labtool get --to IP:PORT [--count N] [--from IP] [--interval-ms I]   (I: one request every I ms)
   labtool long --to IP:PORT --bytes B --ms T
   labtool upload --to IP:PORT --bytes B            send B bytes to the server (client -> real server)
   labtool spoof --to IP:PORT --rate PAIRS --seconds S   SYN then ACK from made-up clients in 198.51.100.0/24
@@ -201,8 +201,12 @@ fn get(args: &[String]) -> Result<(), String> {
     let from = arg(args, "--from").map(|f| f.parse::<Ipv4Addr>()).transpose().map_err(|e| e.to_string())?;
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut errors = Vec::new();
+    let interval = Duration::from_millis(num(args, "--interval-ms", 0));
     let start = Instant::now();
-    for _ in 0..num(args, "--count", 1) {
+    for i in 0..num(args, "--count", 1) {
+        if let Some(wait) = (interval * u32::try_from(i).unwrap_or(u32::MAX)).checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
         match fetch(to, from, "/") {
             Ok((name, _)) => *counts.entry(name).or_default() += 1,
             Err(e) => errors.push(e),

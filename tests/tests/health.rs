@@ -1,0 +1,162 @@
+//! Issue 11's proofs in the namespace lab: health checks through the DR path take a dead real
+//! server out and bring it back, say why, and the sorry server takes over when every server is
+//! down. Needs root (network namespaces); run with `tests/run`.
+
+use std::time::{Duration, Instant};
+
+use qemu::lab::{self, Lab, Layout};
+use tests::{one_lab_at_a_time, poll_until, server_counts, wait_forwarding};
+
+/// A service over rs1..rs3 checked with `check`; `sorry`: rs4 as the sorry server.
+fn checked_service(check: &str, sorry: bool) -> String {
+    let rs: Vec<String> = (1..=3).map(|i| format!(r#"{{"address": "{}", "weight": 1}}"#, lab::rip(i))).collect();
+    let sorry = if sorry { format!(r#", "sorry_server": "{}""#, lab::rip(4)) } else { String::new() };
+    format!(
+        r#"[{{"vip": "{}", "protocol": "tcp", "port": 80, "scheduler": "rr", "real_servers": [{}], "health_check": {check}{sorry}}}]"#,
+        lab::VIP,
+        rs.join(", ")
+    )
+}
+
+/// Real server `i`'s health in the status document: (state, "last result (what is checked)").
+fn health(lab: &Lab, i: usize) -> (String, String) {
+    let s = lab.status_json().unwrap_or_else(|e| panic!("{e}"));
+    let rip = lab::rip(i).to_string();
+    let rs = s["services"][0]["real_servers"].as_array().and_then(|a| a.iter().find(|r| r["address"] == rip.as_str()).cloned());
+    let h = rs.map(|r| r["health"].clone()).unwrap_or_default();
+    let last = format!("{} ({})", h["last"].as_str().unwrap_or_default(), h["check"].as_str().unwrap_or_default());
+    (h["state"].as_str().unwrap_or("none").to_string(), last)
+}
+
+/// Wait until real server `i` is `state`; returns how long it took and its last result.
+fn wait_state(lab: &Lab, i: usize, state: &str) -> (Duration, String) {
+    let t = Instant::now();
+    let last = poll_until(&format!("rs{i} never went {state}"), Duration::from_secs(20), || {
+        let (s, last) = health(lab, i);
+        if s == state {
+            Ok(last)
+        } else {
+            Err(format!("rs{i} is {s} ({last}); {}", lab.status().unwrap_or_default()))
+        }
+    });
+    (t.elapsed(), last)
+}
+
+/// `n` requests, one every 50 ms (20/s): (answers per server, errors).
+fn paced_requests(lab: &Lab, n: usize) -> (std::collections::BTreeMap<String, u64>, usize) {
+    let to = format!("{}:80", lab::VIP);
+    let out = lab.labtool(&lab.ns("client"), &["get", "--to", &to, "--count", &n.to_string(), "--interval-ms", "50"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let errors = v["errors"].as_array().map_or(0, Vec::len);
+    let servers =
+        v["servers"].as_object().map(|m| m.iter().map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0))).collect()).unwrap_or_default();
+    (servers, errors)
+}
+
+fn event_lines(lab: &Lab) -> Vec<String> {
+    let s = lab.status_json().unwrap_or_else(|e| panic!("{e}"));
+    s["health_events"]
+        .as_array()
+        .map(|a| a.iter().map(|e| format!("{} {} -> {}: {}", e["server"], e["from"], e["to"], e["reason"])).collect())
+        .unwrap_or_default()
+}
+
+fn checks_through_the_dr_path(layout: Layout) {
+    let _g = one_lab_at_a_time();
+    let mut lab = Lab::build(layout, 4).unwrap_or_else(|e| panic!("lab: {e}"));
+    let check = r#"{"type": "http", "path": "/", "interval_ms": 500, "timeout_ms": 500, "rise": 2, "fall": 2}"#;
+    let cfg = lab.config(&checked_service(check, true));
+    lab.start_netfw(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
+    for i in 1..=3 {
+        wait_state(&lab, i, "up");
+    }
+
+    // 1. rs1's HTTP service stops: its address answers with resets. Requests fail only until
+    // it is marked down; none after; its status says why; restarted, it comes back.
+    lab.stop_server(1);
+    let (took, why) = wait_state(&lab, 1, "down");
+    println!("{layout:?}: rs1 stopped: marked down after {took:?} ({why})");
+    assert!(why.contains("connection refused"), "{why}");
+    let (servers, errors) = paced_requests(&lab, 40);
+    assert_eq!(errors, 0, "requests failed after rs1 was marked down: {servers:?}");
+    assert_eq!(servers.get("rs1"), None, "{servers:?}");
+    assert_eq!(servers.values().sum::<u64>(), 40);
+    let status = lab.status().unwrap();
+    assert!(status.contains("DOWN (connection refused)"), "the console table says why: {status}");
+    lab.restart_server(1).unwrap_or_else(|e| panic!("{e}"));
+    let (took, _) = wait_state(&lab, 1, "up");
+    println!("{layout:?}: rs1 restarted: up after {took:?}");
+    assert!(server_counts(&lab.labtool(&lab.ns("client"), &["get", "--to", &format!("{}:80", lab::VIP), "--count", "9"]).unwrap())
+        .contains_key("rs1"));
+
+    // 2. rs2 stops answering at all (its link goes down): "no answer".
+    lab.ip(&lab.ns("rs2"), &["link", "set", "eth0", "down"]).unwrap();
+    let (took, why) = wait_state(&lab, 2, "down");
+    println!("{layout:?}: rs2's link down: marked down after {took:?} ({why})");
+    assert!(why.contains("no answer within 500 ms"), "{why}");
+    let (servers, errors) = paced_requests(&lab, 20);
+    assert_eq!((errors, servers.get("rs2")), (0, None), "{servers:?}");
+    lab.ip(&lab.ns("rs2"), &["link", "set", "eth0", "up"]).unwrap();
+    lab.ip(&lab.ns("rs2"), &["route", "replace", "default", "via", "198.18.0.1"]).unwrap();
+    wait_state(&lab, 2, "up");
+
+    // 3. rs3 loses the VIP from lo (seed 001, real-server step 2): its own address still
+    // answers, but the DR-path check does not, and it goes down; restored, it comes back.
+    let vip_lo = format!("{}/32", lab::VIP);
+    lab.ip(&lab.ns("rs3"), &["addr", "del", &vip_lo, "dev", "lo"]).unwrap();
+    let (_, why) = wait_state(&lab, 3, "down");
+    assert!(why.contains("no answer within 500 ms (http GET / to 203.0.113.10:80 through the DR path)"), "{why}");
+    lab.exec(&lab.ns("router"), &[qemu::proc::bin("labtool").unwrap().to_str().unwrap(), "probe", &format!("{}:80", lab::rip(3))])
+        .unwrap_or_else(|e| panic!("rs3's own address should still answer: {e}"));
+    let (servers, errors) = paced_requests(&lab, 20);
+    assert_eq!((errors, servers.get("rs3")), (0, None), "no request is lost to the server without the VIP: {servers:?}");
+    lab.ip(&lab.ns("rs3"), &["addr", "add", &vip_lo, "dev", "lo"]).unwrap();
+    wait_state(&lab, 3, "up");
+
+    // 5. Every server down: the sorry server (rs4) answers, and the service says so.
+    for i in 1..=3 {
+        lab.stop_server(i);
+    }
+    for i in 1..=3 {
+        wait_state(&lab, i, "down");
+    }
+    let s = lab.status_json().unwrap();
+    assert_eq!(s["services"][0]["state"], "sorry", "{s}");
+    let (servers, errors) = paced_requests(&lab, 10);
+    assert_eq!((errors, servers.get("rs4").copied()), (0, Some(10)), "{servers:?}");
+    let s = lab.status_json().unwrap();
+    assert!(s["events"]["sorry_flows"].as_u64() >= Some(10), "{s}");
+    // Without a sorry server the service is DOWN and new flows are dropped and counted.
+    let cfg = lab.config(&checked_service(check, false));
+    lab.reload(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let drops_before = lab.status_json().unwrap()["drops"]["no_usable_server"].as_u64().unwrap_or(0);
+    let (servers, errors) = paced_requests(&lab, 4);
+    assert_eq!((errors, servers.len()), (4, 0), "{servers:?}");
+    let s = lab.status_json().unwrap();
+    assert_eq!(s["services"][0]["state"], "down", "the state of every server survived the reload: {s}");
+    assert!(s["drops"]["no_usable_server"].as_u64().unwrap_or(0) >= drops_before + 4, "{s}");
+    assert!(lab.status().unwrap().contains(" DOWN "), "{}", lab.status().unwrap());
+
+    // Every transition is an event with its reason.
+    let events = event_lines(&lab);
+    println!("{layout:?}: health events:\n  {}", events.join("\n  "));
+    assert!(events.iter().any(|e| e.contains("\"198.18.0.11\" \"up\" -> \"down\": \"connection refused")), "{events:?}");
+    assert!(events.iter().any(|e| e.contains("\"198.18.0.11\" \"down\" -> \"up\": \"check passed")), "{events:?}");
+    assert!(events.iter().any(|e| e.contains("\"198.18.0.12\" \"up\" -> \"down\": \"no answer within 500 ms")), "{events:?}");
+    assert!(netfw_log_has(&lab, "netfw: health: "), "transitions are on the console");
+}
+
+fn netfw_log_has(lab: &Lab, what: &str) -> bool {
+    lab.log("netfw").contains(what)
+}
+
+#[test]
+fn a_dead_server_is_taken_out_and_brought_back_through_the_dr_path_two_arm() {
+    checks_through_the_dr_path(Layout::TwoArm);
+}
+
+#[test]
+fn a_dead_server_is_taken_out_and_brought_back_through_the_dr_path_one_arm() {
+    checks_through_the_dr_path(Layout::OneArm);
+}
