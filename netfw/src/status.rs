@@ -5,7 +5,8 @@
 use director_config::nic::fmt_mac;
 use director_messages::status::{RealServerStatus, ServiceStatus, Status};
 use netfw_core::counters::{Counters, DropReason, Event};
-use netfw_core::forward::Forwarder;
+use netfw_core::forward::{Backend, Forwarder};
+use netfw_core::wire::frame::ArpOp;
 use netfw_core::model::Forwarding;
 use netfw_core::time::Millis;
 
@@ -43,6 +44,7 @@ pub fn collect(f: &Forwarder, vip_side: &str, rs_side: &str, now: Millis) -> Sta
                     bytes: b.bytes,
                     rates: None,
                     health: None,
+                    diagnosis: diagnose(f, b, now),
                 })
                 .collect(),
             state: None,
@@ -91,6 +93,40 @@ pub fn collect(f: &Forwarder, vip_side: &str, rs_side: &str, now: Millis) -> Sta
     }
 }
 
+/// How long the doctor holds what it saw against a server (fixed, it stops being said).
+pub const DOCTOR_RECENT_MS: u64 = 600_000;
+
+/// What the forwarder has seen of a real server's setup, in the seeds' terms (the doctor; the
+/// health checks add what they see, `Prober::diagnose`).
+pub fn diagnose(f: &Forwarder, b: &Backend, now: Millis) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(mac) = f.neighbours().mac(b.neigh) else {
+        out.push(format!(
+            "its MAC does not resolve: ARP from the DIP {} gets no answer (is it on the DIP's segment, and up?)",
+            f.spec().dip
+        ));
+        return out;
+    };
+    for c in f.vip_claims().iter().filter(|c| c.mac == mac && now.since(c.at) <= DOCTOR_RECENT_MS) {
+        let ago = now.since(c.at) / 1000;
+        out.push(if c.op == ArpOp::Reply {
+            format!("it answers ARP for the VIP {} ({ago} s ago): set arp_ignore=1 on it (seed 000), or it steals the VIP", c.vip)
+        } else {
+            format!(
+                "it announces the VIP {} as the sender of its ARP requests ({ago} s ago): set arp_announce=2 on it (seeds 000/002: the stolen VIP)",
+                c.vip
+            )
+        });
+    }
+    if let Some((_, at)) = f.wrong_path().iter().find(|(m, at)| *m == mac && now.since(*at) <= DOCTOR_RECENT_MS) {
+        out.push(format!(
+            "its replies come back through the director ({} s ago, counted in src_is_vip): its default gateway is the director; it must be the router (seed 001, rule 7)",
+            now.since(*at) / 1000
+        ));
+    }
+    out
+}
+
 /// Events every worker counts for the box as a whole (each installs every reload): the box's
 /// figure is one worker's, not their sum.
 const PER_BOX_EVENTS: [Event; 1] = [Event::Reloads];
@@ -111,6 +147,11 @@ pub fn merge(parts: Vec<Status>) -> Option<Status> {
             a.state = a.state.take().or(b.state);
             for (x, y) in a.real_servers.iter_mut().zip(b.real_servers) {
                 x.health = x.health.take().or(y.health);
+                for d in y.diagnosis {
+                    if !x.diagnosis.contains(&d) {
+                        x.diagnosis.push(d);
+                    }
+                }
                 x.reachable |= y.reachable;
                 x.mac = x.mac.take().or(y.mac);
                 x.active += y.active;
@@ -190,6 +231,32 @@ mod tests {
         tcp[13] = 0x02;
         syn.extend_from_slice(&tcp);
         assert_eq!(f.process(Side::Vip, &mut syn, Millis(0)), netfw_core::forward::Verdict::Forward);
+    }
+
+    /// An ARP frame from the real server (MAC 02:00:00:00:01:01) with `sender_ip`.
+    fn arp_from_rs(op: u8, sender_ip: [u8; 4]) -> Vec<u8> {
+        let mut a = vec![0xff; 6];
+        a.extend_from_slice(&[2, 0, 0, 0, 1, 1, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, op, 2, 0, 0, 0, 1, 1]);
+        a.extend_from_slice(&sender_ip);
+        a.extend_from_slice(&[0; 6]);
+        a.extend_from_slice(&[198, 18, 0, 1]);
+        a
+    }
+
+    #[test]
+    fn the_doctor_names_a_real_server_that_does_not_resolve_answers_or_announces_the_vip() {
+        let mut f = worker(64);
+        let said = |f: &Forwarder, now: u64| diagnose(f, &f.backends()[0], Millis(now)).join(" | ");
+        assert!(said(&f, 0).contains("its MAC does not resolve: ARP from the DIP 198.18.0.2 gets no answer"), "{}", said(&f, 0));
+        connection(&mut f, 1000);
+        assert_eq!(said(&f, 0), "", "resolved and quiet: nothing to say");
+        // It answers ARP for the VIP (arp_ignore is not 1), then asks with the VIP as sender
+        // (arp_announce is not 2).
+        f.process(Side::Vip, &mut arp_from_rs(2, [198, 18, 0, 10]), Millis(1000));
+        assert!(said(&f, 2000).contains("it answers ARP for the VIP 198.18.0.10 (1 s ago): set arp_ignore=1"), "{}", said(&f, 2000));
+        f.process(Side::Vip, &mut arp_from_rs(1, [198, 18, 0, 10]), Millis(1000));
+        assert!(said(&f, 2000).contains("it announces the VIP 198.18.0.10 as the sender of its ARP requests"), "{}", said(&f, 2000));
+        assert_eq!(diagnose(&f, &f.backends()[0], Millis(1000 + DOCTOR_RECENT_MS + 1)).len(), 0, "old news is not repeated forever");
     }
 
     #[test]

@@ -53,6 +53,24 @@ fn paced_requests(lab: &Lab, n: usize) -> (std::collections::BTreeMap<String, u6
     (servers, errors)
 }
 
+/// Wait until real server `i`'s diagnosis says `what`; returns it.
+fn wait_diagnosis(lab: &Lab, i: usize, what: &str) -> String {
+    poll_until(&format!("rs{i}'s diagnosis never said {what:?}"), Duration::from_secs(20), || {
+        let s = lab.status_json().unwrap_or_else(|e| panic!("{e}"));
+        let rip = lab::rip(i).to_string();
+        let d = s["services"][0]["real_servers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["address"] == rip.as_str()))
+            .map(|r| r["diagnosis"].to_string())
+            .unwrap_or_default();
+        if d.contains(what) {
+            Ok(d)
+        } else {
+            Err(d)
+        }
+    })
+}
+
 fn event_lines(lab: &Lab) -> Vec<String> {
     let s = lab.status_json().unwrap_or_else(|e| panic!("{e}"));
     s["health_events"]
@@ -109,10 +127,38 @@ fn checks_through_the_dr_path(layout: Layout) {
     assert!(why.contains("no answer within 500 ms (http GET / to 203.0.113.10:80 through the DR path)"), "{why}");
     lab.exec(&lab.ns("router"), &[qemu::proc::bin("labtool").unwrap().to_str().unwrap(), "probe", &format!("{}:80", lab::rip(3))])
         .unwrap_or_else(|e| panic!("rs3's own address should still answer: {e}"));
+    // The doctor tells this from a dead server: the same check to its RIP passes.
+    let d = wait_diagnosis(&lab, 3, "is not on its lo");
+    println!("{layout:?}: rs3 diagnosis: {d}");
+    assert!(lab.status().unwrap().contains("! the check through the DR path fails"), "the console shows it");
     let (servers, errors) = paced_requests(&lab, 20);
     assert_eq!((errors, servers.get("rs3")), (0, None), "no request is lost to the server without the VIP: {servers:?}");
     lab.ip(&lab.ns("rs3"), &["addr", "add", &vip_lo, "dev", "lo"]).unwrap();
     wait_state(&lab, 3, "up");
+
+    // The doctor, for what checks cannot see. rs2's default gateway becomes the director
+    // (seed 001, rule 7): its checks pass (the DIP is on-link), but its replies to clients
+    // reach the director, which says so.
+    lab.ip(&lab.ns("rs2"), &["route", "replace", "default", "via", &lab::DIP.to_string()]).unwrap();
+    let to = format!("{}:80", lab::VIP);
+    let _ = lab.labtool(&lab.ns("client"), &["get", "--to", &to, "--count", "6"]);
+    let d = wait_diagnosis(&lab, 2, "its replies come back through the director");
+    println!("{layout:?}: rs2 diagnosis: {d}");
+    assert_eq!(health(&lab, 2).0, "up", "its checks still pass: only the doctor sees this");
+    lab.ip(&lab.ns("rs2"), &["route", "replace", "default", "via", "198.18.0.1"]).unwrap();
+    // rs1 announces the VIP (arp_announce=0, seeds 000/002): resolving the router for a reply
+    // from the VIP, it asks with the VIP as sender.
+    for c in ["all", "eth0"] {
+        lab.sysctl(&lab.ns("rs1"), &format!("net.ipv4.conf.{c}.arp_announce=0")).unwrap();
+    }
+    lab.ip(&lab.ns("rs1"), &["neigh", "flush", "dev", "eth0"]).unwrap();
+    let _ = lab.labtool(&lab.ns("client"), &["get", "--to", &to, "--count", "6"]);
+    let d = wait_diagnosis(&lab, 1, "it announces the VIP");
+    println!("{layout:?}: rs1 diagnosis: {d}");
+    for c in ["all", "eth0"] {
+        lab.sysctl(&lab.ns("rs1"), &format!("net.ipv4.conf.{c}.arp_announce=2")).unwrap();
+    }
+    wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
 
     // 5. Every server down: the sorry server (rs4) answers, and the service says so.
     for i in 1..=3 {

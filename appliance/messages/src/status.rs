@@ -37,6 +37,9 @@ pub struct RealServerStatus {
     /// Its health check's view (absent when the service has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<ServerHealth>,
+    /// What the box can see is wrong with its setup, in the seeds' terms (the doctor).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnosis: Vec<String>,
 }
 
 /// A checked real server's health.
@@ -285,6 +288,9 @@ impl Status {
                     r.packets,
                     r.bytes
                 );
+                for d in &r.diagnosis {
+                    let _ = writeln!(o, "       ! {d}");
+                }
             }
         }
         if self.mode == "ipvs" {

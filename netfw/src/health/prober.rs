@@ -45,6 +45,20 @@ struct Probe {
     reply: Vec<u8>,
 }
 
+/// One socket's probes to one address.
+#[derive(Debug)]
+struct Slot {
+    /// Where its probes are addressed (VIP or RIP).
+    dst: Ipv4Addr,
+    socket: SocketHandle,
+    probe: Option<Probe>,
+    /// The prober's poll count when its socket was last closed (a new probe waits for a poll
+    /// in between, so the reset of the last one goes out first).
+    closed_at: u64,
+    /// Its last result.
+    last: Option<Outcome>,
+}
+
 /// One checked real server of one service.
 #[derive(Debug)]
 struct Target {
@@ -53,14 +67,30 @@ struct Target {
     backend: u16,
     service: String,
     check: HealthCheck,
-    /// Where probes are addressed (VIP or RIP).
-    dst: Ipv4Addr,
     state: CheckState,
-    socket: SocketHandle,
-    probe: Option<Probe>,
-    /// The prober's poll count when its socket was last closed (a new probe waits for a poll
-    /// in between, so the reset of the last one goes out first).
-    closed_at: u64,
+    /// The check as configured (through the DR path, or to the RIP).
+    main: Slot,
+    /// For a check through the DR path: the same check to the RIP, run after each failure,
+    /// so the doctor can tell "the VIP is not on lo" from "the server is down".
+    rip: Option<Slot>,
+    /// A failure of `main` asks for a probe of `rip`.
+    rip_wanted: bool,
+}
+
+/// Which of a target's slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    Main,
+    Rip,
+}
+
+impl Target {
+    fn slot(&mut self, w: Which) -> Option<&mut Slot> {
+        match w {
+            Which::Main => Some(&mut self.main),
+            Which::Rip => self.rip.as_mut(),
+        }
+    }
 }
 
 /// The health prober.
@@ -133,7 +163,10 @@ impl Prober {
         let _ = self.iface.routes_mut().add_default_ipv4_route(spec.dip);
         let mut old: Vec<Target> = std::mem::take(&mut self.targets);
         for t in &old {
-            self.sockets.remove(t.socket);
+            self.sockets.remove(t.main.socket);
+            if let Some(r) = &t.rip {
+                self.sockets.remove(r.socket);
+            }
         }
         let mut backend = 0u16;
         for s in &spec.services {
@@ -144,25 +177,19 @@ impl Prober {
             for (i, r) in s.real_servers.iter().enumerate() {
                 let key = (s.vip, s.proto.number(), s.port, r.addr);
                 let carried = old.iter_mut().find(|t| t.key == key && t.check == *check).map(|t| t.state);
-                let socket = match check.kind {
-                    CheckKind::Udp { .. } => self.sockets.add(udp::Socket::new(
-                        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 2048]),
-                        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 2048]),
-                    )),
-                    _ => self
-                        .sockets
-                        .add(tcp::Socket::new(tcp::SocketBuffer::new(vec![0; HTTP_READ]), tcp::SocketBuffer::new(vec![0; 1024]))),
+                let (main, rip) = match check.via {
+                    Via::Vip => (self.slot(s.vip, &check.kind), Some(self.slot(r.addr, &check.kind))),
+                    Via::Rip => (self.slot(r.addr, &check.kind), None),
                 };
                 self.targets.push(Target {
                     key,
                     backend: first.saturating_add(u16::try_from(i).unwrap_or(u16::MAX)),
                     service: service_name(s.proto.name(), s.vip, s.port),
                     check: check.clone(),
-                    dst: if check.via == Via::Vip { s.vip } else { r.addr },
                     state: carried.unwrap_or_else(|| CheckState::new(now)),
-                    socket,
-                    probe: None,
-                    closed_at: 0,
+                    main,
+                    rip,
+                    rip_wanted: false,
                 });
             }
         }
@@ -173,6 +200,18 @@ impl Prober {
             board.set(t.backend, t.state.health == Health::Up);
         }
         self.board = board;
+    }
+
+    /// A slot for probes of `kind` to `dst`, with a socket of its own.
+    fn slot(&mut self, dst: Ipv4Addr, kind: &CheckKind) -> Slot {
+        let socket = match kind {
+            CheckKind::Udp { .. } => self.sockets.add(udp::Socket::new(
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 2048]),
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 2048]),
+            )),
+            _ => self.sockets.add(tcp::Socket::new(tcp::SocketBuffer::new(vec![0; HTTP_READ]), tcp::SocketBuffer::new(vec![0; 1024]))),
+        };
+        Slot { dst, socket, probe: None, closed_at: 0, last: None }
     }
 
     /// Queue a probe reply (an Ethernet frame, `is_probe_reply`); false if the queue is full.
@@ -192,6 +231,7 @@ impl Prober {
         self.polls += 1;
         for i in 0..self.targets.len() {
             self.start_if_due(i, now, fwd);
+            self.start_rip_if_wanted(i, now);
         }
         let _ = self.iface.poll(ts(now), &mut self.dev, &mut self.sockets);
         let mut frame = [0u8; 1514];
@@ -207,8 +247,11 @@ impl Prober {
             }
         }
         for i in 0..self.targets.len() {
-            if let Some(outcome) = self.progress(i, now) {
+            if let Some(outcome) = self.progress(i, Which::Main, now) {
                 self.finish(i, outcome, now);
+            }
+            if let Some(outcome) = self.progress(i, Which::Rip, now) {
+                self.close(i, Which::Rip, outcome);
             }
         }
     }
@@ -224,7 +267,7 @@ impl Prober {
     fn start_if_due(&mut self, i: usize, now: Millis, fwd: &Forwarder) {
         let polls = self.polls;
         let Some(t) = self.targets.get_mut(i) else { return };
-        if t.probe.is_some() || !t.state.due(now) || t.closed_at >= polls {
+        if t.main.probe.is_some() || !t.state.due(now) || t.main.closed_at >= polls {
             return;
         }
         t.state.started(now, t.check.interval_ms);
@@ -235,19 +278,38 @@ impl Prober {
             }
             return;
         }
+        self.start(i, Which::Main, now);
+    }
+
+    /// After a failure through the DR path, the same check to the server's own address.
+    fn start_rip_if_wanted(&mut self, i: usize, now: Millis) {
+        let polls = self.polls;
+        let Some(t) = self.targets.get_mut(i) else { return };
+        let Some(r) = t.rip.as_ref() else { return };
+        if t.rip_wanted && r.probe.is_none() && r.closed_at < polls {
+            t.rip_wanted = false;
+            self.start(i, Which::Rip, now);
+        }
+    }
+
+    /// Start a probe on target `i`'s slot `w`.
+    fn start(&mut self, i: usize, w: Which, now: Millis) {
         let Some(port) = self.take_port(i) else { return };
         let Some(t) = self.targets.get_mut(i) else { return };
-        let remote = IpEndpoint::new(IpAddress::Ipv4(t.dst), t.check.port);
-        let started = match &t.check.kind {
+        let check_port = t.check.port;
+        let kind = t.check.kind.clone();
+        let Some(slot) = t.slot(w) else { return };
+        let remote = IpEndpoint::new(IpAddress::Ipv4(slot.dst), check_port);
+        let started = match &kind {
             CheckKind::Udp { send, .. } => {
-                let s = self.sockets.get_mut::<udp::Socket>(t.socket);
+                let s = self.sockets.get_mut::<udp::Socket>(slot.socket);
                 s.close();
                 s.bind(port).is_ok() && s.send_slice(send, remote).is_ok()
             }
-            _ => self.sockets.get_mut::<tcp::Socket>(t.socket).connect(self.iface.context(), remote, port).is_ok(),
+            _ => self.sockets.get_mut::<tcp::Socket>(slot.socket).connect(self.iface.context(), remote, port).is_ok(),
         };
         if started {
-            t.probe = Some(Probe { started: now, sent: false, reply: Vec::new() });
+            slot.probe = Some(Probe { started: now, sent: false, reply: Vec::new() });
         }
     }
 
@@ -261,23 +323,29 @@ impl Prober {
     }
 
     /// A probe's result, if it has one now.
-    fn progress(&mut self, i: usize, now: Millis) -> Option<Outcome> {
+    fn progress(&mut self, i: usize, w: Which, now: Millis) -> Option<Outcome> {
         let t = self.targets.get_mut(i)?;
-        let p = t.probe.as_mut()?;
-        let timed_out = now.since(p.started) >= u64::from(t.check.timeout_ms);
-        let no_answer = Outcome::Fail(Failure::NoAnswer(t.check.timeout_ms));
-        match &t.check.kind {
+        let check = &t.check;
+        let slot = match w {
+            Which::Main => &mut t.main,
+            Which::Rip => t.rip.as_mut()?,
+        };
+        let (dst, socket) = (slot.dst, slot.socket);
+        let p = slot.probe.as_mut()?;
+        let timed_out = now.since(p.started) >= u64::from(check.timeout_ms);
+        let no_answer = Outcome::Fail(Failure::NoAnswer(check.timeout_ms));
+        match &check.kind {
             CheckKind::Udp { expect, .. } => {
-                let s = self.sockets.get_mut::<udp::Socket>(t.socket);
+                let s = self.sockets.get_mut::<udp::Socket>(socket);
                 while let Ok((data, meta)) = s.recv() {
-                    if meta.endpoint.addr == IpAddress::Ipv4(t.dst) && meta.endpoint.port == t.check.port {
+                    if meta.endpoint.addr == IpAddress::Ipv4(dst) && meta.endpoint.port == check.port {
                         return Some(if data.starts_with(expect) { Outcome::Pass } else { Outcome::Fail(Failure::WrongReply) });
                     }
                 }
                 timed_out.then_some(no_answer)
             }
             CheckKind::Tcp => {
-                let s = self.sockets.get_mut::<tcp::Socket>(t.socket);
+                let s = self.sockets.get_mut::<tcp::Socket>(socket);
                 match s.state() {
                     tcp::State::SynSent | tcp::State::SynReceived => timed_out.then_some(no_answer),
                     tcp::State::Closed => Some(Outcome::Fail(Failure::Refused)),
@@ -285,14 +353,14 @@ impl Prober {
                 }
             }
             CheckKind::Http { path, host, status_min, status_max } => {
-                let s = self.sockets.get_mut::<tcp::Socket>(t.socket);
+                let s = self.sockets.get_mut::<tcp::Socket>(socket);
                 match s.state() {
                     tcp::State::SynSent | tcp::State::SynReceived => return timed_out.then_some(no_answer),
                     tcp::State::Closed if !p.sent => return Some(Outcome::Fail(Failure::Refused)),
                     _ => {}
                 }
                 if !p.sent && s.may_send() {
-                    let host = host.clone().unwrap_or_else(|| t.dst.to_string());
+                    let host = host.clone().unwrap_or_else(|| dst.to_string());
                     let req =
                         format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: director-health-check\r\nConnection: close\r\n\r\n");
                     p.sent = s.send_slice(req.as_bytes()).is_ok_and(|n| n == req.len());
@@ -322,14 +390,16 @@ impl Prober {
     /// A probe of target `i` ended with `outcome` (or none could be sent): close its socket,
     /// record the result, and on a change of state tell the board, the console and status.
     fn finish(&mut self, i: usize, outcome: Outcome, now: Millis) {
-        let polls = self.polls;
+        self.close(i, Which::Main, outcome);
         let Some(t) = self.targets.get_mut(i) else { return };
-        if t.probe.take().is_some() {
-            match t.check.kind {
-                CheckKind::Udp { .. } => self.sockets.get_mut::<udp::Socket>(t.socket).close(),
-                _ => self.sockets.get_mut::<tcp::Socket>(t.socket).abort(),
+        match outcome {
+            Outcome::Pass => {
+                if let Some(r) = t.rip.as_mut() {
+                    r.last = None;
+                }
             }
-            t.closed_at = polls;
+            Outcome::Fail(Failure::NoMac) => {}
+            Outcome::Fail(_) => t.rip_wanted = t.rip.is_some(),
         }
         let Some(tr) = t.state.record(outcome, t.check.rise, t.check.fall, now) else { return };
         self.board.set(t.backend, tr.to == Health::Up);
@@ -339,13 +409,45 @@ impl Prober {
             server: t.key.3.to_string(),
             from: tr.from.name().into(),
             to: tr.to.name().into(),
-            reason: format!("{} ({})", tr.reason, describe(&t.check, t.dst)),
+            reason: format!("{} ({})", tr.reason, describe(&t.check, t.main.dst)),
         };
         eprintln!("netfw: health: {}", e.line());
         if self.events.len() >= EVENTS_KEPT {
             self.events.pop_front();
         }
         self.events.push_back(e);
+    }
+
+    /// Target `i`'s probe on slot `w` ended with `outcome`: its socket closed (a TCP reset
+    /// goes out with the next poll), the result kept.
+    fn close(&mut self, i: usize, w: Which, outcome: Outcome) {
+        let polls = self.polls;
+        let Some(t) = self.targets.get_mut(i) else { return };
+        let udp = matches!(t.check.kind, CheckKind::Udp { .. });
+        let Some(slot) = t.slot(w) else { return };
+        slot.last = Some(outcome);
+        if slot.probe.take().is_some() {
+            if udp {
+                self.sockets.get_mut::<udp::Socket>(slot.socket).close();
+            } else {
+                self.sockets.get_mut::<tcp::Socket>(slot.socket).abort();
+            }
+            slot.closed_at = polls;
+        }
+    }
+
+    /// What the checks tell of real server `backend`'s setup, in the seeds' terms: a check
+    /// through the DR path that fails while the same check to its own address passes.
+    pub fn diagnose(&self, backend: u16) -> Option<String> {
+        let t = self.targets.iter().find(|t| t.backend == backend)?;
+        let r = t.rip.as_ref()?;
+        match (t.main.last, r.last) {
+            (Some(Outcome::Fail(why)), Some(Outcome::Pass)) if why != Failure::NoMac => Some(format!(
+                "the check through the DR path fails ({why}) while the same check to its own address {} passes: the VIP {} is not on its lo, or its service does not listen on the VIP (seed 001, real-server step 2)",
+                r.dst, t.main.dst
+            )),
+            _ => None,
+        }
     }
 
     /// Add the checks' view to a status report of the same config: each checked server's
@@ -358,11 +460,12 @@ impl Prober {
                 let Some(t) = self.targets.iter().find(|t| t.backend == b) else { continue };
                 any = true;
                 any_up |= t.state.health == Health::Up && rs.weight > 0;
+                rs.diagnosis.extend(self.diagnose(b));
                 rs.health = Some(ServerHealth {
                     state: t.state.health.name().into(),
                     last: t.state.last.map_or_else(|| "not checked yet".to_string(), |o| o.to_string()),
                     since_unix_ms: self.zero_unix_ms + t.state.since.0,
-                    check: describe(&t.check, t.dst),
+                    check: describe(&t.check, t.main.dst),
                 });
             }
             if any {

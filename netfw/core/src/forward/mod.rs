@@ -201,7 +201,13 @@ pub struct VipConflict {
     pub mac: Mac,
     /// When.
     pub at: Millis,
+    /// How: a reply (it answers ARP for the VIP: `arp_ignore` is not 1) or a request (it
+    /// announces the VIP as its sender address: `arp_announce` is not 2).
+    pub op: ArpOp,
 }
+
+/// Hosts remembered per kind of misbehaviour (the doctor's evidence).
+pub const DOCTOR_KEPT: usize = 16;
 
 /// The forwarder.
 pub struct Forwarder {
@@ -227,6 +233,11 @@ pub struct Forwarder {
     garp_left: u8,
     garp_next: Millis,
     last_conflict: Option<VipConflict>,
+    /// Every host seen claiming a VIP, by MAC and how (the last `DOCTOR_KEPT`).
+    claims: Vec<VipConflict>,
+    /// Hosts whose frames from a VIP reached the director (a real server whose replies take
+    /// the wrong path), by MAC, and when last.
+    wrong_path: Vec<(Mac, Millis)>,
     /// Whether confirmed flows are handed to the kernel (`enable_kernel_flows`).
     kernel_flows: bool,
     kernel_ops: Vec<KernelOp>,
@@ -276,6 +287,8 @@ impl Forwarder {
             garp_left: 0,
             garp_next: now,
             last_conflict: None,
+            claims: Vec::new(),
+            wrong_path: Vec::new(),
             kernel_flows: false,
             kernel_ops: Vec::new(),
             targets_version: 1,
@@ -443,7 +456,9 @@ impl Forwarder {
         }
         let conflict = self.vips.contains(&ip) && mac != self.vip_mac && mac != self.rs_mac;
         if conflict {
-            self.last_conflict = Some(VipConflict { vip: ip, mac, at: now });
+            let claim = VipConflict { vip: ip, mac, at: now, op };
+            self.last_conflict = Some(claim);
+            remember(&mut self.claims, claim, |c| c.mac == mac && c.op == op);
             // Defend the VIP: neighbours that just learned the wrong MAC relearn ours. Linux
             // ignores a new MAC for an entry updated less than `locktime` (1 s) ago, so one
             // announcement right after the thief's would be lost: send a round per second for
@@ -505,6 +520,9 @@ impl Forwarder {
 
     fn ipv4(&mut self, side: Side, frame: &mut [u8], ip: &Ipv4Info, now: Millis) -> Verdict {
         if self.vips.contains(&ip.src) && !probe_reply(ip) {
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(frame.get(6..12).unwrap_or(&[0; 6]));
+            remember(&mut self.wrong_path, (mac, now), |w| w.0 == mac);
             return Verdict::Drop(DropReason::SrcIsVip);
         }
         if ip.dst == self.spec.dip {
@@ -925,6 +943,16 @@ impl Forwarder {
     pub fn spec(&self) -> &DataPlaneSpec {
         &self.spec
     }
+    /// Every host seen claiming a VIP, and how (the last `DOCTOR_KEPT`).
+    pub fn vip_claims(&self) -> &[VipConflict] {
+        &self.claims
+    }
+
+    /// Hosts whose frames from a VIP reached the director, and when last.
+    pub fn wrong_path(&self) -> &[(Mac, Millis)] {
+        &self.wrong_path
+    }
+
     /// The last ARP claim of a VIP by another host, if any.
     pub fn last_vip_conflict(&self) -> Option<VipConflict> {
         self.last_conflict
@@ -962,6 +990,19 @@ impl Forwarder {
 /// probes' ports on the DIP (the caller checks the destination is the DIP).
 fn probe_reply(ip: &Ipv4Info) -> bool {
     matches!(ip.l4, L4Info::Ports { dst, .. } if crate::health::PROBE_PORTS.contains(&dst))
+}
+
+/// Keep `item` in a short list: replacing the entry `same` finds, else added (the oldest goes
+/// when it is full).
+fn remember<T>(list: &mut Vec<T>, item: T, same: impl Fn(&T) -> bool) {
+    if let Some(x) = list.iter_mut().find(|x| same(x)) {
+        *x = item;
+        return;
+    }
+    if list.len() >= DOCTOR_KEPT {
+        list.remove(0);
+    }
+    list.push(item);
 }
 
 /// A MAC as `Packet::dst_mac_word` reads one.
