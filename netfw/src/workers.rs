@@ -120,6 +120,8 @@ impl<P: Port> Worker<P> {
             }
             self.health.sync(&mut self.fwd, &mut self.health_seen);
             pump::turn(&mut self.nics, &mut self.fwd, self.kernel.as_mut(), &mut self.probes, t);
+            let health = &self.health;
+            self.fwd.take_suspects(|b| health.suspect(b));
             let out = &self.arp_out;
             self.fwd.take_arp_seen(|seen| {
                 for o in out {

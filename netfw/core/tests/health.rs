@@ -105,3 +105,18 @@ fn a_down_servers_probe_replies_reach_the_control_path_though_they_come_from_the
     let mut stray = ipv4(RS_SIDE_MAC, Ip::new(VIP, DIP, 6), &tcp(80, 40_000, SYN | ACK));
     assert_eq!(f.process(Side::Rs, &mut stray, Millis(0)), Verdict::Drop(DropReason::SrcIsVip));
 }
+
+#[test]
+fn a_client_sending_its_syn_again_makes_its_server_a_suspect_once() {
+    let mut f = forwarder(spec(SchedKind::Rr, Protocol::Tcp, 80, &[1, 1], 0));
+    let s = send(&mut f, 1000, SYN, 0).unwrap();
+    let mut suspects = Vec::new();
+    f.take_suspects(|b| suspects.push(b));
+    assert!(suspects.is_empty(), "one SYN is no sign of anything");
+    assert_eq!(send(&mut f, 1000, SYN, 1000), Some(s), "the retransmitted SYN goes to the same server");
+    assert_eq!(send(&mut f, 1000, SYN, 3000), Some(s));
+    f.take_suspects(|b| suspects.push(b));
+    let b = f.backends().iter().position(|b| b.rip == rip(s)).unwrap() as u16;
+    assert_eq!(suspects, vec![b], "suspected once per flow, however often it retries");
+    assert_eq!(send(&mut f, 1000, ACK, 3001), Some(s), "and the handshake may still complete");
+}

@@ -1,5 +1,7 @@
 //! The health board: each backend's up/down verdict, written by the prober (in the first
-//! worker) and read by every worker once per turn when its version moves (never per packet).
+//! worker) and read by every worker once per turn when its version moves (never per packet);
+//! and the other way, backends a worker suspects (a client sent its SYN twice), which the
+//! prober probes at once.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -9,13 +11,18 @@ use netfw_core::forward::Forwarder;
 #[derive(Debug)]
 pub struct HealthBoard {
     up: Vec<AtomicBool>,
+    suspect: Vec<AtomicBool>,
     version: AtomicU64,
 }
 
 impl HealthBoard {
     /// `backends` backends, all up.
     pub fn new(backends: usize) -> Self {
-        HealthBoard { up: (0..backends).map(|_| AtomicBool::new(true)).collect(), version: AtomicU64::new(1) }
+        HealthBoard {
+            up: (0..backends).map(|_| AtomicBool::new(true)).collect(),
+            suspect: (0..backends).map(|_| AtomicBool::new(false)).collect(),
+            version: AtomicU64::new(1),
+        }
     }
 
     /// Set one backend's verdict.
@@ -25,6 +32,18 @@ impl HealthBoard {
                 self.version.fetch_add(1, Ordering::Release);
             }
         }
+    }
+
+    /// A worker's forwarder suspects this backend (`Forwarder::take_suspects`).
+    pub fn suspect(&self, backend: u16) {
+        if let Some(a) = self.suspect.get(usize::from(backend)) {
+            a.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Was this backend suspected since the last call?
+    pub fn take_suspect(&self, backend: u16) -> bool {
+        self.suspect.get(usize::from(backend)).is_some_and(|a| a.load(Ordering::Relaxed) && a.swap(false, Ordering::Relaxed))
     }
 
     /// Changes with every verdict that changed.

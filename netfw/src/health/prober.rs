@@ -229,6 +229,11 @@ impl Prober {
             return;
         }
         self.polls += 1;
+        for t in &mut self.targets {
+            if self.board.take_suspect(t.backend) {
+                t.state.expedite(now);
+            }
+        }
         for i in 0..self.targets.len() {
             self.start_if_due(i, now, fwd);
             self.start_rip_if_wanted(i, now);

@@ -30,11 +30,14 @@ pub enum FlowState {
     UdpNew,
     /// UDP "connection" that has seen a second packet.
     Udp,
+    /// Client sent its SYN again, still no ACK: no answer came (IPVS: SYN_RECV). A passive
+    /// sign that the real server may be dead: the health checks probe it at once.
+    SynAgain,
 }
 
 impl FlowState {
     /// How many states there are.
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     /// Every state, in declaration order (`state as usize` indexes this).
     pub const ALL: [FlowState; FlowState::COUNT] = [
         FlowState::SynRecv,
@@ -44,6 +47,7 @@ impl FlowState {
         FlowState::Close,
         FlowState::UdpNew,
         FlowState::Udp,
+        FlowState::SynAgain,
     ];
 
     /// Active in the ipvsadm sense (lc/wlc weigh these most).
@@ -60,7 +64,7 @@ impl FlowState {
     /// Idle timeout of this state, in seconds.
     pub fn timeout_s(self, t: &Timeouts) -> u32 {
         match self {
-            FlowState::SynRecv => t.tcp_syn_s,
+            FlowState::SynRecv | FlowState::SynAgain => t.tcp_syn_s,
             FlowState::Unconfirmed => t.tcp_unconfirmed_s,
             FlowState::Established => t.tcp_established_s,
             FlowState::FinWait => t.tcp_fin_s,
@@ -100,7 +104,8 @@ impl FlowState {
             return FlowState::FinWait;
         }
         match self {
-            FlowState::SynRecv if flags & SYN == 0 && flags & ACK != 0 => FlowState::Unconfirmed,
+            FlowState::SynRecv | FlowState::SynAgain if flags & SYN == 0 && flags & ACK != 0 => FlowState::Unconfirmed,
+            FlowState::SynRecv | FlowState::SynAgain if flags & SYN != 0 => FlowState::SynAgain,
             FlowState::Unconfirmed if flags & SYN == 0 => FlowState::Established,
             FlowState::FinWait | FlowState::Close if flags & SYN != 0 && flags & ACK == 0 => FlowState::SynRecv,
             s => s,
@@ -128,7 +133,9 @@ mod tests {
         assert_eq!(s.next_tcp(RST), FlowState::Close);
         assert_eq!(FlowState::FinWait.next_tcp(ACK), FlowState::FinWait);
         assert_eq!(FlowState::Close.next_tcp(SYN), FlowState::SynRecv, "tuple reuse after close");
-        assert_eq!(FlowState::SynRecv.next_tcp(SYN), FlowState::SynRecv, "retransmitted SYN");
+        assert_eq!(FlowState::SynRecv.next_tcp(SYN), FlowState::SynAgain, "retransmitted SYN");
+        assert_eq!(FlowState::SynAgain.next_tcp(SYN), FlowState::SynAgain);
+        assert_eq!(FlowState::SynAgain.next_tcp(ACK), FlowState::Unconfirmed);
     }
 
     #[test]

@@ -206,6 +206,9 @@ pub struct VipConflict {
     pub op: ArpOp,
 }
 
+/// Backends kept as suspects between two `take_suspects` calls.
+pub const SUSPECTS: usize = 64;
+
 /// Hosts remembered per kind of misbehaviour (the doctor's evidence).
 pub const DOCTOR_KEPT: usize = 16;
 
@@ -238,6 +241,8 @@ pub struct Forwarder {
     /// Hosts whose frames from a VIP reached the director (a real server whose replies take
     /// the wrong path), by MAC, and when last.
     wrong_path: Vec<(Mac, Millis)>,
+    /// Backends a client had to send its SYN to twice (`take_suspects`).
+    suspects: Vec<u16>,
     /// Whether confirmed flows are handed to the kernel (`enable_kernel_flows`).
     kernel_flows: bool,
     kernel_ops: Vec<KernelOp>,
@@ -289,6 +294,7 @@ impl Forwarder {
             last_conflict: None,
             claims: Vec::new(),
             wrong_path: Vec::new(),
+            suspects: Vec::with_capacity(SUSPECTS),
             kernel_flows: false,
             kernel_ops: Vec::new(),
             targets_version: 1,
@@ -615,6 +621,9 @@ impl Forwarder {
 
     #[cold]
     fn state_changed(&mut self, backend: u16, old: FlowState, new: FlowState) {
+        if new == FlowState::SynAgain && self.suspects.len() < SUSPECTS && !self.suspects.contains(&backend) {
+            self.suspects.push(backend);
+        }
         let shared = self.shared.as_deref();
         account(&mut self.backends, shared, backend, old, -1);
         account(&mut self.backends, shared, backend, new, 1);
@@ -943,6 +952,14 @@ impl Forwarder {
     pub fn spec(&self) -> &DataPlaneSpec {
         &self.spec
     }
+    /// The backends whose clients sent a SYN again since the last call (no SYN-ACK came back
+    /// in time: a passive sign of a dead server, for the health checks to probe at once).
+    pub fn take_suspects(&mut self, mut f: impl FnMut(u16)) {
+        for b in self.suspects.drain(..) {
+            f(b);
+        }
+    }
+
     /// Every host seen claiming a VIP, and how (the last `DOCTOR_KEPT`).
     pub fn vip_claims(&self) -> &[VipConflict] {
         &self.claims
