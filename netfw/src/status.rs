@@ -6,9 +6,9 @@ use director_config::nic::fmt_mac;
 use director_messages::status::{RealServerStatus, ServiceStatus, Status};
 use netfw_core::counters::{Counters, DropReason, Event};
 use netfw_core::forward::{Backend, Forwarder};
-use netfw_core::wire::frame::ArpOp;
 use netfw_core::model::Forwarding;
 use netfw_core::time::Millis;
+use netfw_core::wire::frame::ArpOp;
 
 /// Gather the report; `vip_side`/`rs_side` name the NICs.
 pub fn collect(f: &Forwarder, vip_side: &str, rs_side: &str, now: Millis) -> Status {

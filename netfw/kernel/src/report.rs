@@ -54,7 +54,7 @@ pub fn collect(cfg: Option<&Config>, table: &[(Service, Vec<Dest>)], arp: &str) 
                         bytes: d.stats.inbytes,
                         rates: Some(Rates { cps: d.stats.cps, pps: d.stats.inpps, bps: d.stats.inbps }),
                         health: None,
-                    diagnosis: Vec::new(),
+                        diagnosis: Vec::new(),
                     }
                 })
                 .collect(),

@@ -391,7 +391,7 @@ impl Forwarder {
         let ip_len = p.ip_len();
         let tcp_flags = p.tcp_flags();
         if let Some(backend) = self.live_flow(key, tcp_flags, now) {
-            let v = self.send_flow(frame, key, tcp_flags, backend, ip_len, now);
+            let v = self.send_to(frame, backend, ip_len);
             self.count_verdict(v);
             return Some(v);
         }
@@ -550,7 +550,7 @@ impl Forwarder {
                     Ok(b) => b,
                     Err(r) => return Verdict::Drop(r),
                 };
-                let v = self.send_flow(frame, key, tcp_flags, backend, ip.total_len, now);
+                let v = self.send_to(frame, backend, ip.total_len);
                 if ip.more_frags && v == Verdict::Forward {
                     self.first_fragment(ip, backend, now);
                 }
@@ -709,21 +709,9 @@ impl Forwarder {
         self.services.get(si)?.sorry.filter(|&b| self.backends.get(usize::from(b)).is_some_and(|b| b.up && self.neigh.fresh(b.neigh, now)))
     }
 
-    /// A packet of flow `key` to its backend; if that server is down, the flow moves first.
-    #[inline(always)]
-    fn send_flow(&mut self, frame: &mut [u8], key: FlowKey, tcp_flags: u8, backend: u16, ip_len: usize, now: Millis) -> Verdict {
-        let v = self.send_to(frame, backend, ip_len);
-        if v == Verdict::Drop(DropReason::ServerDown) {
-            return self.move_flow(frame, key, tcp_flags, backend, ip_len, now);
-        }
-        v
-    }
-
     /// A packet of a flow whose real server went down: the flow is forgotten and scheduled
     /// afresh (a TCP packet other than a SYN resumes by consistent hashing, so the new server
     /// answers it with a reset at once instead of the client waiting on a dead one).
-    #[cold]
-    #[inline(never)]
     fn move_flow(&mut self, frame: &mut [u8], key: FlowKey, tcp_flags: u8, backend: u16, ip_len: usize, now: Millis) -> Verdict {
         let Some(si) = self.backends.get(usize::from(backend)).map(|b| usize::from(b.service)) else {
             return Verdict::Drop(DropReason::NoUsableServer);
@@ -747,14 +735,33 @@ impl Forwarder {
             return Verdict::Drop(DropReason::NoUsableServer);
         };
         if !b.sendable {
-            return Verdict::Drop(if b.mac.is_none() { DropReason::RsMacUnknown } else { DropReason::ServerDown });
+            return self.unsendable(frame, backend, ip_len);
         }
-        if let Some(h) = frame.get_mut(..12) {
-            h.copy_from_slice(&b.header);
+        rewrite(b, frame, ip_len)
+    }
+
+    /// A frame for a backend that may not take it: its MAC is unknown (dropped), or it is
+    /// down: a TCP/UDP packet of its flow moves the flow (read back from the frame, so the
+    /// fast path carries nothing extra for this), anything else (a fragment, an ICMP error)
+    /// is dropped as `server_down`.
+    #[cold]
+    #[inline(never)]
+    fn unsendable(&mut self, frame: &mut [u8], backend: u16, ip_len: usize) -> Verdict {
+        if self.backends.get(usize::from(backend)).is_none_or(|b| b.mac.is_none()) {
+            return Verdict::Drop(DropReason::RsMacUnknown);
         }
-        b.packets += 1;
-        b.bytes += ip_len as u64;
-        Verdict::Forward
+        let Ok(Frame::Ipv4(Ipv4Info { src, dst, proto, l4: L4Info::Ports { src: sport, dst: dport, tcp_flags }, .. })) =
+            frame::classify(frame)
+        else {
+            return Verdict::Drop(DropReason::ServerDown);
+        };
+        let key = FlowKey::new(src, dst, sport, dport, proto);
+        // `live_flow` has just seen this packet's time.
+        let now = self.ticks_at;
+        match self.flows.peek(&key, now) {
+            Some(v) if v.backend == backend => self.move_flow(frame, key, tcp_flags, backend, ip_len, now),
+            _ => Verdict::Drop(DropReason::ServerDown),
+        }
     }
 
     fn schedule(&mut self, si: usize, client: Ipv4Addr, now: Millis) -> Option<u16> {
@@ -1007,6 +1014,17 @@ impl Forwarder {
 /// probes' ports on the DIP (the caller checks the destination is the DIP).
 fn probe_reply(ip: &Ipv4Info) -> bool {
     matches!(ip.l4, L4Info::Ports { dst, .. } if crate::health::PROBE_PORTS.contains(&dst))
+}
+
+/// Rewrite a frame towards a backend that may take it (`sendable`), and count it.
+#[inline(always)]
+fn rewrite(b: &mut Backend, frame: &mut [u8], ip_len: usize) -> Verdict {
+    if let Some(h) = frame.get_mut(..12) {
+        h.copy_from_slice(&b.header);
+    }
+    b.packets += 1;
+    b.bytes += ip_len as u64;
+    Verdict::Forward
 }
 
 /// Keep `item` in a short list: replacing the entry `same` finds, else added (the oldest goes
