@@ -100,6 +100,25 @@ try {
   check(wide <= 400, `the page is ${wide} px wide on a 390 px screen`);
   await page.setViewportSize({ width: 1100, height: 900 });
 
+  // A health check from the page: a timeout longer than the interval is refused beside its
+  // field; fixed, it is saved. The lab stops rs2's service; the status page shows it down,
+  // with why, and the event.
+  await page.getByRole('button', { name: 'Configure' }).click();
+  await page.locator('#svc0-hc-type').selectOption('http');
+  await page.locator('#svc0-hc-interval_ms').fill('500');
+  await page.locator('#svc0-hc-timeout_ms').fill('800');
+  check((await save(page)) === 400, 'a timeout longer than the interval was accepted');
+  await page.locator('.err[data-for="services[0].health_check.timeout_ms"]', { hasText: 'must not exceed interval_ms' }).waitFor();
+  await shot('05c-health-check-field-error');
+  await page.locator('#svc0-hc-timeout_ms').fill('500');
+  check((await save(page)) === 200, 'the health check was not accepted');
+  await step('checked');
+  await page.getByRole('button', { name: 'Status' }).click();
+  await page.locator(`td[data-health="${RIP2}"]`, { hasText: 'DOWN · connection refused' }).waitFor({ timeout: 60000 });
+  await page.locator(`td[data-health="${RIP1}"]`, { hasText: 'UP · check passed' }).waitFor();
+  await page.locator('#health-events li', { hasText: `${RIP2}: up → down: connection refused` }).waitFor();
+  await shot('05d-health-down');
+
   // The commands for the real servers, and the maintenance page.
   await page.getByRole('button', { name: 'Real-server setup' }).click();
   await page.locator('#rs-setup pre', { hasText: `ip addr add ${VIP}/32 dev lo` }).first().waitFor();
@@ -119,6 +138,7 @@ try {
   check((await page.locator('#svc0-vip').inputValue()) === VIP, 'the VIP did not survive the reboot');
   check((await page.locator('#svc0-rs1-address').inputValue()) === RIP2, 'the second real server did not survive');
   check((await page.locator('#svc0-rs1-weight').inputValue()) === '0', 'the drain did not survive');
+  check((await page.locator('#svc0-hc-type').inputValue()) === 'http', 'the health check did not survive');
   await shot('08-after-reboot');
   check(external.length === 0, `the page made requests elsewhere: ${external.join(' ')}`);
   console.log('DONE');

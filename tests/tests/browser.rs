@@ -1,7 +1,8 @@
 //! Issue 5 in a real browser: Debian's headless chromium (driven by playwright-core,
 //! `tests/browser/flow.mjs`) in the client namespace, against the appliance image booted in
 //! QEMU out of the box (no config, management by DHCP). The browser does what an operator
-//! does; this test checks the traffic at each step. Screenshots: `target/test-artifacts/web/`.
+//! does (including a health check, issue 11: the page shows a stopped server down and why);
+//! this test checks the traffic at each step. Screenshots: `target/test-artifacts/web/`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -98,6 +99,11 @@ fn first_boot_to_reboot_in_a_real_browser() {
     go();
     assert!(next("counters moved").starts_with("COUNTERS"));
 
+    // A health check saved from the page; rs2's service stops, and the page must show it.
+    assert_eq!(next("checked"), "STEP checked");
+    lab.stop_server(2);
+    go();
+
     // Reboot from the page: the box comes back with the config and forwards by it.
     assert_eq!(next("rebooting"), "STEP rebooting");
     lab.vm().wait_for_nth(qemu::READY_MARKER, 2, Duration::from_secs(120)).unwrap();
@@ -113,6 +119,6 @@ fn first_boot_to_reboot_in_a_real_browser() {
     let st = script.0.wait().unwrap();
     assert!(st.success(), "browser script exit {st}");
     let shots = std::fs::read_dir(&out).unwrap().count();
-    assert!(shots >= 8, "{shots} screenshots in {}", out.display());
+    assert!(shots >= 10, "{shots} screenshots in {}", out.display());
     println!("screenshots: {}", out.display());
 }

@@ -90,15 +90,25 @@ async function refresh() {
       const secs = prev ? (now - prev.at) / 1000 : 0;
       const pps = rs.rates ? rs.rates.pps : before && secs > 0 ? Math.max(0, Math.round((rs.packets - before.packets) / secs)) : 0;
       const mac = rs.mac ? rs.mac + (rs.reachable ? '' : ' (stale)') : 'unresolved';
-      return el('tr', { class: rs.weight === 0 ? 'drain' : '' },
+      const h = rs.health;
+      const health = h ? `${h.state.toUpperCase()} · ${h.last}` : 'not checked';
+      const row = el('tr', { class: rs.weight === 0 ? 'drain' : '' },
         el('td', { text: rs.address }), el('td', { text: mac }), el('td', { text: String(rs.weight) }),
+        el('td', { text: health, class: h ? `health-${h.state}` : '', 'data-health': rs.address, title: h ? `${h.check}; since ${new Date(h.since_unix_ms).toLocaleString()}` : '' }),
         el('td', { text: String(rs.active) }), el('td', { text: String(rs.inactive) }), el('td', { text: fmt(rs.conns) }),
         el('td', { text: fmt(rs.packets), 'data-rs': rs.address, 'data-packets': String(rs.packets) }), el('td', { text: fmt(rs.bytes) }), el('td', { text: String(pps) }));
-    });
-    const head = el('tr', {}, ...['Real server', 'MAC', 'Weight', 'Active', 'Inactive', 'Conns', 'Packets', 'Bytes', 'Pkt/s'].map((h) => el('th', { text: h })));
-    const title = `${svc.protocol.toUpperCase()} ${svc.vip}:${svc.port} · ${svc.scheduler}${svc.persistence_s ? ' · persistent ' + svc.persistence_s + ' s' : ''} · ${svc.forwarding}`;
-    box.append(el('h3', { text: title }), el('table', { class: 'svc' }, el('thead', {}, head), el('tbody', {}, ...rows)));
+      // The doctor's findings, under the server they are about.
+      const notes = (rs.diagnosis || []).map((d) => el('tr', { class: 'diagnosis' }, el('td', { colspan: '10', text: `⚠ ${d}`, 'data-diagnosis': rs.address })));
+      return [row, ...notes];
+    }).flat();
+    const head = el('tr', {}, ...['Real server', 'MAC', 'Weight', 'Health', 'Active', 'Inactive', 'Conns', 'Packets', 'Bytes', 'Pkt/s'].map((h) => el('th', { text: h })));
+    const state = svc.state ? ` · ${svc.state.toUpperCase()}` : '';
+    const sorry = svc.sorry_server ? ` · sorry server ${svc.sorry_server}` : '';
+    const title = `${svc.protocol.toUpperCase()} ${svc.vip}:${svc.port} · ${svc.scheduler}${svc.persistence_s ? ' · persistent ' + svc.persistence_s + ' s' : ''} · ${svc.forwarding}${sorry}${state}`;
+    box.append(el('h3', { text: title, class: svc.state === 'down' ? 'svc-down' : '' }), el('table', { class: 'svc' }, el('thead', {}, head), el('tbody', {}, ...rows)));
   });
+  const events = (s.health_events || []).slice().reverse();
+  $('#health-events').replaceChildren(...(events.length ? events.map((e) => el('li', { text: `${new Date(e.at_unix_ms).toLocaleString()} · ${e.service} · ${e.server}: ${e.from} → ${e.to}: ${e.reason}`, class: `health-${e.to}` })) : [el('li', { text: 'none' })]));
   const drops = Object.entries(s.drops || {}).filter(([, n]) => n > 0);
   $('#drops tbody').replaceChildren(...(drops.length ? drops.map(([k, n]) => el('tr', {}, el('td', { text: k }), el('td', { text: fmt(n) }))) : [el('tr', {}, el('td', { text: s.mode === 'ipvs' ? 'the kernel keeps no drop reasons' : 'none' }))]));
   last = { s, at: now };
@@ -125,6 +135,49 @@ function rsRow(i, j, rs) {
     el('button', { type: 'button', text: 'Remove', onclick: () => { readForm(); config.services[i].real_servers.splice(j, 1); drawServices(); } }));
 }
 
+// A service's health check and sorry server. Fields left empty take the box's defaults
+// (interval and timeout 500 ms, rise and fall 2, the service's port, through the DR path).
+const CHECKS = ['none', 'tcp', 'http', 'udp'];
+const HC_NUMBERS = [['port', 'Check port (empty: the service\'s)'], ['interval_ms', 'Interval (ms)'], ['timeout_ms', 'Timeout (ms)'], ['rise', 'Rise (successes to come back)'], ['fall', 'Fall (failures to go down)']];
+function healthFields(i, svc) {
+  const p = `services[${i}]`;
+  const hc = svc.health_check || { type: 'none' };
+  const hp = `${p}.health_check`;
+  const typeSel = select(`svc${i}-hc-type`, `${hp}.type`, hc.type, 'Health check', CHECKS);
+  typeSel[1].addEventListener('change', () => { readForm(); drawServices(); });
+  const out = [...typeSel];
+  if (hc.type !== 'none') {
+    out.push(...select(`svc${i}-hc-via`, `${hp}.via`, hc.via || 'vip', 'Probe path (vip: through the DR path, as clients)', ['vip', 'rip']));
+    if (hc.type === 'http') {
+      out.push(...input(`svc${i}-hc-path`, `${hp}.path`, hc.path || '/', 'HTTP path'));
+      out.push(...input(`svc${i}-hc-expect_status`, `${hp}.expect_status`, hc.expect_status || '200-399', 'Passing HTTP statuses'));
+    }
+    if (hc.type === 'udp') {
+      out.push(...input(`svc${i}-hc-send`, `${hp}.send`, hc.send || '', 'UDP payload (hex)'));
+      out.push(...input(`svc${i}-hc-expect`, `${hp}.expect`, hc.expect || '', 'Expected reply (hex, empty: any)'));
+    }
+    for (const [f, label] of HC_NUMBERS) out.push(...input(`svc${i}-hc-${f}`, `${hp}.${f}`, hc[f], label, { type: 'number', min: '1' }));
+  }
+  out.push(...input(`svc${i}-sorry`, `${p}.sorry_server`, svc.sorry_server, 'Sorry server (gets new flows while no real server is up; optional)'));
+  return out;
+}
+
+function readHealth(i, svc) {
+  const v = (f) => { const e = $(`#svc${i}-${f}`); return e ? e.value.trim() : ''; };
+  const type = v('hc-type');
+  if (!type || type === 'none') delete svc.health_check;
+  else {
+    const hc = { type };
+    const via = v('hc-via');
+    if (via && via !== 'vip') hc.via = via;
+    for (const f of ['path', 'expect_status', 'send', 'expect']) { const x = v(`hc-${f}`); if (x !== '') hc[f] = x; }
+    for (const [f] of HC_NUMBERS) { const x = v(`hc-${f}`); if (x !== '') hc[f] = num(x); }
+    svc.health_check = hc;
+  }
+  const sorry = v('sorry');
+  if (sorry) svc.sorry_server = sorry; else delete svc.sorry_server;
+}
+
 function drawServices() {
   const box = $('#cfg-services');
   box.replaceChildren();
@@ -137,6 +190,7 @@ function drawServices() {
       ...select(`svc${i}-scheduler`, `${p}.scheduler`, svc.scheduler, 'Scheduler', SCHEDULERS),
       ...input(`svc${i}-persistence`, `${p}.persistence_s`, svc.persistence_s || 0, 'Persistence (seconds, 0 = off)', { type: 'number', min: '0' }),
       ...select(`svc${i}-forwarding`, `${p}.forwarding`, svc.forwarding || 'dr', 'Forwarding', ['dr', 'tun', 'nat']),
+      ...healthFields(i, svc),
       ...svc.real_servers.map((rs, j) => rsRow(i, j, rs)),
       el('span', { class: 'err', 'data-for': `${p}.real_servers` }),
       el('button', { type: 'button', id: `svc${i}-add-rs`, text: 'Add real server', onclick: () => { readForm(); config.services[i].real_servers.push({ address: '', weight: 1 }); drawServices(); } }),
@@ -159,6 +213,7 @@ function readForm() {
     const fw = v('forwarding');
     if (fw === 'dr') delete svc.forwarding; else svc.forwarding = fw;
     svc.real_servers.forEach((rs, j) => { rs.address = v(`rs${j}-address`).trim(); rs.weight = num(v(`rs${j}-weight`)); });
+    readHealth(i, svc);
   });
 }
 
