@@ -22,6 +22,8 @@ const USAGE: &str = "usage:
   netfw ipvs clear --config FILE                 remove IPVS services and this mode's addresses
   netfw ipvs import FILE                         `ipvsadm -S -n` rules as the config's services (JSON)
   netfw ipvs export [--config FILE]              rules in `ipvsadm -S -n` format (config, or the kernel's table)
+  netfw keepalived import FILE                   a keepalived.conf's virtual_servers as the config's services (JSON);
+                                                 what does not map is listed on stderr
 ";
 
 struct Args {
@@ -93,6 +95,30 @@ fn ipvs_cmd(argv: &[String]) -> ExitCode {
     }
 }
 
+/// `netfw keepalived import FILE`: the services on stdout (JSON), what was not taken on stderr.
+fn keepalived_cmd(argv: &[String]) -> ExitCode {
+    let (Some("import"), Some(file)) = (argv.get(2).map(String::as_str), argv.get(3)) else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let imported = std::fs::read_to_string(file)
+        .map_err(|e| format!("{file}: {e}"))
+        .and_then(|t| director_config::keepalived::import(&t).map_err(|e| e.to_string()));
+    match imported.and_then(|i| serde_json::to_string_pretty(&i.services).map(|j| (i, j)).map_err(|e| e.to_string())) {
+        Ok((i, json)) => {
+            println!("{json}");
+            for n in &i.not_mapped {
+                eprintln!("not imported as written: {n}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("netfw keepalived import: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Run the `netfw` command with `argv` (program name first).
 pub fn main(argv: &[String]) -> ExitCode {
     let Some(cmd) = argv.get(1) else {
@@ -101,6 +127,9 @@ pub fn main(argv: &[String]) -> ExitCode {
     };
     if cmd == "ipvs" {
         return ipvs_cmd(argv);
+    }
+    if cmd == "keepalived" {
+        return keepalived_cmd(argv);
     }
     let args = match parse(&argv[2..]) {
         Ok(a) => a,

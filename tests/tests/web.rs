@@ -122,6 +122,29 @@ fn the_api_needs_a_session_and_csrf_limits_logins_and_names_bad_fields() {
     let rules = web.get("/api/config/export?format=ipvsadm").body;
     assert!(rules.contains(&format!("-A -t {}:80 -s rr", lab::VIP)), "{rules}");
 
+    // A keepalived.conf in: its virtual_server becomes the service (check and sorry server
+    // included), the VRRP block is listed, not dropped; saved, it reads back as imported.
+    let (vip, rip1, rip2) = (lab::VIP, lab::rip(1), lab::rip(2));
+    let conf = format!(
+        "vrrp_instance VI_1 {{\n  state MASTER\n  virtual_ipaddress {{\n    {vip}\n  }}\n}}\n\
+         virtual_server {vip} 80 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n  sorry_server {rip2} 80\n\
+         \x20 real_server {rip1} 80 {{\n    weight 2\n    TCP_CHECK {{\n      connect_timeout 1\n    }}\n  }}\n}}\n"
+    );
+    let a = web.call("POST", "/api/config/import-keepalived", Some(("text/plain", conf.as_bytes())), web.csrf.as_deref());
+    assert_eq!(a.status, 200, "{}", a.body);
+    let imported = a.json();
+    assert!(imported["not_mapped"].to_string().contains("line 1: `vrrp_instance VI_1 { … }` not imported"), "{}", a.body);
+    assert_eq!(imported["services"][0]["health_check"]["type"], "tcp", "{}", a.body);
+    let mut kdoc = doc.clone();
+    kdoc["services"] = imported["services"].clone();
+    let a = web.send("PUT", "/api/config", &kdoc);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(web.get("/api/config").json()["services"], imported["services"], "the import round-trips");
+    let broken =
+        web.call("POST", "/api/config/import-keepalived", Some(("text/plain", b"virtual_server 1.2.3.4 80 {\n")), web.csrf.as_deref());
+    assert!(broken.status == 400 && broken.body.contains("keepalived.conf line 1: a block is not closed"), "{}", broken.body);
+    assert_eq!(web.send("PUT", "/api/config", &doc).status, 200, "and back");
+
     // A dedicated NIC may be named by its MAC, as on the console (one validator, one resolver).
     let mut by_mac = doc.clone();
     by_mac["nics"]["vip_side"] = json!(lab::DIRECTOR_VIP_MAC.to_uppercase());

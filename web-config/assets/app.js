@@ -237,6 +237,7 @@ async function loadConfig() {
   config = r.ok ? r.data : { version: 1, mode: 'forwarder', nics: { vip_side: 'eth1', rs_side: 'eth2' }, dip: '', services: [] };
   clearErrors($('#config-form'));
   $('#config-error').textContent = '';
+  $('#import-notes').hidden = true;
   drawConfig();
   formBusy(false);
 }
@@ -331,6 +332,17 @@ document.addEventListener('DOMContentLoaded', () => {
     config.services = r.data.services;
     tab('config', true); drawConfig();
     notice('Rules loaded into the form: review them and press Save and apply.');
+  });
+  $('#import-keepalived-go').addEventListener('click', async () => {
+    const r = await api('POST', '/api/config/import-keepalived', $('#import-keepalived').value, true);
+    if (!r.ok) { notice(r.data.error, true); return; }
+    await loadConfig();
+    config.services = r.data.services;
+    tab('config', true); drawConfig();
+    const notes = r.data.not_mapped || [];
+    $('#import-notes').replaceChildren(...notes.map((n) => el('li', { text: n })));
+    $('#import-notes').hidden = notes.length === 0;
+    notice(notes.length ? `keepalived.conf loaded into the form; ${notes.length} thing(s) were not imported as written (listed above the form): review and press Save and apply.` : 'keepalived.conf loaded into the form: review it and press Save and apply.');
   });
   $('#password-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();

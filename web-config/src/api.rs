@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
-use director_config::{ipvsadm, Config, ConfigError};
+use director_config::{ipvsadm, keepalived, Config, ConfigError};
 use director_messages::init::{InitAnswer, InitRequest, Step};
 use director_messages::Problem;
 
@@ -287,6 +287,7 @@ impl App {
                 | ("POST", "/api/config/confirm")
                 | ("GET", "/api/config/export")
                 | ("POST", "/api/config/import-ipvsadm")
+                | ("POST", "/api/config/import-keepalived")
                 | ("GET", "/api/real-servers/setup")
                 | ("POST", "/api/password")
                 | ("POST", "/api/reboot")
@@ -325,6 +326,10 @@ impl App {
             },
             ("POST", "/api/config/import-ipvsadm") => match ipvsadm::import(&String::from_utf8_lossy(&req.body)) {
                 Ok(services) => Response::json(200, &json!({ "services": services })),
+                Err(e) => Response::error(400, &e.to_string(), None),
+            },
+            ("POST", "/api/config/import-keepalived") => match keepalived::import(&String::from_utf8_lossy(&req.body)) {
+                Ok(i) => Response::json(200, &json!({ "services": i.services, "not_mapped": i.not_mapped })),
                 Err(e) => Response::error(400, &e.to_string(), None),
             },
             ("GET", "/api/real-servers/setup") => match self.current_config() {

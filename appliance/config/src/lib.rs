@@ -11,6 +11,7 @@
 //! - `store`: the power-loss-safe two-slot store on the config partition.
 //! - `paths`: the one list of partition, directory and file names.
 //! - `ipvsadm`: `ipvsadm -S -n` rules in and out.
+//! - `keepalived`: a keepalived.conf's `virtual_server` blocks in, with what does not map listed.
 //!
 //! Used by the init, netfw, the web page and the image builder; none of them parses the
 //! document its own way.
@@ -19,6 +20,7 @@ pub mod document;
 pub mod error;
 pub mod health;
 pub mod ipvsadm;
+pub mod keepalived;
 pub mod net;
 pub mod nic;
 pub mod paths;
