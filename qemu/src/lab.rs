@@ -173,7 +173,7 @@ impl Lab {
         };
         lab.wire()?;
         for i in 1..=real_servers {
-            lab.spawn_server(i)?;
+            lab.spawn_server(i, &[])?;
         }
         for i in 1..=real_servers {
             lab.wait_tcp(&lab.ns("router"), rip(i), 80)?;
@@ -181,15 +181,14 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Start real server `i`'s HTTP (port 80) and UDP (port 53) service, named `rs<i>`.
-    fn spawn_server(&mut self, i: usize) -> Result<(), LabError> {
+    /// Start real server `i`'s HTTP (port 80) and UDP (port 53) service, named `rs<i>`, with
+    /// `extra` arguments for `labtool serve`.
+    fn spawn_server(&mut self, i: usize, extra: &[&str]) -> Result<(), LabError> {
         let ns = self.ns(&format!("rs{i}"));
         let tool = bin("labtool")?;
-        self.spawn(
-            &format!("rs{i}-server"),
-            &ns,
-            &[tool.to_str().unwrap_or_default(), "serve", "--name", &format!("rs{i}"), "--port", "80", "--udp-port", "53"],
-        )?;
+        let name = format!("rs{i}");
+        let args = [&[tool.to_str().unwrap_or_default(), "serve", "--name", &name, "--port", "80", "--udp-port", "53"][..], extra].concat();
+        self.spawn(&format!("rs{i}-server"), &ns, &args)?;
         Ok(())
     }
 
@@ -201,10 +200,11 @@ impl Lab {
         }
     }
 
-    /// Start real server `i`'s service again, once it listens.
-    pub fn restart_server(&mut self, i: usize) -> Result<(), LabError> {
+    /// Start real server `i`'s service again (with `extra` arguments for `labtool serve`),
+    /// once it listens.
+    pub fn restart_server(&mut self, i: usize, extra: &[&str]) -> Result<(), LabError> {
         self.stop_server(i);
-        self.spawn_server(i)?;
+        self.spawn_server(i, extra)?;
         self.wait_tcp(&self.ns("router"), rip(i), 80)
     }
 

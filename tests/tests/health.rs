@@ -102,7 +102,7 @@ fn checks_through_the_dr_path(layout: Layout) {
     assert_eq!(servers.values().sum::<u64>(), 40);
     let status = lab.status().unwrap();
     assert!(status.contains("DOWN (connection refused)"), "the console table says why: {status}");
-    lab.restart_server(1).unwrap_or_else(|e| panic!("{e}"));
+    lab.restart_server(1, &[]).unwrap_or_else(|e| panic!("{e}"));
     let (took, _) = wait_state(&lab, 1, "up");
     println!("{layout:?}: rs1 restarted: up after {took:?}");
     assert!(server_counts(&lab.labtool(&lab.ns("client"), &["get", "--to", &format!("{}:80", lab::VIP), "--count", "9"]).unwrap())
@@ -205,4 +205,41 @@ fn a_dead_server_is_taken_out_and_brought_back_through_the_dr_path_two_arm() {
 #[test]
 fn a_dead_server_is_taken_out_and_brought_back_through_the_dr_path_one_arm() {
     checks_through_the_dr_path(Layout::OneArm);
+}
+
+/// Proof 4: a server that flaps faster than rise/fall allow (every other answer a 503) keeps its
+/// state: up, with no event, though its probes fail half the time.
+#[test]
+fn a_server_flapping_faster_than_rise_and_fall_does_not_flap_its_state() {
+    let _g = one_lab_at_a_time();
+    let mut lab = Lab::build(Layout::TwoArm, 3).unwrap_or_else(|e| panic!("lab: {e}"));
+    // Checks to the RIP: one probe per answer of the server, so the answers alternate
+    // exactly (a check through the DR path adds a probe of the RIP after each failure).
+    // Only the probes reach rs1 from here on (no client traffic), so its answers to them
+    // alternate: the lab's own "is it listening" connection takes the first 503, the first
+    // probe passes, the next fails, and so on.
+    lab.restart_server(1, &["--flap"]).unwrap_or_else(|e| panic!("{e}"));
+    let check = r#"{"type": "http", "via": "rip", "interval_ms": 300, "timeout_ms": 300, "rise": 2, "fall": 2}"#;
+    let cfg = lab.config(&checked_service(check, false));
+    lab.start_netfw(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    poll_until("rs1 was never probed", Duration::from_secs(20), || {
+        let (state, last) = health(&lab, 1);
+        if last.starts_with("check passed") {
+            Ok(())
+        } else {
+            Err(format!("{state} {last}"))
+        }
+    });
+    let events_before = event_lines(&lab).len();
+    let mut seen = std::collections::BTreeSet::new();
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(4) {
+        let (state, last) = health(&lab, 1);
+        assert_eq!(state, "up", "rs1 flapped its state: {last}; {:?}", event_lines(&lab));
+        seen.insert(last.split(" (").next().unwrap_or_default().to_string());
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    println!("flapping rs1: results seen {seen:?}");
+    assert!(seen.contains("HTTP 503") && seen.contains("check passed"), "the probes did see it flap: {seen:?}");
+    assert_eq!(event_lines(&lab).len(), events_before, "no event while it flaps: {:?}", event_lines(&lab));
 }

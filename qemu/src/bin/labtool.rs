@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage:
-  labtool serve --name NAME --port P [--udp-port U]
+  labtool serve --name NAME --port P [--udp-port U] [--flap]   (--flap: every other connection, the first included, gets a 503)
   labtool probe IP:PORT
   labtool get --to IP:PORT [--count N] [--from IP] [--interval-ms I]   (I: one request every I ms)
   labtool long --to IP:PORT --bytes B --ms T
@@ -77,11 +77,27 @@ fn serve(args: &[String]) -> Result<(), String> {
         });
     }
     let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(|e| e.to_string())?;
+    let flap = args.iter().any(|a| a == "--flap");
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     for s in l.incoming().flatten() {
         let n = name.clone();
+        // A flapping server: every other connection gets a 503, strictly alternating, from
+        // the first (the lab's "is it listening" connection) on.
+        if flap && answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst).is_multiple_of(2) {
+            std::thread::spawn(move || unavailable(s));
+            continue;
+        }
         std::thread::spawn(move || handle(s, &n));
     }
     Ok(())
+}
+
+/// Read the request, answer 503.
+fn unavailable(mut s: TcpStream) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buf = [0u8; 1024];
+    let _ = s.read(&mut buf);
+    let _ = write!(s, "HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
 }
 
 fn handle(mut s: TcpStream, name: &str) {
