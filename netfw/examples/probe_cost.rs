@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use netfw::health::{HealthBoard, Prober};
 use netfw_core::forward::{Forwarder, Side};
-use netfw_core::model::{CheckKind, DataPlaneSpec, Forwarding, HealthCheck, Protocol, RealServerSpec, SchedKind, ServiceSpec, Timeouts, Via};
+use netfw_core::model::{
+    CheckKind, DataPlaneSpec, Forwarding, HealthCheck, Protocol, RealServerSpec, SchedKind, ServiceSpec, Timeouts, Via,
+};
 use netfw_core::time::Millis;
 
 const MAC: [u8; 6] = [2, 0, 0, 0, 0xd0, 1];
@@ -36,8 +38,18 @@ fn main() {
                 sched: SchedKind::Rr,
                 persistence_s: 0,
                 forwarding: Forwarding::Dr,
-                real_servers: (s * per_service..((s + 1) * per_service).min(n)).map(|i| RealServerSpec { addr: rip(i), weight: 1 }).collect(),
-                health: Some(HealthCheck { kind: CheckKind::Tcp, port: 80, via: Via::Vip, interval_ms: 500, timeout_ms: 500, rise: 2, fall: 2 }),
+                real_servers: (s * per_service..((s + 1) * per_service).min(n))
+                    .map(|i| RealServerSpec { addr: rip(i), weight: 1 })
+                    .collect(),
+                health: Some(HealthCheck {
+                    kind: CheckKind::Tcp,
+                    port: 80,
+                    via: Via::Vip,
+                    interval_ms: 500,
+                    timeout_ms: 500,
+                    rise: 2,
+                    fall: 2,
+                }),
                 sorry_server: None,
             })
             .collect(),

@@ -187,7 +187,14 @@ impl Lab {
         let ns = self.ns(&format!("rs{i}"));
         let tool = bin("labtool")?;
         let name = format!("rs{i}");
-        let args = [&[tool.to_str().unwrap_or_default(), "serve", "--name", &name, "--port", "80", "--udp-port", "53"][..], extra].concat();
+        // UDP answered from the VIP (and the RIP), as a DR real server must, unless `extra`
+        // binds otherwise (`--udp-bind 0.0.0.0`: a wildcard socket answers from the RIP).
+        let bind = format!("{VIP},{}", rip(i));
+        let mut args = vec![tool.to_str().unwrap_or_default(), "serve", "--name", &name, "--port", "80", "--udp-port", "53"];
+        if !extra.contains(&"--udp-bind") {
+            args.extend(["--udp-bind", bind.as_str()]);
+        }
+        args.extend_from_slice(extra);
         self.spawn(&format!("rs{i}-server"), &ns, &args)?;
         Ok(())
     }

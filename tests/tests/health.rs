@@ -243,3 +243,60 @@ fn a_server_flapping_faster_than_rise_and_fall_does_not_flap_its_state() {
     assert!(seen.contains("HTTP 503") && seen.contains("check passed"), "the probes did see it flap: {seen:?}");
     assert_eq!(event_lines(&lab).len(), events_before, "no event while it flaps: {:?}", event_lines(&lab));
 }
+
+/// The other check types, end to end: `tcp` on the HTTP service and `udp` on the DNS-like
+/// one (each server answers a datagram with its name); a stopped server fails both, each
+/// with its own reason, and comes back on both; a UDP service that answers from the RIP
+/// fails the check through the DR path.
+#[test]
+fn tcp_and_udp_checks_take_a_stopped_server_out_of_both_services() {
+    let _g = one_lab_at_a_time();
+    let mut lab = Lab::build(Layout::OneArm, 2).unwrap_or_else(|e| panic!("lab: {e}"));
+    let rs = |port: u16| {
+        (1..=2).map(|i| format!(r#"{{"address": "{}"}}"#, lab::rip(i))).collect::<Vec<_>>().join(", ") + &format!("], \"port\": {port}")
+    };
+    let services = format!(
+        r#"[{{"vip": "{vip}", "protocol": "tcp", "scheduler": "rr", "health_check": {{"type": "tcp"}}, "real_servers": [{}}},
+            {{"vip": "{vip}", "protocol": "udp", "scheduler": "rr", "health_check": {{"type": "udp", "send": "6865616c7468"}}, "real_servers": [{}}}]"#,
+        rs(80),
+        rs(53),
+        vip = lab::VIP
+    );
+    let cfg = lab.config(&services);
+    lab.start_netfw(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    for svc in 0..2 {
+        for i in 1..=2 {
+            wait_check(&lab, svc, i, "up", "check passed");
+        }
+    }
+    lab.stop_server(1);
+    wait_check(&lab, 0, 1, "down", "connection refused");
+    wait_check(&lab, 1, 1, "down", "no answer within 500 ms");
+    assert_eq!(service_server(&lab, 0, 2).0, "up");
+    lab.restart_server(1, &[]).unwrap_or_else(|e| panic!("{e}"));
+    wait_check(&lab, 0, 1, "up", "check passed");
+    wait_check(&lab, 1, 1, "up", "check passed");
+    // rs2's UDP service answers from its own address (a wildcard socket): clients would drop
+    // its replies, and the check through the DR path says so.
+    lab.restart_server(2, &["--udp-bind", "0.0.0.0"]).unwrap_or_else(|e| panic!("{e}"));
+    wait_check(&lab, 1, 2, "down", "the UDP reply came from its own address, not the VIP");
+    assert_eq!(service_server(&lab, 0, 2).0, "up", "its TCP service is fine");
+}
+
+/// Service `svc`'s real server `i`: (state, last result).
+fn service_server(lab: &Lab, svc: usize, i: usize) -> (String, String) {
+    let s = lab.status_json().unwrap_or_else(|e| panic!("{e}"));
+    let h = &s["services"][svc]["real_servers"][i - 1]["health"];
+    (h["state"].as_str().unwrap_or("none").to_string(), h["last"].as_str().unwrap_or_default().to_string())
+}
+
+fn wait_check(lab: &Lab, svc: usize, i: usize, state: &str, last: &str) {
+    poll_until(&format!("service {svc} rs{i} never {state} ({last})"), Duration::from_secs(20), || {
+        let (s, l) = service_server(lab, svc, i);
+        if s == state && l.starts_with(last) {
+            Ok(())
+        } else {
+            Err(format!("{s} {l}"))
+        }
+    });
+}

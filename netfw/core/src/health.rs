@@ -51,6 +51,9 @@ pub enum Failure {
     NotHttp,
     /// UDP: a reply came, but not the expected one.
     WrongReply,
+    /// UDP, through the DR path: the reply came from the server's own address, not the VIP
+    /// (clients drop such replies: the service must answer from the address asked).
+    ReplyFromRip,
     /// The server's MAC is not known (ARP from the DIP unanswered): no probe could be sent.
     NoMac,
 }
@@ -64,6 +67,9 @@ impl fmt::Display for Failure {
             Failure::HttpStatus(s) => write!(f, "HTTP {s}"),
             Failure::NotHttp => f.write_str("the answer is not HTTP"),
             Failure::WrongReply => f.write_str("the UDP reply is not the expected one"),
+            Failure::ReplyFromRip => {
+                f.write_str("the UDP reply came from its own address, not the VIP: clients drop it (bind the service to the VIP)")
+            }
             Failure::NoMac => f.write_str("its MAC is unknown (no answer to ARP from the DIP)"),
         }
     }

@@ -331,6 +331,8 @@ impl Prober {
     fn progress(&mut self, i: usize, w: Which, now: Millis) -> Option<Outcome> {
         let t = self.targets.get_mut(i)?;
         let check = &t.check;
+        // Through the DR path, the server's own address (a reply from it is on the wrong path).
+        let own = t.rip.as_ref().map(|r| r.dst).filter(|_| w == Which::Main);
         let slot = match w {
             Which::Main => &mut t.main,
             Which::Rip => t.rip.as_mut()?,
@@ -343,8 +345,14 @@ impl Prober {
             CheckKind::Udp { expect, .. } => {
                 let s = self.sockets.get_mut::<udp::Socket>(socket);
                 while let Ok((data, meta)) = s.recv() {
-                    if meta.endpoint.addr == IpAddress::Ipv4(dst) && meta.endpoint.port == check.port {
+                    if meta.endpoint.port != check.port {
+                        continue;
+                    }
+                    if meta.endpoint.addr == IpAddress::Ipv4(dst) {
                         return Some(if data.starts_with(expect) { Outcome::Pass } else { Outcome::Fail(Failure::WrongReply) });
+                    }
+                    if own.is_some_and(|o| meta.endpoint.addr == IpAddress::Ipv4(o)) {
+                        return Some(Outcome::Fail(Failure::ReplyFromRip));
                     }
                 }
                 timed_out.then_some(no_answer)

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage:
-  labtool serve --name NAME --port P [--udp-port U] [--flap]   (--flap: every other connection, the first included, gets a 503)
+  labtool serve --name NAME --port P [--udp-port U [--udp-bind A,B]] [--flap]   (--flap: every other connection, the first included, gets a 503)
   labtool probe IP:PORT
   labtool get --to IP:PORT [--count N] [--from IP] [--interval-ms I]   (I: one request every I ms)
   labtool long --to IP:PORT --bytes B --ms T
@@ -67,14 +67,20 @@ fn serve(args: &[String]) -> Result<(), String> {
     let name = arg(args, "--name").ok_or("--name is required")?;
     let port = num(args, "--port", 80);
     if let Some(u) = arg(args, "--udp-port") {
-        let sock = UdpSocket::bind(format!("0.0.0.0:{u}")).map_err(|e| e.to_string())?;
-        let n = name.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while let Ok((_, from)) = sock.recv_from(&mut buf) {
-                let _ = sock.send_to(n.as_bytes(), from);
-            }
-        });
+        // A socket per address answers from that address (a DR real server must answer from
+        // the VIP, as DNS servers that bind each address do); without --udp-bind, one
+        // wildcard socket, which answers from the address the route picks (the RIP).
+        let addrs = arg(args, "--udp-bind").map_or_else(|| vec!["0.0.0.0".to_string()], |a| a.split(',').map(str::to_string).collect());
+        for a in addrs {
+            let sock = UdpSocket::bind(format!("{a}:{u}")).map_err(|e| format!("{a}:{u}: {e}"))?;
+            let n = name.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while let Ok((_, from)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(n.as_bytes(), from);
+                }
+            });
+        }
     }
     let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(|e| e.to_string())?;
     let flap = args.iter().any(|a| a == "--flap");
