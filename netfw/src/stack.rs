@@ -21,25 +21,13 @@ pub const CONTROL_MTU: usize = 1514;
 /// Frames queued each way.
 pub const CONTROL_QUEUE: usize = 64;
 
-/// One queued frame.
-pub(crate) type Buf = HVec<u8, CONTROL_MTU>;
+type Buf = HVec<u8, CONTROL_MTU>;
 
-/// A device made of two queues, of Ethernet frames (the control stacks) or of IP packets (the
-/// health probes' stack, `probe`).
-#[derive(Debug)]
+/// A device made of two queues.
+#[derive(Debug, Default)]
 pub struct QueueDevice {
-    /// Received, for smoltcp to take.
-    pub(crate) rx: Deque<Buf, CONTROL_QUEUE>,
-    /// Sent by smoltcp, for the caller to take.
-    pub(crate) tx: Deque<Buf, CONTROL_QUEUE>,
-    medium: Medium,
-}
-
-impl QueueDevice {
-    /// Empty queues of `medium` frames.
-    pub fn new(medium: Medium) -> Self {
-        QueueDevice { rx: Deque::new(), tx: Deque::new(), medium }
-    }
+    rx: Deque<Buf, CONTROL_QUEUE>,
+    tx: Deque<Buf, CONTROL_QUEUE>,
 }
 
 /// Receive token.
@@ -84,8 +72,8 @@ impl Device for QueueDevice {
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut c = DeviceCapabilities::default();
-        c.medium = self.medium;
-        c.max_transmission_unit = if self.medium == Medium::Ethernet { CONTROL_MTU } else { CONTROL_MTU - 14 };
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = CONTROL_MTU;
         c
     }
 }
@@ -123,7 +111,7 @@ impl ControlStack {
     pub fn new(mac: Mac, roles: Roles, spec: &DataPlaneSpec, seed: u64, now: Millis) -> ControlStack {
         let mut cfg = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         cfg.random_seed = seed;
-        let mut dev = QueueDevice::new(Medium::Ethernet);
+        let mut dev = QueueDevice::default();
         let iface = Interface::new(cfg, &mut dev, ts(now));
         let mut s = ControlStack { iface, sockets: SocketSet::new(Vec::new()), dev, roles };
         s.configure(spec);

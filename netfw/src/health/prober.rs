@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::Medium;
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
@@ -25,7 +25,7 @@ use netfw_core::time::Millis;
 use netfw_core::wire::Mac;
 
 use super::HealthBoard;
-use crate::stack::{ts, Buf, QueueDevice};
+use crate::stack::ts;
 
 /// Health events kept for status.
 pub const EVENTS_KEPT: usize = 64;
@@ -34,6 +34,66 @@ pub const EVENTS_KEPT: usize = 64;
 const MAC_GRACE_MS: u64 = 3_000;
 /// Most bytes of an HTTP answer read (the status line and headers are all a check needs).
 const HTTP_READ: usize = 4096;
+/// The prober runs at most this often (smoltcp's poll walks every socket: with 1,000 servers
+/// that is tens of microseconds, too much for every turn of a busy loop); replies wait in its
+/// queue meanwhile.
+pub const POLL_EVERY_MS: u64 = 5;
+/// IP packets queued each way (replies between two polls; probes smoltcp sends in one poll).
+pub const PROBE_QUEUE: usize = 1024;
+/// Largest IP packet the prober takes or sends.
+const PROBE_MTU: usize = 1500;
+
+/// The prober's device: two queues of IP packets, on the heap (the prober is not on the
+/// fast path; its queues are deep enough for a few thousand servers' replies between polls).
+#[derive(Debug, Default)]
+struct IpQueues {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+}
+
+/// Receive token.
+struct QRx(Vec<u8>);
+/// Transmit token.
+struct QTx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl RxToken for QRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for QTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut b = vec![0; len.min(PROBE_MTU)];
+        let r = f(&mut b);
+        self.0.push_back(b);
+        r
+    }
+}
+
+impl Device for IpQueues {
+    type RxToken<'a> = QRx;
+    type TxToken<'a> = QTx<'a>;
+
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(QRx, QTx<'_>)> {
+        if self.tx.len() >= PROBE_QUEUE {
+            return None;
+        }
+        let f = self.rx.pop_front()?;
+        Some((QRx(f), QTx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<QTx<'_>> {
+        (self.tx.len() < PROBE_QUEUE).then_some(QTx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ip;
+        c.max_transmission_unit = PROBE_MTU;
+        c
+    }
+}
 
 /// A probe under way.
 #[derive(Debug)]
@@ -97,13 +157,14 @@ impl Target {
 pub struct Prober {
     iface: Interface,
     sockets: SocketSet<'static>,
-    dev: QueueDevice,
+    dev: IpQueues,
     rs_mac: Mac,
     targets: Vec<Target>,
     /// Local port (from `PROBE_PORTS.start`) → the target that used it last.
     ports: Vec<Option<usize>>,
     next_port: u16,
     polls: u64,
+    next_poll: Millis,
     configured_at: Millis,
     events: VecDeque<HealthEvent>,
     board: Arc<HealthBoard>,
@@ -129,7 +190,7 @@ fn service_name(proto: &str, vip: Ipv4Addr, port: u16) -> String {
 impl Prober {
     /// A prober for `spec`'s checked servers, sending from `rs_mac`; verdicts go on `board`.
     pub fn new(spec: &DataPlaneSpec, rs_mac: Mac, board: Arc<HealthBoard>, seed: u64, now: Millis) -> Prober {
-        let mut dev = QueueDevice::new(Medium::Ip);
+        let mut dev = IpQueues::default();
         let mut cfg = IfaceConfig::new(HardwareAddress::Ip);
         cfg.random_seed = seed;
         let iface = Interface::new(cfg, &mut dev, ts(now));
@@ -143,6 +204,7 @@ impl Prober {
             ports: vec![None; usize::from(PROBE_PORTS.end - PROBE_PORTS.start)],
             next_port: 0,
             polls: 0,
+            next_poll: now,
             configured_at: now,
             events: VecDeque::new(),
             board,
@@ -216,9 +278,12 @@ impl Prober {
 
     /// Queue a probe reply (an Ethernet frame, `is_probe_reply`); false if the queue is full.
     pub fn push_rx(&mut self, frame: &[u8]) -> bool {
-        let Some(ip) = frame.get(14..) else { return false };
-        let Ok(b) = Buf::from_slice(ip) else { return false };
-        self.dev.rx.push_back(b).is_ok()
+        let Some(ip) = frame.get(14..).filter(|ip| ip.len() <= PROBE_MTU) else { return false };
+        if self.dev.rx.len() >= PROBE_QUEUE {
+            return false;
+        }
+        self.dev.rx.push_back(ip.to_vec());
+        true
     }
 
     /// Start the probes that are due, let smoltcp work, send what it sends, and take the
@@ -228,6 +293,10 @@ impl Prober {
             self.dev.rx.clear();
             return;
         }
+        if now < self.next_poll {
+            return;
+        }
+        self.next_poll = now.plus(POLL_EVERY_MS);
         self.polls += 1;
         for t in &mut self.targets {
             if self.board.take_suspect(t.backend) {
