@@ -1,5 +1,6 @@
 //! Why a configuration was not accepted: a file that cannot be read, JSON that is not the
-//! schema (with line and column), or a document that breaks rules (each naming its field).
+//! schema (with line and column), or a document that breaks rules (each naming its field);
+//! and why an imported file (ipvsadm rules, keepalived.conf) could not be read.
 
 use std::fmt;
 
@@ -24,6 +25,23 @@ impl FieldError {
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// A line of a foreign file (ipvsadm rules, keepalived.conf) that cannot be read at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportError {
+    /// Which kind of file ("ipvsadm rules", "keepalived.conf").
+    pub file: &'static str,
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ImportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} line {}: {}", self.file, self.line, self.message)
     }
 }
 

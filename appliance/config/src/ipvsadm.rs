@@ -8,22 +8,8 @@
 use std::net::Ipv4Addr;
 
 use crate::document::{RealServerDoc, ServiceDoc};
+pub use crate::error::ImportError;
 use netfw_core::model::Forwarding;
-
-/// A line ipvsadm-save wrote that we cannot take, with its number.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImportError {
-    /// 1-based line number.
-    pub line: usize,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl std::fmt::Display for ImportError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ipvsadm rules line {}: {}", self.line, self.message)
-    }
-}
 
 fn vip_port(s: &str) -> Option<(Ipv4Addr, u16)> {
     let (a, p) = s.rsplit_once(':')?;
@@ -35,7 +21,7 @@ pub fn import(text: &str) -> Result<Vec<ServiceDoc>, ImportError> {
     let mut out: Vec<ServiceDoc> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
-        let err = |m: String| ImportError { line, message: m };
+        let err = |m: String| ImportError { file: "ipvsadm rules", line, message: m };
         let w: Vec<&str> = raw.split_whitespace().collect();
         if w.is_empty() || w[0].starts_with('#') {
             continue;

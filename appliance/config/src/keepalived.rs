@@ -8,22 +8,11 @@
 use std::net::Ipv4Addr;
 
 use crate::document::{RealServerDoc, ServiceDoc};
+pub use crate::error::ImportError;
 use crate::health::HealthCheckDoc;
 
-/// Why a file could not be read at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImportError {
-    /// 1-based line.
-    pub line: usize,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl std::fmt::Display for ImportError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "keepalived.conf line {}: {}", self.line, self.message)
-    }
-}
+/// The kind of file, as errors name it.
+const FILE: &str = "keepalived.conf";
 
 /// What an import gives: the services, and what was not (or not exactly) taken.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -98,7 +87,7 @@ fn parse(tokens: &[(usize, String)], at: &mut usize, depth: usize) -> Result<Vec
     while let Some((line, t)) = tokens.get(*at) {
         let line = *line;
         match t.as_str() {
-            "}" if depth == 0 => return Err(ImportError { line, message: "a '}' closes no block".into() }),
+            "}" if depth == 0 => return Err(ImportError { file: FILE, line, message: "a '}' closes no block".into() }),
             "}" => {
                 *at += 1;
                 return Ok(nodes);
@@ -131,7 +120,7 @@ fn parse(tokens: &[(usize, String)], at: &mut usize, depth: usize) -> Result<Vec
     }
     if depth > 0 {
         let line = tokens.last().map_or(0, |(l, _)| *l);
-        return Err(ImportError { line, message: "a block is not closed ('}' missing at the end)".into() });
+        return Err(ImportError { file: FILE, line, message: "a block is not closed ('}' missing at the end)".into() });
     }
     Ok(nodes)
 }
