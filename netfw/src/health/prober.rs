@@ -99,6 +99,8 @@ impl Device for IpQueues {
 #[derive(Debug)]
 struct Probe {
     started: Millis,
+    /// Its local port.
+    port: u16,
     /// HTTP: the request went out.
     sent: bool,
     /// HTTP: what came back so far.
@@ -164,6 +166,8 @@ pub struct Prober {
     ports: Vec<Option<usize>>,
     next_port: u16,
     polls: u64,
+    /// Probes under way (each holds a port).
+    under_way: usize,
     next_poll: Millis,
     configured_at: Millis,
     events: VecDeque<HealthEvent>,
@@ -204,6 +208,7 @@ impl Prober {
             ports: vec![None; usize::from(PROBE_PORTS.end - PROBE_PORTS.start)],
             next_port: 0,
             polls: 0,
+            under_way: 0,
             next_poll: now,
             configured_at: now,
             events: VecDeque::new(),
@@ -230,6 +235,7 @@ impl Prober {
                 self.sockets.remove(r.socket);
             }
         }
+        self.under_way = 0;
         let mut backend = 0u16;
         for s in &spec.services {
             let first = backend;
@@ -344,15 +350,21 @@ impl Prober {
         if t.main.probe.is_some() || !t.state.due(now) || t.main.closed_at >= polls {
             return;
         }
-        t.state.started(now, t.check.interval_ms);
+        let interval = t.check.interval_ms;
         if fwd.backends().get(usize::from(t.backend)).and_then(|b| b.mac).is_none() {
+            t.state.started(now, interval);
             // No probe can reach it. Held against it once ARP has had its time.
             if now.since(self.configured_at) >= MAC_GRACE_MS {
                 self.finish(i, Outcome::Fail(Failure::NoMac), now);
             }
             return;
         }
-        self.start(i, Which::Main, now);
+        // Without a free port it stays due, and is tried at the next poll.
+        if self.start(i, Which::Main, now) {
+            if let Some(t) = self.targets.get_mut(i) {
+                t.state.started(now, interval);
+            }
+        }
     }
 
     /// After a failure through the DR path, the same check to the server's own address.
@@ -360,19 +372,20 @@ impl Prober {
         let polls = self.polls;
         let Some(t) = self.targets.get_mut(i) else { return };
         let Some(r) = t.rip.as_ref() else { return };
-        if t.rip_wanted && r.probe.is_none() && r.closed_at < polls {
-            t.rip_wanted = false;
-            self.start(i, Which::Rip, now);
+        if t.rip_wanted && r.probe.is_none() && r.closed_at < polls && self.start(i, Which::Rip, now) {
+            if let Some(t) = self.targets.get_mut(i) {
+                t.rip_wanted = false;
+            }
         }
     }
 
-    /// Start a probe on target `i`'s slot `w`.
-    fn start(&mut self, i: usize, w: Which, now: Millis) {
-        let Some(port) = self.take_port(i) else { return };
-        let Some(t) = self.targets.get_mut(i) else { return };
+    /// Start a probe on target `i`'s slot `w`; false if it could not (no free port).
+    fn start(&mut self, i: usize, w: Which, now: Millis) -> bool {
+        let Some(port) = self.take_port(i) else { return false };
+        let Some(t) = self.targets.get_mut(i) else { return false };
         let check_port = t.check.port;
         let kind = t.check.kind.clone();
-        let Some(slot) = t.slot(w) else { return };
+        let Some(slot) = t.slot(w) else { return false };
         let remote = IpEndpoint::new(IpAddress::Ipv4(slot.dst), check_port);
         let started = match &kind {
             CheckKind::Udp { send, .. } => {
@@ -383,17 +396,32 @@ impl Prober {
             _ => self.sockets.get_mut::<tcp::Socket>(slot.socket).connect(self.iface.context(), remote, port).is_ok(),
         };
         if started {
-            slot.probe = Some(Probe { started: now, sent: false, reply: Vec::new() });
+            slot.probe = Some(Probe { started: now, port, sent: false, reply: Vec::new() });
+            self.under_way += 1;
         }
+        started
     }
 
-    /// The next free probe port, now belonging to target `i`.
+    /// The next probe port no probe under way uses, now belonging to target `i` (ports are
+    /// taken in turn, so one is reused as late as possible; `None` if every one is busy).
     fn take_port(&mut self, i: usize) -> Option<u16> {
         let n = self.ports.len();
-        let slot = usize::from(self.next_port) % n;
-        self.next_port = u16::try_from((slot + 1) % n).unwrap_or(0);
-        *self.ports.get_mut(slot)? = Some(i);
-        PROBE_PORTS.start.checked_add(u16::try_from(slot).ok()?)
+        if self.under_way >= n {
+            return None;
+        }
+        for _ in 0..n {
+            let slot = usize::from(self.next_port) % n;
+            self.next_port = u16::try_from((slot + 1) % n).unwrap_or(0);
+            let port = PROBE_PORTS.start.checked_add(u16::try_from(slot).ok()?)?;
+            let busy = self.ports.get(slot).copied().flatten().and_then(|t| self.targets.get(t)).is_some_and(|t| {
+                [Some(&t.main), t.rip.as_ref()].into_iter().flatten().any(|s| s.probe.as_ref().is_some_and(|p| p.port == port))
+            });
+            if !busy {
+                *self.ports.get_mut(slot)? = Some(i);
+                return Some(port);
+            }
+        }
+        None
     }
 
     /// A probe's result, if it has one now.
@@ -509,6 +537,7 @@ impl Prober {
         let Some(slot) = t.slot(w) else { return };
         slot.last = Some(outcome);
         if slot.probe.take().is_some() {
+            self.under_way = self.under_way.saturating_sub(1);
             if udp {
                 self.sockets.get_mut::<udp::Socket>(slot.socket).close();
             } else {
@@ -596,6 +625,75 @@ fn http_status(reply: &[u8]) -> Option<Result<u16, ()>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netfw_core::forward::Side;
+    use netfw_core::model::{Forwarding, Protocol, RealServerSpec, SchedKind, ServiceSpec, Timeouts};
+
+    /// Two services checked through the DR path, `slow` servers every 500 ms and `quick` ones
+    /// every 100 ms (so probes end in another order than they began), every server resolved,
+    /// none answering.
+    fn silent_servers(slow: u32, quick: u32) -> (DataPlaneSpec, Forwarder) {
+        let rip = |i: u32| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 16, 0)) + i);
+        let service = |port: u16, servers: core::ops::Range<u32>, ms: u32| ServiceSpec {
+            vip: Ipv4Addr::new(203, 0, 113, 10),
+            proto: Protocol::Tcp,
+            port,
+            sched: SchedKind::Rr,
+            persistence_s: 0,
+            forwarding: Forwarding::Dr,
+            real_servers: servers.map(|i| RealServerSpec { addr: rip(i), weight: 1 }).collect(),
+            health: Some(HealthCheck { kind: CheckKind::Tcp, port, via: Via::Vip, interval_ms: ms, timeout_ms: ms, rise: 2, fall: 2 }),
+            sorry_server: None,
+        };
+        let spec = DataPlaneSpec {
+            dip: Ipv4Addr::new(198, 18, 0, 2),
+            dip_prefix: 16,
+            vip_prefix: 24,
+            gateway: None,
+            services: vec![service(80, 0..slow, 500), service(81, slow..slow + quick, 100)],
+            flow_capacity: 64,
+            timeouts: Timeouts::default(),
+            arp_refresh_ms: 3_600_000,
+        };
+        let mac = [2, 0, 0, 0, 0xd0, 1];
+        let mut fwd = Forwarder::new(spec.clone(), mac, mac, true, 1, Millis(0));
+        for i in 0..slow + quick {
+            let [_, _, hi, lo] = i.to_be_bytes();
+            let mut a = vec![0xff; 6];
+            a.extend_from_slice(&[2, 0, 0, 1, hi, lo, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2, 2, 0, 0, 1, hi, lo]);
+            a.extend_from_slice(&rip(i).octets());
+            a.extend_from_slice(&mac);
+            a.extend_from_slice(&[198, 18, 0, 2]);
+            fwd.process(Side::Vip, &mut a, Millis(0));
+        }
+        (spec, fwd)
+    }
+
+    #[test]
+    fn more_servers_than_probe_ports_wait_their_turn_and_no_port_serves_two_probes() {
+        // 2,200 silent servers: with the doctor's second probes, more probes are due at once
+        // than there are ports (4,000), and the quick ones free theirs long before the slow.
+        let (spec, fwd) = silent_servers(1700, 500);
+        let mut p = Prober::new(&spec, [2, 0, 0, 0, 0xd0, 1], Arc::new(HealthBoard::new(spec.backend_count())), 1, Millis(0));
+        let mut most = 0;
+        for t in (0..3_000).step_by(5) {
+            p.poll(Millis(t), &fwd, |_| true);
+            let ports: Vec<u16> = p
+                .targets
+                .iter()
+                .flat_map(|t| [Some(&t.main), t.rip.as_ref()])
+                .flatten()
+                .filter_map(|s| s.probe.as_ref().map(|x| x.port))
+                .collect();
+            let mut unique = ports.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(unique.len(), ports.len(), "two probes under way on one port at {t} ms");
+            assert_eq!(ports.len(), p.under_way);
+            most = most.max(ports.len());
+        }
+        assert_eq!(most, p.ports.len(), "every port was used at once");
+        assert!(p.targets.iter().all(|t| t.state.last.is_some()), "every server was probed in the end");
+    }
 
     #[test]
     fn an_http_answer_is_read_as_soon_as_its_status_line_is_in() {
