@@ -1,7 +1,8 @@
 //! Issue 10's multi-core proof through the appliance VM: with 2 vCPUs and virtio multiqueue,
 //! netfw runs a worker per group of receive queues. Both forward, the status adds them up,
 //! rr stays even within the stated tolerance (a server's count differs from the others' by at
-//! most one per worker), and a config applied while a transfer runs keeps it.
+//! most one per worker), and a config applied while a transfer runs keeps it; health checks
+//! work across the workers (probe replies on the other worker's queues reach the prober).
 
 use std::time::Duration;
 
@@ -79,6 +80,29 @@ fn two_vcpus_run_two_workers_that_forward_as_one_director() {
     let got = http_requests(&lab, 20, None);
     assert_eq!(got.get("rs3"), None, "{got:?}");
     assert_eq!(got.values().sum::<u64>(), 20, "{got:?}");
+
+    // Health checks with two workers: the first probes, and the replies that arrive on the
+    // other worker's queues (each probe has its own port, so RSS spreads them) are passed to
+    // it. Probes every 200 ms: a server whose replies were lost half the time would go down
+    // within a few rounds. Only the server that is stopped may go down.
+    let checked = svc(&[(1, 1), (2, 1), (3, 1)]).replacen(
+        r#""real_servers""#,
+        r#""health_check": {"type": "tcp", "interval_ms": 200, "timeout_ms": 200}, "real_servers""#,
+        1,
+    );
+    let cfg = one_line(&lab, &checked, "forwarder");
+    lab.vm().send(&format!("apply-config {cfg}")).unwrap();
+    lab.vm().wait_for_nth("config saved and applied: mode forwarder", 2, Duration::from_secs(60)).unwrap();
+    wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
+    std::thread::sleep(Duration::from_secs(3));
+    lab.stop_server(2);
+    lab.vm().wait_for("198.18.0.12 up -> down: connection refused", Duration::from_secs(30)).unwrap();
+    let got = http_requests(&lab, 20, None);
+    assert_eq!((got.get("rs2"), got.values().sum::<u64>()), (None, 20), "{got:?}");
+    let log = lab.vm().console_log();
+    let downs: Vec<&str> = log.lines().filter(|l| l.contains("netfw: health:") && l.contains("-> down")).collect();
+    assert_eq!(downs.len(), 1, "only rs2 went down, once: {downs:#?}");
+    println!("health with two workers: {}", downs.join(""));
     lab.vm().send("poweroff").unwrap();
     lab.vm().wait_exit(Duration::from_secs(60)).unwrap();
 }
