@@ -75,6 +75,23 @@ pub fn collect(cfg: Option<&Config>, table: &[(Service, Vec<Dest>)], arp: &str) 
     if cfg.is_some_and(|c| !c.services.is_empty()) && services.is_empty() {
         warnings.push("the config has services but the kernel's IPVS table is empty: run apply-config again and read its errors".into());
     }
+    // A forwarder-mode config running in IPVS (the fallback when the forwarder cannot use its
+    // NICs): its health checks do not run here, and the operator must know.
+    let unchecked: Vec<String> = cfg
+        .map(|c| {
+            c.services
+                .iter()
+                .filter(|s| s.health_check.as_ref().is_some_and(|h| h.kind != "none"))
+                .map(|s| format!("{}:{}", s.vip, s.port))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !unchecked.is_empty() {
+        warnings.push(format!(
+            "health checks do not run in ipvs mode: the real servers of {} are not checked, and a dead one keeps its share of new connections",
+            unchecked.join(", ")
+        ));
+    }
     let (vip_side, rs_side, dip) = cfg.map_or_else(
         || ("?".to_string(), "?".to_string(), "?".to_string()),
         |c| (c.nics.vip_side.clone(), c.nics.rs_side.clone(), c.dip.clone()),
@@ -100,6 +117,20 @@ pub fn collect(cfg: Option<&Config>, table: &[(Service, Vec<Dest>)], arp: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_with_health_checks_running_in_ipvs_mode_says_they_do_not_run() {
+        let doc = r#"{"version": 1, "nics": {"vip_side": "eth1", "rs_side": "eth2"}, "dip": "198.18.0.2/24",
+            "services": [{"vip": "203.0.113.10", "protocol": "tcp", "port": 80, "health_check": {"type": "tcp"},
+                          "real_servers": [{"address": "198.18.0.11"}]}]}"#;
+        let cfg = Config::parse(doc).unwrap();
+        let s = collect(Some(&cfg), &[], "");
+        assert!(
+            s.warnings.iter().any(|w| w.starts_with("health checks do not run in ipvs mode: the real servers of 203.0.113.10:80")),
+            "{:?}",
+            s.warnings
+        );
+    }
 
     #[test]
     fn reads_complete_and_incomplete_neighbours() {
