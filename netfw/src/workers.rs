@@ -97,7 +97,7 @@ pub struct Worker<P> {
     pub queues: String,
     /// The health probes (the first worker), or where their replies go.
     pub probes: Probes,
-    /// The health verdicts its forwarder follows, and the version it last copied.
+    /// The health verdicts its forwarder follows.
     pub health: Arc<HealthBoard>,
     /// The board's version last copied into the forwarder.
     pub health_seen: u64,

@@ -270,6 +270,21 @@ async function loadRsSetup() {
 }
 
 // ---- maintenance ----------------------------------------------------------
+// A foreign file's services (ipvsadm rules, keepalived.conf) into the form, to review and save;
+// what the box could not take as written is listed above the form.
+async function importServices(path, text, what) {
+  const r = await api('POST', path, text, true);
+  if (!r.ok) { notice(r.data.error, true); return; }
+  await loadConfig();
+  config.services = r.data.services;
+  tab('config', true); drawConfig();
+  const notes = r.data.not_mapped || [];
+  $('#import-notes').replaceChildren(...notes.map((n) => el('li', { text: n })));
+  $('#import-notes').hidden = notes.length === 0;
+  const missed = notes.length ? `; ${notes.length} thing(s) were not imported as written (listed above the form)` : '';
+  notice(`${what} loaded into the form${missed}: review and press Save and apply.`);
+}
+
 async function download(path, name) {
   const r = await fetch(path, { credentials: 'same-origin' });
   if (!r.ok) { notice('Nothing to export yet.', true); return; }
@@ -325,25 +340,8 @@ document.addEventListener('DOMContentLoaded', () => {
     try { doc = JSON.parse(await f.text()); } catch (e) { notice(`${f.name} is not JSON: ${e.message}`, true); return; }
     if (await saveConfig(doc)) loadConfig();
   });
-  $('#import-ipvsadm-go').addEventListener('click', async () => {
-    const r = await api('POST', '/api/config/import-ipvsadm', $('#import-ipvsadm').value, true);
-    if (!r.ok) { notice(r.data.error, true); return; }
-    await loadConfig();
-    config.services = r.data.services;
-    tab('config', true); drawConfig();
-    notice('Rules loaded into the form: review them and press Save and apply.');
-  });
-  $('#import-keepalived-go').addEventListener('click', async () => {
-    const r = await api('POST', '/api/config/import-keepalived', $('#import-keepalived').value, true);
-    if (!r.ok) { notice(r.data.error, true); return; }
-    await loadConfig();
-    config.services = r.data.services;
-    tab('config', true); drawConfig();
-    const notes = r.data.not_mapped || [];
-    $('#import-notes').replaceChildren(...notes.map((n) => el('li', { text: n })));
-    $('#import-notes').hidden = notes.length === 0;
-    notice(notes.length ? `keepalived.conf loaded into the form; ${notes.length} thing(s) were not imported as written (listed above the form): review and press Save and apply.` : 'keepalived.conf loaded into the form: review it and press Save and apply.');
-  });
+  $('#import-ipvsadm-go').addEventListener('click', () => importServices('/api/config/import-ipvsadm', $('#import-ipvsadm').value, 'ipvsadm rules'));
+  $('#import-keepalived-go').addEventListener('click', () => importServices('/api/config/import-keepalived', $('#import-keepalived').value, 'keepalived.conf'));
   $('#password-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
     clearErrors($('#password-form'));

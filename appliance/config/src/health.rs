@@ -79,6 +79,11 @@ fn printable(s: &str) -> bool {
 }
 
 impl HealthCheckDoc {
+    /// Does it ask for checks (any type but "none")?
+    pub fn checks(&self) -> bool {
+        self.kind != "none"
+    }
+
     /// The check, or the problems as (field under `health_check`, message). `None` with no
     /// problems: `"type": "none"`. `service_port` is the default port.
     pub fn validate(&self, service_port: u16, forwarding: Forwarding) -> Result<Option<HealthCheck>, Vec<(String, String)>> {

@@ -166,7 +166,7 @@ impl Config {
         let at = |f: &str| format!("services[{si}].{f}");
         let ipvs = self.mode == Mode::Ipvs;
         let health = s.health_check.as_ref().and_then(|h| {
-            if ipvs && h.kind != "none" {
+            if ipvs && h.checks() {
                 p.add(at("health_check"), "health checks run in forwarder mode only in this version; in ipvs mode nothing would check the servers, so the config is refused rather than silently unchecked");
                 return None;
             }
@@ -293,7 +293,7 @@ impl Config {
                 });
             }
         }
-        // A VIP must not be any service's RIP (or sorry server) either.
+        // A VIP must not be any service's RIP either.
         for (field, rip) in &all_rips {
             if vips.contains(rip) {
                 p.add(field.clone(), format!("{rip} is a VIP of this director; a RIP must not be a VIP"));

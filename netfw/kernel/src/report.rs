@@ -81,7 +81,7 @@ pub fn collect(cfg: Option<&Config>, table: &[(Service, Vec<Dest>)], arp: &str) 
         .map(|c| {
             c.services
                 .iter()
-                .filter(|s| s.health_check.as_ref().is_some_and(|h| h.kind != "none"))
+                .filter(|s| s.health_check.as_ref().is_some_and(director_config::health::HealthCheckDoc::checks))
                 .map(|s| format!("{}:{}", s.vip, s.port))
                 .collect()
         })

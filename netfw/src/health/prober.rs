@@ -547,10 +547,9 @@ impl Prober {
         }
     }
 
-    /// What the checks tell of real server `backend`'s setup, in the seeds' terms: a check
+    /// What the checks tell of a checked server's setup, in the seeds' terms: a check
     /// through the DR path that fails while the same check to its own address passes.
-    pub fn diagnose(&self, backend: u16) -> Option<String> {
-        let t = self.targets.iter().find(|t| t.backend == backend)?;
+    fn diagnose(t: &Target) -> Option<String> {
         let r = t.rip.as_ref()?;
         match (t.main.last, r.last) {
             (Some(Outcome::Fail(why)), Some(Outcome::Pass)) if why != Failure::NoMac => Some(format!(
@@ -564,14 +563,15 @@ impl Prober {
     /// Add the checks' view to a status report of the same config: each checked server's
     /// health, each checked service's state, and the events.
     pub fn annotate(&self, status: &mut Status, fwd: &Forwarder) {
+        let by_backend: std::collections::BTreeMap<u16, &Target> = self.targets.iter().map(|t| (t.backend, t)).collect();
         for (svc, ss) in fwd.services().iter().zip(status.services.iter_mut()) {
             let mut any = false;
             let mut any_up = false;
             for (&b, rs) in svc.backends.iter().zip(ss.real_servers.iter_mut()) {
-                let Some(t) = self.targets.iter().find(|t| t.backend == b) else { continue };
+                let Some(&t) = by_backend.get(&b) else { continue };
                 any = true;
                 any_up |= t.state.health == Health::Up && rs.weight > 0;
-                rs.diagnosis.extend(self.diagnose(b));
+                rs.diagnosis.extend(Self::diagnose(t));
                 rs.health = Some(ServerHealth {
                     state: t.state.health.name().into(),
                     last: t.state.last.map_or_else(|| "not checked yet".to_string(), |o| o.to_string()),
