@@ -42,6 +42,27 @@ pub struct RealServerStatus {
     pub diagnosis: Vec<String>,
 }
 
+impl RealServerStatus {
+    /// The row of a configured real server the data plane does not hold now (the health
+    /// checks took it out of IPVS): its weight as configured, no traffic.
+    pub fn absent(address: String, weight: u16) -> RealServerStatus {
+        RealServerStatus {
+            address,
+            mac: None,
+            reachable: false,
+            weight,
+            active: 0,
+            inactive: 0,
+            conns: 0,
+            packets: 0,
+            bytes: 0,
+            rates: None,
+            health: None,
+            diagnosis: Vec::new(),
+        }
+    }
+}
+
 /// A checked real server's health.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerHealth {
@@ -294,6 +315,7 @@ impl Status {
             }
         }
         if self.mode == "ipvs" {
+            self.render_health_events(&mut o);
             for w in &self.warnings {
                 let _ = writeln!(o, "WARNING: {w}");
             }
@@ -311,12 +333,7 @@ impl Status {
         if !any {
             let _ = writeln!(o, "  none");
         }
-        if !self.health_events.is_empty() {
-            let _ = writeln!(o, "Health events:");
-            for e in &self.health_events {
-                let _ = writeln!(o, "  {}", e.line());
-            }
-        }
+        self.render_health_events(&mut o);
         if self.workers.len() > 1 {
             let _ = writeln!(o, "Workers:");
             for w in &self.workers {
@@ -331,6 +348,15 @@ impl Status {
             let _ = writeln!(o, "WARNING: {w}");
         }
         o
+    }
+
+    fn render_health_events(&self, o: &mut String) {
+        if !self.health_events.is_empty() {
+            let _ = writeln!(o, "Health events:");
+            for e in &self.health_events {
+                let _ = writeln!(o, "  {}", e.line());
+            }
+        }
     }
 }
 

@@ -10,13 +10,14 @@
 //! (`Probes::Relay`).
 
 mod board;
+mod kernel_probe;
 mod prober;
 
 use std::net::Ipv4Addr;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 pub use board::HealthBoard;
-pub use prober::Prober;
+pub use prober::{Prober, RipProbes};
 
 use netfw_core::forward::Forwarder;
 use netfw_core::health::PROBE_PORTS;

@@ -9,7 +9,7 @@
 //! status) and goes on the health board, which every worker's forwarder follows.
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
@@ -17,13 +17,14 @@ use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
-use director_messages::status::{HealthEvent, ServerHealth, Status};
+use director_messages::status::{HealthEvent, RealServerStatus, ServerHealth, Status};
 use netfw_core::forward::Forwarder;
 use netfw_core::health::{CheckState, Failure, Health, Outcome, PROBE_PORTS};
-use netfw_core::model::{CheckKind, DataPlaneSpec, HealthCheck, Via};
+use netfw_core::model::{CheckKind, DataPlaneSpec, Forwarding, HealthCheck, Via};
 use netfw_core::time::Millis;
 use netfw_core::wire::Mac;
 
+use super::kernel_probe::KernelProbe;
 use super::HealthBoard;
 use crate::stack::ts;
 
@@ -33,7 +34,7 @@ pub const EVENTS_KEPT: usize = 64;
 /// (ARP from the DIP is still being answered).
 const MAC_GRACE_MS: u64 = 3_000;
 /// Most bytes of an HTTP answer read (the status line and headers are all a check needs).
-const HTTP_READ: usize = 4096;
+pub(super) const HTTP_READ: usize = 4096;
 /// The prober runs at most this often (smoltcp's poll walks every socket: with 1,000 servers
 /// that is tens of microseconds, too much for every turn of a busy loop); replies wait in its
 /// queue meanwhile.
@@ -107,13 +108,26 @@ struct Probe {
     reply: Vec<u8>,
 }
 
+/// How probes to a real server's own address go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RipProbes {
+    /// On the prober's smoltcp interface (forwarder mode: smoltcp holds the DIP).
+    Smoltcp,
+    /// On the kernel's sockets (ipvs mode: the kernel holds the DIP, and would reset a
+    /// handshake smoltcp began from it).
+    Kernel,
+}
+
 /// One socket's probes to one address.
 #[derive(Debug)]
 struct Slot {
     /// Where its probes are addressed (VIP or RIP).
     dst: Ipv4Addr,
-    socket: SocketHandle,
+    /// Its smoltcp socket; `None`: its probes go on the kernel's sockets.
+    socket: Option<SocketHandle>,
     probe: Option<Probe>,
+    /// The kernel's socket of a probe under way (or the result it met at once).
+    kernel: Option<Result<KernelProbe, Outcome>>,
     /// The prober's poll count when its socket was last closed (a new probe waits for a poll
     /// in between, so the reset of the last one goes out first).
     closed_at: u64,
@@ -137,6 +151,9 @@ struct Target {
     rip: Option<Slot>,
     /// A failure of `main` asks for a probe of `rip`.
     rip_wanted: bool,
+    /// TUN through the DR path: probes to the VIP go inside IPIP to this address (the RIP),
+    /// as IPVS sends clients' packets.
+    tunnel: Option<Ipv4Addr>,
 }
 
 /// Which of a target's slots.
@@ -158,6 +175,8 @@ impl Target {
 /// The health prober.
 pub struct Prober {
     iface: Interface,
+    rip_probes: RipProbes,
+    dip: Ipv4Addr,
     sockets: SocketSet<'static>,
     dev: IpQueues,
     rs_mac: Mac,
@@ -194,6 +213,18 @@ fn service_name(proto: &str, vip: Ipv4Addr, port: u16) -> String {
 impl Prober {
     /// A prober for `spec`'s checked servers, sending from `rs_mac`; verdicts go on `board`.
     pub fn new(spec: &DataPlaneSpec, rs_mac: Mac, board: Arc<HealthBoard>, seed: u64, now: Millis) -> Prober {
+        Prober::with_rip_probes(spec, rs_mac, board, seed, now, RipProbes::Smoltcp)
+    }
+
+    /// `new`, with probes to real servers' own addresses going as `rip_probes` says.
+    pub fn with_rip_probes(
+        spec: &DataPlaneSpec,
+        rs_mac: Mac,
+        board: Arc<HealthBoard>,
+        seed: u64,
+        now: Millis,
+        rip_probes: RipProbes,
+    ) -> Prober {
         let mut dev = IpQueues::default();
         let mut cfg = IfaceConfig::new(HardwareAddress::Ip);
         cfg.random_seed = seed;
@@ -201,6 +232,8 @@ impl Prober {
         let zero_unix_ms = unix_ms_now().saturating_sub(now.0);
         let mut p = Prober {
             iface,
+            rip_probes,
+            dip: spec.dip,
             sockets: SocketSet::new(Vec::new()),
             dev,
             rs_mac,
@@ -228,11 +261,11 @@ impl Prober {
         });
         // Medium IP needs no neighbour, only a route for addresses off the DIP's subnet (VIPs).
         let _ = self.iface.routes_mut().add_default_ipv4_route(spec.dip);
+        self.dip = spec.dip;
         let mut old: Vec<Target> = std::mem::take(&mut self.targets);
         for t in &old {
-            self.sockets.remove(t.main.socket);
-            if let Some(r) = &t.rip {
-                self.sockets.remove(r.socket);
+            for s in [Some(&t.main), t.rip.as_ref()].into_iter().flatten().filter_map(|s| s.socket) {
+                self.sockets.remove(s);
             }
         }
         self.under_way = 0;
@@ -246,8 +279,8 @@ impl Prober {
                 let key = (s.vip, s.proto.number(), s.port, r.addr);
                 let carried = old.iter_mut().find(|t| t.key == key && t.check == *check).map(|t| t.state);
                 let (main, rip) = match check.via {
-                    Via::Vip => (self.slot(s.vip, &check.kind), Some(self.slot(r.addr, &check.kind))),
-                    Via::Rip => (self.slot(r.addr, &check.kind), None),
+                    Via::Vip => (self.slot(s.vip, &check.kind, false), Some(self.slot(r.addr, &check.kind, true))),
+                    Via::Rip => (self.slot(r.addr, &check.kind, true), None),
                 };
                 self.targets.push(Target {
                     key,
@@ -258,6 +291,7 @@ impl Prober {
                     main,
                     rip,
                     rip_wanted: false,
+                    tunnel: (s.forwarding == Forwarding::Tun && check.via == Via::Vip).then_some(r.addr),
                 });
             }
         }
@@ -270,8 +304,12 @@ impl Prober {
         self.board = board;
     }
 
-    /// A slot for probes of `kind` to `dst`, with a socket of its own.
-    fn slot(&mut self, dst: Ipv4Addr, kind: &CheckKind) -> Slot {
+    /// A slot for probes of `kind` to `dst` (`to_rip`: a real server's own address), with a
+    /// smoltcp socket of its own unless its probes go on the kernel's sockets.
+    fn slot(&mut self, dst: Ipv4Addr, kind: &CheckKind, to_rip: bool) -> Slot {
+        if to_rip && self.rip_probes == RipProbes::Kernel {
+            return Slot { dst, socket: None, probe: None, kernel: None, closed_at: 0, last: None };
+        }
         let socket = match kind {
             CheckKind::Udp { .. } => self.sockets.add(udp::Socket::new(
                 udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 2048]),
@@ -279,7 +317,7 @@ impl Prober {
             )),
             _ => self.sockets.add(tcp::Socket::new(tcp::SocketBuffer::new(vec![0; HTTP_READ]), tcp::SocketBuffer::new(vec![0; 1024]))),
         };
-        Slot { dst, socket, probe: None, closed_at: 0, last: None }
+        Slot { dst, socket: Some(socket), probe: None, kernel: None, closed_at: 0, last: None }
     }
 
     /// Queue a probe reply (an Ethernet frame, `is_probe_reply`); false if the queue is full.
@@ -314,15 +352,19 @@ impl Prober {
             self.start_rip_if_wanted(i, now);
         }
         let _ = self.iface.poll(ts(now), &mut self.dev, &mut self.sockets);
-        let mut frame = [0u8; 1514];
+        let mut frame = [0u8; 14 + 20 + PROBE_MTU];
         while let Some(pkt) = self.dev.tx.pop_front() {
-            let Some(mac) = self.mac_for(&pkt, fwd) else { continue };
-            let n = 14 + pkt.len();
+            let Some((mac, tunnel)) = self.mac_for(&pkt, fwd) else { continue };
+            let outer = if tunnel.is_some() { 20 } else { 0 };
+            let n = 14 + outer + pkt.len();
             if let Some(f) = frame.get_mut(..n) {
                 f[0..6].copy_from_slice(&mac);
                 f[6..12].copy_from_slice(&self.rs_mac);
                 f[12..14].copy_from_slice(&[0x08, 0x00]);
-                f[14..].copy_from_slice(&pkt);
+                if let Some(rip) = tunnel {
+                    f[14..34].copy_from_slice(&ipip_header(self.dip, rip, pkt.len()));
+                }
+                f[14 + outer..].copy_from_slice(&pkt);
                 let _ = send(f);
             }
         }
@@ -336,12 +378,14 @@ impl Prober {
         }
     }
 
-    /// The MAC of the server a probe packet (IP, from the DIP) is for: by its source port.
-    fn mac_for(&self, pkt: &[u8], fwd: &Forwarder) -> Option<Mac> {
+    /// The MAC of the server a probe packet (IP, from the DIP) is for, by its source port;
+    /// and for TUN through the DR path, the RIP to tunnel it to.
+    fn mac_for(&self, pkt: &[u8], fwd: &Forwarder) -> Option<(Mac, Option<Ipv4Addr>)> {
         let ihl = usize::from(pkt.first()? & 0x0f) * 4;
         let sport = u16::from_be_bytes([*pkt.get(ihl)?, *pkt.get(ihl + 1)?]);
         let t = self.ports.get(usize::from(sport.checked_sub(PROBE_PORTS.start)?))?.and_then(|t| self.targets.get(t))?;
-        fwd.backends().get(usize::from(t.backend))?.mac
+        let to_vip = pkt.get(16..20) == Some(&t.main.dst.octets()[..]);
+        Some((fwd.backends().get(usize::from(t.backend))?.mac?, t.tunnel.filter(|_| to_vip)))
     }
 
     fn start_if_due(&mut self, i: usize, now: Millis, fwd: &Forwarder) {
@@ -381,19 +425,29 @@ impl Prober {
 
     /// Start a probe on target `i`'s slot `w`; false if it could not (no free port).
     fn start(&mut self, i: usize, w: Which, now: Millis) -> bool {
+        let dip = self.dip;
+        let Some(t) = self.targets.get_mut(i) else { return false };
+        let (check_port, timeout_ms) = (t.check.port, t.check.timeout_ms);
+        let kind = t.check.kind.clone();
+        if let Some(slot) = t.slot(w).filter(|s| s.socket.is_none()) {
+            slot.kernel = Some(KernelProbe::start(&kind, dip, SocketAddrV4::new(slot.dst, check_port), timeout_ms));
+            slot.probe = Some(Probe { started: now, port: 0, sent: false, reply: Vec::new() });
+            return true;
+        }
         let Some(port) = self.take_port(i) else { return false };
         let Some(t) = self.targets.get_mut(i) else { return false };
         let check_port = t.check.port;
         let kind = t.check.kind.clone();
         let Some(slot) = t.slot(w) else { return false };
+        let Some(socket) = slot.socket else { return false };
         let remote = IpEndpoint::new(IpAddress::Ipv4(slot.dst), check_port);
         let started = match &kind {
             CheckKind::Udp { send, .. } => {
-                let s = self.sockets.get_mut::<udp::Socket>(slot.socket);
+                let s = self.sockets.get_mut::<udp::Socket>(socket);
                 s.close();
                 s.bind(port).is_ok() && s.send_slice(send, remote).is_ok()
             }
-            _ => self.sockets.get_mut::<tcp::Socket>(slot.socket).connect(self.iface.context(), remote, port).is_ok(),
+            _ => self.sockets.get_mut::<tcp::Socket>(socket).connect(self.iface.context(), remote, port).is_ok(),
         };
         if started {
             slot.probe = Some(Probe { started: now, port, sent: false, reply: Vec::new() });
@@ -428,15 +482,22 @@ impl Prober {
     fn progress(&mut self, i: usize, w: Which, now: Millis) -> Option<Outcome> {
         let t = self.targets.get_mut(i)?;
         let check = &t.check;
+        let timeout_ms = check.timeout_ms;
         // Through the DR path, the server's own address (a reply from it is on the wrong path).
         let own = t.rip.as_ref().map(|r| r.dst).filter(|_| w == Which::Main);
         let slot = match w {
             Which::Main => &mut t.main,
             Which::Rip => t.rip.as_mut()?,
         };
-        let (dst, socket) = (slot.dst, slot.socket);
+        let dst = slot.dst;
         let p = slot.probe.as_mut()?;
-        let timed_out = now.since(p.started) >= u64::from(check.timeout_ms);
+        let timed_out = now.since(p.started) >= u64::from(timeout_ms);
+        let socket = match (slot.socket, slot.kernel.as_mut()) {
+            (Some(s), _) => s,
+            (None, Some(Ok(k))) => return k.progress(&check.kind, dst, timeout_ms, timed_out),
+            (None, Some(Err(o))) => return Some(*o),
+            (None, None) => return None,
+        };
         let no_answer = Outcome::Fail(Failure::NoAnswer(check.timeout_ms));
         match &check.kind {
             CheckKind::Udp { expect, .. } => {
@@ -470,9 +531,7 @@ impl Prober {
                     _ => {}
                 }
                 if !p.sent && s.may_send() {
-                    let host = host.clone().unwrap_or_else(|| dst.to_string());
-                    let req =
-                        format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: director-health-check\r\nConnection: close\r\n\r\n");
+                    let req = http_request(path, host.as_deref(), dst);
                     p.sent = s.send_slice(req.as_bytes()).is_ok_and(|n| n == req.len());
                 }
                 while s.can_recv() && p.reply.len() < HTTP_READ {
@@ -537,13 +596,18 @@ impl Prober {
         let Some(slot) = t.slot(w) else { return };
         slot.last = Some(outcome);
         if slot.probe.take().is_some() {
+            slot.closed_at = polls;
+            let Some(socket) = slot.socket else {
+                // The kernel's socket closes (with a reset) as it is dropped.
+                slot.kernel = None;
+                return;
+            };
             self.under_way = self.under_way.saturating_sub(1);
             if udp {
-                self.sockets.get_mut::<udp::Socket>(slot.socket).close();
+                self.sockets.get_mut::<udp::Socket>(socket).close();
             } else {
-                self.sockets.get_mut::<tcp::Socket>(slot.socket).abort();
+                self.sockets.get_mut::<tcp::Socket>(socket).abort();
             }
-            slot.closed_at = polls;
         }
     }
 
@@ -552,6 +616,10 @@ impl Prober {
     fn diagnose(t: &Target) -> Option<String> {
         let r = t.rip.as_ref()?;
         match (t.main.last, r.last) {
+            (Some(Outcome::Fail(why)), Some(Outcome::Pass)) if why != Failure::NoMac && t.tunnel.is_some() => Some(format!(
+                "the check through the IPIP tunnel fails ({why}) while the same check to its own address {} passes: its tunl0 is down or lacks the VIP {}, or its reverse-path filter drops what arrives on tunl0 (set rp_filter=0 on tunl0 and all, seed 002)",
+                r.dst, t.main.dst
+            )),
             (Some(Outcome::Fail(why)), Some(Outcome::Pass)) if why != Failure::NoMac => Some(format!(
                 "the check through the DR path fails ({why}) while the same check to its own address {} passes: the VIP {} is not on its lo, or its service does not listen on the VIP (seed 001, real-server step 2)",
                 r.dst, t.main.dst
@@ -560,15 +628,41 @@ impl Prober {
         }
     }
 
+    /// Each checked backend's verdict: `Some(up)` once its check has a result, `None` before.
+    pub fn verdicts(&self) -> impl Iterator<Item = (u16, Option<bool>)> + '_ {
+        self.targets.iter().map(|t| (t.backend, t.state.last.map(|_| t.state.health == Health::Up)))
+    }
+
     /// Add the checks' view to a status report of the same config: each checked server's
-    /// health, each checked service's state, and the events.
+    /// health, each checked service's state, and the events. Services and servers are found
+    /// by address, so the report may be the kernel's (ipvs mode): there a server the checks
+    /// took out of IPVS still has its row (weight as configured, no traffic), and a sorry
+    /// server in IPVS is named as the service's sorry server, not among its real servers.
     pub fn annotate(&self, status: &mut Status, fwd: &Forwarder) {
         let by_backend: std::collections::BTreeMap<u16, &Target> = self.targets.iter().map(|t| (t.backend, t)).collect();
-        for (svc, ss) in fwd.services().iter().zip(status.services.iter_mut()) {
+        for svc in fwd.services() {
+            let Some(ss) = status
+                .services
+                .iter_mut()
+                .find(|ss| ss.vip == svc.vip.to_string() && ss.port == svc.port && ss.protocol == svc.proto.name())
+            else {
+                continue;
+            };
+            if let Some(sorry) = svc.sorry.and_then(|b| fwd.backends().get(usize::from(b))) {
+                let rip = sorry.rip.to_string();
+                ss.real_servers.retain(|r| r.address != rip);
+                ss.sorry_server = Some(rip);
+            }
             let mut any = false;
             let mut any_up = false;
-            for (&b, rs) in svc.backends.iter().zip(ss.real_servers.iter_mut()) {
+            for &b in &svc.backends {
                 let Some(&t) = by_backend.get(&b) else { continue };
+                let Some(backend) = fwd.backends().get(usize::from(b)) else { continue };
+                let address = backend.rip.to_string();
+                if !ss.real_servers.iter().any(|r| r.address == address) {
+                    ss.real_servers.push(RealServerStatus::absent(address.clone(), backend.weight));
+                }
+                let Some(rs) = ss.real_servers.iter_mut().find(|r| r.address == address) else { continue };
                 any = true;
                 any_up |= t.state.health == Health::Up && rs.weight > 0;
                 rs.diagnosis.extend(Self::diagnose(t));
@@ -607,9 +701,31 @@ fn describe(c: &HealthCheck, dst: Ipv4Addr) -> String {
     format!("{what} to {dst}:{}{path}", c.port)
 }
 
+/// A health check's HTTP request (`host` absent: the address probed).
+pub(super) fn http_request(path: &str, host: Option<&str>, dst: Ipv4Addr) -> String {
+    let host = host.map_or_else(|| dst.to_string(), str::to_string);
+    format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: director-health-check\r\nConnection: close\r\n\r\n")
+}
+
+/// The outer IPv4 header of a probe tunnelled to `rip` (IPIP, as IPVS's TUN sends).
+fn ipip_header(dip: Ipv4Addr, rip: Ipv4Addr, inner: usize) -> [u8; 20] {
+    let mut h = [0u8; 20];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&u16::try_from(20 + inner).unwrap_or(u16::MAX).to_be_bytes());
+    h[8] = 64;
+    h[9] = 4;
+    h[12..16].copy_from_slice(&dip.octets());
+    h[16..20].copy_from_slice(&rip.octets());
+    let sum = h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    h[10..12].copy_from_slice(&(!u16::try_from(sum).unwrap_or(0)).to_be_bytes());
+    h
+}
+
 /// The status of an HTTP answer once its status line is in: `Some(Ok(code))`, `Some(Err(()))`
 /// if it is not HTTP, `None` while it is incomplete.
-fn http_status(reply: &[u8]) -> Option<Result<u16, ()>> {
+pub(super) fn http_status(reply: &[u8]) -> Option<Result<u16, ()>> {
     if reply.is_empty() {
         return None;
     }
