@@ -6,6 +6,7 @@
 //! - `director`: the director's own side in ipvs mode (addresses, ARP and IPVS sysctls).
 //! - `report`: the kernel's table and counters as the same status document netfw reports.
 //! - `mode`: entering, reading and leaving ipvs mode, in one call each.
+//! - `verdicts`: health verdicts as changes to IPVS's real servers (ipvs mode's checker).
 //! - `rtnl`: addresses, links and routes over rtnetlink (also the management NIC).
 //! - `ethtool`: turning off the receive offloads that merge frames on the forwarder's NICs.
 //!
@@ -19,3 +20,4 @@ pub mod mode;
 pub mod reconcile;
 pub mod report;
 pub mod rtnl;
+pub mod verdicts;

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use director_config::Config;
-use director_messages::status::Status;
+use director_messages::status::{RealServerStatus, Status};
 use netfw_core::model::DataPlaneSpec;
 
 use crate::director::{self, DirectorError};
@@ -77,8 +77,25 @@ pub fn status(cfg: Option<&Config>) -> Result<Status, ModeError> {
 }
 
 /// How the kernel's table differs from what `spec` asks (empty: it holds exactly that).
+/// The real servers of a checked service are the health checker's to take out and put back
+/// (`verdicts`): one it took out (down) is not a difference, nor is its sorry server in.
 pub fn verify(cfg: &Config, spec: &DataPlaneSpec) -> Result<Vec<String>, ModeError> {
-    Ok(status(Some(cfg))?.differences(spec, false))
+    let mut st = status(Some(cfg))?;
+    for w in spec.services.iter().filter(|s| crate::verdicts::adjusted(s)) {
+        let Some(ss) = st.services.iter_mut().find(|s| s.vip == w.vip.to_string() && s.port == w.port && s.protocol == w.proto.name())
+        else {
+            continue;
+        };
+        if let Some(sorry) = w.sorry_server {
+            ss.real_servers.retain(|r| r.address != sorry.to_string());
+        }
+        for r in &w.real_servers {
+            if !ss.real_servers.iter().any(|x| x.address == r.addr.to_string()) {
+                ss.real_servers.push(RealServerStatus::absent(r.addr.to_string(), r.weight));
+            }
+        }
+    }
+    Ok(st.differences(spec, false))
 }
 
 /// Leave IPVS mode: delete every service the kernel has and the addresses of this mode.

@@ -22,6 +22,23 @@ fn neighbours(text: &str) -> BTreeMap<String, (String, bool)> {
         .collect()
 }
 
+/// The warning when a config's real servers should be checked in ipvs mode but the checker
+/// (`netfw ipvs watch`) does not answer: said, so that no one believes them checked.
+pub fn unchecked_warning(cfg: &Config, why: &str) -> Option<String> {
+    let unchecked: Vec<String> = cfg
+        .services
+        .iter()
+        .filter(|s| s.health_check.as_ref().is_some_and(director_config::health::HealthCheckDoc::checks))
+        .map(|s| format!("{}:{}", s.vip, s.port))
+        .collect();
+    (!unchecked.is_empty()).then(|| {
+        format!(
+            "the health checker does not answer ({why}): the real servers of {} are not being checked, and a dead one keeps its share of new connections",
+            unchecked.join(", ")
+        )
+    })
+}
+
 /// Build the report from the kernel's table, the config (NICs, DIP) and `/proc/net/arp`.
 pub fn collect(cfg: Option<&Config>, table: &[(Service, Vec<Dest>)], arp: &str) -> Status {
     let neigh = neighbours(arp);
@@ -75,23 +92,6 @@ pub fn collect(cfg: Option<&Config>, table: &[(Service, Vec<Dest>)], arp: &str) 
     if cfg.is_some_and(|c| !c.services.is_empty()) && services.is_empty() {
         warnings.push("the config has services but the kernel's IPVS table is empty: run apply-config again and read its errors".into());
     }
-    // A forwarder-mode config running in IPVS (the fallback when the forwarder cannot use its
-    // NICs): its health checks do not run here, and the operator must know.
-    let unchecked: Vec<String> = cfg
-        .map(|c| {
-            c.services
-                .iter()
-                .filter(|s| s.health_check.as_ref().is_some_and(director_config::health::HealthCheckDoc::checks))
-                .map(|s| format!("{}:{}", s.vip, s.port))
-                .collect()
-        })
-        .unwrap_or_default();
-    if !unchecked.is_empty() {
-        warnings.push(format!(
-            "health checks do not run in ipvs mode: the real servers of {} are not checked, and a dead one keeps its share of new connections",
-            unchecked.join(", ")
-        ));
-    }
     let (vip_side, rs_side, dip) = cfg.map_or_else(
         || ("?".to_string(), "?".to_string(), "?".to_string()),
         |c| (c.nics.vip_side.clone(), c.nics.rs_side.clone(), c.dip.clone()),
@@ -119,17 +119,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_config_with_health_checks_running_in_ipvs_mode_says_they_do_not_run() {
-        let doc = r#"{"version": 1, "nics": {"vip_side": "eth1", "rs_side": "eth2"}, "dip": "198.18.0.2/24",
+    fn a_config_whose_checker_does_not_answer_says_its_servers_are_not_checked() {
+        let doc = r#"{"version": 1, "mode": "ipvs", "nics": {"vip_side": "eth1", "rs_side": "eth2"}, "dip": "198.18.0.2/24",
             "services": [{"vip": "203.0.113.10", "protocol": "tcp", "port": 80, "health_check": {"type": "tcp"},
-                          "real_servers": [{"address": "198.18.0.11"}]}]}"#;
+                          "real_servers": [{"address": "198.18.0.11"}]},
+                         {"vip": "203.0.113.10", "protocol": "tcp", "port": 81, "real_servers": [{"address": "198.18.0.11"}]}]}"#;
         let cfg = Config::parse(doc).unwrap();
-        let s = collect(Some(&cfg), &[], "");
+        let w = unchecked_warning(&cfg, "it is restarting").unwrap();
         assert!(
-            s.warnings.iter().any(|w| w.starts_with("health checks do not run in ipvs mode: the real servers of 203.0.113.10:80")),
-            "{:?}",
-            s.warnings
+            w.starts_with(
+                "the health checker does not answer (it is restarting): the real servers of 203.0.113.10:80 are not being checked"
+            ),
+            "{w}"
         );
+        assert!(!w.contains(":81"), "{w}");
+        let unchecked = Config::parse(&doc.replace(r#""health_check": {"type": "tcp"},"#, "")).unwrap();
+        assert_eq!(unchecked_warning(&unchecked, "x"), None);
     }
 
     #[test]

@@ -1,0 +1,160 @@
+//! Health verdicts as changes to IPVS (ipvs mode): for each service with a health check or a
+//! sorry server, the real servers IPVS should hold now. A server that is down is removed (with
+//! `expire_nodest_conn=1` its connections end at their next packet, which is then scheduled
+//! afresh to a server that is up: the client gets a quick reset); weight 0 stays weight 0
+//! (drain). With no usable server the sorry server is added; once a real server is back, the
+//! sorry server stays at weight 0 while it still has connections, and goes when it has none.
+//!
+//! A pure function of (the kernel's table, the config, the verdicts); it changes only real
+//! servers of the services the config checks, and never a service itself (that is `mode`'s).
+//! A server without a verdict yet (not probed since the checker started) stays as IPVS has
+//! it: a checker that restarts does not put back a server it had taken out.
+
+use crate::ipvs::{Dest, Service};
+use crate::reconcile::{self, Change, Wanted};
+use netfw_core::model::DataPlaneSpec;
+
+/// Whether a service is the checker's to adjust.
+pub fn adjusted(s: &netfw_core::model::ServiceSpec) -> bool {
+    s.health.is_some() || s.sorry_server.is_some()
+}
+
+/// The changes that make IPVS follow the verdicts; `up(service, server)` indexes `spec`
+/// (`None`: no verdict yet).
+pub fn changes(have: &[(Service, Vec<Dest>)], spec: &DataPlaneSpec, up: impl Fn(usize, usize) -> Option<bool>) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (si, s) in spec.services.iter().enumerate().filter(|(_, s)| adjusted(s)) {
+        let mut want = Wanted::from_spec(s);
+        let Some(h) = have.iter().find(|(k, _)| k.key == want.key) else { continue };
+        // The service's own settings are the kernel's: only its real servers change here.
+        (want.sched, want.persistence_s) = (h.0.sched.clone(), h.0.persistence_s);
+        want.dests = s
+            .real_servers
+            .iter()
+            .enumerate()
+            .filter(|(ri, r)| up(si, *ri).unwrap_or_else(|| h.1.iter().any(|d| d.addr == r.addr)))
+            .map(|(_, r)| (r.addr, s.forwarding, u32::from(r.weight)))
+            .collect();
+        let usable = want.dests.iter().any(|d| d.2 > 0);
+        if let Some(sorry) = s.sorry_server {
+            let busy = h.1.iter().any(|d| d.addr == sorry && d.active + d.inactive > 0);
+            if !usable {
+                want.dests.push((sorry, s.forwarding, 1));
+            } else if busy {
+                want.dests.push((sorry, s.forwarding, 0));
+            }
+        }
+        out.extend(reconcile::diff(std::slice::from_ref(h), std::slice::from_ref(&want)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipvs::{Stats, SvcKey};
+    use netfw_core::model::{CheckKind, Forwarding, HealthCheck, Protocol, RealServerSpec, SchedKind, ServiceSpec, Timeouts, Via};
+    use std::net::Ipv4Addr;
+
+    fn rip(i: u8) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, 0, 10 + i)
+    }
+    const SORRY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 99);
+
+    fn spec(checked: bool, sorry: bool, weights: &[u16]) -> DataPlaneSpec {
+        DataPlaneSpec {
+            dip: Ipv4Addr::new(198, 18, 0, 2),
+            dip_prefix: 24,
+            vip_prefix: 24,
+            gateway: None,
+            services: vec![ServiceSpec {
+                vip: Ipv4Addr::new(203, 0, 113, 10),
+                proto: Protocol::Tcp,
+                port: 80,
+                sched: SchedKind::Rr,
+                persistence_s: 0,
+                forwarding: Forwarding::Dr,
+                real_servers: weights.iter().zip(1..).map(|(&weight, i)| RealServerSpec { addr: rip(i), weight }).collect(),
+                health: checked.then_some(HealthCheck {
+                    kind: CheckKind::Tcp,
+                    port: 80,
+                    via: Via::Vip,
+                    interval_ms: 500,
+                    timeout_ms: 500,
+                    rise: 2,
+                    fall: 2,
+                }),
+                sorry_server: sorry.then_some(SORRY),
+            }],
+            flow_capacity: 64,
+            timeouts: Timeouts::default(),
+            arp_refresh_ms: 60_000,
+        }
+    }
+
+    fn key() -> SvcKey {
+        SvcKey { proto: Protocol::Tcp, vip: Ipv4Addr::new(203, 0, 113, 10), port: 80 }
+    }
+
+    fn table(dests: &[(Ipv4Addr, u32, u32)]) -> Vec<(Service, Vec<Dest>)> {
+        vec![(
+            Service { key: key(), sched: "rr".into(), persistence_s: 0, stats: Stats::default() },
+            dests
+                .iter()
+                .map(|&(addr, weight, conns)| Dest {
+                    addr,
+                    port: 80,
+                    fwd: Forwarding::Dr,
+                    weight,
+                    active: conns,
+                    inactive: 0,
+                    stats: Stats::default(),
+                })
+                .collect(),
+        )]
+    }
+
+    #[test]
+    fn a_down_server_leaves_ipvs_and_comes_back_with_its_weight() {
+        let s = spec(true, false, &[1, 3]);
+        let full = table(&[(rip(1), 1, 0), (rip(2), 3, 0)]);
+        assert!(changes(&full, &s, |_, _| Some(true)).is_empty(), "all up: nothing to do");
+        assert_eq!(changes(&full, &s, |_, r| Some(r != 1)), vec![Change::DelDest(key(), rip(2))]);
+        let without = table(&[(rip(1), 1, 0)]);
+        assert_eq!(changes(&without, &s, |_, _| Some(true)), vec![Change::AddDest(key(), rip(2), Forwarding::Dr, 3)]);
+    }
+
+    #[test]
+    fn the_sorry_server_takes_over_when_none_is_usable_and_leaves_once_its_connections_end() {
+        let s = spec(true, true, &[1, 0]);
+        // rs1 down, rs2 drained: nothing usable.
+        let t = table(&[(rip(1), 1, 0), (rip(2), 0, 5)]);
+        assert_eq!(
+            changes(&t, &s, |_, r| Some(r == 1)),
+            vec![Change::DelDest(key(), rip(1)), Change::AddDest(key(), SORRY, Forwarding::Dr, 1)]
+        );
+        // rs1 back: the sorry server keeps its connections at weight 0, then goes.
+        let t = table(&[(rip(2), 0, 5), (SORRY, 1, 2)]);
+        assert_eq!(
+            changes(&t, &s, |_, _| Some(true)),
+            vec![Change::AddDest(key(), rip(1), Forwarding::Dr, 1), Change::SetDest(key(), SORRY, Forwarding::Dr, 0)],
+            "the real server first: never a moment with neither"
+        );
+        let t = table(&[(rip(1), 1, 0), (rip(2), 0, 5), (SORRY, 0, 0)]);
+        assert_eq!(changes(&t, &s, |_, _| Some(true)), vec![Change::DelDest(key(), SORRY)]);
+    }
+
+    #[test]
+    fn a_server_without_a_verdict_yet_stays_as_ipvs_has_it() {
+        let s = spec(true, false, &[1, 1]);
+        let t = table(&[(rip(1), 1, 0)]);
+        assert!(changes(&t, &s, |_, _| None).is_empty(), "rs2 stays out, rs1 stays in");
+    }
+
+    #[test]
+    fn unchecked_services_and_services_the_kernel_lacks_are_left_alone() {
+        let s = spec(false, false, &[1, 1]);
+        assert!(changes(&table(&[(rip(1), 1, 0)]), &s, |_, _| Some(false)).is_empty());
+        assert!(changes(&[], &spec(true, true, &[1]), |_, _| Some(false)).is_empty());
+    }
+}
