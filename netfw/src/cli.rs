@@ -22,6 +22,9 @@ const USAGE: &str = "usage:
   netfw ipvs clear --config FILE                 remove IPVS services and this mode's addresses
   netfw ipvs import FILE                         `ipvsadm -S -n` rules as the config's services (JSON)
   netfw ipvs export [--config FILE]              rules in `ipvsadm -S -n` format (config, or the kernel's table)
+  netfw ipvs watch --config FILE [--control SOCKET]
+                                                 health-check the config's real servers and apply the verdicts
+                                                 to IPVS, until SIGTERM; SIGHUP reloads FILE
   netfw keepalived import FILE                   a keepalived.conf's virtual_servers as the config's services (JSON);
                                                  what does not map is listed on stderr
 ";
@@ -78,6 +81,9 @@ fn ipvs_cmd(argv: &[String]) -> ExitCode {
         ("clear", Some(c)) => crate::ipvs_cli::clear(&c),
         ("status", c) => crate::ipvs_cli::status(c.as_deref(), json),
         ("export", c) => crate::ipvs_cli::export(c.as_deref()),
+        ("watch", Some(config)) => {
+            crate::watch::watch(&crate::watch::WatchOptions { config, control: args.control }).map(|()| String::new())
+        }
         _ => {
             eprint!("{USAGE}");
             return ExitCode::from(2);

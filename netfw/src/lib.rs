@@ -9,6 +9,7 @@
 //! - `ctl`: the control socket (typed requests and answers, `director-messages`).
 //! - `status`: the forwarder's tables as the status document.
 //! - `run`: `netfw run`: open the NICs, then forward until told to stop.
+//! - `watch`: `netfw ipvs watch`: ipvs mode's health checker (the same probes, verdicts to IPVS).
 //! - `cli`, `ipvs_cli`: the `netfw` command.
 //!
 //! The per-frame decision lives in `netfw-core` (no_std); the config document in
@@ -26,4 +27,5 @@ pub mod stack;
 pub mod status;
 #[cfg(test)]
 mod testing;
+pub mod watch;
 pub mod workers;

@@ -34,8 +34,8 @@ use crate::stack::{ControlStack, Roles};
 use crate::status;
 use crate::workers::{Install, Order, Worker};
 
-static RELOAD: AtomicBool = AtomicBool::new(false);
-static STOP: AtomicBool = AtomicBool::new(false);
+pub(crate) static RELOAD: AtomicBool = AtomicBool::new(false);
+pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_hup(_: libc::c_int) {
     RELOAD.store(true, Ordering::Relaxed);
@@ -128,7 +128,7 @@ pub struct RunOptions {
     pub control: PathBuf,
 }
 
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     let mut b = [0u8; 8];
     if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_err() {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
@@ -137,7 +137,7 @@ fn seed() -> u64 {
     u64::from_le_bytes(b)
 }
 
-fn install_signals() {
+pub(crate) fn install_signals() {
     // SAFETY: installing async-signal-safe handlers that only store to atomics.
     unsafe {
         libc::signal(libc::SIGHUP, on_hup as *const () as libc::sighandler_t);

@@ -21,6 +21,7 @@ pub mod nic;
 pub mod programs;
 pub mod ring;
 pub mod tc_path;
+pub mod watch_socket;
 pub mod xsk;
 
 use std::os::fd::RawFd;
