@@ -377,6 +377,36 @@ pub fn netfw_argv() -> Vec<String> {
     vec!["/bin/netfw".into(), "run".into(), "--config".into(), paths::RUN_CONFIG.into(), "--control".into(), NETFW_SOCKET.into()]
 }
 
+/// The supervised name of ipvs mode's health checker.
+pub const HEALTH: &str = "netfw-health";
+
+/// ipvs mode's health checker's command line (it answers on netfw's control socket).
+pub fn watch_argv() -> Vec<String> {
+    ["/bin/netfw", "ipvs", "watch", "--config", paths::RUN_CONFIG, "--control", NETFW_SOCKET].map(String::from).to_vec()
+}
+
+/// Whether ipvs mode needs the health checker for `spec` (a service with a check or a sorry
+/// server).
+pub fn needs_checker(spec: &netfw_core::model::DataPlaneSpec) -> bool {
+    spec.services.iter().any(netfw_kernel::verdicts::adjusted)
+}
+
+/// The status in ipvs mode: the checker's (the kernel's table with health) when it runs, else
+/// the kernel's table, warning if the config's servers should be checked.
+pub fn ipvs_status(sup: &Supervisor, cfg: Option<&Config>) -> Result<Status, String> {
+    if sup.has(HEALTH) {
+        match netfw_status() {
+            Ok(s) => return Ok(s),
+            Err(p) => {
+                let mut s = mode::status(cfg).map_err(|e| e.to_string())?;
+                s.warnings.extend(cfg.and_then(|c| netfw_kernel::report::unchecked_warning(c, &p.message)));
+                return Ok(s);
+            }
+        }
+    }
+    mode::status(cfg).map_err(|e| e.to_string())
+}
+
 /// Write the effective config (resolved NIC names) where netfw reads it.
 pub fn write_run_config(cfg: &Config) -> Result<(), Problem> {
     let text = serde_json::to_string_pretty(cfg).map_err(|e| Problem::general(e.to_string()))?;
@@ -423,9 +453,50 @@ impl Appliance<'_> {
                 }
                 Ok(())
             }
-            Running::Ipvs => mode::leave(&from.cfg, &from.spec, &mut ipvs_log).map_err(|e| mode_problem(&e)),
+            Running::Ipvs => {
+                self.stop_checker();
+                mode::leave(&from.cfg, &from.spec, &mut ipvs_log).map_err(|e| mode_problem(&e))
+            }
             Running::Nothing => Ok(()),
         }
+    }
+
+    /// Stop ipvs mode's health checker, if it runs.
+    fn stop_checker(&mut self) {
+        let sup = &mut *self.sup;
+        let mut others = Vec::new();
+        sup.remove(HEALTH, |pid, st| others.push((pid, st)));
+        for (pid, st) in others {
+            sup.exited(pid, st);
+        }
+    }
+
+    /// Enter (or update) ipvs mode for `to`, then start the health checker or have it re-read
+    /// the config, if `to` needs one.
+    fn enter_ipvs(&mut self, to: &InForce) -> Result<Running, Vec<Problem>> {
+        if !needs_checker(&to.spec) {
+            self.stop_checker();
+        }
+        mode::enter(&to.cfg, &to.spec, &mut ipvs_log).map_err(|e| mode_problem(&e))?;
+        if needs_checker(&to.spec) {
+            if !self.sup.has(HEALTH) {
+                self.sup.add(HEALTH, watch_argv());
+            } else {
+                match call::<_, NetfwAnswer>(std::path::Path::new(NETFW_SOCKET), &NetfwRequest::Reload, Duration::from_secs(30)) {
+                    Ok(NetfwAnswer::Reloaded { .. }) => {}
+                    // Not answering (starting, or failing): a fresh start reads the new config.
+                    Ok(other) => {
+                        log::init(&format!("the health checker refused the new config ({}); restarting it", other.human()));
+                        self.sup.kill(HEALTH);
+                    }
+                    Err(e) => {
+                        log::init(&format!("the health checker did not take the new config ({e}); restarting it"));
+                        self.sup.kill(HEALTH);
+                    }
+                }
+            }
+        }
+        Ok(Running::Ipvs)
     }
 
     fn enter(&mut self, to: &InForce) -> Result<Running, Vec<Problem>> {
@@ -440,8 +511,7 @@ impl Appliance<'_> {
                     {
                         log::init("FALLBACK: the forwarder cannot use its NICs (see its last line); the kernel's IPVS takes over with the same config");
                         self.sup.remove("netfw", |_, _| {});
-                        mode::enter(&to.cfg, &to.spec, &mut ipvs_log).map_err(|e| mode_problem(&e))?;
-                        Ok(Running::Ipvs)
+                        self.enter_ipvs(to)
                     }
                     Err(Some(status)) => Err(vec![Problem::general(format!(
                         "netfw did not start: it {} (its last lines on the console say why)",
@@ -456,10 +526,7 @@ impl Appliance<'_> {
                     }
                 }
             }
-            Running::Ipvs => {
-                mode::enter(&to.cfg, &to.spec, &mut ipvs_log).map_err(|e| mode_problem(&e))?;
-                Ok(Running::Ipvs)
-            }
+            Running::Ipvs => self.enter_ipvs(to),
             Running::Nothing => Ok(Running::Nothing),
         }
     }
@@ -515,8 +582,7 @@ impl Plant for Appliance<'_> {
                         });
                     }
                 }
-                mode::enter(&t.cfg, &t.spec, &mut ipvs_log).map_err(|e| mode_problem(&e))?;
-                Ok(Running::Ipvs)
+                self.enter_ipvs(t)
             }
             (from, to) => {
                 if let Some(f) = from {

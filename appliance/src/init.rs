@@ -58,9 +58,10 @@ fn load_modules() {
 /// The data plane's status table on the console, each line under `who`: for `status`, the
 /// table of the mode in force; for `ipvs`, the kernel's IPVS table whatever the mode. The last
 /// line says `end of table`.
-fn show_table(book: &Book, who: &str) {
+fn show_table(book: &Book, sup: &Supervisor, who: &str) {
     let table = match (book.running, who) {
         (Running::Forwarder, "status") => apply::netfw_status().map_err(|p| p.to_string()),
+        (Running::Ipvs, "status") => apply::ipvs_status(sup, book.current.as_ref().map(|c| &c.cfg)),
         (Running::Nothing, "status") => return,
         _ => mode::status(book.current.as_ref().map(|c| &c.cfg)).map_err(|e| e.to_string()),
     };
@@ -214,6 +215,9 @@ pub fn run() -> ! {
             if let Err(e) = mode::enter(&c.cfg, &c.spec, &mut |l| log::line("ipvs", &l)) {
                 log::line("ipvs", &e.to_string());
             }
+            if apply::needs_checker(&c.spec) {
+                sup.add(apply::HEALTH, apply::watch_argv());
+            }
             Running::Ipvs
         }
         Some(_) => {
@@ -276,12 +280,12 @@ fn handle(book: &mut Book, sup: &mut Supervisor, req: &Request) {
                 log::init(&l);
             }
             log::init(&format!("mode: {}{}", book.running.name(), if book.fallback { " (fallback)" } else { "" }));
-            show_table(book, "status");
+            show_table(book, sup, "status");
         }
         Command::BoxStatus => {
             let table = match book.running {
                 Running::Forwarder => apply::netfw_status().ok(),
-                Running::Ipvs => mode::status(book.current.as_ref().map(|c| &c.cfg)).ok(),
+                Running::Ipvs => apply::ipvs_status(sup, book.current.as_ref().map(|c| &c.cfg)).ok(),
                 Running::Nothing => None,
             };
             req.answer(InitAnswer::Status { status: Box::new(book.status(table)) });
@@ -308,7 +312,7 @@ fn handle(book: &mut Book, sup: &mut Supervisor, req: &Request) {
             }
             power::shutdown(action, sup, book.config_mounted);
         }
-        Command::Ipvs => show_table(book, "ipvs"),
+        Command::Ipvs => show_table(book, sup, "ipvs"),
         Command::ApplyConfig(json) => req.answer(match book.apply(&mut Appliance { sup }, json) {
             Ok(applied) => InitAnswer::Applied { applied },
             Err(failure) => InitAnswer::Refused { failure },

@@ -168,6 +168,11 @@ impl Supervisor {
         Some(c.name.clone())
     }
 
+    /// Whether a child of this name is supervised (running, or due to restart).
+    pub fn has(&self, name: &str) -> bool {
+        self.children.iter().any(|c| c.name == name)
+    }
+
     /// Kill a child by name with SIGKILL (fault injection from the console); it is restarted.
     pub fn kill(&mut self, name: &str) -> bool {
         self.children.iter().find(|c| c.name == name).and_then(|c| c.proc.as_ref()).is_some_and(|p| p.signal(libc::SIGKILL).is_ok())

@@ -127,6 +127,18 @@ pub fn http_requests(lab: &Lab, n: usize, from: Option<&str>) -> BTreeMap<String
     server_counts(&lab.labtool(&lab.ns("client"), &args).unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// `n` requests through the VIP, one every 50 ms (20/s): (answers per server, errors).
+pub fn paced_requests(lab: &Lab, n: usize) -> (BTreeMap<String, u64>, usize) {
+    let to = format!("{}:80", lab::VIP);
+    let out =
+        lab.labtool(&lab.ns("client"), &["get", "--to", &to, "--count", &n.to_string(), "--interval-ms", "50"]).unwrap_or_else(|e| e.0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let errors = v["errors"].as_array().map_or(0, Vec::len);
+    let servers =
+        v["servers"].as_object().map(|m| m.iter().map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0))).collect()).unwrap_or_default();
+    (servers, errors)
+}
+
 /// Expected counts as a map.
 pub fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(k, v)| ((*k).to_string(), *v)).collect()

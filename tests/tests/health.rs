@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use qemu::lab::{self, Lab, Layout};
-use tests::{one_lab_at_a_time, poll_until, server_counts, wait_forwarding};
+use tests::{one_lab_at_a_time, paced_requests, poll_until, server_counts, wait_forwarding};
 
 /// A service over rs1..rs3 checked with `check`; `sorry`: rs4 as the sorry server.
 fn checked_service(check: &str, sorry: bool) -> String {
@@ -40,17 +40,6 @@ fn wait_state(lab: &Lab, i: usize, state: &str) -> (Duration, String) {
         }
     });
     (t.elapsed(), last)
-}
-
-/// `n` requests, one every 50 ms (20/s): (answers per server, errors).
-fn paced_requests(lab: &Lab, n: usize) -> (std::collections::BTreeMap<String, u64>, usize) {
-    let to = format!("{}:80", lab::VIP);
-    let out = lab.labtool(&lab.ns("client"), &["get", "--to", &to, "--count", &n.to_string(), "--interval-ms", "50"]).unwrap();
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-    let errors = v["errors"].as_array().map_or(0, Vec::len);
-    let servers =
-        v["servers"].as_object().map(|m| m.iter().map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0))).collect()).unwrap_or_default();
-    (servers, errors)
 }
 
 /// Wait until real server `i`'s diagnosis says `what`; returns it.

@@ -2,12 +2,13 @@
 //! console (`apply-config`), switched between modes, and the automatic fallback.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use qemu::lab::{self, Lab, Layout};
 use qemu::vm::Firmware;
 use tests::{
-    counts, http_requests, long_body, long_transfer_result, one_lab_at_a_time, one_line, service, svc, table_rows, wait_forwarding, Sniffer,
+    counts, http_requests, long_body, long_transfer_result, one_lab_at_a_time, one_line, paced_requests, poll_until, service, svc,
+    table_rows, wait_forwarding, Sniffer,
 };
 
 /// Ask the console for the kernel's IPVS table (the status table, read from IPVS) and return
@@ -17,6 +18,132 @@ fn ipvs_table(lab: &mut Lab) -> Vec<(String, u32, u32)> {
         .into_iter()
         .filter_map(|f| Some((f.first()?.split(':').next()?.to_string(), f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))
         .collect()
+}
+
+/// The health checker's transitions of `rip` (`"up -> down"`, …) on the console so far.
+fn transitions(lab: &mut Lab, rip: std::net::Ipv4Addr, change: &str) -> Vec<String> {
+    let what = format!(" {rip} {change}: ");
+    lab.vm().console_log().lines().filter(|l| l.contains("netfw: health: ") && l.contains(&what)).map(str::to_string).collect()
+}
+
+/// Wait for the `nth` transition `change` of `rip` on the console; returns its line.
+fn wait_transition(lab: &mut Lab, rip: std::net::Ipv4Addr, change: &str, nth: usize) -> String {
+    poll_until(&format!("{rip} never went {change} (x{nth})"), Duration::from_secs(30), || {
+        let t = transitions(lab, rip, change);
+        t.get(nth - 1).cloned().ok_or_else(|| format!("{t:?}"))
+    })
+}
+
+/// Wait for the `nth` change the health checker made to IPVS that says `what` ("delete real
+/// server 198.18.0.11", …): each is said once made.
+fn wait_ipvs_change(lab: &mut Lab, what: &str, nth: usize) {
+    let what = format!("netfw: health: ipvs: {what} ");
+    poll_until(&format!("IPVS was never told to {what} (x{nth})"), Duration::from_secs(30), || {
+        let n = lab.vm().console_log().matches(&what).count();
+        (n >= nth).then_some(()).ok_or(format!("{n} so far"))
+    });
+}
+
+/// The last status table the console printed (in ipvs mode, the health checker's).
+fn status_table(lab: &mut Lab) -> String {
+    let log = lab.vm().table("status", Duration::from_secs(30)).unwrap();
+    log.rsplit("status: netfw ipvs (").next().unwrap_or_default().to_string()
+}
+
+/// The kernel's real servers (the `ipvs` table) as (RIP, weight).
+fn in_ipvs(lab: &mut Lab) -> BTreeSet<(String, u32)> {
+    ipvs_table(lab).into_iter().map(|(r, w, _)| (r, w)).collect()
+}
+
+fn rs(i: usize, weight: u32) -> (String, u32) {
+    (lab::rip(i).to_string(), weight)
+}
+
+/// Issue 11, proof 6: the checks in ipvs mode, through the DR path as in forwarder mode (the
+/// probes leave from the DIP on the RS-facing NIC, addressed to the VIP, sent to each server's
+/// MAC); verdicts take real servers out of the kernel's IPVS table and put them back; the
+/// doctor tells a server without the VIP on lo from a dead one; with every server down the
+/// sorry server is in IPVS.
+#[test]
+fn ipvs_mode_checks_take_a_dead_server_out_of_ipvs_and_bring_it_back() {
+    let _g = one_lab_at_a_time();
+    let mut lab = Lab::build_for_vm(Layout::TwoArm, 3).unwrap();
+    let check = r#""health_check": {"type": "http", "interval_ms": 500, "timeout_ms": 500, "rise": 2, "fall": 2}"#;
+    let checked =
+        svc(&[(1, 1), (2, 1)]).replacen(r#""real_servers""#, &format!(r#"{check}, "sorry_server": "{}", "real_servers""#, lab::rip(3)), 1);
+    lab.write_vm_config(&one_line(&lab, &checked, "ipvs")).unwrap();
+    lab.boot_vm(Firmware::Direct).unwrap();
+    lab.vm().wait_for("started netfw-health", Duration::from_secs(10)).unwrap();
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+    assert_eq!(in_ipvs(&mut lab), BTreeSet::from([rs(1, 1), rs(2, 1)]), "both up, the sorry server not in");
+    poll_until("the checks never passed", Duration::from_secs(20), || {
+        let t = status_table(&mut lab);
+        (t.matches("UP (check passed").count() == 2).then_some(()).ok_or_else(|| lab.vm().console_log())
+    });
+
+    // 1. rs1's HTTP service stops: out of IPVS once marked down; no request fails after.
+    let t = Instant::now();
+    lab.stop_server(1);
+    let line = wait_transition(&mut lab, lab::rip(1), "up -> down", 1);
+    wait_ipvs_change(&mut lab, "delete real server 198.18.0.11", 1);
+    println!("ipvs mode: rs1 stopped: marked down after {:?} ({line})", t.elapsed());
+    assert!(line.contains("connection refused (http GET / to 203.0.113.10:80 through the DR path)"), "{line}");
+    let left = in_ipvs(&mut lab);
+    assert_eq!(left, BTreeSet::from([rs(2, 1)]), "{}", lab.vm().console_log());
+    let (servers, errors) = paced_requests(&lab, 40);
+    assert_eq!((errors, servers.get("rs1"), servers.values().sum::<u64>()), (0, None, 40), "{servers:?}");
+    let table = status_table(&mut lab);
+    assert!(table.contains("DOWN (connection refused)"), "the status keeps the server's row, and says why: {table}");
+    lab.restart_server(1, &[]).unwrap();
+    let t = Instant::now();
+    wait_transition(&mut lab, lab::rip(1), "down -> up", 1);
+    println!("ipvs mode: rs1 restarted: up after {:?}", t.elapsed());
+    wait_ipvs_change(&mut lab, "add real server 198.18.0.11", 1);
+    assert_eq!(in_ipvs(&mut lab), BTreeSet::from([rs(1, 1), rs(2, 1)]));
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+
+    // 3. rs2 loses the VIP from lo: its own address still answers; the DR path does not.
+    let vip_lo = format!("{}/32", lab::VIP);
+    lab.ip(&lab.ns("rs2"), &["addr", "del", &vip_lo, "dev", "lo"]).unwrap();
+    let line = wait_transition(&mut lab, lab::rip(2), "up -> down", 1);
+    assert!(line.contains("no answer within 500 ms"), "{line}");
+    wait_ipvs_change(&mut lab, "delete real server 198.18.0.12", 1);
+    let d = poll_until("the doctor never said it", Duration::from_secs(20), || {
+        let t = status_table(&mut lab);
+        t.contains("is not on its lo").then_some(t.clone()).ok_or(t)
+    });
+    println!("ipvs mode: rs2 without the VIP on lo:\n{d}");
+    let (servers, errors) = paced_requests(&lab, 20);
+    assert_eq!((errors, servers.get("rs2")), (0, None), "{servers:?}");
+    lab.ip(&lab.ns("rs2"), &["addr", "add", &vip_lo, "dev", "lo"]).unwrap();
+    wait_transition(&mut lab, lab::rip(2), "down -> up", 1);
+    wait_ipvs_change(&mut lab, "add real server 198.18.0.12", 1);
+
+    // 5. Every server down: the sorry server is in IPVS and answers; one server back, it
+    // takes no new flows (weight 0 while its connections end).
+    lab.stop_server(1);
+    lab.stop_server(2);
+    wait_transition(&mut lab, lab::rip(1), "up -> down", 2);
+    wait_transition(&mut lab, lab::rip(2), "up -> down", 2);
+    wait_ipvs_change(&mut lab, "add real server 198.18.0.13", 1);
+    assert_eq!(in_ipvs(&mut lab), BTreeSet::from([rs(3, 1)]));
+    let (servers, errors) = paced_requests(&lab, 10);
+    assert_eq!((errors, servers.get("rs3").copied()), (0, Some(10)), "{servers:?}");
+    let table = status_table(&mut lab);
+    assert!(table.contains(" SORRY sorry 198.18.0.13"), "{table}");
+    lab.restart_server(1, &[]).unwrap();
+    wait_transition(&mut lab, lab::rip(1), "down -> up", 2);
+    wait_ipvs_change(&mut lab, "add real server 198.18.0.11", 2);
+    // The sorry server's weight goes to 0 right after rs1 is back (or it goes, if its
+    // connections are over).
+    poll_until("the sorry server still takes new flows", Duration::from_secs(10), || {
+        let left = in_ipvs(&mut lab);
+        (left == BTreeSet::from([rs(1, 1), rs(3, 0)]) || left == BTreeSet::from([rs(1, 1)])).then_some(()).ok_or(format!("{left:?}"))
+    });
+    let (servers, errors) = paced_requests(&lab, 10);
+    assert_eq!((errors, servers.get("rs1").copied()), (0, Some(10)), "{servers:?}");
+    lab.vm().send("poweroff").unwrap();
+    lab.vm().wait_exit(Duration::from_secs(60)).unwrap();
 }
 
 #[test]

@@ -164,27 +164,18 @@ impl Config {
         vip: Ipv4Addr,
     ) -> (Option<HealthCheck>, Option<Ipv4Addr>) {
         let at = |f: &str| format!("services[{si}].{f}");
-        let ipvs = self.mode == Mode::Ipvs;
-        let health = s.health_check.as_ref().and_then(|h| {
-            if ipvs && h.checks() {
-                p.add(at("health_check"), "health checks run in forwarder mode only in this version; in ipvs mode nothing would check the servers, so the config is refused rather than silently unchecked");
-                return None;
-            }
-            match h.validate(port, forwarding) {
-                Ok(c) => c,
-                Err(problems) => {
-                    for (f, m) in problems {
-                        p.add(at(&format!("health_check.{f}")), m);
-                    }
-                    None
+        let health = s.health_check.as_ref().and_then(|h| match h.validate(port, forwarding) {
+            Ok(c) => c,
+            Err(problems) => {
+                for (f, m) in problems {
+                    p.add(at(&format!("health_check.{f}")), m);
                 }
+                None
             }
         });
         let sorry = s.sorry_server.as_deref().and_then(|a| {
             let Ok(ip) = parse_unicast(a).map_err(|m| p.add(at("sorry_server"), m)) else { return None };
-            if ipvs {
-                p.add(at("sorry_server"), "a sorry server is used in forwarder mode only in this version");
-            } else if dip.is_some_and(|d| !d.contains(ip) || ip == d.addr()) {
+            if dip.is_some_and(|d| !d.contains(ip) || ip == d.addr()) {
                 p.add(
                     at("sorry_server"),
                     format!(
