@@ -299,7 +299,14 @@ fn nat_mode_forwards_and_replies_return_through_the_director() {
         lab.ip(&ns, &["addr", "del", &format!("{}/32", lab::VIP), "dev", "lo"]).unwrap();
         lab.ip(&ns, &["route", "replace", "default", "via", &lab::DIP.to_string()]).unwrap();
     }
-    lab.write_vm_config(&one_line(&lab, &with_forwarding(&svc(&[(1, 1), (2, 1), (3, 1)]), "nat"), "ipvs")).unwrap();
+    // Checked at their own addresses (the only choice for NAT: they do not hold the VIP), on
+    // the kernel's own sockets from the DIP.
+    let checked = with_forwarding(&svc(&[(1, 1), (2, 1), (3, 1)]), "nat").replacen(
+        r#""real_servers""#,
+        r#""health_check": {"type": "tcp", "via": "rip", "interval_ms": 500, "timeout_ms": 500}, "real_servers""#,
+        1,
+    );
+    lab.write_vm_config(&one_line(&lab, &checked, "ipvs")).unwrap();
     lab.boot_vm(Firmware::Direct).unwrap();
     lab.vm().wait_for("ipvs: sysctl net.ipv4.ip_forward=1 (NAT", Duration::from_secs(5)).unwrap();
     wait_forwarding(&lab, &["rs1", "rs2", "rs3"]);
@@ -311,6 +318,14 @@ fn nat_mode_forwards_and_replies_return_through_the_director() {
     let into_vm = lab.tap_to_vm_bytes("tap2").unwrap() - before;
     assert!(into_vm > 1_000_000, "NAT replies must cross the director: only {into_vm} bytes entered it");
     assert_eq!(ipvs_table(&mut lab).len(), 3);
+
+    // rs3's service stops: its own address refuses, it leaves IPVS, and no request fails.
+    lab.stop_server(3);
+    let line = wait_transition(&mut lab, lab::rip(3), "up -> down", 1);
+    assert!(line.contains("connection refused (tcp to 198.18.0.13:80)"), "{line}");
+    wait_ipvs_change(&mut lab, "delete real server 198.18.0.13", 1);
+    let (servers, errors) = paced_requests(&lab, 20);
+    assert_eq!((errors, servers.get("rs3"), servers.values().sum::<u64>()), (0, None, 20), "{servers:?}");
 }
 
 #[test]
@@ -383,6 +398,42 @@ fn tun_mode_end_to_end_with_real_servers_set_up_per_seed_002() {
         g.send("rp_filter 0").unwrap();
         g.wait_for("rp_filter 0 done", Duration::from_secs(10)).unwrap();
     }
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+
+    // Issue 11, proof 6: checked through the DR path, which for TUN is inside IPIP to the RIP,
+    // as IPVS sends. rs1's rp_filter drops what arrives on tunl0: its check fails while its
+    // own address answers, the doctor names seed 002's cause, and rs2 takes every request.
+    let checked = with_forwarding(&svc(&[(1, 1), (2, 1)]), "tun").replacen(
+        r#""real_servers""#,
+        r#""health_check": {"type": "http", "interval_ms": 500, "timeout_ms": 500}, "real_servers""#,
+        1,
+    );
+    let cfg = one_line(&lab, &checked, "ipvs");
+    lab.vm().send(&format!("apply-config {cfg}")).unwrap();
+    lab.vm().wait_for("config saved and applied: mode ipvs", Duration::from_secs(30)).unwrap();
+    lab.vm().wait_for("started netfw-health", Duration::from_secs(10)).unwrap();
+    poll_until("the checks through the tunnel never passed", Duration::from_secs(20), || {
+        let t = status_table(&mut lab);
+        (t.matches("UP (check passed").count() == 2).then_some(()).ok_or(t)
+    });
+    let g = lab.guest(1).unwrap();
+    g.send("rp_filter 1").unwrap();
+    g.wait_for_nth("rp_filter 1 done", 2, Duration::from_secs(10)).unwrap();
+    let line = wait_transition(&mut lab, lab::rip(1), "up -> down", 1);
+    assert!(line.contains("no answer within 500 ms"), "{line}");
+    wait_ipvs_change(&mut lab, "delete real server 198.18.0.11", 1);
+    let d = poll_until("the doctor never named rp_filter", Duration::from_secs(20), || {
+        let t = status_table(&mut lab);
+        t.contains("its reverse-path filter drops what arrives on tunl0").then_some(t.clone()).ok_or(t)
+    });
+    println!("TUN: rs1 with rp_filter=1:\n{d}");
+    let (servers, errors) = paced_requests(&lab, 20);
+    assert_eq!((errors, servers.get("rs1"), servers.values().sum::<u64>()), (0, None, 20), "{servers:?}");
+    let g = lab.guest(1).unwrap();
+    g.send("rp_filter 0").unwrap();
+    g.wait_for_nth("rp_filter 0 done", 2, Duration::from_secs(10)).unwrap();
+    wait_transition(&mut lab, lab::rip(1), "down -> up", 1);
+    wait_ipvs_change(&mut lab, "add real server 198.18.0.11", 1);
     wait_forwarding(&lab, &["rs1", "rs2"]);
 }
 
