@@ -190,7 +190,8 @@ impl Lab {
         // UDP answered from the VIP (and the RIP), as a DR real server must, unless `extra`
         // binds otherwise (`--udp-bind 0.0.0.0`: a wildcard socket answers from the RIP).
         let bind = format!("{VIP},{}", rip(i));
-        let mut args = vec![tool.to_str().unwrap_or_default(), "serve", "--name", &name, "--port", "80", "--udp-port", "53"];
+        let mut args =
+            vec![tool.to_str().unwrap_or_default(), "serve", "--name", &name, "--port", "80", "--udp-port", "53", "--tls-port", "443"];
         if !extra.contains(&"--udp-bind") {
             args.extend(["--udp-bind", bind.as_str()]);
         }

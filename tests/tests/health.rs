@@ -233,12 +233,13 @@ fn a_server_flapping_faster_than_rise_and_fall_does_not_flap_its_state() {
     assert_eq!(event_lines(&lab).len(), events_before, "no event while it flaps: {:?}", event_lines(&lab));
 }
 
-/// The other check types, end to end: `tcp` on the HTTP service and `udp` on the DNS-like
-/// one (each server answers a datagram with its name); a stopped server fails both, each
-/// with its own reason, and comes back on both; a UDP service that answers from the RIP
-/// fails the check through the DR path.
+/// The other check types, end to end: `tcp` on the HTTP service, `udp` on the DNS-like one
+/// (each server answers a datagram with its name) and `https` on the HTTPS one (TLS through
+/// the DR path, a self-signed certificate); a stopped server fails all three, each with its
+/// own reason, and comes back on all; a UDP service that answers from the RIP fails the check
+/// through the DR path.
 #[test]
-fn tcp_and_udp_checks_take_a_stopped_server_out_of_both_services() {
+fn tcp_udp_and_https_checks_take_a_stopped_server_out_of_every_service() {
     let _g = one_lab_at_a_time();
     let mut lab = Lab::build(Layout::OneArm, 2).unwrap_or_else(|e| panic!("lab: {e}"));
     let rs = |port: u16| {
@@ -246,14 +247,16 @@ fn tcp_and_udp_checks_take_a_stopped_server_out_of_both_services() {
     };
     let services = format!(
         r#"[{{"vip": "{vip}", "protocol": "tcp", "scheduler": "rr", "health_check": {{"type": "tcp"}}, "real_servers": [{}}},
-            {{"vip": "{vip}", "protocol": "udp", "scheduler": "rr", "health_check": {{"type": "udp", "send": "6865616c7468"}}, "real_servers": [{}}}]"#,
+            {{"vip": "{vip}", "protocol": "udp", "scheduler": "rr", "health_check": {{"type": "udp", "send": "6865616c7468"}}, "real_servers": [{}}},
+            {{"vip": "{vip}", "protocol": "tcp", "scheduler": "rr", "health_check": {{"type": "https", "path": "/"}}, "real_servers": [{}}}]"#,
         rs(80),
         rs(53),
+        rs(443),
         vip = lab::VIP
     );
     let cfg = lab.config(&services);
     lab.start_netfw(&cfg).unwrap_or_else(|e| panic!("{e}"));
-    for svc in 0..2 {
+    for svc in 0..3 {
         for i in 1..=2 {
             wait_check(&lab, svc, i, "up", "check passed");
         }
@@ -261,10 +264,23 @@ fn tcp_and_udp_checks_take_a_stopped_server_out_of_both_services() {
     lab.stop_server(1);
     wait_check(&lab, 0, 1, "down", "connection refused");
     wait_check(&lab, 1, 1, "down", "no answer within 500 ms");
+    wait_check(&lab, 2, 1, "down", "connection refused");
     assert_eq!(service_server(&lab, 0, 2).0, "up");
+    assert_eq!(service_server(&lab, 2, 2).0, "up");
     lab.restart_server(1, &[]).unwrap_or_else(|e| panic!("{e}"));
-    wait_check(&lab, 0, 1, "up", "check passed");
-    wait_check(&lab, 1, 1, "up", "check passed");
+    for svc in 0..3 {
+        wait_check(&lab, svc, 1, "up", "check passed");
+    }
+    let s = lab.status_json().unwrap_or_else(|e| panic!("{e}"));
+    let check = &s["services"][2]["real_servers"][0]["health"]["check"];
+    assert_eq!(check, "https GET / to 203.0.113.10:443 through the DR path", "{s}");
+    // rs2 serves plain HTTP where HTTPS should be: it waits for a request line that the TLS
+    // greeting never completes, so the check hears nothing (a server that answers the
+    // greeting with an error fails with "the TLS handshake failed": the unit tests). Its
+    // plain HTTP service is fine.
+    lab.restart_server(2, &["--tls-plain"]).unwrap_or_else(|e| panic!("{e}"));
+    wait_check(&lab, 2, 2, "down", "no answer within 500 ms");
+    assert_eq!(service_server(&lab, 0, 2).0, "up");
     // rs2's UDP service answers from its own address (a wildcard socket): clients would drop
     // its replies, and the check through the DR path says so.
     lab.restart_server(2, &["--udp-bind", "0.0.0.0"]).unwrap_or_else(|e| panic!("{e}"));

@@ -91,10 +91,10 @@ impl HealthCheckDoc {
         let mut add = |f: &str, m: String| p.push((f.to_string(), m));
         let is = |k: &str| self.kind == k;
         if !["tcp", "http", "https", "udp", "none"].contains(&self.kind.as_str()) {
-            add("type", format!("\"{}\" is not a check type; use \"tcp\", \"http\", \"udp\" or \"none\"", self.kind.escape_debug()));
-        }
-        if is("https") {
-            add("type", "\"https\" checks are not available in this version (the box has no TLS client yet); use \"tcp\" on the HTTPS port, or \"http\" on a plain port".into());
+            add(
+                "type",
+                format!("\"{}\" is not a check type; use \"tcp\", \"http\", \"https\", \"udp\" or \"none\"", self.kind.escape_debug()),
+            );
         }
         for (field, given) in
             [("path", self.path.is_some()), ("host", self.host.is_some()), ("expect_status", self.expect_status.is_some())]
@@ -169,7 +169,7 @@ impl HealthCheckDoc {
         }
         let kind = match self.kind.as_str() {
             "tcp" => Some(CheckKind::Tcp),
-            "http" => {
+            "http" | "https" => {
                 let path = self.path.clone().unwrap_or_else(|| "/".into());
                 if !path.starts_with('/') || path.len() > MAX_PATH || !printable(&path) {
                     add(
@@ -194,7 +194,7 @@ impl HealthCheckDoc {
                     );
                 }
                 let (status_min, status_max) = range.unwrap_or((200, 399));
-                Some(CheckKind::Http { path, host: self.host.clone(), status_min, status_max })
+                Some(CheckKind::Http { tls: is("https"), path, host: self.host.clone(), status_min, status_max })
             }
             "udp" => {
                 let mut bytes = |field: &str, v: &Option<String>| {
@@ -243,7 +243,12 @@ mod tests {
         assert_eq!(c, HealthCheck { kind: CheckKind::Tcp, port: 80, via: Via::Vip, interval_ms: 500, timeout_ms: 500, rise: 2, fall: 2 });
         let h = doc(r#"{"type":"http","path":"/health","expect_status":"200","port":8080,"via":"rip"}"#).validate(80, Forwarding::Dr);
         let h = h.unwrap().unwrap();
-        assert_eq!(h.kind, CheckKind::Http { path: "/health".into(), host: None, status_min: 200, status_max: 200 });
+        assert_eq!(h.kind, CheckKind::Http { tls: false, path: "/health".into(), host: None, status_min: 200, status_max: 200 });
+        let s = doc(r#"{"type":"https","host":"shop.example"}"#).validate(443, Forwarding::Dr).unwrap().unwrap();
+        assert_eq!(
+            (s.kind, s.port),
+            (CheckKind::Http { tls: true, path: "/".into(), host: Some("shop.example".into()), status_min: 200, status_max: 399 }, 443)
+        );
         assert_eq!((h.port, h.via), (8080, Via::Rip));
         let u = doc(r#"{"type":"udp","send":"0a0B","expect":""}"#).validate(53, Forwarding::Dr).unwrap().unwrap();
         assert_eq!(u.kind, CheckKind::Udp { send: vec![0x0a, 0x0b], expect: vec![] });
@@ -264,8 +269,8 @@ mod tests {
         assert!(p.iter().any(|m| m.starts_with("send: \"send\" belongs to \"udp\" checks")), "{p:?}");
         let p = problems(r#"{"type":"udp","send":"abc"}"#, Forwarding::Dr);
         assert!(p[0].starts_with("send: must be hex bytes"), "{p:?}");
-        let p = problems(r#"{"type":"https"}"#, Forwarding::Dr);
-        assert!(p[0].contains("no TLS client"), "{p:?}");
+        let p = problems(r#"{"type":"https","send":"00"}"#, Forwarding::Dr);
+        assert_eq!(p, vec!["send: \"send\" belongs to \"udp\" checks, not \"https\""]);
     }
 
     #[test]

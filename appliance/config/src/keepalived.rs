@@ -322,9 +322,7 @@ fn check(c: &Node, out: &mut Imported) -> HealthCheckDoc {
     match c.key() {
         "HTTP_GET" => hc.kind = "http".into(),
         "UDP_CHECK" => hc.kind = "udp".into(),
-        "SSL_GET" => {
-            out.not_mapped.push(format!("line {}: SSL_GET is imported as a TCP check on its port: the box has no TLS client yet", c.line))
-        }
+        "SSL_GET" => hc.kind = "https".into(),
         _ => {}
     }
     let mut urls = 0;
@@ -337,7 +335,7 @@ fn check(c: &Node, out: &mut Imported) -> HealthCheckDoc {
             ("delay_before_retry", Some(_)) => out.not_mapped.push(format!(
                 "line {here}: delay_before_retry not imported: a failing server is probed every interval, like a healthy one"
             )),
-            ("url", _) if c.key() == "HTTP_GET" => {
+            ("url", _) if c.key() == "HTTP_GET" || c.key() == "SSL_GET" => {
                 urls += 1;
                 if urls > 1 {
                     out.not_mapped.push(format!("line {here}: a second url: only the first is checked"));
@@ -352,8 +350,7 @@ fn check(c: &Node, out: &mut Imported) -> HealthCheckDoc {
                     }
                 }
             }
-            ("url", _) => out.not_mapped.push(format!("line {here}: {} not imported with an SSL_GET", n.shown())),
-            ("virtualhost", Some(h)) if c.key() == "HTTP_GET" => hc.host = Some(h.into()),
+            ("virtualhost", Some(h)) if c.key() == "HTTP_GET" || c.key() == "SSL_GET" => hc.host = Some(h.into()),
             ("payload", Some(p)) if c.key() == "UDP_CHECK" => hc.send = Some(p.into()),
             ("require_reply", Some(p)) if c.key() == "UDP_CHECK" => hc.expect = Some(p.into()),
             _ => out.not_mapped.push(format!("line {here}: {} in {} not imported: no equivalent here", n.shown(), c.key())),

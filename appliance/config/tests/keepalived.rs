@@ -30,12 +30,13 @@ fn a_dr_director_with_vrrp_imports_its_services_and_lists_the_rest() {
     assert_eq!(hc.kind, "http");
     assert_eq!((hc.path.as_deref(), hc.expect_status.as_deref()), (Some("/health"), Some("200")));
     assert_eq!((hc.interval_ms, hc.timeout_ms, hc.fall), (Some(2000), Some(1000), Some(3)));
-    // 443: SSL_GET becomes a TCP check, and the second server's different check is said.
+    // 443: SSL_GET becomes an https check (its url's path; the digest is not checked), and
+    // the second server's different check is said.
     let tls = &i.services[1];
-    assert_eq!(tls.health_check.as_ref().map(|h| h.kind.as_str()), Some("tcp"));
-    assert!(has(n, "SSL_GET is imported as a TCP check"), "{n:#?}");
+    let hc = tls.health_check.as_ref().unwrap();
+    assert_eq!((hc.kind.as_str(), hc.path.as_deref()), ("https", Some("/")));
+    assert!(has(n, "line 72: `digest 9b3a0c85a887a256d6939da88aabd8cd` not imported (the check reads the status only)"), "{n:#?}");
     assert!(has(n, "real server 198.18.0.12's check differs from 198.18.0.11's"), "{n:#?}");
-    assert!(has(n, "line 70: `url { … }` not imported with an SSL_GET"), "{n:#?}");
     // 53/udp: no sed here, no scripts.
     let dns = &i.services[2];
     assert_eq!((dns.protocol.as_str(), dns.scheduler.as_str(), dns.health_check.is_none()), ("udp", "wlc", true));

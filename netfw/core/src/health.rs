@@ -56,6 +56,9 @@ pub enum Failure {
     ReplyFromRip,
     /// The server's MAC is not known (ARP from the DIP unanswered): no probe could be sent.
     NoMac,
+    /// HTTPS: the TLS handshake failed (the server does not speak TLS on the port, or
+    /// offers nothing this client accepts).
+    Tls,
 }
 
 impl fmt::Display for Failure {
@@ -71,6 +74,7 @@ impl fmt::Display for Failure {
                 f.write_str("the UDP reply came from its own address, not the VIP: clients drop it (bind the service to the VIP)")
             }
             Failure::NoMac => f.write_str("its MAC is unknown (no answer to ARP from the DIP)"),
+            Failure::Tls => f.write_str("the TLS handshake failed"),
         }
     }
 }

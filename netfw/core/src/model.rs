@@ -131,8 +131,10 @@ pub struct ServiceSpec {
 pub enum CheckKind {
     /// A TCP connection is opened (and reset at once).
     Tcp,
-    /// An HTTP GET whose status must be in a range.
+    /// An HTTP GET whose status must be in a range (over TLS: `https`).
     Http {
+        /// Over TLS (the handshake must complete; the certificate is not verified).
+        tls: bool,
         /// Request path.
         path: String,
         /// Host header (default: the address probed).

@@ -14,22 +14,47 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use netfw_core::health::{Failure, Outcome};
 use netfw_core::model::CheckKind;
 
-use super::prober::{http_request, http_status, HTTP_READ};
+use super::http_check::{Exchange, Pipe};
 
 /// One probe under way on a kernel socket.
 #[derive(Debug)]
 pub struct KernelProbe {
     sock: Socket,
-    sent: bool,
-    reply: Vec<u8>,
+    /// HTTP(S): the exchange, once connected.
+    http: Option<Exchange>,
+}
+
+fn failure(e: &std::io::Error, timeout_ms: u32) -> Failure {
+    match e.kind() {
+        ErrorKind::ConnectionRefused => Failure::Refused,
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => Failure::Closed,
+        // Unreachable (ARP unanswered) and the like: nothing came back.
+        _ => Failure::NoAnswer(timeout_ms),
+    }
 }
 
 fn refused_or_silent(e: &std::io::Error, timeout_ms: u32) -> Outcome {
-    match e.kind() {
-        ErrorKind::ConnectionRefused => Outcome::Fail(Failure::Refused),
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => Outcome::Fail(Failure::Closed),
-        // Unreachable (ARP unanswered) and the like: nothing came back.
-        _ => Outcome::Fail(Failure::NoAnswer(timeout_ms)),
+    Outcome::Fail(failure(e, timeout_ms))
+}
+
+/// A connected kernel socket as an HTTP check's pipe.
+struct KernelPipe<'a>(&'a Socket, u32);
+
+impl Pipe for KernelPipe<'_> {
+    fn send(&mut self, data: &[u8]) -> Result<usize, Failure> {
+        match (&mut &*self.0).write(data) {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(failure(&e, self.1)),
+        }
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Failure> {
+        match (&mut &*self.0).read(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(failure(&e, self.1)),
+        }
     }
 }
 
@@ -53,16 +78,20 @@ impl KernelProbe {
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => return Err(fail(e)),
         }
-        let mut p = KernelProbe { sock, sent: false, reply: Vec::new() };
         if let CheckKind::Udp { send, .. } = kind {
-            p.sock.send(send).map_err(fail)?;
-            p.sent = true;
+            sock.send(send).map_err(fail)?;
         }
-        Ok(p)
+        let http = match kind {
+            CheckKind::Http { tls, path, host, status_min, status_max } => {
+                Some(Exchange::new(*tls, path, host.as_deref(), *dst.ip(), *status_min, *status_max)?)
+            }
+            _ => None,
+        };
+        Ok(KernelProbe { sock, http })
     }
 
     /// The probe's result, if it has one now (`timed_out`: its time is up).
-    pub fn progress(&mut self, kind: &CheckKind, dst: Ipv4Addr, timeout_ms: u32, timed_out: bool) -> Option<Outcome> {
+    pub fn progress(&mut self, kind: &CheckKind, timeout_ms: u32, timed_out: bool) -> Option<Outcome> {
         let no_answer = Outcome::Fail(Failure::NoAnswer(timeout_ms));
         if let Ok(Some(e)) = self.sock.take_error() {
             return Some(refused_or_silent(&e, timeout_ms));
@@ -84,43 +113,12 @@ impl KernelProbe {
                 Ok(_) => Some(Outcome::Pass),
                 Err(_) => timed_out.then_some(no_answer),
             },
-            CheckKind::Http { path, host, status_min, status_max } => {
+            CheckKind::Http { .. } => {
                 if self.sock.peer_addr().is_err() {
                     return timed_out.then_some(no_answer);
                 }
-                if !self.sent {
-                    let req = http_request(path, host.as_deref(), dst);
-                    // A request this small goes out whole, or not at all (and is tried again).
-                    match (&self.sock).write(req.as_bytes()) {
-                        Ok(n) if n == req.len() => self.sent = true,
-                        Ok(_) => return Some(Outcome::Fail(Failure::Closed)),
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => return timed_out.then_some(no_answer),
-                        Err(e) => return Some(refused_or_silent(&e, timeout_ms)),
-                    }
-                }
-                let mut buf = [0u8; 1024];
-                let closed = loop {
-                    if self.reply.len() >= HTTP_READ {
-                        break false;
-                    }
-                    match (&self.sock).read(&mut buf) {
-                        Ok(0) => break true,
-                        Ok(n) => self.reply.extend_from_slice(buf.get(..n).unwrap_or_default()),
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
-                        Err(e) => return Some(refused_or_silent(&e, timeout_ms)),
-                    }
-                };
-                if let Some(code) = http_status(&self.reply) {
-                    return Some(match code {
-                        Ok(c) if (*status_min..=*status_max).contains(&c) => Outcome::Pass,
-                        Ok(c) => Outcome::Fail(Failure::HttpStatus(c)),
-                        Err(()) => Outcome::Fail(Failure::NotHttp),
-                    });
-                }
-                if closed || self.reply.len() >= HTTP_READ {
-                    return Some(Outcome::Fail(if self.reply.is_empty() { Failure::Closed } else { Failure::NotHttp }));
-                }
-                timed_out.then_some(no_answer)
+                let x = self.http.as_mut()?;
+                x.step(&mut KernelPipe(&self.sock, timeout_ms)).or_else(|| timed_out.then_some(no_answer))
             }
         }
     }
@@ -129,16 +127,16 @@ impl KernelProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{TcpListener, UdpSocket};
+    use std::net::{SocketAddr, TcpListener, UdpSocket};
 
-    fn until(mut p: KernelProbe, kind: &CheckKind, dst: Ipv4Addr) -> Outcome {
+    fn until(mut p: KernelProbe, kind: &CheckKind) -> Outcome {
         for _ in 0..200 {
-            if let Some(o) = p.progress(kind, dst, 1000, false) {
+            if let Some(o) = p.progress(kind, 1000, false) {
                 return o;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        p.progress(kind, dst, 1000, true).unwrap_or(Outcome::Fail(Failure::NoAnswer(0)))
+        p.progress(kind, 1000, true).unwrap_or(Outcome::Fail(Failure::NoAnswer(0)))
     }
 
     #[test]
@@ -147,7 +145,7 @@ mod tests {
         let listener = TcpListener::bind((lo, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let dst = SocketAddrV4::new(lo, port);
-        assert_eq!(until(KernelProbe::start(&CheckKind::Tcp, lo, dst, 1000).unwrap(), &CheckKind::Tcp, lo), Outcome::Pass);
+        assert_eq!(until(KernelProbe::start(&CheckKind::Tcp, lo, dst, 1000).unwrap(), &CheckKind::Tcp), Outcome::Pass);
 
         // The TCP probe's connection (reset by now), then an HTTP server that answers 503.
         let server = std::thread::spawn(move || {
@@ -158,12 +156,12 @@ mod tests {
             assert!(String::from_utf8_lossy(&b[..n]).starts_with("GET /health HTTP/1.0\r\n"));
             c.write_all(b"HTTP/1.0 503 Service Unavailable\r\n\r\n").unwrap();
         });
-        let http = CheckKind::Http { path: "/health".into(), host: None, status_min: 200, status_max: 399 };
-        assert_eq!(until(KernelProbe::start(&http, lo, dst, 1000).unwrap(), &http, lo), Outcome::Fail(Failure::HttpStatus(503)));
+        let http = CheckKind::Http { tls: false, path: "/health".into(), host: None, status_min: 200, status_max: 399 };
+        assert_eq!(until(KernelProbe::start(&http, lo, dst, 1000).unwrap(), &http), Outcome::Fail(Failure::HttpStatus(503)));
         server.join().unwrap();
 
         // Nothing listens on the port any more: refused.
-        let refused = KernelProbe::start(&CheckKind::Tcp, lo, dst, 1000).map_or_else(|o| o, |p| until(p, &CheckKind::Tcp, lo));
+        let refused = KernelProbe::start(&CheckKind::Tcp, lo, dst, 1000).map_or_else(|o| o, |p| until(p, &CheckKind::Tcp));
         assert_eq!(refused, Outcome::Fail(Failure::Refused));
 
         let echo = UdpSocket::bind((lo, 0)).unwrap();
@@ -173,12 +171,80 @@ mod tests {
         let mut b = [0u8; 16];
         let (_, from) = echo.recv_from(&mut b).unwrap();
         echo.send_to(b"nope", from).unwrap();
-        assert_eq!(until(p, &udp, lo), Outcome::Fail(Failure::WrongReply));
+        assert_eq!(until(p, &udp), Outcome::Fail(Failure::WrongReply));
         let p = KernelProbe::start(&udp, lo, udst, 1000).unwrap();
         let (_, from) = echo.recv_from(&mut b).unwrap();
         echo.send_to(b"pong!", from).unwrap();
-        assert_eq!(until(p, &udp, lo), Outcome::Pass);
+        assert_eq!(until(p, &udp), Outcome::Pass);
         let mut silent = KernelProbe::start(&udp, lo, udst, 1000).unwrap();
-        assert_eq!(silent.progress(&udp, lo, 1000, true), Some(Outcome::Fail(Failure::NoAnswer(1000))));
+        assert_eq!(silent.progress(&udp, 1000, true), Some(Outcome::Fail(Failure::NoAnswer(1000))));
+    }
+
+    /// A TLS server on loopback (a self-signed certificate) that answers each request with
+    /// `status`.
+    fn tls_server(status: &'static str, connections: usize) -> SocketAddrV4 {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let ck = rcgen::generate_simple_self_signed(vec!["shop.example".into()]).unwrap();
+        let cert = CertificateDer::from(ck.cert.der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
+        let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        let cfg = std::sync::Arc::new(cfg);
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let SocketAddr::V4(at) = listener.local_addr().unwrap() else { unreachable!() };
+        std::thread::spawn(move || {
+            for _ in 0..connections {
+                let (tcp, _) = listener.accept().unwrap();
+                let conn = rustls::ServerConnection::new(std::sync::Arc::clone(&cfg)).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                let mut got = Vec::new();
+                let mut b = [0u8; 512];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&b[..n]),
+                    }
+                }
+                let _ = s.write_all(format!("HTTP/1.0 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes());
+                s.conn.send_close_notify();
+                let _ = s.flush();
+            }
+        });
+        at
+    }
+
+    #[test]
+    fn https_checks_complete_the_handshake_and_read_the_status() {
+        let lo = Ipv4Addr::LOCALHOST;
+        let https = |host: Option<&str>| CheckKind::Http {
+            tls: true,
+            path: "/".into(),
+            host: host.map(str::to_string),
+            status_min: 200,
+            status_max: 399,
+        };
+        let at = tls_server("200 OK", 2);
+        let k = https(None);
+        assert_eq!(until(KernelProbe::start(&k, lo, at, 1000).unwrap(), &k), Outcome::Pass, "by address, no name sent");
+        let k = https(Some("shop.example"));
+        assert_eq!(until(KernelProbe::start(&k, lo, at, 1000).unwrap(), &k), Outcome::Pass, "with the site's name");
+        let at = tls_server("503 Service Unavailable", 1);
+        let k = https(None);
+        assert_eq!(until(KernelProbe::start(&k, lo, at, 1000).unwrap(), &k), Outcome::Fail(Failure::HttpStatus(503)));
+
+        // A plain HTTP server on the port: the handshake fails, and says so.
+        let plain = TcpListener::bind((lo, 0)).unwrap();
+        let SocketAddr::V4(pat) = plain.local_addr().unwrap() else { unreachable!() };
+        std::thread::spawn(move || {
+            let (mut c, _) = plain.accept().unwrap();
+            let mut b = [0u8; 512];
+            let _ = c.read(&mut b);
+            let _ = c.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n");
+        });
+        assert_eq!(until(KernelProbe::start(&k, lo, pat, 1000).unwrap(), &k), Outcome::Fail(Failure::Tls));
     }
 }

@@ -10,6 +10,7 @@
 //! (`Probes::Relay`).
 
 mod board;
+mod http_check;
 mod kernel_probe;
 mod prober;
 

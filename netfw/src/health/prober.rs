@@ -24,6 +24,7 @@ use netfw_core::model::{CheckKind, DataPlaneSpec, Forwarding, HealthCheck, Via};
 use netfw_core::time::Millis;
 use netfw_core::wire::Mac;
 
+use super::http_check::{Exchange, Pipe, HTTP_READ};
 use super::kernel_probe::KernelProbe;
 use super::HealthBoard;
 use crate::stack::ts;
@@ -33,8 +34,6 @@ pub const EVENTS_KEPT: usize = 64;
 /// How long after a config is installed a server's unknown MAC is not yet held against it
 /// (ARP from the DIP is still being answered).
 const MAC_GRACE_MS: u64 = 3_000;
-/// Most bytes of an HTTP answer read (the status line and headers are all a check needs).
-pub(super) const HTTP_READ: usize = 4096;
 /// The prober runs at most this often (smoltcp's poll walks every socket: with 1,000 servers
 /// that is tens of microseconds, too much for every turn of a busy loop); replies wait in its
 /// queue meanwhile.
@@ -102,10 +101,38 @@ struct Probe {
     started: Millis,
     /// Its local port.
     port: u16,
-    /// HTTP: the request went out.
-    sent: bool,
-    /// HTTP: what came back so far.
-    reply: Vec<u8>,
+    /// HTTP(S): the exchange (`None`: TLS could not begin).
+    http: Option<Exchange>,
+    /// TCP: the connection was open at some point (a reset before that is a refusal).
+    opened: bool,
+}
+
+impl Probe {
+    fn new(kind: &CheckKind, dst: Ipv4Addr, started: Millis, port: u16) -> Probe {
+        let http = match kind {
+            CheckKind::Http { tls, path, host, status_min, status_max } => {
+                Exchange::new(*tls, path, host.as_deref(), dst, *status_min, *status_max).ok()
+            }
+            _ => None,
+        };
+        Probe { started, port, http, opened: false }
+    }
+}
+
+/// A smoltcp TCP socket as an HTTP check's pipe.
+struct SmolPipe<'a, 'b>(&'a mut tcp::Socket<'b>);
+
+impl Pipe for SmolPipe<'_, '_> {
+    fn send(&mut self, data: &[u8]) -> Result<usize, Failure> {
+        Ok(if self.0.may_send() { self.0.send_slice(data).unwrap_or(0) } else { 0 })
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Failure> {
+        if self.0.can_recv() {
+            return Ok(self.0.recv_slice(buf).ok().filter(|n| *n > 0));
+        }
+        Ok((!self.0.may_recv()).then_some(0))
+    }
 }
 
 /// How probes to a real server's own address go.
@@ -315,6 +342,10 @@ impl Prober {
                 udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 2048]),
                 udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 2048]),
             )),
+            // TLS: room for a server's first flight (its certificates) in one window.
+            CheckKind::Http { tls: true, .. } => {
+                self.sockets.add(tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 4 * HTTP_READ]), tcp::SocketBuffer::new(vec![0; 2048])))
+            }
             _ => self.sockets.add(tcp::Socket::new(tcp::SocketBuffer::new(vec![0; HTTP_READ]), tcp::SocketBuffer::new(vec![0; 1024]))),
         };
         Slot { dst, socket: Some(socket), probe: None, kernel: None, closed_at: 0, last: None }
@@ -431,7 +462,7 @@ impl Prober {
         let kind = t.check.kind.clone();
         if let Some(slot) = t.slot(w).filter(|s| s.socket.is_none()) {
             slot.kernel = Some(KernelProbe::start(&kind, dip, SocketAddrV4::new(slot.dst, check_port), timeout_ms));
-            slot.probe = Some(Probe { started: now, port: 0, sent: false, reply: Vec::new() });
+            slot.probe = Some(Probe::new(&kind, slot.dst, now, 0));
             return true;
         }
         let Some(port) = self.take_port(i) else { return false };
@@ -450,7 +481,7 @@ impl Prober {
             _ => self.sockets.get_mut::<tcp::Socket>(socket).connect(self.iface.context(), remote, port).is_ok(),
         };
         if started {
-            slot.probe = Some(Probe { started: now, port, sent: false, reply: Vec::new() });
+            slot.probe = Some(Probe::new(&kind, slot.dst, now, port));
             self.under_way += 1;
         }
         started
@@ -494,7 +525,7 @@ impl Prober {
         let timed_out = now.since(p.started) >= u64::from(timeout_ms);
         let socket = match (slot.socket, slot.kernel.as_mut()) {
             (Some(s), _) => s,
-            (None, Some(Ok(k))) => return k.progress(&check.kind, dst, timeout_ms, timed_out),
+            (None, Some(Ok(k))) => return k.progress(&check.kind, timeout_ms, timed_out),
             (None, Some(Err(o))) => return Some(*o),
             (None, None) => return None,
         };
@@ -523,35 +554,15 @@ impl Prober {
                     _ => Some(Outcome::Pass),
                 }
             }
-            CheckKind::Http { path, host, status_min, status_max } => {
+            CheckKind::Http { .. } => {
                 let s = self.sockets.get_mut::<tcp::Socket>(socket);
                 match s.state() {
                     tcp::State::SynSent | tcp::State::SynReceived => return timed_out.then_some(no_answer),
-                    tcp::State::Closed if !p.sent => return Some(Outcome::Fail(Failure::Refused)),
-                    _ => {}
+                    tcp::State::Closed if !p.opened => return Some(Outcome::Fail(Failure::Refused)),
+                    _ => p.opened = true,
                 }
-                if !p.sent && s.may_send() {
-                    let req = http_request(path, host.as_deref(), dst);
-                    p.sent = s.send_slice(req.as_bytes()).is_ok_and(|n| n == req.len());
-                }
-                while s.can_recv() && p.reply.len() < HTTP_READ {
-                    let mut buf = [0u8; 1024];
-                    match s.recv_slice(&mut buf) {
-                        Ok(n) if n > 0 => p.reply.extend_from_slice(buf.get(..n).unwrap_or_default()),
-                        _ => break,
-                    }
-                }
-                if let Some(code) = http_status(&p.reply) {
-                    return Some(match code {
-                        Ok(c) if (*status_min..=*status_max).contains(&c) => Outcome::Pass,
-                        Ok(c) => Outcome::Fail(Failure::HttpStatus(c)),
-                        Err(()) => Outcome::Fail(Failure::NotHttp),
-                    });
-                }
-                if !s.may_recv() || p.reply.len() >= HTTP_READ {
-                    return Some(Outcome::Fail(if p.reply.is_empty() { Failure::Closed } else { Failure::NotHttp }));
-                }
-                timed_out.then_some(no_answer)
+                let Some(x) = p.http.as_mut() else { return Some(Outcome::Fail(Failure::Tls)) };
+                x.step(&mut SmolPipe(s)).or_else(|| timed_out.then_some(no_answer))
             }
         }
     }
@@ -694,17 +705,11 @@ impl Prober {
 fn describe(c: &HealthCheck, dst: Ipv4Addr) -> String {
     let what = match &c.kind {
         CheckKind::Tcp => "tcp".to_string(),
-        CheckKind::Http { path, .. } => format!("http GET {path}"),
+        CheckKind::Http { tls, path, .. } => format!("{} GET {path}", if *tls { "https" } else { "http" }),
         CheckKind::Udp { .. } => "udp".to_string(),
     };
     let path = if c.via == Via::Vip { " through the DR path" } else { "" };
     format!("{what} to {dst}:{}{path}", c.port)
-}
-
-/// A health check's HTTP request (`host` absent: the address probed).
-pub(super) fn http_request(path: &str, host: Option<&str>, dst: Ipv4Addr) -> String {
-    let host = host.map_or_else(|| dst.to_string(), str::to_string);
-    format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: director-health-check\r\nConnection: close\r\n\r\n")
 }
 
 /// The outer IPv4 header of a probe tunnelled to `rip` (IPIP, as IPVS's TUN sends).
@@ -721,21 +726,6 @@ fn ipip_header(dip: Ipv4Addr, rip: Ipv4Addr, inner: usize) -> [u8; 20] {
     let sum = (sum & 0xffff) + (sum >> 16);
     h[10..12].copy_from_slice(&(!u16::try_from(sum).unwrap_or(0)).to_be_bytes());
     h
-}
-
-/// The status of an HTTP answer once its status line is in: `Some(Ok(code))`, `Some(Err(()))`
-/// if it is not HTTP, `None` while it is incomplete.
-pub(super) fn http_status(reply: &[u8]) -> Option<Result<u16, ()>> {
-    if reply.is_empty() {
-        return None;
-    }
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut r = httparse::Response::new(&mut headers);
-    match r.parse(reply) {
-        Ok(_) | Err(httparse::Error::TooManyHeaders) if r.code.is_some() => r.code.map(Ok),
-        Ok(_) => None,
-        Err(_) => Some(Err(())),
-    }
 }
 
 #[cfg(test)]
@@ -809,14 +799,5 @@ mod tests {
         }
         assert_eq!(most, p.ports.len(), "every port was used at once");
         assert!(p.targets.iter().all(|t| t.state.last.is_some()), "every server was probed in the end");
-    }
-
-    #[test]
-    fn an_http_answer_is_read_as_soon_as_its_status_line_is_in() {
-        assert_eq!(http_status(b""), None);
-        assert_eq!(http_status(b"HTTP/1.0 20"), None);
-        assert_eq!(http_status(b"HTTP/1.0 200 OK\r\n"), Some(Ok(200)));
-        assert_eq!(http_status(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"), Some(Ok(503)));
-        assert_eq!(http_status(b"SSH-2.0-OpenSSH_9.2\r\n"), Some(Err(())));
     }
 }

@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage:
-  labtool serve --name NAME --port P [--udp-port U [--udp-bind A,B]] [--flap]   (--flap: every other connection, the first included, gets a 503)
+  labtool serve --name NAME --port P [--udp-port U [--udp-bind A,B]] [--tls-port T] [--flap]
+                [--tls-plain]   (--tls-port: HTTPS too, self-signed, or plain HTTP on it with --tls-plain: a server
+                set up wrong; --flap: every other connection, the first included, gets a 503)
   labtool probe IP:PORT
   labtool get --to IP:PORT [--count N] [--from IP] [--interval-ms I]   (I: one request every I ms)
   labtool long --to IP:PORT --bytes B --ms T
@@ -82,6 +84,9 @@ fn serve(args: &[String]) -> Result<(), String> {
             });
         }
     }
+    if let Some(t) = arg(args, "--tls-port") {
+        serve_tls(&name, &t, args.iter().any(|a| a == "--tls-plain"))?;
+    }
     let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(|e| e.to_string())?;
     let flap = args.iter().any(|a| a == "--flap");
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -98,6 +103,41 @@ fn serve(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// HTTPS on `port` (a self-signed certificate made now), answered as HTTP is, on a thread;
+/// `plain`: plain HTTP on that port instead.
+fn serve_tls(name: &str, port: &str, plain: bool) -> Result<(), String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).map_err(|e| e.to_string())?;
+    let cert = CertificateDer::from(ck.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
+    let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .map_err(|e| e.to_string())?;
+    let cfg = std::sync::Arc::new(cfg);
+    let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(|e| format!("{port}: {e}"))?;
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let (cfg, name) = (std::sync::Arc::clone(&cfg), name.clone());
+            std::thread::spawn(move || {
+                if plain {
+                    return handle(s, &name);
+                }
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let Ok(conn) = rustls::ServerConnection::new(cfg) else { return };
+                let mut tls = rustls::StreamOwned::new(conn, s);
+                respond(&mut tls, &name);
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    Ok(())
+}
+
 /// Read the request, answer 503.
 fn unavailable(mut s: TcpStream) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
@@ -108,6 +148,11 @@ fn unavailable(mut s: TcpStream) {
 
 fn handle(mut s: TcpStream, name: &str) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    respond(&mut s, name);
+}
+
+/// Read one request and answer it (over TCP or TLS).
+fn respond(s: &mut (impl Read + Write), name: &str) {
     let mut req = Vec::new();
     let mut buf = [0u8; 1024];
     while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
