@@ -137,7 +137,7 @@ function rsRow(i, j, rs) {
 
 // A service's health check and sorry server. Fields left empty take the box's defaults
 // (interval and timeout 500 ms, rise and fall 2, the service's port, through the DR path).
-const CHECKS = ['none', 'tcp', 'http', 'udp'];
+const CHECKS = ['none', 'tcp', 'http', 'https', 'udp'];
 const HC_NUMBERS = [['port', 'Check port (empty: the service\'s)'], ['interval_ms', 'Interval (ms)'], ['timeout_ms', 'Timeout (ms)'], ['rise', 'Rise (successes to come back)'], ['fall', 'Fall (failures to go down)']];
 function healthFields(i, svc) {
   const p = `services[${i}]`;
@@ -148,8 +148,9 @@ function healthFields(i, svc) {
   const out = [...typeSel];
   if (hc.type !== 'none') {
     out.push(...select(`svc${i}-hc-via`, `${hp}.via`, hc.via || 'vip', 'Probe path (vip: through the DR path, as clients)', ['vip', 'rip']));
-    if (hc.type === 'http') {
+    if (hc.type === 'http' || hc.type === 'https') {
       out.push(...input(`svc${i}-hc-path`, `${hp}.path`, hc.path || '/', 'HTTP path'));
+      out.push(...input(`svc${i}-hc-host`, `${hp}.host`, hc.host || '', 'Host name (empty: the address probed; with https also the name sent)'));
       out.push(...input(`svc${i}-hc-expect_status`, `${hp}.expect_status`, hc.expect_status || '200-399', 'Passing HTTP statuses'));
     }
     if (hc.type === 'udp') {
@@ -170,7 +171,7 @@ function readHealth(i, svc) {
     const hc = { type };
     const via = v('hc-via');
     if (via && via !== 'vip') hc.via = via;
-    for (const f of ['path', 'expect_status', 'send', 'expect']) { const x = v(`hc-${f}`); if (x !== '') hc[f] = x; }
+    for (const f of ['path', 'host', 'expect_status', 'send', 'expect']) { const x = v(`hc-${f}`); if (x !== '') hc[f] = x; }
     for (const [f] of HC_NUMBERS) { const x = v(`hc-${f}`); if (x !== '') hc[f] = num(x); }
     svc.health_check = hc;
   }

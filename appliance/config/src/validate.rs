@@ -290,6 +290,17 @@ impl Config {
                 p.add(field.clone(), format!("{rip} is a VIP of this director; a RIP must not be a VIP"));
             }
         }
+        // Nor a sorry server: the director holds its VIPs itself.
+        for (si, s) in self.services.iter().enumerate() {
+            if let Some(ip) = s.sorry_server.as_deref().and_then(|a| a.parse::<Ipv4Addr>().ok()).filter(|ip| vips.contains(ip)) {
+                if s.vip.parse::<Ipv4Addr>().ok() != Some(ip) {
+                    p.add(
+                        format!("services[{si}].sorry_server"),
+                        format!("{ip} is a VIP of this director; the sorry server is a host of its own"),
+                    );
+                }
+            }
+        }
         (services, vips)
     }
 }
@@ -415,6 +426,22 @@ mod tests {
         let ok = with(|v| {
             v["mode"] = "ipvs".into();
             v["services"][0]["forwarding"] = "nat".into();
+        });
+        Config::parse(&ok).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn a_sorry_server_is_a_host_of_its_own_not_another_services_vip() {
+        let e = invalid(&with(|v| {
+            v["services"][1]["vip"] = "198.18.0.50".into();
+            v["services"][0]["sorry_server"] = "198.18.0.50".into();
+        }));
+        assert!(has(&e, "services[0].sorry_server", "198.18.0.50 is a VIP of this director"), "{e:?}");
+        // In both modes, with checks.
+        let ok = with(|v| {
+            v["mode"] = "ipvs".into();
+            v["services"][0]["sorry_server"] = "198.18.0.99".into();
+            v["services"][0]["health_check"] = serde_json::json!({"type": "https"});
         });
         Config::parse(&ok).unwrap().validate().unwrap();
     }
