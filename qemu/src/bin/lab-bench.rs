@@ -7,12 +7,22 @@
 //! router's ARP entry for the VIP pinned to the director as seed 001's first fix does). Both
 //! runs share the machine's two cores with the sender and receiver, so the figures are a ratio
 //! in one run, not absolute capacity. Prints figures; asserts nothing.
+//!
+//! Between the two, netfw runs again with health checks on 1,000 more real servers (issue 11:
+//! they must not measurably slow forwarding): a second service whose servers are addresses
+//! of rs1 (so each answers ARP from the DIP), probed with `tcp` every 500 ms through the DR
+//! path at a closed port, so each probe is answered with a reset and followed by the doctor's
+//! probe of the server's own address: about 4,000 probes a second, twice a healthy box's.
 
 use std::time::Duration;
 
 use qemu::lab::{self, Lab, LabError, Layout};
 
 const SECONDS: &str = "4";
+/// Real servers checked in the second netfw run.
+const CHECKED: u32 = 1000;
+/// The third octet of their addresses (198.18.4.0 on, inside the DIP's /16 in that run).
+const CHECKED_NET: u32 = (198 << 24) | (18 << 16) | (4 << 8);
 
 fn main() {
     if let Err(e) = bench() {
@@ -63,16 +73,53 @@ fn run_once(lab: &mut Lab, label: &str) -> Result<Run, LabError> {
 
 fn bench() -> Result<(), LabError> {
     let mut lab = Lab::build(Layout::TwoArm, 1)?;
-    let svc = format!(
-        r#"[{{"vip": "{}", "protocol": "udp", "port": 9, "scheduler": "rr", "real_servers": [{{"address": "{}"}}]}}]"#,
+    let udp = format!(
+        r#"{{"vip": "{}", "protocol": "udp", "port": 9, "scheduler": "rr", "real_servers": [{{"address": "{}"}}]}}"#,
         lab::VIP,
         lab::rip(1)
     );
-    let cfg = lab.config(&svc);
-    lab.start_netfw(&cfg)?;
+    // Both netfw runs refresh ARP every 30 s (1,000 servers every second would be load of its own).
+    let cfg = |lab: &Lab, services: &str, prefix: &str| {
+        lab.config(services).replace(r#""arp_refresh_s": 1"#, r#""arp_refresh_s": 30"#).replace("/24\"", &format!("/{prefix}\""))
+    };
+    let first = cfg(&lab, &format!("[{udp}]"), "24");
+    lab.start_netfw(&first)?;
     let n = run_once(&mut lab, "netfw")?;
     let status = lab.status()?;
     lab.stop_netfw();
+
+    // The same, while 1,000 real servers are checked.
+    let rs1 = lab.ns("rs1");
+    let batch: String = (0..CHECKED).map(|i| format!("addr add {}/32 dev eth0\n", std::net::Ipv4Addr::from(CHECKED_NET + i))).collect();
+    let batch_file = lab.dir().join("checked-addresses");
+    std::fs::write(&batch_file, batch).map_err(|e| LabError(e.to_string()))?;
+    lab.ip(&rs1, &["-batch", batch_file.to_str().unwrap_or_default()])?;
+    let checked: Vec<String> = (0..CHECKED).map(|i| format!(r#"{{"address": "{}"}}"#, std::net::Ipv4Addr::from(CHECKED_NET + i))).collect();
+    let probed = format!(
+        r#"{{"vip": "{}", "protocol": "tcp", "port": 9, "scheduler": "rr", "real_servers": [{}],
+            "health_check": {{"type": "tcp", "interval_ms": 500, "timeout_ms": 500}}}}"#,
+        lab::VIP,
+        checked.join(", ")
+    );
+    let second = cfg(&lab, &format!("[{udp}, {probed}]"), "16");
+    lab.start_netfw(&second)?;
+    // ARP from the DIP for every server, then the probes' steady state.
+    std::thread::sleep(Duration::from_secs(6));
+    let before = lab.status_json()?;
+    let p = run_once(&mut lab, "netfw-checks")?;
+    let after = lab.status_json()?;
+    lab.stop_netfw();
+    let probes = |s: &serde_json::Value| {
+        s["services"][1]["real_servers"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|r| r["health"]["last"].as_str().is_some_and(|l| l != "not checked yet")).count())
+    };
+    let downs = after["services"][1]["real_servers"].as_array().map_or(0, |a| a.iter().filter(|r| r["health"]["state"] == "down").count());
+    println!(
+        "checked servers with a result: {} before the run, {} after; down (nothing listens on the port): {downs}",
+        probes(&before),
+        probes(&after)
+    );
 
     // The kernel forwards the same packets: VIP/32 via the RIP (a one-server DR by routing).
     let d = lab.ns("director");
@@ -90,11 +137,15 @@ fn bench() -> Result<(), LabError> {
     let pps = |x: u64| x as f64 / secs;
     println!("UDP 64-byte frames, 256 flows, {SECONDS} s: client -> router -> director eth1 -> eth2 -> rs1, veths, 2 cores shared by all");
     println!("                          client sent   director in   director out   rs1 received   forwarded pps   out/in");
-    for (name, (sent, rin, rout, recv)) in [("netfw (AF_PACKET+tc)", n), ("kernel forwarding", k)] {
+    for (name, (sent, rin, rout, recv)) in [("netfw (AF_PACKET+tc)", n), ("netfw, 1000 checked", p), ("kernel forwarding", k)] {
         println!("  {name:<22} {sent:>12} {rin:>13} {rout:>14} {recv:>14} {:>15.0} {:>8.3}", pps(rout), rout as f64 / rin.max(1) as f64);
     }
     if k.2 > 0 {
         println!("  netfw / kernel, packets forwarded per second: {:.2}", n.2 as f64 / k.2 as f64);
+    }
+    if n.3 > 0 {
+        // rs1's count: the director's own counter also counts the probes it sends.
+        println!("  netfw with 1000 servers checked / without, datagrams rs1 received: {:.2}", p.3 as f64 / n.3 as f64);
     }
     println!("\nnetfw status after its run:\n{status}");
     Ok(())
