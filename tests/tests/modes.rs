@@ -69,9 +69,10 @@ fn ipvs_mode_checks_take_a_dead_server_out_of_ipvs_and_bring_it_back() {
     let _g = one_lab_at_a_time();
     let mut lab = Lab::build_for_vm(Layout::TwoArm, 3).unwrap();
     let check = r#""health_check": {"type": "http", "interval_ms": 500, "timeout_ms": 500, "rise": 2, "fall": 2}"#;
-    let checked =
-        svc(&[(1, 1), (2, 1)]).replacen(r#""real_servers""#, &format!(r#"{check}, "sorry_server": "{}", "real_servers""#, lab::rip(3)), 1);
-    lab.write_vm_config(&one_line(&lab, &checked, "ipvs")).unwrap();
+    let checked = |rss: &[(usize, u16)]| {
+        svc(rss).replacen(r#""real_servers""#, &format!(r#"{check}, "sorry_server": "{}", "real_servers""#, lab::rip(3)), 1)
+    };
+    lab.write_vm_config(&one_line(&lab, &checked(&[(1, 1), (2, 1)]), "ipvs")).unwrap();
     lab.boot_vm(Firmware::Direct).unwrap();
     lab.vm().wait_for("started netfw-health", Duration::from_secs(10)).unwrap();
     wait_forwarding(&lab, &["rs1", "rs2"]);
@@ -94,12 +95,21 @@ fn ipvs_mode_checks_take_a_dead_server_out_of_ipvs_and_bring_it_back() {
     assert_eq!((errors, servers.get("rs1"), servers.values().sum::<u64>()), (0, None, 40), "{servers:?}");
     let table = status_table(&mut lab);
     assert!(table.contains("DOWN (connection refused)"), "the status keeps the server's row, and says why: {table}");
+    // A config change meanwhile (rs2's weight 2): the reconcile leaves the down rs1 out.
+    let reweighted = one_line(&lab, &checked(&[(1, 1), (2, 2)]), "ipvs");
+    let added = |lab: &mut Lab| lab.vm().console_log().matches("ipvs: add real server 198.18.0.11").count();
+    let before = added(&mut lab);
+    lab.vm().send(&format!("apply-config {reweighted}")).unwrap();
+    lab.vm().wait_for("config saved and applied: mode ipvs", Duration::from_secs(30)).unwrap();
+    assert!(lab.vm().console_log().contains("ipvs: set real server 198.18.0.12 of tcp 203.0.113.10:80 to dr, weight 2"));
+    assert_eq!(in_ipvs(&mut lab), BTreeSet::from([rs(2, 2)]));
+    assert_eq!(added(&mut lab), before, "the reconcile put the down server back");
     lab.restart_server(1, &[]).unwrap();
     let t = Instant::now();
     wait_transition(&mut lab, lab::rip(1), "down -> up", 1);
     println!("ipvs mode: rs1 restarted: up after {:?}", t.elapsed());
     wait_ipvs_change(&mut lab, "add real server 198.18.0.11", 1);
-    assert_eq!(in_ipvs(&mut lab), BTreeSet::from([rs(1, 1), rs(2, 1)]));
+    assert_eq!(in_ipvs(&mut lab), BTreeSet::from([rs(1, 1), rs(2, 2)]));
     wait_forwarding(&lab, &["rs1", "rs2"]);
 
     // 3. rs2 loses the VIP from lo: its own address still answers; the DR path does not.

@@ -58,7 +58,9 @@ pub fn enter(cfg: &Config, spec: &DataPlaneSpec, log: &mut dyn FnMut(String)) ->
     director::setup(cfg, spec, log).map_err(ModeError::Director)?;
     let mut ipvs = Ipvs::open()?;
     let have = reconcile::read(&mut ipvs)?;
-    let changes = reconcile::diff(&have, &wanted(spec));
+    let mut want = wanted(spec);
+    crate::verdicts::leave_to_checker(&have, spec, &mut want);
+    let changes = reconcile::diff(&have, &want);
     for c in &changes {
         log(c.to_string());
     }

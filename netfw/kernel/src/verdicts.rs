@@ -19,6 +19,25 @@ pub fn adjusted(s: &netfw_core::model::ServiceSpec) -> bool {
     s.health.is_some() || s.sorry_server.is_some()
 }
 
+/// What the init's reconcile of a config leaves to the checker, in `want` (the config's
+/// services): a checked service that IPVS already holds keeps its membership as it is — a
+/// configured server absent from IPVS (the checker took it out, or it is new and not yet
+/// checked) is not put in, and its sorry server, if IPVS holds it, stays with its weight. So a
+/// config change never puts a down server back, even for the moment before the checker would
+/// take it out again. Everything else (weights, new and removed services, servers no longer
+/// configured) is the reconcile's as before.
+pub fn leave_to_checker(have: &[(Service, Vec<Dest>)], spec: &DataPlaneSpec, want: &mut [Wanted]) {
+    for (s, w) in spec.services.iter().zip(want.iter_mut()).filter(|(s, _)| adjusted(s)) {
+        let Some((_, dests)) = have.iter().find(|(k, _)| k.key == w.key) else { continue };
+        w.dests.retain(|(a, _, _)| dests.iter().any(|d| d.addr == *a));
+        if let Some(d) = s.sorry_server.and_then(|sorry| dests.iter().find(|d| d.addr == sorry)) {
+            if !w.dests.iter().any(|(a, _, _)| *a == d.addr) {
+                w.dests.push((d.addr, d.fwd, d.weight));
+            }
+        }
+    }
+}
+
 /// The changes that make IPVS follow the verdicts; `up(service, server)` indexes `spec`
 /// (`None`: no verdict yet).
 pub fn changes(have: &[(Service, Vec<Dest>)], spec: &DataPlaneSpec, up: impl Fn(usize, usize) -> Option<bool>) -> Vec<Change> {
@@ -149,6 +168,32 @@ mod tests {
         let s = spec(true, false, &[1, 1]);
         let t = table(&[(rip(1), 1, 0)]);
         assert!(changes(&t, &s, |_, _| None).is_empty(), "rs2 stays out, rs1 stays in");
+    }
+
+    #[test]
+    fn a_config_change_leaves_a_checked_services_membership_to_the_checker() {
+        // rs2 is out (down), the sorry server is in; the new config reweights rs1 and adds rs3.
+        let have = table(&[(rip(1), 1, 0), (SORRY, 0, 4)]);
+        let next = spec(true, true, &[5, 1, 1]);
+        let mut want: Vec<Wanted> = next.services.iter().map(Wanted::from_spec).collect();
+        leave_to_checker(&have, &next, &mut want);
+        assert_eq!(
+            reconcile::diff(&have, &want),
+            vec![Change::SetDest(key(), rip(1), Forwarding::Dr, 5)],
+            "rs2 stays out, rs3 waits for its first check, the sorry server keeps its connections"
+        );
+        // Without checks the config's servers are all in, and the sorry server goes.
+        let plain = spec(false, false, &[5, 1]);
+        let mut want: Vec<Wanted> = plain.services.iter().map(Wanted::from_spec).collect();
+        leave_to_checker(&have, &plain, &mut want);
+        assert_eq!(
+            reconcile::diff(&have, &want),
+            vec![
+                Change::DelDest(key(), SORRY),
+                Change::SetDest(key(), rip(1), Forwarding::Dr, 5),
+                Change::AddDest(key(), rip(2), Forwarding::Dr, 1)
+            ]
+        );
     }
 
     #[test]
