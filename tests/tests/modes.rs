@@ -44,6 +44,18 @@ fn wait_ipvs_change(lab: &mut Lab, what: &str, nth: usize) {
     });
 }
 
+/// Real server `i` goes down with `reason` and leaves IPVS, and the status table's diagnosis
+/// comes to say `said`: returns that table.
+fn down_with_diagnosis(lab: &mut Lab, i: usize, reason: &str, said: &str) -> String {
+    let line = wait_transition(lab, lab::rip(i), "up -> down", 1);
+    assert!(line.contains(reason), "{line}");
+    wait_ipvs_change(lab, &format!("delete real server {}", lab::rip(i)), 1);
+    poll_until(&format!("the doctor never said {said:?}"), Duration::from_secs(20), || {
+        let t = status_table(lab);
+        t.contains(said).then_some(t.clone()).ok_or(t)
+    })
+}
+
 /// The last status table the console printed (in ipvs mode, the health checker's).
 fn status_table(lab: &mut Lab) -> String {
     let log = lab.vm().table("status", Duration::from_secs(30)).unwrap();
@@ -115,13 +127,7 @@ fn ipvs_mode_checks_take_a_dead_server_out_of_ipvs_and_bring_it_back() {
     // 3. rs2 loses the VIP from lo: its own address still answers; the DR path does not.
     let vip_lo = format!("{}/32", lab::VIP);
     lab.ip(&lab.ns("rs2"), &["addr", "del", &vip_lo, "dev", "lo"]).unwrap();
-    let line = wait_transition(&mut lab, lab::rip(2), "up -> down", 1);
-    assert!(line.contains("no answer within 500 ms"), "{line}");
-    wait_ipvs_change(&mut lab, "delete real server 198.18.0.12", 1);
-    let d = poll_until("the doctor never said it", Duration::from_secs(20), || {
-        let t = status_table(&mut lab);
-        t.contains("is not on its lo").then_some(t.clone()).ok_or(t)
-    });
+    let d = down_with_diagnosis(&mut lab, 2, "no answer within 500 ms", "is not on its lo");
     println!("ipvs mode: rs2 without the VIP on lo:\n{d}");
     let (servers, errors) = paced_requests(&lab, 20);
     assert_eq!((errors, servers.get("rs2")), (0, None), "{servers:?}");
@@ -429,13 +435,7 @@ fn tun_mode_end_to_end_with_real_servers_set_up_per_seed_002() {
     let g = lab.guest(1).unwrap();
     g.send("rp_filter 1").unwrap();
     g.wait_for_nth("rp_filter 1 done", 2, Duration::from_secs(10)).unwrap();
-    let line = wait_transition(&mut lab, lab::rip(1), "up -> down", 1);
-    assert!(line.contains("no answer within 500 ms"), "{line}");
-    wait_ipvs_change(&mut lab, "delete real server 198.18.0.11", 1);
-    let d = poll_until("the doctor never named rp_filter", Duration::from_secs(20), || {
-        let t = status_table(&mut lab);
-        t.contains("its reverse-path filter drops what arrives on tunl0").then_some(t.clone()).ok_or(t)
-    });
+    let d = down_with_diagnosis(&mut lab, 1, "no answer within 500 ms", "its reverse-path filter drops what arrives on tunl0");
     println!("TUN: rs1 with rp_filter=1:\n{d}");
     let (servers, errors) = paced_requests(&lab, 20);
     assert_eq!((errors, servers.get("rs1"), servers.values().sum::<u64>()), (0, None, 20), "{servers:?}");
