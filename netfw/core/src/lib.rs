@@ -7,6 +7,7 @@
 //! - `sched`: rr, wrr, lc, wlc, sh, mh.
 //! - `forward`: the decision per frame (forward, control stack, drop with a reason).
 //! - `health`: real servers' up/down state machine (rise, fall), fed with probe results.
+//! - `ha`: the HA pair's VRRPv3 adverts (authenticated) and the election of the master.
 //! - `neigh`: real servers' MACs, resolved from the DIP.
 //! - `counters`: every drop has a reason, every reason a counter.
 //! - `model`: the validated configuration as the data plane sees it.
@@ -22,6 +23,7 @@ extern crate alloc;
 pub mod counters;
 pub mod flow;
 pub mod forward;
+pub mod ha;
 pub mod health;
 pub mod model;
 pub mod neigh;
