@@ -444,28 +444,23 @@ impl Appliance<'_> {
     fn leave(&mut self, from: &InForce) -> Result<(), Vec<Problem>> {
         match from.mode {
             Running::Forwarder => {
-                let sup = &mut *self.sup;
-                // Others that exit meanwhile: told to the supervisor, which restarts its own.
-                let mut others = Vec::new();
-                sup.remove("netfw", |pid, st| others.push((pid, st)));
-                for (pid, st) in others {
-                    sup.exited(pid, st);
-                }
+                self.stop_child("netfw");
                 Ok(())
             }
             Running::Ipvs => {
-                self.stop_checker();
+                self.stop_child(HEALTH);
                 mode::leave(&from.cfg, &from.spec, &mut ipvs_log).map_err(|e| mode_problem(&e))
             }
             Running::Nothing => Ok(()),
         }
     }
 
-    /// Stop ipvs mode's health checker, if it runs.
-    fn stop_checker(&mut self) {
+    /// Stop a supervised child, if it runs. Others that exit meanwhile are told to the
+    /// supervisor, which restarts its own.
+    fn stop_child(&mut self, name: &str) {
         let sup = &mut *self.sup;
         let mut others = Vec::new();
-        sup.remove(HEALTH, |pid, st| others.push((pid, st)));
+        sup.remove(name, |pid, st| others.push((pid, st)));
         for (pid, st) in others {
             sup.exited(pid, st);
         }
@@ -475,7 +470,7 @@ impl Appliance<'_> {
     /// the config, if `to` needs one.
     fn enter_ipvs(&mut self, to: &InForce) -> Result<Running, Vec<Problem>> {
         if !needs_checker(&to.spec) {
-            self.stop_checker();
+            self.stop_child(HEALTH);
         }
         mode::enter(&to.cfg, &to.spec, &mut ipvs_log).map_err(|e| mode_problem(&e))?;
         if needs_checker(&to.spec) {
@@ -484,7 +479,8 @@ impl Appliance<'_> {
             } else {
                 match call::<_, NetfwAnswer>(std::path::Path::new(NETFW_SOCKET), &NetfwRequest::Reload, Duration::from_secs(30)) {
                     Ok(NetfwAnswer::Reloaded { .. }) => {}
-                    // Not answering (starting, or failing): a fresh start reads the new config.
+                    // Refused, or not answering (starting, or failing): a fresh start reads
+                    // the new config.
                     Ok(other) => {
                         log::init(&format!("the health checker refused the new config ({}); restarting it", other.human()));
                         self.sup.kill(HEALTH);
