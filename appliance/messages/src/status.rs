@@ -42,6 +42,24 @@ pub struct RealServerStatus {
     pub diagnosis: Vec<String>,
 }
 
+impl ServiceStatus {
+    /// A checked service's rows from the kernel's table as its config names them (in ipvs
+    /// mode the health checker changes IPVS): `sorry` as the service's sorry server, not among
+    /// its real servers, and each configured server (address, weight) IPVS does not hold now
+    /// (the checker took it out) with a row of its own.
+    pub fn as_configured(&mut self, servers: impl IntoIterator<Item = (String, u16)>, sorry: Option<String>) {
+        if let Some(s) = sorry {
+            self.real_servers.retain(|r| r.address != s);
+            self.sorry_server = Some(s);
+        }
+        for (address, weight) in servers {
+            if !self.real_servers.iter().any(|r| r.address == address) {
+                self.real_servers.push(RealServerStatus::absent(address, weight));
+            }
+        }
+    }
+}
+
 impl RealServerStatus {
     /// The row of a configured real server the data plane does not hold now (the health
     /// checks took it out of IPVS): its weight as configured, no traffic.
@@ -212,6 +230,11 @@ pub struct Status {
 }
 
 impl Status {
+    /// The service `protocol` `vip`:`port`, if the report has it.
+    pub fn service_mut(&mut self, protocol: &str, vip: &str, port: u16) -> Option<&mut ServiceStatus> {
+        self.services.iter_mut().find(|s| s.protocol == protocol && s.vip == vip && s.port == port)
+    }
+
     /// How the data plane's report differs from what `spec` asks (empty: it runs exactly
     /// that): services, schedulers, persistence, forwarding methods, real servers and weights;
     /// with `capacity`, the flow table's size too (the kernel's table has none).
@@ -363,6 +386,30 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checked_service_from_the_kernels_table_reads_as_its_config_names_it() {
+        let row = |a: &str| RealServerStatus { active: 3, ..RealServerStatus::absent(a.into(), 1) };
+        let mut s = ServiceStatus {
+            protocol: "tcp".into(),
+            vip: "203.0.113.10".into(),
+            port: 80,
+            scheduler: "rr".into(),
+            forwarding: Forwarding::Dr,
+            persistence_s: 0,
+            conns: 0,
+            packets: 0,
+            bytes: 0,
+            real_servers: vec![row("198.18.0.11"), row("198.18.0.99")],
+            state: None,
+            sorry_server: None,
+        };
+        let servers = [("198.18.0.11".to_string(), 1), ("198.18.0.12".to_string(), 4)];
+        s.as_configured(servers, Some("198.18.0.99".into()));
+        let rows: Vec<(&str, u16, u32)> = s.real_servers.iter().map(|r| (r.address.as_str(), r.weight, r.active)).collect();
+        assert_eq!(rows, vec![("198.18.0.11", 1, 3), ("198.18.0.12", 4, 0)], "the sorry server out, the server IPVS lacks in");
+        assert_eq!(s.sorry_server.as_deref(), Some("198.18.0.99"));
+    }
 
     #[test]
     fn event_times_read_as_utc_dates() {

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use director_config::Config;
-use director_messages::status::{RealServerStatus, Status};
+use director_messages::status::Status;
 use netfw_core::model::DataPlaneSpec;
 
 use crate::director::{self, DirectorError};
@@ -84,17 +84,8 @@ pub fn status(cfg: Option<&Config>) -> Result<Status, ModeError> {
 pub fn verify(cfg: &Config, spec: &DataPlaneSpec) -> Result<Vec<String>, ModeError> {
     let mut st = status(Some(cfg))?;
     for w in spec.services.iter().filter(|s| crate::verdicts::adjusted(s)) {
-        let Some(ss) = st.services.iter_mut().find(|s| s.vip == w.vip.to_string() && s.port == w.port && s.protocol == w.proto.name())
-        else {
-            continue;
-        };
-        if let Some(sorry) = w.sorry_server {
-            ss.real_servers.retain(|r| r.address != sorry.to_string());
-        }
-        for r in &w.real_servers {
-            if !ss.real_servers.iter().any(|x| x.address == r.addr.to_string()) {
-                ss.real_servers.push(RealServerStatus::absent(r.addr.to_string(), r.weight));
-            }
+        if let Some(ss) = st.service_mut(w.proto.name(), &w.vip.to_string(), w.port) {
+            ss.as_configured(w.real_servers.iter().map(|r| (r.addr.to_string(), r.weight)), w.sorry_server.map(|a| a.to_string()));
         }
     }
     Ok(st.differences(spec, false))

@@ -17,7 +17,7 @@ use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
-use director_messages::status::{HealthEvent, RealServerStatus, ServerHealth, Status};
+use director_messages::status::{HealthEvent, ServerHealth, Status};
 use netfw_core::forward::Forwarder;
 use netfw_core::health::{CheckState, Failure, Health, Outcome, PROBE_PORTS};
 use netfw_core::model::{CheckKind, DataPlaneSpec, Forwarding, HealthCheck, Via};
@@ -466,10 +466,7 @@ impl Prober {
             return true;
         }
         let Some(port) = self.take_port(i) else { return false };
-        let Some(t) = self.targets.get_mut(i) else { return false };
-        let check_port = t.check.port;
-        let kind = t.check.kind.clone();
-        let Some(slot) = t.slot(w) else { return false };
+        let Some(slot) = self.targets.get_mut(i).and_then(|t| t.slot(w)) else { return false };
         let Some(socket) = slot.socket else { return false };
         let remote = IpEndpoint::new(IpAddress::Ipv4(slot.dst), check_port);
         let started = match &kind {
@@ -529,7 +526,7 @@ impl Prober {
             (None, Some(Err(o))) => return Some(*o),
             (None, None) => return None,
         };
-        let no_answer = Outcome::Fail(Failure::NoAnswer(check.timeout_ms));
+        let no_answer = Outcome::Fail(Failure::NoAnswer(timeout_ms));
         match &check.kind {
             CheckKind::Udp { expect, .. } => {
                 let s = self.sockets.get_mut::<udp::Socket>(socket);
@@ -651,28 +648,18 @@ impl Prober {
     /// server in IPVS is named as the service's sorry server, not among its real servers.
     pub fn annotate(&self, status: &mut Status, fwd: &Forwarder) {
         let by_backend: std::collections::BTreeMap<u16, &Target> = self.targets.iter().map(|t| (t.backend, t)).collect();
+        let backend = |b: u16| fwd.backends().get(usize::from(b));
         for svc in fwd.services() {
-            let Some(ss) = status
-                .services
-                .iter_mut()
-                .find(|ss| ss.vip == svc.vip.to_string() && ss.port == svc.port && ss.protocol == svc.proto.name())
-            else {
-                continue;
-            };
-            if let Some(sorry) = svc.sorry.and_then(|b| fwd.backends().get(usize::from(b))) {
-                let rip = sorry.rip.to_string();
-                ss.real_servers.retain(|r| r.address != rip);
-                ss.sorry_server = Some(rip);
-            }
+            let Some(ss) = status.service_mut(svc.proto.name(), &svc.vip.to_string(), svc.port) else { continue };
+            ss.as_configured(
+                svc.backends.iter().filter_map(|&b| backend(b)).map(|b| (b.rip.to_string(), b.weight)),
+                svc.sorry.and_then(backend).map(|b| b.rip.to_string()),
+            );
             let mut any = false;
             let mut any_up = false;
             for &b in &svc.backends {
-                let Some(&t) = by_backend.get(&b) else { continue };
-                let Some(backend) = fwd.backends().get(usize::from(b)) else { continue };
-                let address = backend.rip.to_string();
-                if !ss.real_servers.iter().any(|r| r.address == address) {
-                    ss.real_servers.push(RealServerStatus::absent(address.clone(), backend.weight));
-                }
+                let (Some(&t), Some(be)) = (by_backend.get(&b), backend(b)) else { continue };
+                let address = be.rip.to_string();
                 let Some(rs) = ss.real_servers.iter_mut().find(|r| r.address == address) else { continue };
                 any = true;
                 any_up |= t.state.health == Health::Up && rs.weight > 0;
@@ -721,10 +708,8 @@ fn ipip_header(dip: Ipv4Addr, rip: Ipv4Addr, inner: usize) -> [u8; 20] {
     h[9] = 4;
     h[12..16].copy_from_slice(&dip.octets());
     h[16..20].copy_from_slice(&rip.octets());
-    let sum = h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    h[10..12].copy_from_slice(&(!u16::try_from(sum).unwrap_or(0)).to_be_bytes());
+    let c = netfw_core::wire::csum::ipv4_header_checksum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
     h
 }
 

@@ -30,6 +30,11 @@ pub(crate) fn fold(mut acc: u32) -> u16 {
     !folded
 }
 
+/// The checksum of an IPv4 header whose checksum field is zero (what goes into that field).
+pub fn ipv4_header_checksum(header: &[u8]) -> u16 {
+    fold(sum(header, 0))
+}
+
 /// Compute and store the TCP or UDP checksum of an untagged IPv4 frame in place. Returns
 /// false (and changes nothing) if the frame is not an unfragmented IPv4 TCP/UDP packet whose
 /// lengths are consistent.
