@@ -59,19 +59,8 @@ pub fn collect(f: &Forwarder, vip_side: &str, rs_side: &str, now: Millis) -> Sta
             ));
         }
     }
-    if let Some(c) = f.last_vip_conflict() {
-        warnings.push(format!(
-            "host {} sent ARP claiming VIP {} ({} s ago): set arp_ignore=1 and arp_announce=2 on it, or it will steal the VIP",
-            fmt_mac(&c.mac),
-            c.vip,
-            now.since(c.at) / 1000
-        ));
-    }
+    warnings.extend(seen_on_the_wire(f, now));
     let c = f.counters();
-    let src_vip = c.drops(DropReason::SrcIsVip);
-    if src_vip > 0 {
-        warnings.push(format!("{src_vip} frames with source IP = VIP reached the director: replies must go from the real servers to the router, not through the director"));
-    }
     if c.events(Event::RingStatsUnreadable) > 0 {
         warnings.push("the kernel's receive ring statistics could not be read: rx_ring_overflow may be undercounted".into());
     }
@@ -91,6 +80,25 @@ pub fn collect(f: &Forwarder, vip_side: &str, rs_side: &str, now: Millis) -> Sta
         workers: Vec::new(),
         health_events: Vec::new(),
     }
+}
+
+/// What a forwarder saw on the wire that the operator must fix, whichever mode the box is
+/// in: a host claiming a VIP, replies coming back through the director.
+pub fn seen_on_the_wire(f: &Forwarder, now: Millis) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(c) = f.last_vip_conflict() {
+        out.push(format!(
+            "host {} sent ARP claiming VIP {} ({} s ago): set arp_ignore=1 and arp_announce=2 on it, or it will steal the VIP",
+            fmt_mac(&c.mac),
+            c.vip,
+            now.since(c.at) / 1000
+        ));
+    }
+    let src_vip = f.counters().drops(DropReason::SrcIsVip);
+    if src_vip > 0 {
+        out.push(format!("{src_vip} frames with source IP = VIP reached the director: replies must go from the real servers to the router, not through the director"));
+    }
+    out
 }
 
 /// How long the doctor holds what it saw against a server (fixed, it stops being said).

@@ -25,7 +25,6 @@ use director_config::Config;
 use director_messages::netfw::{NetfwAnswer, NetfwRequest};
 use director_messages::status::Status;
 use director_messages::Problem;
-use netfw_core::counters::DropReason;
 use netfw_core::forward::{Forwarder, Side};
 use netfw_core::model::DataPlaneSpec;
 use netfw_core::time::Millis;
@@ -169,11 +168,7 @@ impl Watch {
         self.prober.annotate(&mut s, &self.observer);
         let o = &self.observer;
         for svc in o.services() {
-            let Some(ss) =
-                s.services.iter_mut().find(|ss| ss.vip == svc.vip.to_string() && ss.port == svc.port && ss.protocol == svc.proto.name())
-            else {
-                continue;
-            };
+            let Some(ss) = s.service_mut(svc.proto.name(), &svc.vip.to_string(), svc.port) else { continue };
             for b in svc.backends.iter().filter_map(|&b| o.backends().get(usize::from(b))) {
                 let Some(row) = ss.real_servers.iter_mut().find(|r| r.address == b.rip.to_string()) else { continue };
                 if row.mac.is_none() {
@@ -186,10 +181,7 @@ impl Watch {
                 }
             }
         }
-        let wrong_path = o.counters().drops(DropReason::SrcIsVip);
-        if wrong_path > 0 {
-            s.warnings.push(format!("{wrong_path} frames with source IP = VIP reached the director: replies must go from the real servers to the router, not through the director"));
-        }
+        s.warnings.extend(status::seen_on_the_wire(o, now));
         Ok(s)
     }
 
