@@ -56,6 +56,7 @@ fn main() {
         flow_capacity: 1024,
         timeouts: Timeouts::default(),
         arp_refresh_ms: 3_600_000,
+        ha: None,
     };
     let mut fwd = Forwarder::new(spec.clone(), MAC, MAC, true, 1, Millis(0));
     // Every server has answered ARP: probes can be sent.

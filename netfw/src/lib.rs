@@ -2,6 +2,7 @@
 //!
 //! - `io`: NIC I/O behind the `Port` traits; AF_PACKET with PACKET_MMAP rings.
 //! - `stack`: the smoltcp control stack that owns the director's addresses on each NIC.
+//! - `pair`: the HA pair: the election, this box's adverts, the role every worker follows.
 //! - `health`: health probes from the DIP (through the DR path or to the RIP) and their verdicts.
 //! - `pump`: one turn of the poll loop: frames in, decided by the core, frames out; every
 //!   frame that cannot be sent is counted.
@@ -20,6 +21,7 @@ pub mod ctl;
 pub mod health;
 pub mod io;
 pub mod ipvs_cli;
+pub mod pair;
 pub mod pump;
 pub mod reload;
 pub mod run;

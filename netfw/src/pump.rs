@@ -17,6 +17,7 @@ use netfw_core::wire::{csum, segment, ETH_HDR_LEN};
 use crate::health::{is_probe_reply, Probes};
 use crate::io::kernel_flows::KernelFlows;
 use crate::io::{Port, Receive, Transmit};
+use crate::pair::{is_advert, Pair};
 use crate::stack::{ControlStack, CONTROL_MTU};
 
 /// Batches taken from one NIC per turn, so the others and transmit get their turn.
@@ -64,10 +65,21 @@ fn split<P>(nics: &mut [Nic<P>], i: usize) -> Option<(&mut Nic<P>, Option<&mut N
     Some((me, other))
 }
 
+/// What a turn serves besides forwarding: the health probes and the HA pair's election (or
+/// where their frames go, on a worker that does not run them).
+#[derive(Debug)]
+pub struct Services<'a> {
+    /// Health probes' replies, and the probes.
+    pub probes: &'a mut Probes,
+    /// The pair's adverts, and its election.
+    pub pair: &'a mut Pair,
+}
+
 /// One turn of the loop at time `now`; `kernel`: the kernel's flow map, when netfw's program
-/// (XDP or tc) forwards established flows; `probes`: where health probes' replies go, and the
-/// probes themselves if this loop runs them.
-pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Option<&mut KernelFlows>, probes: &mut Probes, now: Millis) {
+/// (XDP or tc) forwards established flows; `svc`: where health probes' replies and the pair's
+/// adverts go, and the probes and the election themselves if this loop runs them.
+pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Option<&mut KernelFlows>, svc: Services<'_>, now: Millis) {
+    let Services { probes, pair } = svc;
     let dip = fwd.spec().dip;
     for i in 0..nics.len() {
         let Some((me, other)) = split(nics, i) else { continue };
@@ -105,6 +117,11 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Optio
                         fwd.count_drop(DropReason::ControlQueueFull);
                     }
                 }
+                Verdict::Control if side == Side::Vip && is_advert(frame.data) => {
+                    if !pair.take(frame.data, now) {
+                        fwd.count_drop(DropReason::ControlQueueFull);
+                    }
+                }
                 Verdict::Control => {
                     if !stack.push_rx(frame.data) {
                         fwd.count_drop(DropReason::ControlQueueFull);
@@ -135,6 +152,16 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Optio
         let tx = n.port.halves().1;
         let mut unsent = 0;
         probes.poll(now, fwd, |f| {
+            let sent = tx.send(f);
+            unsent += u64::from(!sent);
+            sent
+        });
+        fwd.count_drops(DropReason::TxRingFull, unsent);
+    }
+    if let Some(n) = nics.first_mut() {
+        let tx = n.port.halves().1;
+        let mut unsent = 0;
+        pair.poll(now, |f| {
             let sent = tx.send(f);
             unsent += u64::from(!sent);
             sent
@@ -246,6 +273,12 @@ mod tests {
         crate::testing::one_service(64)
     }
 
+    /// No probes, no pair.
+    fn off() -> Services<'static> {
+        let (_, relayed) = std::sync::mpsc::sync_channel(1);
+        Services { probes: Box::leak(Box::new(Probes::Off)), pair: Box::leak(Box::new(Pair::Run { driver: None, relayed })) }
+    }
+
     /// A one-arm box whose NIC's transmit ring holds `room` frames.
     fn one_arm(room: usize) -> (Vec<Nic<Fake>>, Forwarder) {
         let s = spec();
@@ -270,7 +303,7 @@ mod tests {
         // VIP (timers), and the control stack's ARP reply, all find the ring full.
         let (mut nics, mut fwd) = one_arm(0);
         nics[0].port.rx.0.push_back(arp_for_dip());
-        turn(&mut nics, &mut fwd, None, &mut Probes::Off, Millis(0));
+        turn(&mut nics, &mut fwd, None, off(), Millis(0));
         let c = fwd.counters();
         assert_eq!(c.events(Event::ToControl), 1, "the ARP request went to the control stack");
         assert_eq!(c.drops(DropReason::TxRingFull), 3, "ARP request + gratuitous ARP + the stack's ARP reply");
@@ -279,7 +312,7 @@ mod tests {
         // With room, the same frames go out and nothing more is counted.
         let (mut nics, mut fwd) = one_arm(16);
         nics[0].port.rx.0.push_back(arp_for_dip());
-        turn(&mut nics, &mut fwd, None, &mut Probes::Off, Millis(0));
+        turn(&mut nics, &mut fwd, None, off(), Millis(0));
         assert_eq!(fwd.counters().drops(DropReason::TxRingFull), 0);
         assert_eq!(nics[0].port.tx.sent.len(), 3);
     }
@@ -289,7 +322,7 @@ mod tests {
         let (mut nics, mut fwd) = one_arm(16);
         nics[0].port.tx.flush_drops = 2;
         nics[0].port.tx.flush_fails = true;
-        turn(&mut nics, &mut fwd, None, &mut Probes::Off, Millis(0));
+        turn(&mut nics, &mut fwd, None, off(), Millis(0));
         assert_eq!(fwd.counters().drops(DropReason::TxError), 2);
         assert_eq!(fwd.counters().events(Event::TxFlushFailed), 1);
         nics[0].port.stats = Some(5);
@@ -335,7 +368,7 @@ mod tests {
         reply.extend_from_slice(&MAC);
         reply.extend_from_slice(&DIP.octets());
         nics[0].port.rx.0.extend([reply, client_tcp(0x02, 0), client_tcp(0x10, 4000)]);
-        turn(&mut nics, &mut fwd, None, &mut Probes::Off, Millis(0));
+        turn(&mut nics, &mut fwd, None, off(), Millis(0));
         let out: Vec<usize> = nics[0].port.tx.sent.iter().filter(|f| f[12..14] == [0x08, 0x00]).map(Vec::len).collect();
         assert_eq!(out, vec![54, 1514, 1514, 14 + 40 + 1080], "the SYN, then the merged frame as three segments");
         assert_eq!(fwd.counters().events(Event::FramesSplit), 1);
@@ -353,7 +386,7 @@ mod tests {
         s.services[0].proto = Protocol::Udp;
         fwd.apply(s, Millis(1)).unwrap();
         nics[0].port.rx.0.push_back(udp);
-        turn(&mut nics, &mut fwd, None, &mut Probes::Off, Millis(1));
+        turn(&mut nics, &mut fwd, None, off(), Millis(1));
         assert_eq!(fwd.counters().drops(DropReason::Oversize), 1);
     }
 }

@@ -25,9 +25,11 @@ use crate::ctl::Control;
 use crate::health::{HealthBoard, Prober, Probes, RELAY_QUEUE};
 use crate::io::backend::{self, InKernel, KernelSetup, OpenError, Opened};
 use crate::io::kernel_flows::{monotonic_ns, KernelFlows};
+use crate::io::membership::{self, Membership};
 use crate::io::nic::{fmt_mac, mtu, NicError};
 use crate::io::xsk::XdpPort;
 use crate::io::{nic_mac, Port};
+use crate::pair::{Driver, Pair, Serving, ADVERT_QUEUE};
 use crate::pump::Nic;
 use crate::reload::{self, Prepared, Reloading};
 use crate::stack::{ControlStack, Roles};
@@ -156,6 +158,9 @@ pub(crate) fn install_signals() {
 /// order channels, and a reload under way.
 struct Coordinator {
     cfg: Config,
+    /// The pair's virtual MAC and the VRRP group, received on the VIP-facing NIC while this
+    /// box is one of a pair.
+    pair_macs: Option<Membership>,
     running: Vec<DataPlaneSpec>,
     workers: Vec<Sender<Order>>,
     reloading: Option<Reloading>,
@@ -206,6 +211,13 @@ impl Coordinator {
                 match done {
                     Ok(done) if sent => {
                         let paused_us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        if spec.ha != self.running.first().and_then(|s| s.ha.clone()) {
+                            self.pair_macs = None;
+                            match pair_macs(&cfg.nics.vip_side, &spec) {
+                                Ok(m) => self.pair_macs = m,
+                                Err(e) => eprintln!("netfw: WARNING {e}: this box will not hear its peer nor take the VIPs' frames"),
+                            }
+                        }
                         self.cfg = cfg;
                         self.running = specs;
                         let flows_kept = done.iter().map(|d| d.flows_kept).sum();
@@ -261,6 +273,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
     }
     let control = Control::bind(&opts.control).map_err(|e| RunError::Control(opts.control.clone(), e))?;
+    let pair_macs = pair_macs(&cfg.nics.vip_side, &spec).map_err(|e| RunError::NicUnusable(e.to_string()))?;
     install_signals();
 
     let vip = NicSetup { mac: vip_mac, roles: Roles { vips: true, dip: one_arm }, side: Side::Vip, mtu: vip_mtu, seed };
@@ -281,7 +294,19 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             spec.dip_prefix,
             spec.services.len(),
         ),
-        tail: format!("control socket {}; {}", opts.control.display(), offloads.join("; ")),
+        tail: format!(
+            "control socket {}; {}{}",
+            opts.control.display(),
+            offloads.join("; "),
+            spec.ha.as_ref().map_or(String::new(), |h| format!(
+                "; HA pair: vrid {} priority {} (virtual MAC {}), peer {}, adverts every {} ms: backup until elected",
+                h.vrid,
+                h.priority,
+                fmt_mac(&h.virtual_mac()),
+                h.peer,
+                h.advert_ms
+            ))
+        ),
     };
     let in_kernel = opened.in_kernel().describe();
     let (handles, senders, running) = match opened {
@@ -312,7 +337,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
         Opened::Packet(rings, _, k) => spawn(vec![rings], k, &spec, &setup, seed, start, "1 worker", &line, &in_kernel)?,
     };
-    let coordinator = Coordinator { cfg, running, workers: senders, reloading: None, seed };
+    let coordinator = Coordinator { cfg, pair_macs, running, workers: senders, reloading: None, seed };
     coordinate(coordinator, &control, opts);
     for h in handles {
         let _ = h.join();
@@ -320,6 +345,11 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     eprintln!("netfw: stopping");
     let _ = std::fs::remove_file(&opts.control);
     Ok(())
+}
+
+/// In a pair, have the VIP-facing NIC receive the virtual MAC and the VRRP group.
+fn pair_macs(vip_nic: &str, spec: &DataPlaneSpec) -> std::io::Result<Option<Membership>> {
+    spec.ha.as_ref().map(|h| membership::hold(vip_nic, &[h.virtual_mac()], &[[0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]])).transpose()
 }
 
 /// The start line, around what the workers say (how many, their queues, the flow table).
@@ -391,6 +421,12 @@ fn spawn<P: Port + Send + 'static>(
     let prober = Prober::new(spec, setup.rs_mac, Arc::clone(&health), seed ^ 0x4ea1, now);
     let mut probes: Vec<Probes> = (1..n).map(|_| Probes::Relay(relay_tx.clone())).collect();
     probes.insert(0, Probes::Run { prober: Box::new(prober), relayed: relay_rx });
+    // The first worker runs the pair's election; the others relay the adverts they receive.
+    let serving = Serving::default();
+    serving.set(spec.ha.is_none());
+    let (advert_tx, advert_rx) = mpsc::sync_channel(ADVERT_QUEUE);
+    let mut pairs: Vec<Pair> = (1..n).map(|_| Pair::Relay(advert_tx.clone())).collect();
+    pairs.insert(0, Pair::Run { driver: Driver::new(spec, serving.clone(), now).map(Box::new), relayed: advert_rx });
     let mut kernels: Vec<Option<KernelFlows>> =
         (0..n).map(|w| if w == 0 { None } else { kernel.as_ref().map(KernelFlows::worker) }).collect();
     if let Some(k) = kernels.first_mut() {
@@ -398,8 +434,8 @@ fn spawn<P: Port + Send + 'static>(
     }
     let mut handles = Vec::with_capacity(n);
     let mut senders = Vec::with_capacity(n);
-    let it = parts.into_iter().zip(fwds).zip(kernels).zip(arp_rx).zip(probes).enumerate();
-    for (w, ((((ports, fwd), kernel), arp_in), probes)) in it {
+    let it = parts.into_iter().zip(fwds).zip(kernels).zip(arp_rx).zip(probes).zip(pairs).enumerate();
+    for (w, (((((ports, fwd), kernel), arp_in), probes), pair)) in it {
         let (tx, orders) = mpsc::channel();
         senders.push(tx);
         let arp_out = arp_tx.iter().enumerate().filter(|(o, _)| *o != w).map(|(_, t)| t.clone()).collect();
@@ -418,6 +454,8 @@ fn spawn<P: Port + Send + 'static>(
             probes,
             health: Arc::clone(&health),
             health_seen: 0,
+            pair,
+            serving: serving.clone(),
         };
         let h = std::thread::Builder::new()
             .name(format!("netfw-worker{w}"))

@@ -5,6 +5,9 @@
 //! hold them) and for the DIP, and answers ICMP echo for both. Frames reach it through a small
 //! queue filled by the forwarder's `Verdict::Control`; what it sends is queued back and written
 //! to the NIC's transmit ring. The kernel holds no address on these NICs.
+//!
+//! In an HA pair the VIP-facing stack lives on the pair's virtual MAC and holds the VIPs only
+//! while this box is the master (`set_serving`): a backup answers nothing for them.
 
 use heapless::{Deque, Vec as HVec};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
@@ -93,6 +96,12 @@ pub struct ControlStack {
     sockets: SocketSet<'static>,
     dev: QueueDevice,
     roles: Roles,
+    /// The NIC's own MAC.
+    mac: Mac,
+    /// Whether it holds the VIPs now (false only for a backup of an HA pair).
+    serving: bool,
+    /// The config last applied (its addresses are re-applied when `serving` changes).
+    spec: DataPlaneSpec,
 }
 
 impl core::fmt::Debug for ControlStack {
@@ -113,19 +122,40 @@ impl ControlStack {
         cfg.random_seed = seed;
         let mut dev = QueueDevice::default();
         let iface = Interface::new(cfg, &mut dev, ts(now));
-        let mut s = ControlStack { iface, sockets: SocketSet::new(Vec::new()), dev, roles };
+        let serving = spec.ha.is_none();
+        let mut s = ControlStack { iface, sockets: SocketSet::new(Vec::new()), dev, roles, mac, serving, spec: spec.clone() };
         s.configure(spec);
         s
     }
 
-    /// (Re)apply addresses and the default route from a config.
+    /// HA: hold the VIPs (master) or nothing for them (backup).
+    pub fn set_serving(&mut self, serving: bool) {
+        if serving != self.serving {
+            self.serving = serving;
+            let spec = self.spec.clone();
+            self.configure(&spec);
+        }
+    }
+
+    /// (Re)apply addresses, the MAC and the default route from a config.
     pub fn configure(&mut self, spec: &DataPlaneSpec) {
         let roles = self.roles;
+        // A pair's VIPs live on its virtual MAC (the VIP-facing stack holds nothing else: HA
+        // needs the two-arm layout).
+        let paired = roles.vips && !roles.dip && spec.ha.is_some();
+        // Without a pair the VIPs are always held; joining one starts as backup.
+        if spec.ha.is_none() {
+            self.serving = true;
+        } else if self.spec.ha.is_none() {
+            self.serving = false;
+        }
+        let mac = spec.ha.as_ref().filter(|_| paired).map_or(self.mac, netfw_core::model::HaSpec::virtual_mac);
+        self.iface.set_hardware_addr(HardwareAddress::Ethernet(EthernetAddress(mac)));
         let mut nets: Vec<IpCidr> = Vec::new();
         if roles.dip {
             nets.push(IpCidr::new(IpAddress::Ipv4(spec.dip), spec.dip_prefix));
         }
-        if roles.vips {
+        if roles.vips && self.serving {
             for v in spec.vips() {
                 nets.push(IpCidr::new(IpAddress::Ipv4(v), spec.vip_prefix));
             }
@@ -144,6 +174,7 @@ impl ControlStack {
                 let _ = routes.add_default_ipv4_route(gw);
             }
         }
+        self.spec = spec.clone();
     }
 
     /// Queue a received frame. False if the queue is full (the caller counts the drop).

@@ -79,6 +79,7 @@ pub fn collect(f: &Forwarder, vip_side: &str, rs_side: &str, now: Millis) -> Sta
         warnings,
         workers: Vec::new(),
         health_events: Vec::new(),
+        ha: None,
     }
 }
 
@@ -181,6 +182,7 @@ pub fn merge(parts: Vec<Status>) -> Option<Status> {
         if all.health_events.is_empty() {
             all.health_events = p.health_events;
         }
+        all.ha = all.ha.take().or(p.ha);
         for w in p.warnings {
             if !all.warnings.contains(&w) {
                 all.warnings.push(w);

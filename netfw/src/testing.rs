@@ -29,5 +29,6 @@ pub fn one_service(flow_capacity: u32) -> DataPlaneSpec {
         flow_capacity,
         timeouts: Timeouts::default(),
         arp_refresh_ms: 1_000,
+        ha: None,
     }
 }

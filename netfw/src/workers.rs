@@ -10,6 +10,10 @@
 //!   gratuitous ARP, and writes the kernel's backends array.
 //! - Health: the first worker runs the health probes; the others pass it the probes' replies
 //!   they receive, and follow its verdicts on the health board (read when it changes).
+//! - HA: the first worker runs the pair's election; the others pass it the adverts they
+//!   receive. Every worker follows the role (`pair::Serving`, read once per turn): a backup's
+//!   forwarders and VIP-facing stacks serve no VIP. A worker that stops as master says so
+//!   with an advert of priority 0.
 //! - Orders from the coordinator (`run`'s thread, which serves the control socket and
 //!   signals): report status (the coordinator adds the workers' reports up), or install a
 //!   prepared reload. A reload stops every worker between two turns (a barrier), so no worker
@@ -28,8 +32,9 @@ use netfw_core::time::Millis;
 
 use crate::health::{HealthBoard, Probes};
 use crate::io::kernel_flows::KernelFlows;
-use crate::io::Port;
-use crate::pump::{self, Nic};
+use crate::io::{Port, Transmit};
+use crate::pair::{Pair, Serving};
+use crate::pump::{self, Nic, Services};
 use crate::status;
 
 /// What the coordinator asks of a worker.
@@ -101,6 +106,10 @@ pub struct Worker<P> {
     pub health: Arc<HealthBoard>,
     /// The board's version last copied into the forwarder.
     pub health_seen: u64,
+    /// The pair's election (the first worker), or where its adverts go.
+    pub pair: Pair,
+    /// The role this worker follows.
+    pub serving: Serving,
 }
 
 impl<P: Port> Worker<P> {
@@ -119,7 +128,15 @@ impl<P: Port> Worker<P> {
                 self.fwd.learn_arp(seen, t);
             }
             self.health.sync(&mut self.fwd, &mut self.health_seen);
-            pump::turn(&mut self.nics, &mut self.fwd, self.kernel.as_mut(), &mut self.probes, t);
+            let serving = self.serving.serving();
+            if serving != self.fwd.serving() {
+                self.fwd.set_serving(serving, t);
+                for n in &mut self.nics {
+                    n.stack.set_serving(serving);
+                }
+            }
+            let svc = Services { probes: &mut self.probes, pair: &mut self.pair };
+            pump::turn(&mut self.nics, &mut self.fwd, self.kernel.as_mut(), svc, t);
             let health = &self.health;
             self.fwd.take_suspects(|b| health.suspect(b));
             let out = &self.arp_out;
@@ -148,12 +165,24 @@ impl<P: Port> Worker<P> {
                         if let Some(p) = self.probes.prober() {
                             p.annotate(&mut s, &self.fwd);
                         }
+                        if let Some(d) = self.pair.driver() {
+                            d.annotate(&mut s, now());
+                        }
                         let _ = reply.send(s);
                     }
                     Order::Install(install) => self.install(&install, now()),
                 }
             }
         }
+        self.leave_pair();
+    }
+
+    /// Stopping: a master's advert of priority 0, sent and flushed now.
+    fn leave_pair(&mut self) {
+        let (Some(d), Some(n)) = (self.pair.driver(), self.nics.first_mut()) else { return };
+        let tx = n.port.halves().1;
+        d.leave(|f| tx.send(f));
+        let _ = tx.flush();
     }
 
     /// Install this worker's part of a reload, in step with the others.
@@ -180,6 +209,7 @@ impl<P: Port> Worker<P> {
             if let Some(p) = self.probes.prober() {
                 p.configure(&r.spec, Arc::clone(&r.health), now);
             }
+            self.pair.configure(&r.spec, &self.serving, now);
             done
         });
         r.barrier.wait();

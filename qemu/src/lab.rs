@@ -66,6 +66,14 @@ pub const DIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const DIRECTOR_VIP_MAC: &str = "02:00:00:00:d0:01";
 /// The director's RS-facing MAC (two-arm).
 pub const DIRECTOR_RS_MAC: &str = "02:00:00:00:d0:02";
+/// The second director of an HA pair (`add_peer_director`): its DIP.
+pub const PEER_DIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+/// Its VIP-facing MAC.
+pub const PEER_VIP_MAC: &str = "02:00:00:00:d1:01";
+/// Its RS-facing MAC.
+pub const PEER_RS_MAC: &str = "02:00:00:00:d1:02";
+/// Its management MAC (VM labs).
+pub const PEER_MGMT_MAC: &str = "02:00:00:00:d1:00";
 
 /// RIP of real server `i` (1-based): 198.18.0.1i.
 pub fn rip(i: usize) -> Ipv4Addr {
@@ -93,6 +101,8 @@ pub struct Lab {
     netfw: Option<usize>,
     /// The appliance VM, when the director is the image under QEMU.
     pub vm: Option<Vm>,
+    /// The second appliance VM of an HA pair (`boot_peer_vm`).
+    pub peer_vm: Option<Vm>,
     /// Helper guests (TUN real servers), by real-server number.
     pub guests: Vec<(usize, Vm)>,
     vm_mode: bool,
@@ -166,6 +176,7 @@ impl Lab {
             dir,
             netfw: None,
             vm: None,
+            peer_vm: None,
             guests: Vec::new(),
             vm_mode,
             vm_queues: vm_queues.max(1),
@@ -298,33 +309,11 @@ impl Lab {
             }
         }
         if self.vm_mode {
-            // Each director veth joins a bridge with a tap for the VM; tap0 is management.
-            let mut pairs = vec![("bv", "eth1", "tap1")];
-            if self.layout == Layout::TwoArm {
-                pairs.push(("bs", "eth2", "tap2"));
-            }
-            let mq: &[&str] = if self.vm_queues > 1 { &["multi_queue"] } else { &[] };
-            for (br, dev, tap) in pairs {
-                self.ip(&director, &["link", "add", br, "type", "bridge"])?;
-                self.ip(&director, &["link", "set", dev, "master", br])?;
-                self.ip(&director, &[&["tuntap", "add", tap, "mode", "tap"][..], mq].concat())?;
-                self.ip(&director, &["link", "set", tap, "master", br])?;
-                self.ip(&director, &["link", "set", tap, "up"])?;
-                self.ip(&director, &["link", "set", br, "up"])?;
-            }
-            if self.ip(&director, &["link", "show", "tap2"]).is_err() {
-                self.ip(&director, &[&["tuntap", "add", "tap2", "mode", "tap"][..], mq].concat())?;
-                self.ip(&director, &["link", "set", "tap2", "up"])?;
-            }
+            self.vm_taps(&director)?;
             // Management: tap0 on a bridge with a veth to the router (198.19.0.1/24).
             self.veth(&router, "m0", &director, "mg", None)?;
-            self.ip(&router, &["addr", "add", "198.19.0.1/24", "dev", "m0"])?;
-            self.ip(&director, &["link", "add", "bm", "type", "bridge"])?;
             self.ip(&director, &["link", "set", "mg", "master", "bm"])?;
-            self.ip(&director, &["tuntap", "add", "tap0", "mode", "tap"])?;
-            self.ip(&director, &["link", "set", "tap0", "master", "bm"])?;
-            self.ip(&director, &["link", "set", "tap0", "up"])?;
-            self.ip(&director, &["link", "set", "bm", "up"])?;
+            self.ip(&router, &["addr", "add", "198.19.0.1/24", "dev", "m0"])?;
         }
         for d in ["c0", "br0", "v0", "d0"] {
             let _ = self.sysctl(&router, &format!("net.ipv4.conf.{d}.rp_filter=0"));
@@ -349,6 +338,85 @@ impl Lab {
             }
             // Seed 001 rule 7: the real server's gateway is the router, never the DIP.
             self.ip(&ns, &["route", "add", "default", "via", "198.18.0.1"])?;
+        }
+        Ok(())
+    }
+
+    /// In a director namespace of a VM lab: each director veth joins a bridge with a tap for
+    /// the VM (tap1 VIP-facing, tap2 RS-facing); tap0 gets a bridge `bm` for the management
+    /// veth the caller adds.
+    fn vm_taps(&self, ns: &str) -> Result<(), LabError> {
+        let mut pairs = vec![("bv", "eth1", "tap1")];
+        if self.layout == Layout::TwoArm {
+            pairs.push(("bs", "eth2", "tap2"));
+        }
+        let mq: &[&str] = if self.vm_queues > 1 { &["multi_queue"] } else { &[] };
+        for (br, dev, tap) in pairs {
+            self.ip(ns, &["link", "add", br, "type", "bridge"])?;
+            self.ip(ns, &["link", "set", dev, "master", br])?;
+            self.ip(ns, &[&["tuntap", "add", tap, "mode", "tap"][..], mq].concat())?;
+            self.ip(ns, &["link", "set", tap, "master", br])?;
+            self.ip(ns, &["link", "set", tap, "up"])?;
+            self.ip(ns, &["link", "set", br, "up"])?;
+        }
+        if self.ip(ns, &["link", "show", "tap2"]).is_err() {
+            self.ip(ns, &[&["tuntap", "add", "tap2", "mode", "tap"][..], mq].concat())?;
+            self.ip(ns, &["link", "set", "tap2", "up"])?;
+        }
+        self.ip(ns, &["link", "add", "bm", "type", "bridge"])?;
+        self.ip(ns, &["tuntap", "add", "tap0", "mode", "tap"])?;
+        self.ip(ns, &["link", "set", "tap0", "master", "bm"])?;
+        self.ip(ns, &["link", "set", "tap0", "up"])?;
+        self.ip(ns, &["link", "set", "bm", "up"])?;
+        Ok(())
+    }
+
+    /// Add the second director of an HA pair (two-arm), in namespace `director2`: the VIP link
+    /// becomes a segment (bridge `bvip` in the router, holding the router's 203.0.113.1) that
+    /// both directors' VIP-facing NICs join (router ports `v0`, `v1`); its RS-facing NIC joins
+    /// the real servers' bridge (port `d1`). In a VM lab its namespace has taps for a second
+    /// VM (`boot_peer_vm`), and both VMs' management veths join a router bridge `bmg`.
+    pub fn add_peer_director(&mut self) -> Result<(), LabError> {
+        if self.layout != Layout::TwoArm {
+            return Err(LabError("an HA pair needs the two-arm layout".into()));
+        }
+        let router = self.ns("router");
+        let peer = self.add_ns("director2")?;
+        self.ip(&router, &["addr", "del", "203.0.113.1/24", "dev", "v0"])?;
+        self.ip(&router, &["link", "add", "bvip", "type", "bridge"])?;
+        self.ip(&router, &["addr", "add", "203.0.113.1/24", "dev", "bvip"])?;
+        self.ip(&router, &["link", "set", "v0", "master", "bvip"])?;
+        self.ip(&router, &["link", "set", "bvip", "up"])?;
+        let (vip_mac, rs_mac) = if self.vm_mode { (None, None) } else { (Some(PEER_VIP_MAC), Some(PEER_RS_MAC)) };
+        self.veth(&router, "v1", &peer, "eth1", vip_mac)?;
+        self.ip(&router, &["link", "set", "v1", "master", "bvip"])?;
+        self.veth(&router, "d1", &peer, "eth2", rs_mac)?;
+        self.ip(&router, &["link", "set", "d1", "master", "br0"])?;
+        for d in ["bvip", "v1", "d1"] {
+            let _ = self.sysctl(&router, &format!("net.ipv4.conf.{d}.rp_filter=0"));
+        }
+        if self.vm_mode {
+            self.vm_taps(&peer)?;
+            self.ip(&router, &["addr", "del", "198.19.0.1/24", "dev", "m0"])?;
+            self.ip(&router, &["link", "add", "bmg", "type", "bridge"])?;
+            self.ip(&router, &["addr", "add", "198.19.0.1/24", "dev", "bmg"])?;
+            self.ip(&router, &["link", "set", "m0", "master", "bmg"])?;
+            self.veth(&router, "m1", &peer, "mg", None)?;
+            self.ip(&peer, &["link", "set", "mg", "master", "bm"])?;
+            self.ip(&router, &["link", "set", "m1", "master", "bmg"])?;
+            self.ip(&router, &["link", "set", "bmg", "up"])?;
+        }
+        Ok(())
+    }
+
+    /// Cut (true) or restore the link between the two directors of a pair only: their ports
+    /// on the router's bridges are isolated from each other (each still reaches the router and
+    /// the real servers), as a switch fault between two boxes would.
+    pub fn isolate_directors(&self, cut: bool) -> Result<(), LabError> {
+        let router = self.ns("router");
+        let state = if cut { "on" } else { "off" };
+        for port in ["v0", "v1", "d0", "d1"] {
+            run(&["ip", "netns", "exec", &router, "bridge", "link", "set", "dev", port, "isolated", state])?;
         }
         Ok(())
     }
@@ -467,19 +535,42 @@ impl Lab {
 
     /// Path of netfw's control socket.
     pub fn control_path(&self) -> PathBuf {
-        self.dir.join("netfw.sock")
+        self.control_path_in("director")
     }
 
     /// Write the config and start netfw in the director namespace; waits until it answers
     /// and every real server that exists in the lab is resolved.
     pub fn start_netfw(&mut self, config: &str) -> Result<(), LabError> {
-        std::fs::write(self.config_path(), config).map_err(|e| LabError(e.to_string()))?;
+        let idx = self.start_netfw_in("director", config)?;
+        self.netfw = Some(idx);
+        Ok(())
+    }
+
+    /// The label of the netfw running in a director namespace (its log is `<label>.log`).
+    pub fn netfw_label(role: &str) -> String {
+        if role == "director" {
+            "netfw".into()
+        } else {
+            format!("netfw-{role}")
+        }
+    }
+
+    /// The control socket of the netfw in a director namespace.
+    pub fn control_path_in(&self, role: &str) -> PathBuf {
+        self.dir.join(format!("{}.sock", Self::netfw_label(role)))
+    }
+
+    /// `start_netfw` in the director namespace `role` ("director", or "director2" of a pair);
+    /// the index of its process.
+    pub fn start_netfw_in(&mut self, role: &str, config: &str) -> Result<usize, LabError> {
+        let label = Self::netfw_label(role);
+        let cfg = self.dir.join(format!("{label}.json"));
+        std::fs::write(&cfg, config).map_err(|e| LabError(e.to_string()))?;
         let netfw = bin("netfw")?;
-        let cfg = self.config_path();
-        let ctl = self.control_path();
-        let ns = self.ns("director");
+        let ctl = self.control_path_in(role);
+        let ns = self.ns(role);
         let idx = self.spawn(
-            "netfw",
+            &label,
             &ns,
             &[
                 netfw.to_str().unwrap_or_default(),
@@ -490,24 +581,23 @@ impl Lab {
                 ctl.to_str().unwrap_or_default(),
             ],
         )?;
-        self.netfw = Some(idx);
         let deadline = Instant::now() + crate::vm::scaled(Duration::from_secs(20));
         loop {
             if let Some((_, c)) = self.children.get_mut(idx) {
                 if let Ok(Some(st)) = c.try_wait() {
-                    return Err(LabError(format!("netfw exited ({st}):\n{}", self.log("netfw"))));
+                    return Err(LabError(format!("netfw exited ({st}):\n{}", self.log(&label))));
                 }
             }
-            if let Ok(s) = self.status_json() {
+            if let Ok(s) = self.status_json_in(role) {
                 if self.resolved(&s) {
-                    return Ok(());
+                    return Ok(idx);
                 }
             }
             if Instant::now() > deadline {
                 return Err(LabError(format!(
                     "netfw did not resolve its real servers within 20 s:\n{}\n{}",
-                    self.status().unwrap_or_default(),
-                    self.log("netfw")
+                    self.status_json_in(role).map(|s| s.to_string()).unwrap_or_default(),
+                    self.log(&label)
                 )));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -533,10 +623,28 @@ impl Lab {
 
     /// `netfw status --json`, parsed.
     pub fn status_json(&self) -> Result<serde_json::Value, LabError> {
+        self.status_json_in("director")
+    }
+
+    /// `netfw status --json` of the netfw in director namespace `role`, parsed.
+    pub fn status_json_in(&self, role: &str) -> Result<serde_json::Value, LabError> {
         let netfw = bin("netfw")?;
-        let out =
-            run(&[netfw.to_str().unwrap_or_default(), "status", "--json", "--control", self.control_path().to_str().unwrap_or_default()])?;
+        let ctl = self.control_path_in(role);
+        let out = run(&[netfw.to_str().unwrap_or_default(), "status", "--json", "--control", ctl.to_str().unwrap_or_default()])?;
         serde_json::from_str(&out).map_err(|e| LabError(format!("status is not JSON: {e}: {out}")))
+    }
+
+    /// Kill the netfw in director namespace `role` with `signal` (SIGKILL: the box dies as
+    /// in a power loss; SIGTERM: a clean stop) and reap it.
+    pub fn signal_netfw_in(&mut self, role: &str, signal: i32) {
+        let label = Self::netfw_label(role);
+        for (_, c) in self.children.iter_mut().filter(|(l, _)| *l == label) {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                // SAFETY: signalling a child we spawned and have not reaped.
+                unsafe { libc::kill(pid, signal) };
+            }
+            let _ = c.wait();
+        }
     }
 
     /// Replace the config file and ask netfw to reload it. Returns netfw's answer; an error if

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
+use crate::ha::HaDoc;
 use crate::health::HealthCheckDoc;
 use netfw_core::model::{DataPlaneSpec, Forwarding, Timeouts};
 
@@ -210,6 +211,9 @@ pub struct Config {
     /// The appliance's host name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// This box's place in an HA pair (absent: a single box).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaDoc>,
 }
 
 impl Config {

@@ -4,6 +4,7 @@
 //! - `document`: the JSON schema (version 1) as serde types.
 //! - `validate`: every rule, in the seeds' words, naming the field; the result is the data
 //!   plane's model (`netfw_core::model::DataPlaneSpec`).
+//! - `ha`: the `ha` section (one box of an HA pair) and its rules.
 //! - `health`: a service's `health_check` and its rules.
 //! - `net`: IPv4 subnets and addresses as the document writes them.
 //! - `nic`: NIC references (an interface name or a MAC): one validator, one resolver.
@@ -18,6 +19,7 @@
 
 pub mod document;
 pub mod error;
+pub mod ha;
 pub mod health;
 pub mod ipvsadm;
 pub mod keepalived;

@@ -127,6 +127,30 @@ impl Config {
             }
         });
 
+        let ha = self.ha.as_ref().and_then(|h| match h.validate(dip, self.one_arm()) {
+            Ok(spec) => Some(spec),
+            Err(problems) => {
+                for (f, m) in problems {
+                    p.add(if f == "ha" { "ha".to_string() } else { format!("ha.{f}") }, m);
+                }
+                None
+            }
+        });
+        if let Some(h) = &ha {
+            let serves = services
+                .iter()
+                .any(|s| s.vip == h.peer || s.sorry_server == Some(h.peer) || s.real_servers.iter().any(|r| r.addr == h.peer));
+            if serves {
+                p.add(
+                    "ha.peer",
+                    format!("{} is a VIP, real server or sorry server of a service here; the peer is the other director's DIP", h.peer),
+                );
+            }
+        }
+        if self.mode == Mode::Ipvs && self.ha.is_some() {
+            p.add("ha", "the HA pair runs in forwarder mode for now; ipvs mode with the kernel's sync daemon is not built yet");
+        }
+
         match dip {
             Some(d) if p.0.is_empty() => Ok(DataPlaneSpec {
                 dip: d.addr(),
@@ -145,6 +169,7 @@ impl Config {
                     udp_new_s: t.udp_new_s,
                 },
                 arp_refresh_ms: u64::from(refresh) * 1000,
+                ha,
             }),
             _ => Err(ConfigError::Invalid(p.0)),
         }
@@ -444,6 +469,47 @@ mod tests {
             v["services"][0]["health_check"] = serde_json::json!({"type": "https"});
         });
         Config::parse(&ok).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn an_ha_section_is_checked_field_by_field() {
+        let ha = |v: &mut serde_json::Value, h: serde_json::Value| v["ha"] = h;
+        let good = serde_json::json!({"peer": "198.18.0.3", "vrid": 51, "priority": 200, "key": "a shared secret"});
+        let text = with(|v| ha(v, good.clone()));
+        let spec = Config::parse(&text).unwrap().validate().unwrap();
+        let h = spec.ha.unwrap();
+        assert_eq!((h.vrid, h.priority, h.advert_ms, h.preempt), (51, 200, 200, true), "defaults: 200 ms adverts, preempt");
+        assert_eq!(h.virtual_mac(), [0, 0, 0x5e, 0, 1, 51]);
+        let e = invalid(&with(|v| {
+            ha(v, serde_json::json!({"peer": "198.18.0.2", "vrid": 0, "priority": 255, "advert_ms": 15, "key": "short"}))
+        }));
+        assert!(has(&e, "ha.peer", "this box's own DIP"), "{e:?}");
+        assert!(has(&e, "ha.vrid", "1 to 255"), "{e:?}");
+        assert!(has(&e, "ha.priority", "1 to 254"), "{e:?}");
+        assert!(has(&e, "ha.advert_ms", "multiple of 10"), "{e:?}");
+        assert!(has(&e, "ha.key", "12 to 256 bytes"), "{e:?}");
+        let e = invalid(&with(|v| {
+            let mut g = good.clone();
+            g["peer"] = "10.9.9.9".into();
+            ha(v, g);
+        }));
+        assert!(has(&e, "ha.peer", "outside the DIP's subnet"), "{e:?}");
+        let e = invalid(&with(|v| {
+            let mut g = good.clone();
+            g["peer"] = "198.18.0.11".into();
+            ha(v, g);
+        }));
+        assert!(has(&e, "ha.peer", "real server"), "{e:?}");
+        let e = invalid(&with(|v| {
+            ha(v, good.clone());
+            v["mode"] = "ipvs".into();
+        }));
+        assert!(has(&e, "ha", "forwarder mode for now"), "{e:?}");
+        let e = invalid(&with(|v| {
+            ha(v, good.clone());
+            v["nics"]["rs_side"] = v["nics"]["vip_side"].clone();
+        }));
+        assert!(has(&e, "ha", "two-arm layout"), "{e:?}");
     }
 
     #[test]

@@ -227,6 +227,130 @@ pub struct Status {
     /// Real servers' health changes, oldest first (the last ones kept).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health_events: Vec<HealthEvent>,
+    /// This box's place in its HA pair, if it is one of a pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaStatus>,
+}
+
+/// One box of an HA pair, as it sees the pair.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaStatus {
+    /// "master" or "backup".
+    pub state: String,
+    /// Virtual router ID.
+    pub vrid: u8,
+    /// The MAC the VIPs live on.
+    pub virtual_mac: String,
+    /// This box's priority.
+    pub priority: u8,
+    /// Its advert interval, ms.
+    pub advert_ms: u32,
+    /// Whether it takes the master role back when it outranks the master.
+    pub preempt: bool,
+    /// The peer's DIP.
+    pub peer: String,
+    /// The peer's last authenticated advert, if one came.
+    pub peer_advert: Option<PeerAdvert>,
+    /// The last change of role, if any.
+    pub last_transition: Option<HaTransition>,
+    /// The last time both boxes were master at once (the peers could not hear each other).
+    pub split_brain: Option<SplitBrain>,
+    /// Adverts sent.
+    pub adverts_sent: u64,
+    /// Authenticated adverts from the peer taken.
+    pub adverts_received: u64,
+    /// Adverts ignored, by why ("wrong_key", "replayed", …).
+    pub adverts_ignored: BTreeMap<String, u64>,
+    /// Who sent the last ignored advert, and why it was ignored.
+    pub last_ignored: Option<String>,
+}
+
+/// What the peer last advertised.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAdvert {
+    /// Its priority (0: it was leaving the master role).
+    pub priority: u8,
+    /// Its advert interval, ms.
+    pub advert_ms: u32,
+    /// How long ago, ms.
+    pub age_ms: u64,
+    /// Whether its services are the same as this box's (the digest in its adverts).
+    pub same_services: bool,
+}
+
+/// A change of role.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaTransition {
+    /// "master" or "backup".
+    pub to: String,
+    /// Why, in words.
+    pub why: String,
+    /// When (Unix time, ms).
+    pub at_unix_ms: u64,
+}
+
+/// Both boxes master at once, then resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitBrain {
+    /// For about how long, ms.
+    pub duration_ms: u64,
+    /// When it ended (Unix time, ms).
+    pub resolved_unix_ms: u64,
+}
+
+impl HaStatus {
+    /// The lines `render` shows, and the warnings an operator must see.
+    pub fn render(&self, o: &mut String) {
+        let _ = writeln!(
+            o,
+            "HA: {} (vrid {}, virtual MAC {}, priority {}, adverts every {} ms{}), peer {}",
+            self.state.to_uppercase(),
+            self.vrid,
+            self.virtual_mac,
+            self.priority,
+            self.advert_ms,
+            if self.preempt { ", preempt" } else { "" },
+            self.peer
+        );
+        match &self.peer_advert {
+            Some(p) => {
+                let _ = writeln!(o, "  peer's last advert: priority {}, every {} ms, {} ms ago", p.priority, p.advert_ms, p.age_ms);
+            }
+            None => {
+                let _ = writeln!(o, "  no advert from the peer yet");
+            }
+        }
+        if let Some(t) = &self.last_transition {
+            let _ = writeln!(o, "  became {} at {}: {}", t.to, utc(t.at_unix_ms), t.why);
+        }
+        let ignored: Vec<String> = self.adverts_ignored.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            o,
+            "  adverts sent {}, received {}, ignored {}",
+            self.adverts_sent,
+            self.adverts_received,
+            if ignored.is_empty() { "0".into() } else { ignored.join(", ") }
+        );
+    }
+
+    /// What the operator must be told about the pair.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if let Some(s) = &self.split_brain {
+            w.push(format!(
+                "split brain: both boxes of the pair were master for about {:.1} s (they could not hear each other's adverts), resolved at {}; check the link between them",
+                s.duration_ms as f64 / 1000.0,
+                utc(s.resolved_unix_ms)
+            ));
+        }
+        if self.peer_advert.as_ref().is_some_and(|p| !p.same_services) {
+            w.push("the peer's services differ from this box's: after a failover clients would be served differently; apply the same services on both".into());
+        }
+        if let Some(l) = &self.last_ignored {
+            w.push(format!("adverts were ignored: {l}"));
+        }
+        w
+    }
 }
 
 impl Status {
@@ -336,6 +460,9 @@ impl Status {
                     let _ = writeln!(o, "       ! {d}");
                 }
             }
+        }
+        if let Some(h) = &self.ha {
+            h.render(&mut o);
         }
         if self.mode == "ipvs" {
             self.render_health_events(&mut o);

@@ -60,6 +60,7 @@ fn main() {
         flow_capacity: 1 << 20,
         timeouts: Timeouts::default(),
         arp_refresh_ms: 3_600_000,
+        ha: None,
     };
     let mut f = Forwarder::new(spec, VIP_MAC, RS_MAC, false, 7, Millis(0));
     for i in 1..=8u8 {

@@ -48,6 +48,7 @@ reasons! {
         TxRingFull => "tx_ring_full", "transmit ring full";
         TxError => "tx_error", "the kernel dropped a frame we sent (the NIC's transmit queue was full, or it refused the frame)";
         RxRingOverflow => "rx_ring_overflow", "the kernel found the receive ring full (netfw was not scheduled in time: CPU starved)";
+        Standby => "standby", "a frame for a VIP reached this box while it is the HA pair's backup (the master serves the VIPs; a switch flooded it, or a neighbour still has this box's MAC)";
         Oversize => "oversize", "a frame larger than the MTU that cannot be split (not TCP, e.g. UDP GRO; or cut short by the ring): turn receive merging and segmentation offloads off towards the director";
     }
 }

@@ -235,6 +235,32 @@ pub struct DataPlaneSpec {
     pub timeouts: Timeouts,
     /// How often each real server's MAC is re-resolved, in milliseconds.
     pub arp_refresh_ms: u64,
+    /// The HA pair this box is one of, if any.
+    pub ha: Option<HaSpec>,
+}
+
+/// One box of an HA pair (RFC 5798's virtual router, with the pair's key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HaSpec {
+    /// The other box's DIP.
+    pub peer: Ipv4Addr,
+    /// Virtual router ID (1–255): the VIPs live on MAC 00:00:5e:00:01:<vrid>.
+    pub vrid: u8,
+    /// 1–254; the higher is master.
+    pub priority: u8,
+    /// Advert interval, ms (a multiple of 10).
+    pub advert_ms: u32,
+    /// A returning higher-priority box takes the master role back.
+    pub preempt: bool,
+    /// The shared secret that signs adverts and flow sync.
+    pub key: Vec<u8>,
+}
+
+impl HaSpec {
+    /// The virtual MAC the VIPs live on (RFC 5798 section 7.3).
+    pub fn virtual_mac(&self) -> [u8; 6] {
+        [0x00, 0x00, 0x5e, 0x00, 0x01, self.vrid]
+    }
 }
 
 impl DataPlaneSpec {
@@ -242,6 +268,33 @@ impl DataPlaneSpec {
     /// service, and each service's sorry server.
     pub fn backend_count(&self) -> usize {
         self.services.iter().map(|s| s.real_servers.len() + usize::from(s.sorry_server.is_some())).sum()
+    }
+
+    /// A digest of the services (addresses, ports, schedulers, persistence, forwarding, real
+    /// servers and weights, sorry servers, whether checked): two boxes of a pair with the same
+    /// digest serve the same. FNV-1a over their fields in order, stable across builds.
+    pub fn services_digest(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for s in &self.services {
+            eat(&s.vip.octets());
+            eat(&[s.proto.number()]);
+            eat(&s.port.to_be_bytes());
+            eat(s.sched.name().as_bytes());
+            eat(&s.persistence_s.to_be_bytes());
+            eat(s.forwarding.name().as_bytes());
+            for r in &s.real_servers {
+                eat(&r.addr.octets());
+                eat(&r.weight.to_be_bytes());
+            }
+            eat(&s.sorry_server.map_or([0; 4], |a| a.octets()));
+            eat(&[u8::from(s.health.is_some()), 0xff]);
+        }
+        h
     }
 
     /// Distinct VIPs, in config order.

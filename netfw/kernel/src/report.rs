@@ -111,6 +111,7 @@ pub fn collect(cfg: Option<&Config>, table: &[(Service, Vec<Dest>)], arp: &str) 
         warnings,
         workers: Vec::new(),
         health_events: Vec::new(),
+        ha: None,
     }
 }
 

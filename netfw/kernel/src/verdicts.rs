@@ -108,6 +108,7 @@ mod tests {
             flow_capacity: 64,
             timeouts: Timeouts::default(),
             arp_refresh_ms: 60_000,
+            ha: None,
         }
     }
 

@@ -744,6 +744,7 @@ mod tests {
             flow_capacity: 64,
             timeouts: Timeouts::default(),
             arp_refresh_ms: 3_600_000,
+            ha: None,
         };
         let mac = [2, 0, 0, 0, 0xd0, 1];
         let mut fwd = Forwarder::new(spec.clone(), mac, mac, true, 1, Millis(0));

@@ -11,12 +11,14 @@
 //!   with AF_PACKET: `tc_path`); netfw keeps its flow map, backends and counters.
 //! - `backend`: which of the two a NIC gets, and why (the start line says it).
 //! - `nic`: facts about a NIC by name (index, MAC, MTU).
+//! - `membership`: extra MACs a NIC receives (the HA pair's virtual MAC, the VRRP group).
 //!
 //! No syscall and no allocation per packet.
 
 pub mod backend;
 pub mod bpf;
 pub mod kernel_flows;
+pub mod membership;
 pub mod nic;
 pub mod programs;
 pub mod ring;

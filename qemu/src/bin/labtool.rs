@@ -19,6 +19,11 @@ const USAGE: &str = "usage:
                 set up wrong; --flap: every other connection, the first included, gets a 503)
   labtool probe IP:PORT
   labtool get --to IP:PORT [--count N] [--from IP] [--interval-ms I]   (I: one request every I ms)
+  labtool watch --to IP:PORT --stop-file F [--interval-ms I] [--timeout-ms T] [--seconds S]
+                                                   requests every I ms (each given T ms) until F exists: the longest
+                                                   time without an answer, and the failures after it
+  labtool vrrp --dev DEV --src IP --vrid V --priority P --key K [--count N] [--interval-ms I]
+                                                   the HA pair's adverts, sent as a stray box would
   labtool long --to IP:PORT --bytes B --ms T
   labtool upload --to IP:PORT --bytes B            send B bytes to the server (client -> real server)
   labtool spoof --to IP:PORT --rate PAIRS --seconds S   SYN then ACK from made-up clients in 198.51.100.0/24
@@ -44,6 +49,8 @@ fn main() -> ExitCode {
         Some("probe") => probe(&args),
         Some("get") => get(&args),
         Some("long") => long(&args),
+        Some("watch") => watch(&args),
+        Some("vrrp") => vrrp(&args),
         Some("upload") => upload(&args),
         Some("spoof") => spoof(&args),
         Some("udp") => udp(&args),
@@ -281,6 +288,136 @@ fn get(args: &[String]) -> Result<(), String> {
     }
     let seconds = start.elapsed().as_secs_f64();
     println!("{}", serde_json::json!({ "servers": counts, "errors": errors, "seconds": seconds }));
+    Ok(())
+}
+
+/// One request that must be answered within `timeout` (connect and reply): the server's name.
+fn fetch_within(to: SocketAddr, timeout: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    let mut s = TcpStream::connect_timeout(&to, timeout).map_err(|e| format!("connect: {e}"))?;
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+    write!(s, "GET / HTTP/1.0\r\nHost: {to}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).map_err(|e| format!("read: {e}"))?;
+    let at = all.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP header in reply")? + 4;
+    Ok(String::from_utf8_lossy(&all[at..]).lines().next().unwrap_or_default().to_string())
+}
+
+/// Requests every `--interval-ms` until `--stop-file` exists: how long the service went
+/// without answering (the longest time between two answered requests), and what failed
+/// after that (a takeover must break nothing once it is done).
+fn watch(args: &[String]) -> Result<(), String> {
+    let to = to_addr(args)?;
+    let interval = Duration::from_millis(num(args, "--interval-ms", 50).max(1));
+    let timeout = Duration::from_millis(num(args, "--timeout-ms", 300).max(1));
+    let limit = Duration::from_secs(num(args, "--seconds", 120));
+    let stop = arg(args, "--stop-file").map(std::path::PathBuf::from);
+    let start = Instant::now();
+    let (mut ok, mut counts) = (0u64, BTreeMap::<String, u64>::new());
+    let mut failures: Vec<(f64, String)> = Vec::new();
+    let (mut last_ok, mut longest, mut longest_end) = (None::<Duration>, Duration::ZERO, Duration::ZERO);
+    println!("{}", serde_json::json!({ "ready": true }));
+    let mut i = 0u32;
+    while start.elapsed() < limit && !stop.as_ref().is_some_and(|f| f.exists()) {
+        let t = start.elapsed();
+        match fetch_within(to, timeout) {
+            Ok(name) => {
+                ok += 1;
+                *counts.entry(name).or_default() += 1;
+                if let Some(prev) = last_ok {
+                    if t - prev > longest {
+                        (longest, longest_end) = (t - prev, t);
+                    }
+                }
+                last_ok = Some(t);
+            }
+            Err(e) => failures.push((t.as_secs_f64(), e)),
+        }
+        i += 1;
+        if let Some(wait) = (interval * i).checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let after: Vec<&(f64, String)> = failures.iter().filter(|(t, _)| *t > longest_end.as_secs_f64()).collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "ok": ok, "failed": failures.len(), "servers": counts,
+            "longest_gap_ms": longest.as_millis() as u64, "gap_ended_s": longest_end.as_secs_f64(),
+            "failed_after_gap": after.len(), "errors": failures.iter().take(5).map(|(t, e)| format!("{t:.3}s: {e}")).collect::<Vec<_>>(),
+        })
+    );
+    Ok(())
+}
+
+/// Adverts in the pair's format from `--src` on `--dev` (an AF_PACKET socket: a whole frame,
+/// TTL 255, from a made-up MAC), signed with `--key`: a stray or misconfigured box.
+fn vrrp(args: &[String]) -> Result<(), String> {
+    use netfw_core::ha::advert::{emit, Ours, PROTO_VRRP, VRRP_GROUP};
+    let dev = arg(args, "--dev").ok_or("--dev is required")?;
+    let src: Ipv4Addr = arg(args, "--src").ok_or("--src is required")?.parse().map_err(|_| "--src: not an IPv4 address")?;
+    let key = arg(args, "--key").ok_or("--key is required")?;
+    let vrid = u8::try_from(num(args, "--vrid", 51)).map_err(|_| "--vrid: 1-255")?;
+    let priority = u8::try_from(num(args, "--priority", 254)).map_err(|_| "--priority: 0-255")?;
+    let count = num(args, "--count", 10);
+    let interval = Duration::from_millis(num(args, "--interval-ms", 100));
+    // SAFETY: plain socket(2); protocol 0: this socket only sends.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!("socket: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is ours; the File closes it.
+    let _owner = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let cname = std::ffi::CString::new(dev.clone()).map_err(|e| e.to_string())?;
+    // SAFETY: valid C string.
+    let idx = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if idx == 0 {
+        return Err(format!("no NIC {dev}"));
+    }
+    // SAFETY: zeroed sockaddr_ll is valid plain data.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_ifindex = idx as i32;
+    sll.sll_halen = 6;
+    let seq0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    for n in 0..count {
+        let mut f = [0u8; 14 + 20 + 64];
+        f[..6].copy_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]);
+        f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0xee, 0x01]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let ours = Ours { vrid, priority, interval_cs: 20, vips: &[], sequence: seq0 + n, digest: 0 };
+        let len = emit(&mut f[34..], src, &ours, key.as_bytes()).ok_or("the advert does not fit")?;
+        let ip = &mut f[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((20 + len) as u16).to_be_bytes());
+        ip[8] = 255;
+        ip[9] = PROTO_VRRP;
+        ip[12..16].copy_from_slice(&src.octets());
+        ip[16..20].copy_from_slice(&VRRP_GROUP.octets());
+        let mut sum: u32 = ip.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        let frame = &f[..34 + len];
+        // SAFETY: `frame` and `sll` are valid for the lengths given.
+        let r = unsafe {
+            libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                std::ptr::from_ref(&sll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(format!("sendto: {}", std::io::Error::last_os_error()));
+        }
+        std::thread::sleep(interval);
+    }
+    println!("{}", serde_json::json!({ "sent": count }));
     Ok(())
 }
 

@@ -5,8 +5,13 @@
 //!              │                              └miss─► persistence / scheduler ─► new flow ─┘
 //!              ├─(ICMP error about a flow)─► that flow's real server
 //!              ├─(later fragment)─► the real server of its first fragment (held until known)
-//!              └─(ARP, ICMP echo, anything for the DIP)─► Control (the smoltcp stack)
+//!              └─(ARP, ICMP echo, anything for the DIP, VRRP adverts)─► Control (the smoltcp stack;
+//!                 adverts to the HA driver)
 //! ```
+//!
+//! In an HA pair (`spec.ha`) the VIPs live on the virtual MAC, and only while this box is the
+//! master (`set_serving`): the backup drops what reaches it for a VIP (`standby`), never
+//! passes an ARP request for a VIP to its stack, and sends no gratuitous ARP.
 //!
 //! - `plan`: a new configuration is built beside the running one and swapped in.
 //! - `frag`: fragments follow their datagram's first fragment.
@@ -257,6 +262,10 @@ pub struct Forwarder {
     arp_seen: Option<Vec<ArpSeen>>,
     /// Whether this forwarder sends the ARP requests and gratuitous ARP (`stay_quiet`).
     announces: bool,
+    /// The HA pair's virtual MAC, when this box is one of a pair.
+    ha_mac: Option<Mac>,
+    /// Whether the VIPs are served here: always without a pair, only as its master with one.
+    serving: bool,
 }
 
 impl core::fmt::Debug for Forwarder {
@@ -303,6 +312,8 @@ impl Forwarder {
             shared: None,
             arp_seen: None,
             announces: true,
+            ha_mac: None,
+            serving: true,
             spec: empty,
             vip_mac,
             rs_mac,
@@ -368,6 +379,38 @@ impl Forwarder {
         }
     }
 
+    /// The MAC clients' frames for a VIP arrive at: the pair's virtual MAC, or the VIP-facing
+    /// NIC's own.
+    fn vip_dst_mac(&self) -> Mac {
+        self.ha_mac.unwrap_or(self.vip_mac)
+    }
+
+    /// Where the fast path takes clients' frames: nowhere on the VIP side while a backup.
+    pub(crate) fn set_fast_macs(&mut self) {
+        self.fast_macs[Side::Vip as usize] = if self.serving { mac_word(self.vip_dst_mac()) } else { u64::MAX };
+    }
+
+    /// HA: serve the VIPs (this box became master: gratuitous ARP for them from the virtual
+    /// MAC at once, then twice more a second apart) or stop (backup). No effect without a pair.
+    pub fn set_serving(&mut self, serving: bool, now: Millis) {
+        if self.ha_mac.is_none() || serving == self.serving {
+            return;
+        }
+        self.serving = serving;
+        self.set_fast_macs();
+        if serving {
+            self.garp_left = GARP_ROUNDS;
+            self.garp_next = now;
+        } else {
+            self.garp_left = 0;
+        }
+    }
+
+    /// Whether this box serves the VIPs (no pair, or its master).
+    pub fn serving(&self) -> bool {
+        self.serving
+    }
+
     fn owns_dip(&self, side: Side) -> bool {
         self.one_arm || side == Side::Rs
     }
@@ -424,16 +467,22 @@ impl Forwarder {
             Err(e) => return Verdict::Drop(e.into()),
         };
         let dst = frame::dst_mac(frame);
-        let for_us = dst == self.my_mac(side) || dst[0] & 1 == 1;
+        let to_vmac = side == Side::Vip && Some(dst) == self.ha_mac;
+        if to_vmac && !self.serving {
+            return Verdict::Drop(DropReason::Standby);
+        }
+        let for_us = dst == self.my_mac(side) || dst[0] & 1 == 1 || to_vmac;
         match parsed {
             // Every ARP frame we see tells us something: a real server's MAC, or another host
             // claiming a VIP (even a flooded unicast reply not meant for us).
-            Frame::Arp { op, sender_mac, sender_ip, .. } => {
+            Frame::Arp { op, sender_mac, sender_ip, target_ip } => {
                 self.observe_arp(side, op, sender_mac, sender_ip, now);
                 if let Some(seen) = self.arp_seen.as_mut().filter(|s| s.len() < ARP_RELAY && op != ArpOp::Other) {
                     seen.push(ArpSeen { side, op, mac: sender_mac, ip: sender_ip });
                 }
-                if for_us {
+                if !self.serving && self.vips.contains(&target_ip) {
+                    Verdict::Drop(DropReason::Standby)
+                } else if for_us {
                     Verdict::Control
                 } else {
                     Verdict::Drop(DropReason::NotForUs)
@@ -460,7 +509,8 @@ impl Forwarder {
         if op == ArpOp::Other {
             return (false, false);
         }
-        let conflict = self.vips.contains(&ip) && mac != self.vip_mac && mac != self.rs_mac;
+        // The pair's virtual MAC is no thief: the master (this box or its peer) announces it.
+        let conflict = self.vips.contains(&ip) && mac != self.vip_mac && mac != self.rs_mac && Some(mac) != self.ha_mac;
         if conflict {
             let claim = VipConflict { vip: ip, mac, at: now, op };
             self.last_conflict = Some(claim);
@@ -468,8 +518,9 @@ impl Forwarder {
             // Defend the VIP: neighbours that just learned the wrong MAC relearn ours. Linux
             // ignores a new MAC for an entry updated less than `locktime` (1 s) ago, so one
             // announcement right after the thief's would be lost: send a round per second for
-            // three seconds. At most one per second, however fast the other host talks.
-            self.garp_left = GARP_ROUNDS;
+            // three seconds. At most one per second, however fast the other host talks. A
+            // backup defends nothing: its master does.
+            self.garp_left = if self.serving { GARP_ROUNDS } else { 0 };
         }
         let changed = self.owns_dip(side) && self.neigh.observe(ip, mac, now);
         if changed {
@@ -534,8 +585,14 @@ impl Forwarder {
         if ip.dst == self.spec.dip {
             return if self.owns_dip(side) { Verdict::Control } else { Verdict::Drop(DropReason::NotOurAddress) };
         }
+        if ip.dst == crate::ha::advert::VRRP_GROUP && ip.proto == crate::ha::advert::PROTO_VRRP {
+            return if self.ha_mac.is_some() && side == Side::Vip { Verdict::Control } else { Verdict::Drop(DropReason::NotOurAddress) };
+        }
         if !self.vips.contains(&ip.dst) {
             return Verdict::Drop(DropReason::NotOurAddress);
+        }
+        if !self.serving {
+            return Verdict::Drop(DropReason::Standby);
         }
         if side == Side::Rs && !self.one_arm {
             return Verdict::Drop(DropReason::VipOnRsSide);
@@ -861,12 +918,13 @@ impl Forwarder {
         self.counters.add(Event::ArpRequestsSent, sent);
         self.counters.drop_n(DropReason::TxRingFull, unsent);
 
-        if self.garp_left > 0 && self.garp_next <= now {
+        if self.garp_left > 0 && self.garp_next <= now && self.serving {
             self.garp_left -= 1;
             self.garp_next = now.plus(1_000);
+            let mac = self.vip_dst_mac();
             for &vip in &self.vips {
                 let mut buf = [0u8; 60];
-                if arp::gratuitous(&mut buf, self.vip_mac, vip).is_some() {
+                if arp::gratuitous(&mut buf, mac, vip).is_some() {
                     if emit(Side::Vip, &buf) {
                         self.counters.event(Event::GratuitousArpSent);
                     } else {

@@ -298,7 +298,14 @@ impl Forwarder {
         self.index = index;
         self.backends = backends;
         self.vips = spec.vips();
+        let ha_mac = spec.ha.as_ref().map(crate::model::HaSpec::virtual_mac);
+        if ha_mac != self.ha_mac {
+            // Joining a pair starts as backup (the election decides); leaving one serves.
+            self.ha_mac = ha_mac;
+            self.serving = ha_mac.is_none();
+        }
         self.spec = spec;
+        self.set_fast_macs();
         self.garp_left = GARP_ROUNDS;
         self.garp_next = now;
         self.counters.event(Event::Reloads);

@@ -4,9 +4,10 @@
 //! The IP payload is the VRRP message (version 3, type 1, VRID, priority, count of addresses,
 //! the maximum advertisement interval in centiseconds, the checksum with the IPv4
 //! pseudo-header and protocol 112, then the VIPs), followed by a trailer the RFC does not
-//! have: a 64-bit sequence number and the first 16 bytes of an HMAC-SHA256, keyed with the
-//! pair's shared secret, over the source and destination addresses, the VRRP message and the
-//! sequence. The checksum covers the trailer too, so to a standard VRRP router the advert is a
+//! have: a 64-bit sequence number, a 64-bit digest of the sender's services (the page warns
+//! when the two boxes' differ), and the first 16 bytes of an HMAC-SHA256, keyed with the
+//! pair's shared secret, over the source and destination addresses, the VRRP message, the
+//! sequence and the digest. The checksum covers the trailer too, so to a standard VRRP router the advert is a
 //! valid one with bytes after its addresses; to this box, an advert without a valid
 //! authenticator is not an advert (a stray box cannot take the VIP), and a sequence number
 //! not above the last one accepted from that sender is a replay.
@@ -25,8 +26,8 @@ pub const PROTO_VRRP: u8 = 112;
 pub const VRRP_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
 /// The VRRP header before the addresses.
 pub const HEADER: usize = 8;
-/// The sequence number and the authenticator after them.
-pub const TRAILER: usize = 8 + AUTH;
+/// The sequence number, the services' digest and the authenticator after them.
+pub const TRAILER: usize = 8 + 8 + AUTH;
 /// Bytes of the authenticator.
 pub const AUTH: usize = 16;
 /// Most VIPs one advert carries.
@@ -66,16 +67,16 @@ impl fmt::Display for AdvertError {
 type HmacSha256 = Hmac<Sha256>;
 
 /// The HMAC over a VRRP message (`msg`, its checksum taken as zero: the checksum covers the
-/// authenticator) with its sequence, between `src` and `dst`. `None` only for a key HMAC
-/// refuses (none: it takes any length).
-fn mac(key: &[u8], src: Ipv4Addr, dst: Ipv4Addr, msg: &[u8], seq: u64) -> Option<HmacSha256> {
+/// authenticator) with its sequence and digest (`extra`), between `src` and `dst`. `None` only
+/// for a key HMAC refuses (none: it takes any length).
+fn mac(key: &[u8], src: Ipv4Addr, dst: Ipv4Addr, msg: &[u8], extra: &[u8; 16]) -> Option<HmacSha256> {
     let mut m = HmacSha256::new_from_slice(key).ok()?;
     m.update(&src.octets());
     m.update(&dst.octets());
     m.update(msg.get(..6)?);
     m.update(&[0, 0]);
     m.update(msg.get(HEADER..)?);
-    m.update(&seq.to_be_bytes());
+    m.update(extra);
     Some(m)
 }
 
@@ -94,6 +95,7 @@ fn checksum(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> u16 {
 pub struct Advert<'a> {
     msg: &'a [u8],
     seq: u64,
+    digest: u64,
 }
 
 impl<'a> Advert<'a> {
@@ -120,15 +122,16 @@ impl<'a> Advert<'a> {
         }
         let msg = payload.get(..msg_len).ok_or(AdvertError::Short)?;
         let trailer = payload.get(msg_len..msg_len + TRAILER).ok_or(AdvertError::Short)?;
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(trailer.get(..8).ok_or(AdvertError::Short)?);
-        let seq = u64::from_be_bytes(seq);
+        let mut extra = [0u8; 16];
+        extra.copy_from_slice(trailer.get(..16).ok_or(AdvertError::Short)?);
         // The comparison runs over every byte (the HMAC crate's constant-time check).
-        mac(key, src, dst, msg, seq)
+        mac(key, src, dst, msg, &extra)
             .ok_or(AdvertError::Auth)?
-            .verify_truncated_left(trailer.get(8..).ok_or(AdvertError::Short)?)
+            .verify_truncated_left(trailer.get(16..).ok_or(AdvertError::Short)?)
             .map_err(|_| AdvertError::Auth)?;
-        Ok(Advert { msg, seq })
+        let (seq, digest) = extra.split_at(8);
+        let word = |b: &[u8]| b.iter().fold(0u64, |w, x| w << 8 | u64::from(*x));
+        Ok(Advert { msg, seq: word(seq), digest: word(digest) })
     }
 
     /// Virtual router ID.
@@ -151,6 +154,11 @@ impl<'a> Advert<'a> {
         self.seq
     }
 
+    /// The digest of the sender's services (`DataPlaneSpec::services_digest`).
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
     /// The addresses it carries (the VIPs).
     pub fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> + 'a {
         self.msg.get(HEADER..).unwrap_or_default().chunks_exact(4).map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3]))
@@ -170,6 +178,8 @@ pub struct Ours<'v> {
     pub vips: &'v [Ipv4Addr],
     /// Our sequence number (above every one sent before, also across restarts).
     pub sequence: u64,
+    /// The digest of our services.
+    pub digest: u64,
 }
 
 /// Write our advert from `src` (to `VRRP_GROUP`) into `buf`; its length, or `None` if it does
@@ -189,9 +199,12 @@ pub fn emit(buf: &mut [u8], src: Ipv4Addr, a: &Ours<'_>, key: &[u8]) -> Option<u
     for (slot, v) in out[HEADER..msg_len].chunks_exact_mut(4).zip(a.vips) {
         slot.copy_from_slice(&v.octets());
     }
-    let tag = mac(key, src, VRRP_GROUP, &out[..msg_len], a.sequence)?.finalize().into_bytes();
-    out[msg_len..msg_len + 8].copy_from_slice(&a.sequence.to_be_bytes());
-    out[msg_len + 8..].copy_from_slice(tag.get(..AUTH)?);
+    let mut extra = [0u8; 16];
+    extra[..8].copy_from_slice(&a.sequence.to_be_bytes());
+    extra[8..].copy_from_slice(&a.digest.to_be_bytes());
+    let tag = mac(key, src, VRRP_GROUP, &out[..msg_len], &extra)?.finalize().into_bytes();
+    out[msg_len..msg_len + 16].copy_from_slice(&extra);
+    out[msg_len + 16..].copy_from_slice(tag.get(..AUTH)?);
     let c = checksum(src, VRRP_GROUP, out);
     out[6..8].copy_from_slice(&c.to_be_bytes());
     Some(msg_len + TRAILER)
@@ -207,7 +220,7 @@ mod tests {
 
     fn ours(buf: &mut [u8; 256], priority: u8, sequence: u64) -> usize {
         let vips = [Ipv4Addr::new(203, 0, 113, 10), Ipv4Addr::new(203, 0, 113, 11)];
-        emit(buf, SRC, &Ours { vrid: 51, priority, interval_cs: 20, vips: &vips, sequence }, KEY).unwrap()
+        emit(buf, SRC, &Ours { vrid: 51, priority, interval_cs: 20, vips: &vips, sequence, digest: 0xfeed }, KEY).unwrap()
     }
 
     #[test]
@@ -216,7 +229,7 @@ mod tests {
         let n = ours(&mut buf, 200, 7);
         assert_eq!(n, HEADER + 8 + TRAILER);
         let a = Advert::parse(SRC, VRRP_GROUP, &buf[..n], KEY).unwrap();
-        assert_eq!((a.vrid(), a.priority(), a.interval_cs(), a.sequence()), (51, 200, 20, 7));
+        assert_eq!((a.vrid(), a.priority(), a.interval_cs(), a.sequence(), a.digest()), (51, 200, 20, 7, 0xfeed));
         assert_eq!(a.addresses().collect::<Vec<_>>(), vec![Ipv4Addr::new(203, 0, 113, 10), Ipv4Addr::new(203, 0, 113, 11)]);
         assert_eq!(checksum(SRC, VRRP_GROUP, &buf[..n]), 0, "the checksum covers the pseudo-header and the trailer");
     }

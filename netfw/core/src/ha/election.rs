@@ -109,12 +109,22 @@ pub struct Election {
     advert_at: Millis,
     /// When an advert from the peer last arrived.
     heard: Option<Millis>,
+    /// Backup: the master's last advert had priority 0 (it is leaving).
+    master_left: bool,
 }
 
 impl Election {
     /// Start as backup (the RFC's Initialize for a non-owner), listening for a master.
     pub fn new(s: Settings, now: Millis) -> Election {
-        let mut e = Election { s, role: Role::Backup, master_advert_ms: s.advert_ms, down_at: now, advert_at: now, heard: None };
+        let mut e = Election {
+            s,
+            role: Role::Backup,
+            master_advert_ms: s.advert_ms,
+            down_at: now,
+            advert_at: now,
+            heard: None,
+            master_left: false,
+        };
         e.down_at = now.plus(e.master_down_ms());
         e
     }
@@ -154,8 +164,13 @@ impl Election {
     pub fn tick(&mut self, now: Millis) -> Turn {
         match self.role {
             Role::Backup if now >= self.down_at => {
-                let silent = self.master_down_ms();
-                self.become_master(Why::MasterSilent(silent), now)
+                let why = if self.master_left {
+                    Why::MasterLeft
+                } else {
+                    Why::MasterSilent(self.heard.map_or(self.master_down_ms(), |t| now.since(t)))
+                };
+                self.master_left = false;
+                self.become_master(why, now)
             }
             Role::Master if now >= self.advert_at => {
                 self.advert_at = now.plus(self.s.advert_ms);
@@ -170,6 +185,7 @@ impl Election {
         let last_heard = self.heard.replace(now);
         match self.role {
             Role::Backup => {
+                self.master_left = priority == 0;
                 if priority == 0 {
                     self.down_at = now.plus(self.skew_ms());
                     if self.skew_ms() == 0 {
@@ -203,6 +219,12 @@ impl Election {
                 Turn { advertise: true, split_brain_ms: Some(last_heard.map_or(0, |t| now.since(t))), ..Turn::default() }
             }
         }
+    }
+
+    /// Keep the master role across new settings (a reload): advertise at once with them.
+    pub fn resume_master(&mut self, now: Millis) {
+        self.role = Role::Master;
+        self.advert_at = now;
     }
 
     /// Leaving (clean shutdown or reboot): a master sends one advert of priority 0, so its
@@ -250,7 +272,8 @@ mod tests {
         assert_eq!(e.master_down_ms(), 721);
         assert_eq!(run(&mut e, 0, 2000, Some((A, 200))), None, "the master's adverts hold it");
         let (at, tr) = run(&mut e, 2010, 4000, None).unwrap();
-        assert_eq!(tr, Transition { to: Role::Master, why: Why::MasterSilent(721) });
+        assert_eq!(tr.to, Role::Master);
+        assert!(matches!(tr.why, Why::MasterSilent(ms) if (721..=731).contains(&ms)), "the silence as it was: {tr:?}");
         assert!((2000 + 721..=2000 + 731).contains(&at), "took over at {at} ms");
         assert_eq!(e.role(), Role::Master);
         assert!(e.tick(Millis(at + 200)).advertise, "a master advertises every interval");
@@ -261,8 +284,9 @@ mod tests {
         let mut e = Election::new(settings(B, 100, true), Millis(0));
         e.advert(A, 200, 200, Millis(0));
         e.advert(A, 0, 200, Millis(100));
-        let (at, _) = run(&mut e, 100, 1000, None).unwrap();
+        let (at, tr) = run(&mut e, 100, 1000, None).unwrap();
         assert!(at <= 100 + 130, "priority 0: over after the skew (121 ms), at {at} ms");
+        assert_eq!(tr.why, Why::MasterLeft);
         let mut m = Election::new(settings(A, 200, true), Millis(0));
         m.tick(Millis(1000));
         assert!(m.leave(), "a master says it leaves");

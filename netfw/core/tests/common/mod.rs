@@ -42,6 +42,7 @@ pub fn spec(sched: SchedKind, proto: Protocol, port: u16, weights: &[u16], persi
         flow_capacity: 1024,
         timeouts: Timeouts::default(),
         arp_refresh_ms: 5_000,
+        ha: None,
     }
 }
 

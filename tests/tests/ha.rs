@@ -1,0 +1,218 @@
+//! Issue 12's proofs in the namespace lab: two directors as an HA pair on the same segments.
+//! The master dies (SIGKILL) while a client makes requests: the backup takes over, the gap is
+//! printed, nothing fails afterwards, and the router's neighbour entry for the VIP stays the
+//! virtual MAC; a clean stop hands over at once; a stray box's adverts are ignored and
+//! counted; cutting the link between the two makes both master, and restoring it leaves one,
+//! with the split brain shown. Needs root (network namespaces); run with `tests/run`.
+
+use std::time::{Duration, Instant};
+
+use qemu::lab::{self, Lab, Layout};
+use tests::{one_lab_at_a_time, poll_until, svc, wait_forwarding, Sniffer};
+
+const VMAC: &str = "00:00:5e:00:01:33";
+const KEY: &str = "a shared secret";
+
+/// One box's config: the lab's services, its DIP, and the pair.
+fn pair_config(lab: &Lab, dip: std::net::Ipv4Addr, peer: std::net::Ipv4Addr, priority: u8, preempt: bool) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&lab.config(&svc(&[(1, 1), (2, 1)]))).unwrap_or_else(|e| panic!("{e}"));
+    v["dip"] = format!("{dip}/24").into();
+    v["ha"] =
+        serde_json::json!({"peer": peer.to_string(), "vrid": 51, "priority": priority, "advert_ms": 200, "preempt": preempt, "key": KEY});
+    v.to_string()
+}
+
+/// The HA part of a director's status.
+fn ha(lab: &Lab, role: &str) -> serde_json::Value {
+    lab.status_json_in(role).map(|s| s["ha"].clone()).unwrap_or_default()
+}
+
+/// Wait until the director in `role` is `state`; its HA status then.
+fn wait_state(lab: &Lab, role: &str, state: &str) -> serde_json::Value {
+    poll_until(&format!("{role} never became {state}"), Duration::from_secs(20), || {
+        let h = ha(lab, role);
+        if h["state"] == state {
+            Ok(h)
+        } else {
+            Err(h.to_string())
+        }
+    })
+}
+
+/// A pair up: "director" (priority 200) master, "director2" (100) its backup, forwarding.
+fn pair(preempt: bool) -> Lab {
+    let mut lab = Lab::build(Layout::TwoArm, 2).unwrap_or_else(|e| panic!("{e}"));
+    lab.add_peer_director().unwrap_or_else(|e| panic!("{e}"));
+    let a = pair_config(&lab, lab::DIP, lab::PEER_DIP, 200, preempt);
+    let b = pair_config(&lab, lab::PEER_DIP, lab::DIP, 100, preempt);
+    lab.start_netfw_in("director", &a).unwrap_or_else(|e| panic!("{e}"));
+    lab.start_netfw_in("director2", &b).unwrap_or_else(|e| panic!("{e}"));
+    wait_state(&lab, "director", "master");
+    let b = wait_state(&lab, "director2", "backup");
+    assert_eq!(b["peer_advert"]["priority"], 200, "the backup hears the master: {b}");
+    assert_eq!(b["peer_advert"]["same_services"], true, "{b}");
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+    lab
+}
+
+fn watch_start(lab: &mut Lab) -> std::path::PathBuf {
+    let stop = lab.dir().join("watch.stop");
+    let _ = std::fs::remove_file(&stop);
+    let tool = qemu::proc::bin("labtool").unwrap_or_else(|e| panic!("{e}"));
+    let (client, to) = (lab.ns("client"), format!("{}:80", lab::VIP));
+    let args = [
+        tool.to_string_lossy().as_ref(),
+        "watch",
+        "--to",
+        &to,
+        "--interval-ms",
+        "20",
+        "--timeout-ms",
+        "250",
+        "--stop-file",
+        &stop.to_string_lossy(),
+    ]
+    .map(str::to_string);
+    lab.spawn("watch", &client, &args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap_or_else(|e| panic!("{e}"));
+    poll_until("the watcher never started", Duration::from_secs(5), || {
+        if lab.log("watch").contains("ready") {
+            Ok(())
+        } else {
+            Err(lab.log("watch"))
+        }
+    });
+    stop
+}
+
+fn watch_result(lab: &Lab, stop: &std::path::Path) -> serde_json::Value {
+    std::fs::write(stop, b"").unwrap_or_else(|e| panic!("{e}"));
+    poll_until("the watcher never finished", Duration::from_secs(10), || {
+        let log = lab.log("watch");
+        log.lines()
+            .find(|l| l.contains("longest_gap_ms"))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .ok_or(log)
+    })
+}
+
+#[test]
+fn the_backup_takes_over_when_the_master_dies_and_the_router_keeps_the_virtual_mac() {
+    let _serial = one_lab_at_a_time();
+    let mut lab = pair(true);
+    let router = lab.ns("router");
+    assert_eq!(lab.neighbour(&router, lab::VIP).as_deref(), Some(VMAC), "the router reaches the VIP at the virtual MAC");
+    let sniff = Sniffer::start(&mut lab, "sniff-vip", &router, "bvip");
+    let stop = watch_start(&mut lab);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The master dies as in a power loss: no goodbye.
+    let killed = Instant::now();
+    lab.signal_netfw_in("director", libc::SIGKILL);
+    let b = wait_state(&lab, "director2", "master");
+    let took = killed.elapsed();
+    assert!(b["last_transition"]["why"].as_str().unwrap_or_default().contains("no advert from the master"), "{b}");
+    std::thread::sleep(Duration::from_secs(2));
+    let w = watch_result(&lab, &stop);
+    let arps = sniff.finish(&lab);
+    println!(
+        "failover (namespace lab, SIGKILL): backup master {} ms after the kill; longest gap without an answer {} ms; {} requests answered, {} failed, {} after the gap",
+        took.as_millis(),
+        w["longest_gap_ms"],
+        w["ok"],
+        w["failed"],
+        w["failed_after_gap"]
+    );
+    assert_eq!(w["failed_after_gap"], 0, "nothing fails once the backup has taken over: {w}");
+    assert!(w["servers"]["rs1"].as_u64() > Some(0) && w["servers"]["rs2"].as_u64() > Some(0), "{w}");
+    // Nobody ever told the router another MAC for the VIP; the new master announced it.
+    let vip = lab::VIP.to_string();
+    let about_vip: Vec<&serde_json::Value> =
+        arps["arp"].as_array().map(|a| a.iter().filter(|x| x["sender_ip"] == vip.as_str()).collect()).unwrap_or_default();
+    assert!(!about_vip.is_empty(), "the new master announced the VIP: {arps}");
+    assert!(about_vip.iter().all(|x| x["sender_mac"] == VMAC), "only the virtual MAC ever claimed the VIP: {about_vip:?}");
+    assert_eq!(lab.neighbour(&router, lab::VIP).as_deref(), Some(VMAC));
+}
+
+#[test]
+fn a_clean_stop_hands_over_at_once_and_the_old_master_takes_back_with_preempt() {
+    let _serial = one_lab_at_a_time();
+    let mut lab = pair(true);
+    let stopped = Instant::now();
+    lab.signal_netfw_in("director", libc::SIGTERM);
+    let b = wait_state(&lab, "director2", "master");
+    println!("clean stop: backup master {} ms after SIGTERM (adverts every 200 ms)", stopped.elapsed().as_millis());
+    assert!(b["last_transition"]["why"].as_str().unwrap_or_default().contains("leaving"), "the master said it was leaving: {b}");
+    assert!(lab.log("netfw").contains("sent priority 0"), "{}", lab.log("netfw"));
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+
+    // The old master returns with preempt: backup first, then master again.
+    let a = pair_config(&lab, lab::DIP, lab::PEER_DIP, 200, true);
+    lab.start_netfw_in("director", &a).unwrap_or_else(|e| panic!("{e}"));
+    let h = wait_state(&lab, "director", "master");
+    assert!(h["last_transition"]["why"].as_str().unwrap_or_default().contains("no advert"), "{h}");
+    let b = wait_state(&lab, "director2", "backup");
+    assert!(b["last_transition"]["why"].as_str().unwrap_or_default().contains("outranks"), "{b}");
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+}
+
+#[test]
+fn a_stray_boxs_adverts_are_ignored_and_counted_and_a_cut_link_makes_a_split_brain_that_is_resolved_and_shown() {
+    let _serial = one_lab_at_a_time();
+    let lab = pair(true);
+    let router = lab.ns("router");
+    // A third box on the segment, priority 254 but without the pair's key.
+    let out = lab
+        .labtool(
+            &router,
+            &[
+                "vrrp",
+                "--dev",
+                "bvip",
+                "--src",
+                "203.0.113.99",
+                "--vrid",
+                "51",
+                "--priority",
+                "254",
+                "--key",
+                "not the key",
+                "--count",
+                "10",
+                "--interval-ms",
+                "50",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.contains("\"sent\":10"), "{out}");
+    for role in ["director", "director2"] {
+        let h = poll_until(&format!("{role} never counted the stray adverts"), Duration::from_secs(5), || {
+            let h = ha(&lab, role);
+            if h["adverts_ignored"]["wrong_key"].as_u64() >= Some(10) {
+                Ok(h)
+            } else {
+                Err(h.to_string())
+            }
+        });
+        assert!(h["last_ignored"].as_str().unwrap_or_default().contains("203.0.113.99"), "{h}");
+    }
+    assert_eq!(ha(&lab, "director")["state"], "master", "the stray box took nothing");
+    assert_eq!(ha(&lab, "director2")["state"], "backup");
+    let s = lab.status_json_in("director").unwrap_or_else(|e| panic!("{e}"));
+    assert!(s["warnings"].to_string().contains("not signed with the pair's key"), "{s}");
+
+    // Cut the link between the two boxes only: the backup hears nothing and becomes master.
+    lab.isolate_directors(true).unwrap_or_else(|e| panic!("{e}"));
+    wait_state(&lab, "director2", "master");
+    assert_eq!(ha(&lab, "director")["state"], "master", "both are master: split brain");
+    std::thread::sleep(Duration::from_secs(2));
+    lab.isolate_directors(false).unwrap_or_else(|e| panic!("{e}"));
+    // They hear each other again: the lower priority yields (the RFC's rule) and says how long
+    // both were master (the master says so too if the other's advert reached it first).
+    let b = wait_state(&lab, "director2", "backup");
+    assert_eq!(ha(&lab, "director")["state"], "master");
+    println!("split brain: {} (the box that yielded) / {} (the master)", b["split_brain"], ha(&lab, "director")["split_brain"]);
+    assert!(b["split_brain"]["duration_ms"].as_u64() > Some(1000), "{b}");
+    let s = lab.status_json_in("director2").unwrap_or_else(|e| panic!("{e}"));
+    assert!(s["warnings"].to_string().contains("split brain: both boxes of the pair were master"), "{s}");
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+}
