@@ -3,6 +3,7 @@
 //! - `io`: NIC I/O behind the `Port` traits; AF_PACKET with PACKET_MMAP rings.
 //! - `stack`: the smoltcp control stack that owns the director's addresses on each NIC.
 //! - `pair`: the HA pair: the election, this box's adverts, the role every worker follows.
+//! - `flow_sync`: the master's flow table streamed to the backup, and taken by a returning box.
 //! - `health`: health probes from the DIP (through the DR path or to the RIP) and their verdicts.
 //! - `pump`: one turn of the poll loop: frames in, decided by the core, frames out; every
 //!   frame that cannot be sent is counted.
@@ -18,6 +19,7 @@
 
 pub mod cli;
 pub mod ctl;
+pub mod flow_sync;
 pub mod health;
 pub mod io;
 pub mod ipvs_cli;

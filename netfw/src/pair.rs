@@ -11,17 +11,22 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv4Repr};
 
 use director_messages::status::{HaStatus, HaTransition, PeerAdvert, SplitBrain, Status};
+use netfw_core::counters::Event;
+use netfw_core::forward::Forwarder;
 use netfw_core::ha::advert::{self, Advert, Ours, PROTO_VRRP, VRRP_GROUP};
 use netfw_core::ha::election::{Election, Role, Settings, Turn};
+use netfw_core::ha::sync::SyncEntry;
 use netfw_core::model::{DataPlaneSpec, HaSpec};
 use netfw_core::time::Millis;
+
+use crate::flow_sync::{self, Cursor, Link, TableWalk};
 
 /// Adverts queued from the other workers (and from this one's receive path) per turn.
 pub const ADVERT_QUEUE: usize = 64;
@@ -56,28 +61,64 @@ impl Serving {
     }
 }
 
-/// What a worker does about the pair.
+/// What a worker does about the pair: its part in the election and the flow sync.
 #[derive(Debug)]
-pub enum Pair {
-    /// This worker runs the election (the first one, also with no pair configured: a reload
-    /// may add one).
+pub struct Pair {
+    /// This worker's index.
+    index: usize,
+    /// The table walk for a peer that asks for the table.
+    walk: Arc<TableWalk>,
+    /// This worker's place in it.
+    cursor: Cursor,
+    part: Part,
+}
+
+#[derive(Debug)]
+enum Part {
+    /// This worker runs the election and the sync (the first one, also with no pair
+    /// configured: a reload may add one).
     Run {
-        /// The election and its adverts (`None` without a pair).
+        /// The election, its adverts and the sync (`None` without a pair).
         driver: Option<Box<Driver>>,
-        /// Adverts other workers received.
+        /// Adverts and sync datagrams other workers received.
         relayed: Receiver<Vec<u8>>,
+        /// Flow changes of the other workers, for the peer.
+        changes: Receiver<SyncEntry>,
+        /// Flows taken from the peer, for the other workers.
+        adopt: Vec<SyncSender<SyncEntry>>,
     },
-    /// Another worker does: adverts received here go to it.
-    Relay(SyncSender<Vec<u8>>),
+    /// Another worker does: what is received here for the pair goes to it.
+    Relay { frames: SyncSender<Vec<u8>>, changes: SyncSender<SyncEntry>, adopt: Receiver<SyncEntry> },
 }
 
 impl Pair {
-    /// Take an advert (`is_advert`) received here; false if it had to be dropped.
+    /// One for each of `workers` workers, the first running the election (with `spec`'s pair,
+    /// if it has one) and publishing the role in `role`.
+    pub fn for_workers(workers: usize, spec: &DataPlaneSpec, role: &Serving, now: Millis) -> Vec<Pair> {
+        let walk = Arc::new(TableWalk::new(workers.max(1)));
+        let (frames_tx, frames_rx) = sync_channel(ADVERT_QUEUE + flow_sync::INBOX);
+        let (changes_tx, changes_rx) = sync_channel(flow_sync::CHANGES_QUEUE);
+        let mut adopt = Vec::new();
+        let mut pairs = Vec::with_capacity(workers.max(1));
+        for index in 1..workers {
+            let (tx, rx) = sync_channel(flow_sync::CHANGES_QUEUE);
+            adopt.push(tx);
+            let part = Part::Relay { frames: frames_tx.clone(), changes: changes_tx.clone(), adopt: rx };
+            pairs.push(Pair { index, walk: Arc::clone(&walk), cursor: Cursor::default(), part });
+        }
+        let driver = Driver::new(spec, role.clone(), now).map(Box::new);
+        let part = Part::Run { driver, relayed: frames_rx, changes: changes_rx, adopt };
+        pairs.insert(0, Pair { index: 0, walk, cursor: Cursor::default(), part });
+        pairs
+    }
+
+    /// Take an advert (`is_advert`) or sync datagram (`flow_sync::is_sync`) received here;
+    /// false if it had to be dropped.
     pub fn take(&mut self, frame: &[u8], now: Millis) -> bool {
-        match self {
-            Pair::Run { driver: Some(d), .. } => d.take(frame, now),
-            Pair::Run { driver: None, .. } => false,
-            Pair::Relay(to) => match to.try_send(frame.to_vec()) {
+        match &mut self.part {
+            Part::Run { driver: Some(d), .. } => d.take(frame, now),
+            Part::Run { driver: None, .. } => false,
+            Part::Relay { frames, .. } => match frames.try_send(frame.to_vec()) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
             },
@@ -86,16 +127,16 @@ impl Pair {
 
     /// The driver, if this worker runs one.
     pub fn driver(&mut self) -> Option<&mut Driver> {
-        match self {
-            Pair::Run { driver, .. } => driver.as_deref_mut(),
-            Pair::Relay(_) => None,
+        match &mut self.part {
+            Part::Run { driver, .. } => driver.as_deref_mut(),
+            Part::Relay { .. } => None,
         }
     }
 
     /// Run the election (if this worker does): adverts relayed, timers; an advert to send goes
     /// to `send` (the VIP-facing NIC), which says whether it went out.
     pub fn poll(&mut self, now: Millis, send: impl FnMut(&[u8]) -> bool) {
-        if let Pair::Run { driver, relayed } = self {
+        if let Part::Run { driver, relayed, .. } = &mut self.part {
             while let Ok(f) = relayed.try_recv() {
                 if let Some(d) = driver.as_deref_mut() {
                     let _ = d.take(&f, now);
@@ -107,9 +148,49 @@ impl Pair {
         }
     }
 
+    /// The flow sync's turn: this worker's flow changes (and its slice of a table walk) go to
+    /// the peer, flows taken from the peer into `fwd`; datagrams for the peer go to `send` (the
+    /// RS-facing NIC).
+    pub fn sync(&mut self, now: Millis, fwd: &mut Forwarder, send: impl FnMut(&[u8]) -> bool) {
+        let (walk, cursor, index) = (&self.walk, &mut self.cursor, self.index);
+        match &mut self.part {
+            Part::Run { driver: Some(d), changes, adopt, .. } => {
+                let link = &mut d.link;
+                fwd.take_sync(|e| link.queue(e));
+                cursor.step(walk, index, fwd, |e| link.queue(e));
+                while let Ok(e) = changes.try_recv() {
+                    link.queue(e);
+                }
+                let serving = fwd.serving();
+                let mut lost = 0;
+                link.receive(serving, walk, now, |e| {
+                    let _ = fwd.adopt_synced(e, now);
+                    for a in adopt.iter() {
+                        lost += u64::from(a.try_send(e).is_err());
+                    }
+                });
+                fwd.count_events(Event::SyncDropped, lost);
+                link.send(serving, walk, fwd.peer_mac(), fwd.rs_mac(), now, send);
+            }
+            Part::Run { driver: None, changes, .. } => {
+                fwd.take_sync(|_| {});
+                while changes.try_recv().is_ok() {}
+            }
+            Part::Relay { changes, adopt, .. } => {
+                let mut lost = 0;
+                fwd.take_sync(|e| lost += u64::from(changes.try_send(e).is_err()));
+                cursor.step(walk, index, fwd, |e| lost += u64::from(changes.try_send(e).is_err()));
+                fwd.count_events(Event::SyncDropped, lost);
+                while let Ok(e) = adopt.try_recv() {
+                    let _ = fwd.adopt_synced(e, now);
+                }
+            }
+        }
+    }
+
     /// A reload: the pair as `spec` has it (started, changed, or gone: then this box serves).
     pub fn configure(&mut self, spec: &DataPlaneSpec, role: &Serving, now: Millis) {
-        if let Pair::Run { driver, .. } = self {
+        if let Part::Run { driver, .. } = &mut self.part {
             match (spec.ha.as_ref(), driver.as_deref_mut()) {
                 (None, _) => {
                     *driver = None;
@@ -193,6 +274,8 @@ pub struct Driver {
     split: Option<SplitBrain>,
     /// This clock's zero in Unix milliseconds.
     zero_unix_ms: u64,
+    /// The flow sync with the peer.
+    link: Link,
 }
 
 fn unix_now() -> std::time::Duration {
@@ -211,6 +294,7 @@ impl Driver {
         role.set(false);
         let unix = unix_now();
         let zero_unix_ms = u64::try_from(unix.as_millis()).unwrap_or(0).saturating_sub(now.0);
+        let link = Link::new(h.key.clone(), spec.dip, h.peer, u64::try_from(unix.as_micros()).unwrap_or(0));
         Some(Driver {
             election: Election::new(settings(&h, spec.dip), now),
             spec: h,
@@ -220,6 +304,7 @@ impl Driver {
             // Microseconds since 1970: above every number this box sent before, across
             // restarts, at five adverts a second.
             sequence: u64::try_from(unix.as_micros()).unwrap_or(0),
+            link,
             role,
             inbox: Vec::with_capacity(ADVERT_QUEUE),
             peer: None,
@@ -239,6 +324,7 @@ impl Driver {
         self.vips = spec.vips();
         self.digest = spec.services_digest();
         let Some(h) = spec.ha.clone() else { return };
+        self.link.configure(&h.key, spec.dip, h.peer);
         if h != self.spec || spec.dip != self.dip {
             let was = self.election.role();
             self.election = Election::new(settings(&h, spec.dip), now);
@@ -250,8 +336,12 @@ impl Driver {
         }
     }
 
-    /// Queue an advert frame for the next `poll`; false if the queue is full.
+    /// Queue an advert frame for the next `poll`, or a sync datagram for the next `sync`;
+    /// false if the queue is full.
     pub fn take(&mut self, frame: &[u8], _now: Millis) -> bool {
+        if !is_advert(frame) {
+            return self.link.take(frame);
+        }
         if self.inbox.len() >= ADVERT_QUEUE {
             return false;
         }
@@ -309,6 +399,11 @@ impl Driver {
         let interval_ms = u64::from(a.interval_cs()) * 10;
         self.peer = Some(PeerSeen { priority: a.priority(), interval_ms, at: now, digest: a.digest(), sequence: a.sequence() });
         self.received += 1;
+        if self.election.role() == Role::Backup && a.priority() != 0 {
+            // A master: take its flow table (and, to preempt it, wait for it).
+            self.link.want_table(now);
+        }
+        self.election.set_hold(self.link.waiting_for_table(now) && self.election.outranks(a.priority()));
         Some(self.election.advert(src, a.priority(), interval_ms, now))
     }
 
@@ -332,6 +427,7 @@ impl Driver {
             eprintln!("netfw: HA: {from} -> {}: {}", t.to.name(), t.why);
             self.transition = Some(HaTransition { to: t.to.name().into(), why: t.why.to_string(), at_unix_ms: self.zero_unix_ms + now.0 });
             self.role.set(t.to == Role::Master);
+            self.link.forget_table();
         }
         if let Some(ms) = turn.split_brain_ms {
             eprintln!("netfw: HA: split brain resolved: both boxes were master for about {ms} ms");
@@ -406,6 +502,7 @@ impl Driver {
             adverts_received: self.received,
             adverts_ignored: self.ignored.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
             last_ignored: self.last_ignored.as_ref().filter(|(_, at)| now.since(*at) < IGNORED_WARNING_MS).map(|(w, _)| w.clone()),
+            flow_sync: self.link.stats(),
         };
         for w in st.warnings() {
             if !s.warnings.contains(&w) {

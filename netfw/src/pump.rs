@@ -14,6 +14,7 @@ use netfw_core::forward::{Forwarder, Side, Verdict};
 use netfw_core::time::Millis;
 use netfw_core::wire::{csum, segment, ETH_HDR_LEN};
 
+use crate::flow_sync::is_sync;
 use crate::health::{is_probe_reply, Probes};
 use crate::io::kernel_flows::KernelFlows;
 use crate::io::{Port, Receive, Transmit};
@@ -117,7 +118,7 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Optio
                         fwd.count_drop(DropReason::ControlQueueFull);
                     }
                 }
-                Verdict::Control if side == Side::Vip && is_advert(frame.data) => {
+                Verdict::Control if (side == Side::Vip && is_advert(frame.data)) || is_sync(frame.data, dip) => {
                     if !pair.take(frame.data, now) {
                         fwd.count_drop(DropReason::ControlQueueFull);
                     }
@@ -167,6 +168,10 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Optio
             sent
         });
         fwd.count_drops(DropReason::TxRingFull, unsent);
+    }
+    if let Some(n) = nics.get_mut(rs) {
+        let tx = n.port.halves().1;
+        pair.sync(now, fwd, |f| tx.send(f));
     }
     for n in nics.iter_mut() {
         let tx = n.port.halves().1;
@@ -275,8 +280,8 @@ mod tests {
 
     /// No probes, no pair.
     fn off() -> Services<'static> {
-        let (_, relayed) = std::sync::mpsc::sync_channel(1);
-        Services { probes: Box::leak(Box::new(Probes::Off)), pair: Box::leak(Box::new(Pair::Run { driver: None, relayed })) }
+        let pair = Pair::for_workers(1, &spec(), &crate::pair::Serving::default(), Millis(0)).pop().unwrap();
+        Services { probes: Box::leak(Box::new(Probes::Off)), pair: Box::leak(Box::new(pair)) }
     }
 
     /// A one-arm box whose NIC's transmit ring holds `room` frames.

@@ -29,7 +29,7 @@ use crate::io::membership::{self, Membership};
 use crate::io::nic::{fmt_mac, mtu, NicError};
 use crate::io::xsk::XdpPort;
 use crate::io::{nic_mac, Port};
-use crate::pair::{Driver, Pair, Serving, ADVERT_QUEUE};
+use crate::pair::{Pair, Serving};
 use crate::pump::Nic;
 use crate::reload::{self, Prepared, Reloading};
 use crate::stack::{ControlStack, Roles};
@@ -424,9 +424,7 @@ fn spawn<P: Port + Send + 'static>(
     // The first worker runs the pair's election; the others relay the adverts they receive.
     let serving = Serving::default();
     serving.set(spec.ha.is_none());
-    let (advert_tx, advert_rx) = mpsc::sync_channel(ADVERT_QUEUE);
-    let mut pairs: Vec<Pair> = (1..n).map(|_| Pair::Relay(advert_tx.clone())).collect();
-    pairs.insert(0, Pair::Run { driver: Driver::new(spec, serving.clone(), now).map(Box::new), relayed: advert_rx });
+    let pairs = Pair::for_workers(n, spec, &serving, now);
     let mut kernels: Vec<Option<KernelFlows>> =
         (0..n).map(|w| if w == 0 { None } else { kernel.as_ref().map(KernelFlows::worker) }).collect();
     if let Some(k) = kernels.first_mut() {

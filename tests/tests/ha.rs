@@ -95,6 +95,42 @@ fn watch_result(lab: &Lab, stop: &std::path::Path) -> serde_json::Value {
     })
 }
 
+/// Uploads running through the VIP at once (client -> real server crosses the director).
+const UPLOADS: usize = 4;
+
+/// Start `UPLOADS` uploads of `bytes` each from the client through the VIP, paced at `mbit`
+/// so they last across what the test does meanwhile.
+fn uploads_start(lab: &mut Lab, bytes: u64, mbit: u64) {
+    let tool = qemu::proc::bin("labtool").unwrap_or_else(|e| panic!("{e}"));
+    let (client, to) = (lab.ns("client"), format!("{}:80", lab::VIP));
+    for i in 0..UPLOADS {
+        let args = [tool.to_string_lossy().as_ref(), "upload", "--to", &to, "--bytes", &bytes.to_string(), "--mbit", &mbit.to_string()]
+            .map(str::to_string);
+        lab.spawn(&format!("upload{i}"), &client, &args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Every upload's result once all are done: each must have arrived whole.
+fn uploads_finish(lab: &Lab, bytes: u64) -> Vec<serde_json::Value> {
+    (0..UPLOADS)
+        .map(|i| {
+            let label = format!("upload{i}");
+            let r: serde_json::Value = poll_until(&format!("{label} never finished"), Duration::from_secs(90), || {
+                let log = lab.log(&label);
+                match log.lines().find(|l| l.starts_with('{')) {
+                    Some(l) => Ok(serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))),
+                    None if log.contains("broke") || log.contains("no answer") || log.contains("labtool:") => {
+                        panic!("{label} failed across the takeover: {log}")
+                    }
+                    None => Err(log),
+                }
+            });
+            assert_eq!(r["received"].as_u64(), Some(bytes), "{label}: the real server got all of it: {r}");
+            r
+        })
+        .collect()
+}
+
 #[test]
 fn the_backup_takes_over_when_the_master_dies_and_the_router_keeps_the_virtual_mac() {
     let _serial = one_lab_at_a_time();
@@ -103,7 +139,13 @@ fn the_backup_takes_over_when_the_master_dies_and_the_router_keeps_the_virtual_m
     assert_eq!(lab.neighbour(&router, lab::VIP).as_deref(), Some(VMAC), "the router reaches the VIP at the virtual MAC");
     let sniff = Sniffer::start(&mut lab, "sniff-vip", &router, "bvip");
     let stop = watch_start(&mut lab);
+    // Uploads of 12 MB at 16 Mbit/s (6 s each), spread over both real servers by rr: after the
+    // takeover each must stay on its server, which only the synced flow table knows.
+    const BYTES: u64 = 12_000_000;
+    uploads_start(&mut lab, BYTES, 16);
     std::thread::sleep(Duration::from_secs(2));
+    let b = ha(&lab, "director2");
+    assert!(b["flow_sync"]["flows_received"].as_u64() >= Some(UPLOADS as u64), "the backup has the uploads' flows: {b}");
 
     // The master dies as in a power loss: no goodbye.
     let killed = Instant::now();
@@ -123,6 +165,9 @@ fn the_backup_takes_over_when_the_master_dies_and_the_router_keeps_the_virtual_m
         w["failed_after_gap"]
     );
     assert_eq!(w["failed_after_gap"], 0, "nothing fails once the backup has taken over: {w}");
+    let ups = uploads_finish(&lab, BYTES);
+    let servers: Vec<&str> = ups.iter().map(|u| u["server"].as_str().unwrap_or_default()).collect();
+    println!("uploads across the failover: all {UPLOADS} complete, on {servers:?}");
     assert!(w["servers"]["rs1"].as_u64() > Some(0) && w["servers"]["rs2"].as_u64() > Some(0), "{w}");
     // Nobody ever told the router another MAC for the VIP; the new master announced it.
     let vip = lab::VIP.to_string();
@@ -145,13 +190,22 @@ fn a_clean_stop_hands_over_at_once_and_the_old_master_takes_back_with_preempt() 
     assert!(lab.log("netfw").contains("sent priority 0"), "{}", lab.log("netfw"));
     wait_forwarding(&lab, &["rs1", "rs2"]);
 
-    // The old master returns with preempt: backup first, then master again.
+    // Uploads through the backup-turned-master, then the old master returns with preempt:
+    // backup first, it takes the flow table, then master again; no upload breaks.
+    const BYTES: u64 = 12_000_000;
+    uploads_start(&mut lab, BYTES, 16);
+    std::thread::sleep(Duration::from_secs(1));
     let a = pair_config(&lab, lab::DIP, lab::PEER_DIP, 200, true);
     lab.start_netfw_in("director", &a).unwrap_or_else(|e| panic!("{e}"));
     let h = wait_state(&lab, "director", "master");
     assert!(h["last_transition"]["why"].as_str().unwrap_or_default().contains("no advert"), "{h}");
+    let table = h["flow_sync"]["last_table"].as_str().unwrap_or_default();
+    let taken: u64 = table.split("table: ").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(taken >= UPLOADS as u64, "it took the master's table, the uploads' flows in it, before taking over: {h}");
     let b = wait_state(&lab, "director2", "backup");
     assert!(b["last_transition"]["why"].as_str().unwrap_or_default().contains("outranks"), "{b}");
+    let ups = uploads_finish(&lab, BYTES);
+    println!("preemption: {table}; all {} uploads complete", ups.len());
     wait_forwarding(&lab, &["rs1", "rs2"]);
 }
 

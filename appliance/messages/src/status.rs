@@ -263,6 +263,24 @@ pub struct HaStatus {
     pub adverts_ignored: BTreeMap<String, u64>,
     /// Who sent the last ignored advert, and why it was ignored.
     pub last_ignored: Option<String>,
+    /// Flow sync with the peer.
+    #[serde(default)]
+    pub flow_sync: FlowSync,
+}
+
+/// The flow table shared with the peer (forwarder mode).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowSync {
+    /// Flow changes sent to the peer (as master).
+    pub flows_sent: u64,
+    /// Flow changes taken from the peer (as backup).
+    pub flows_received: u64,
+    /// Flow changes not sent: the queue was full, or the peer's MAC was not known.
+    pub flows_unsent: u64,
+    /// Sync datagrams ignored (wrong key, not from the peer, replayed, malformed).
+    pub batches_ignored: u64,
+    /// The last whole-table transfer, in words.
+    pub last_table: Option<String>,
 }
 
 /// What the peer last advertised.
@@ -322,6 +340,15 @@ impl HaStatus {
         }
         if let Some(t) = &self.last_transition {
             let _ = writeln!(o, "  became {} at {}: {}", t.to, utc(t.at_unix_ms), t.why);
+        }
+        let f = &self.flow_sync;
+        let _ = writeln!(
+            o,
+            "  flow sync: {} sent, {} received, {} unsent, {} datagrams ignored",
+            f.flows_sent, f.flows_received, f.flows_unsent, f.batches_ignored
+        );
+        if let Some(t) = &f.last_table {
+            let _ = writeln!(o, "  {t}");
         }
         let ignored: Vec<String> = self.adverts_ignored.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(

@@ -77,6 +77,8 @@ reasons! {
         Reloads => "reloads", "configurations applied";
         FramesSplit => "frames_split", "merged frames (GRO/LRO on a NIC, TSO on a veth peer) split back into MTU-sized TCP segments";
         TxFlushFailed => "tx_flush_failed", "a transmit flush failed for another reason than a full queue (the frames stay queued and are retried)";
+        SyncDropped => "sync_dropped", "flow changes not sent to the HA peer (more than the sync queue holds in one turn): after a failover those flows go where consistent hashing puts them";
+        FlowsAdopted => "flows_adopted", "flows the HA peer synced to this box (it keeps them on the same real server if it takes over)";
         RingStatsUnreadable => "ring_stats_unreadable", "the kernel's receive ring statistics could not be read: rx_ring_overflow may be undercounted";
     }
 }

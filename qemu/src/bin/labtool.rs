@@ -25,7 +25,7 @@ const USAGE: &str = "usage:
   labtool vrrp --dev DEV --src IP --vrid V --priority P --key K [--count N] [--interval-ms I]
                                                    the HA pair's adverts, sent as a stray box would
   labtool long --to IP:PORT --bytes B --ms T
-  labtool upload --to IP:PORT --bytes B            send B bytes to the server (client -> real server)
+  labtool upload --to IP:PORT --bytes B [--mbit M] send B bytes to the server (client -> real server), paced to M Mbit/s
   labtool spoof --to IP:PORT --rate PAIRS --seconds S   SYN then ACK from made-up clients in 198.51.100.0/24
   labtool udp --to IP:PORT [--count N]
   labtool sniff --dev DEV --seconds S [--stop-file F]   (stops when F exists, else after S)
@@ -429,10 +429,11 @@ fn long(args: &[String]) -> Result<(), String> {
 }
 
 /// Send `--bytes` to the server (the direction that crosses the director in DR) and report
-/// what arrived and how fast.
+/// what arrived and how fast; `--mbit` paces it (an upload that lasts, e.g. across a failover).
 fn upload(args: &[String]) -> Result<(), String> {
     let to = to_addr(args)?;
     let bytes = num(args, "--bytes", 20 << 20);
+    let mbit = num(args, "--mbit", 0);
     let start = Instant::now();
     let mut s = connect(to, None).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(120))).map_err(|e| e.to_string())?;
@@ -444,6 +445,10 @@ fn upload(args: &[String]) -> Result<(), String> {
         let n = (bytes - sent).min(chunk.len() as u64) as usize;
         s.write_all(&chunk[..n]).map_err(|e| format!("upload broke after {sent} bytes: {e}"))?;
         sent += n as u64;
+        if mbit > 0 {
+            let due = Duration::from_secs_f64(sent as f64 * 8.0 / (mbit as f64 * 1e6));
+            std::thread::sleep(due.saturating_sub(start.elapsed()));
+        }
     }
     let mut all = Vec::new();
     s.read_to_end(&mut all).map_err(|e| format!("no answer after the upload: {e}"))?;

@@ -252,6 +252,18 @@ impl<K: MapKey, V: Copy> FixedMap<K, V> {
         removed
     }
 
+    /// Visit the entries of up to `budget` slots from slot `from` (read only); the slot to go
+    /// on from, or `None` when the last slot was visited.
+    pub fn walk(&self, from: usize, budget: usize, mut f: impl FnMut(&K, &V)) -> Option<usize> {
+        let end = from.saturating_add(budget).min(self.slots.len());
+        for s in self.slots.get(from..end).unwrap_or_default() {
+            if s.key != self.empty {
+                f(&s.key, &s.val);
+            }
+        }
+        (end < self.slots.len()).then_some(end)
+    }
+
     /// Among the `window` slots from the key's home, the first for which `evictable` holds;
     /// removes it and returns it.
     pub fn evict_near(&mut self, key: &K, window: usize, mut evictable: impl FnMut(&K, &V) -> bool) -> Option<(K, V)> {

@@ -345,6 +345,12 @@ impl FlowTable {
         });
     }
 
+    /// Visit the flows of up to `budget` slots from slot `from`; where to go on from, or
+    /// `None` when the whole table was visited (the pair's table transfer, a slice a turn).
+    pub fn walk(&self, from: usize, budget: usize, f: impl FnMut(&FlowKey, &FlowVal)) -> Option<usize> {
+        self.map.walk(from, budget, f)
+    }
+
     /// All flows (status and tests).
     pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &FlowVal)> {
         self.map.iter()

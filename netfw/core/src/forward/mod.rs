@@ -80,6 +80,10 @@ pub enum KernelOp {
 /// Kernel flow-map changes queued between two drains (more wait for the next packet or sweep).
 pub const KERNEL_OPS: usize = 1024;
 
+/// Flow changes queued for the HA peer between two `take_sync` calls (more in one turn are
+/// counted as `sync_dropped`; consistent hashing covers those flows).
+pub const SYNC_QUEUE: usize = 4096;
+
 /// Persistence templates per forwarder (client-IP affinity entries).
 pub const PERSIST_CAPACITY: usize = 65536;
 /// Slots of the flow table examined per `poll_timers` call.
@@ -266,6 +270,10 @@ pub struct Forwarder {
     ha_mac: Option<Mac>,
     /// Whether the VIPs are served here: always without a pair, only as its master with one.
     serving: bool,
+    /// The pair's peer (its DIP), resolved like a real server.
+    peer: Option<Ipv4Addr>,
+    /// Flow changes for the peer (a pair's master), until `take_sync`.
+    sync: Option<Vec<crate::ha::sync::SyncEntry>>,
 }
 
 impl core::fmt::Debug for Forwarder {
@@ -314,6 +322,8 @@ impl Forwarder {
             announces: true,
             ha_mac: None,
             serving: true,
+            peer: None,
+            sync: None,
             spec: empty,
             vip_mac,
             rs_mac,
@@ -646,7 +656,7 @@ impl Forwarder {
                     queue_kernel_op(&mut self.kernel_ops, key, v);
                 }
                 if new_state != old_state {
-                    self.state_changed(backend, old_state, new_state);
+                    self.state_changed(key, backend, old_state, new_state);
                 }
                 Some(backend)
             }
@@ -677,7 +687,8 @@ impl Forwarder {
     }
 
     #[cold]
-    fn state_changed(&mut self, backend: u16, old: FlowState, new: FlowState) {
+    fn state_changed(&mut self, key: FlowKey, backend: u16, old: FlowState, new: FlowState) {
+        self.queue_sync(key, backend, new);
         if new == FlowState::SynAgain && self.suspects.len() < SUSPECTS && !self.suspects.contains(&backend) {
             self.suspects.push(backend);
         }
@@ -724,6 +735,7 @@ impl Forwarder {
             return Ok(b);
         }
         account(&mut self.backends, self.shared.as_deref(), b, state, 1);
+        self.queue_sync(key, b, state);
         let be = &mut self.backends[usize::from(b)];
         if be.sorry {
             self.counters.event(Event::SorryFlows);
@@ -736,6 +748,71 @@ impl Forwarder {
             self.counters.event(Event::FlowsCreated);
         }
         Ok(b)
+    }
+
+    /// A pair's master: tell the peer that flow `key` is on backend `b` in `state` (queued
+    /// without allocating; a full queue is counted).
+    #[inline]
+    fn queue_sync(&mut self, key: FlowKey, b: u16, state: FlowState) {
+        let Some(q) = self.sync.as_mut().filter(|_| self.serving) else { return };
+        let Some(rip) = self.backends.get(usize::from(b)).map(|be| be.rip) else { return };
+        if q.len() < SYNC_QUEUE {
+            q.push(crate::ha::sync::SyncEntry { key, rip, state });
+        } else {
+            self.counters.event(Event::SyncDropped);
+        }
+    }
+
+    /// The flow changes queued for the peer since the last call, in order.
+    pub fn take_sync(&mut self, mut f: impl FnMut(crate::ha::sync::SyncEntry)) {
+        for e in self.sync.iter_mut().flat_map(|q| q.drain(..)) {
+            f(e);
+        }
+    }
+
+    /// Visit this forwarder's flows in up to `budget` slots of its table from slot `from`, as
+    /// sync entries (the whole table for a returning peer, a slice per turn); where to go on
+    /// from, or `None` when done.
+    pub fn walk_flows(&self, from: usize, budget: usize, mut f: impl FnMut(crate::ha::sync::SyncEntry)) -> Option<usize> {
+        let backends = &self.backends;
+        self.flows.walk(from, budget, |k, v| {
+            if let Some(b) = backends.get(usize::from(v.backend)) {
+                f(crate::ha::sync::SyncEntry { key: *k, rip: b.rip, state: v.state });
+            }
+        })
+    }
+
+    /// A flow the peer synced: kept here on the same real server (found by the service's VIP,
+    /// port and protocol and the server's address), with its state's full timeout. False if
+    /// this box has no such service or server, or no room.
+    pub fn adopt_synced(&mut self, e: crate::ha::sync::SyncEntry, now: Millis) -> bool {
+        let Some(si) = self.index.get(u32::from(e.key.vip()), e.key.proto(), e.key.vport()) else { return false };
+        let Some(svc) = self.services.get(si) else { return false };
+        let found =
+            svc.backends.iter().chain(&svc.sorry).copied().find(|&b| self.backends.get(usize::from(b)).is_some_and(|be| be.rip == e.rip));
+        let Some(b) = found else { return false };
+        if let Some(old) = self.flows.remove(&e.key) {
+            release(&mut self.backends, self.shared.as_deref(), &old);
+        }
+        let backends = &mut self.backends;
+        let counters = &mut self.counters;
+        let shared = self.shared.as_deref();
+        let inserted = self.flows.insert(e.key, b, e.state, now, |v| {
+            release(backends, shared, v);
+            counters.event(Event::FlowsEvicted);
+        });
+        if inserted.is_err() {
+            return false;
+        }
+        account(&mut self.backends, self.shared.as_deref(), b, e.state, 1);
+        self.counters.event(Event::FlowsAdopted);
+        true
+    }
+
+    /// The pair's peer's MAC, once it answered ARP.
+    pub fn peer_mac(&self) -> Option<Mac> {
+        let i = self.neigh.index(self.peer?)?;
+        self.neigh.entries().get(i).and_then(|n| n.mac)
     }
 
     /// May backend `bi` take a new flow (not drained to weight 0, not down, not a sorry server, its

@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::net::Ipv4Addr;
 
-use super::{release, remap_backend, Backend, Forwarder, Service, GARP_ROUNDS};
+use super::{release, remap_backend, Backend, Forwarder, Service, GARP_ROUNDS, SYNC_QUEUE};
 use crate::counters::Event;
 use crate::flow::{FlowTable, FlowVal};
 use crate::model::{DataPlaneSpec, ServiceSpec};
@@ -109,6 +109,9 @@ impl Plan {
                 old_targets.id(addr).ok_or(PlanError::TooManyBackends)?;
             }
         }
+        if let Some(h) = &current.ha {
+            old_targets.id(h.peer).ok_or(PlanError::TooManyBackends)?;
+        }
         let old_backend_count = current.backend_count();
 
         let mut targets = Targets::default();
@@ -164,6 +167,10 @@ impl Plan {
                 retired_packets: 0,
                 retired_bytes: 0,
             });
+        }
+        // The pair's peer is resolved like a real server (flow sync goes to its MAC).
+        if let Some(h) = &next.ha {
+            targets.id(h.peer).ok_or(PlanError::TooManyBackends)?;
         }
         let index = super::index::ServiceIndex::build(&services);
         let backend_to = inverse(&backend_from, old_backend_count);
@@ -299,6 +306,12 @@ impl Forwarder {
         self.backends = backends;
         self.vips = spec.vips();
         let ha_mac = spec.ha.as_ref().map(crate::model::HaSpec::virtual_mac);
+        self.peer = spec.ha.as_ref().map(|h| h.peer);
+        if ha_mac.is_some() && self.sync.is_none() {
+            self.sync = Some(Vec::with_capacity(SYNC_QUEUE));
+        } else if ha_mac.is_none() {
+            self.sync = None;
+        }
         if ha_mac != self.ha_mac {
             // Joining a pair starts as backup (the election decides); leaving one serves.
             self.ha_mac = ha_mac;

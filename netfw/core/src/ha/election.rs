@@ -111,6 +111,9 @@ pub struct Election {
     heard: Option<Millis>,
     /// Backup: the master's last advert had priority 0 (it is leaving).
     master_left: bool,
+    /// Backup with `preempt`: a lower-priority master still holds the role (this box waits
+    /// for its flow table before taking over).
+    hold: bool,
 }
 
 impl Election {
@@ -124,6 +127,7 @@ impl Election {
             advert_at: now,
             heard: None,
             master_left: false,
+            hold: false,
         };
         e.down_at = now.plus(e.master_down_ms());
         e
@@ -191,7 +195,7 @@ impl Election {
                     if self.skew_ms() == 0 {
                         return self.become_master(Why::MasterLeft, now);
                     }
-                } else if !self.s.preempt || priority >= self.s.priority {
+                } else if !self.s.preempt || priority >= self.s.priority || self.hold {
                     self.master_advert_ms = interval_ms.max(10);
                     self.down_at = now.plus(self.master_down_ms());
                 }
@@ -219,6 +223,17 @@ impl Election {
                 Turn { advertise: true, split_brain_ms: Some(last_heard.map_or(0, |t| now.since(t))), ..Turn::default() }
             }
         }
+    }
+
+    /// With `preempt`: while `hold` is set, a lower-priority master keeps the role (its adverts
+    /// count as a master's); once cleared, this box takes over after the master-down interval.
+    pub fn set_hold(&mut self, hold: bool) {
+        self.hold = hold;
+    }
+
+    /// Would this backup preempt a master advertising `priority`?
+    pub fn outranks(&self, priority: u8) -> bool {
+        self.s.preempt && priority != 0 && priority < self.s.priority
     }
 
     /// Keep the master role across new settings (a reload): advertise at once with them.
@@ -306,6 +321,13 @@ mod tests {
         // Without it, the lower master's adverts hold it.
         let mut patient = Election::new(settings(B, 200, false), Millis(0));
         assert_eq!(run(&mut patient, 0, 3000, Some((A, 100))), None);
+        // Held (waiting for the master's flow table), it waits; released, it takes over.
+        let mut held = Election::new(settings(B, 200, true), Millis(0));
+        assert!(held.outranks(100) && !held.outranks(200) && !held.outranks(0));
+        held.set_hold(true);
+        assert_eq!(run(&mut held, 0, 3000, Some((A, 100))), None);
+        held.set_hold(false);
+        assert!(run(&mut held, 3000, 6000, Some((A, 100))).is_some());
         // Equal priorities: the higher address wins.
         let mut a = Election::new(settings(A, 150, true), Millis(0));
         run(&mut a, 0, 1000, None).unwrap();
