@@ -708,7 +708,21 @@ impl Lab {
     /// Put `config` on the VM's disk (a fresh copy of `target/image/director.img` the first
     /// time) with the image tool, as an operator would before first boot.
     pub fn write_vm_config(&self, config: &str) -> Result<(), LabError> {
-        let disk = self.vm_disk();
+        self.write_config_to(&self.vm_disk(), config)
+    }
+
+    /// The second VM's (`boot_peer_vm`) own copy of the disk image.
+    pub fn peer_vm_disk(&self) -> PathBuf {
+        self.dir.join("director2.img")
+    }
+
+    /// `write_vm_config` for the second VM of an HA pair.
+    pub fn write_peer_vm_config(&self, config: &str) -> Result<(), LabError> {
+        self.write_config_to(&self.peer_vm_disk(), config)
+    }
+
+    fn write_config_to(&self, disk: &Path, config: &str) -> Result<(), LabError> {
+        let disk = disk.to_path_buf();
         if !disk.exists() {
             let src = crate::vm::image_dir().join("director.img");
             std::fs::copy(&src, &disk).map_err(|e| LabError(format!("{}: {e} (build it: cargo run -p image -- build)", src.display())))?;
@@ -773,6 +787,54 @@ impl Lab {
         t.map_err(|e| LabError(format!("{e}\n{log}")))
     }
 
+    /// Boot both VMs of an HA pair at once (`add_peer_director` first; configs on both disks):
+    /// the first in `director` with the director's MACs, the second in `director2` with the
+    /// peer's. Waits for both ready markers; their power-on to ready times.
+    pub fn boot_vm_pair(&mut self, firmware: Firmware) -> Result<(Duration, Duration), LabError> {
+        let first = self.start_vm(firmware, "director")?;
+        let second = self.start_vm(firmware, "director2")?;
+        self.vm = Some(first);
+        self.peer_vm = Some(second);
+        let a = self.vm().wait_for(crate::READY_MARKER, Duration::from_secs(120))?;
+        let b = self.peer_vm().wait_for(crate::READY_MARKER, Duration::from_secs(120))?;
+        Ok((a, b))
+    }
+
+    /// Boot one of the pair's VMs again (after a power cut or poweroff): `role` is `director`
+    /// or `director2`. Waits for the ready marker.
+    pub fn boot_pair_vm(&mut self, firmware: Firmware, role: &str) -> Result<Duration, LabError> {
+        let mut vm = self.start_vm(firmware, role)?;
+        let t = vm.wait_for(crate::READY_MARKER, Duration::from_secs(120))?;
+        if role == "director" {
+            self.vm = Some(vm);
+        } else {
+            self.peer_vm = Some(vm);
+        }
+        Ok(t)
+    }
+
+    fn start_vm(&self, firmware: Firmware, role: &str) -> Result<Vm, LabError> {
+        let (dir, disk, macs) = if role == "director" {
+            (self.dir.join("vm"), self.vm_disk(), [VM_MGMT_MAC, DIRECTOR_VIP_MAC, DIRECTOR_RS_MAC])
+        } else {
+            (self.dir.join("vm2"), self.peer_vm_disk(), [PEER_MGMT_MAC, PEER_VIP_MAC, PEER_RS_MAC])
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| LabError(e.to_string()))?;
+        let q = self.vm_queues;
+        let nics = [("tap0", macs[0], 1), ("tap1", macs[1], q), ("tap2", macs[2], q)].map(|(t, m, queues)| VmNic {
+            tap: t.into(),
+            mac: m.into(),
+            mtu: None,
+            queues,
+        });
+        Vm::boot_smp(&dir, &disk, firmware, &nics, Some(&self.ns(role)), self.vm_vcpus)
+    }
+
+    /// The second VM of an HA pair (panics with a clear message if none was booted).
+    pub fn peer_vm(&mut self) -> &mut Vm {
+        self.peer_vm.as_mut().expect("no second VM booted in this lab")
+    }
+
     /// The helper guest that is real server `i`.
     pub fn guest(&mut self, i: usize) -> Option<&mut Vm> {
         self.guests.iter_mut().find(|(n, _)| *n == i).map(|(_, v)| v)
@@ -819,6 +881,7 @@ fn stop_child(c: &mut Child) {
 impl Drop for Lab {
     fn drop(&mut self) {
         drop(self.vm.take());
+        drop(self.peer_vm.take());
         self.guests.clear();
         for (_, c) in &mut self.children {
             stop_child(c);

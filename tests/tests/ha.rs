@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use qemu::lab::{self, Lab, Layout};
+use qemu::vm::{Firmware, Vm};
 use tests::{one_lab_at_a_time, poll_until, svc, wait_forwarding, Sniffer};
 
 const VMAC: &str = "00:00:5e:00:01:33";
@@ -53,6 +54,16 @@ fn pair(preempt: bool) -> Lab {
     assert_eq!(b["peer_advert"]["same_services"], true, "{b}");
     wait_forwarding(&lab, &["rs1", "rs2"]);
     lab
+}
+
+/// The rest of the VIP's ARP seen on the router's segment: only the virtual MAC claimed it,
+/// and someone did.
+fn only_the_virtual_mac_claimed_the_vip(arps: &serde_json::Value) {
+    let vip = lab::VIP.to_string();
+    let about_vip: Vec<&serde_json::Value> =
+        arps["arp"].as_array().map(|a| a.iter().filter(|x| x["sender_ip"] == vip.as_str()).collect()).unwrap_or_default();
+    assert!(!about_vip.is_empty(), "the new master announced the VIP: {arps}");
+    assert!(about_vip.iter().all(|x| x["sender_mac"] == VMAC), "only the virtual MAC ever claimed the VIP: {about_vip:?}");
 }
 
 fn watch_start(lab: &mut Lab) -> std::path::PathBuf {
@@ -170,11 +181,7 @@ fn the_backup_takes_over_when_the_master_dies_and_the_router_keeps_the_virtual_m
     println!("uploads across the failover: all {UPLOADS} complete, on {servers:?}");
     assert!(w["servers"]["rs1"].as_u64() > Some(0) && w["servers"]["rs2"].as_u64() > Some(0), "{w}");
     // Nobody ever told the router another MAC for the VIP; the new master announced it.
-    let vip = lab::VIP.to_string();
-    let about_vip: Vec<&serde_json::Value> =
-        arps["arp"].as_array().map(|a| a.iter().filter(|x| x["sender_ip"] == vip.as_str()).collect()).unwrap_or_default();
-    assert!(!about_vip.is_empty(), "the new master announced the VIP: {arps}");
-    assert!(about_vip.iter().all(|x| x["sender_mac"] == VMAC), "only the virtual MAC ever claimed the VIP: {about_vip:?}");
+    only_the_virtual_mac_claimed_the_vip(&arps);
     assert_eq!(lab.neighbour(&router, lab::VIP).as_deref(), Some(VMAC));
 }
 
@@ -269,4 +276,162 @@ fn a_stray_boxs_adverts_are_ignored_and_counted_and_a_cut_link_makes_a_split_bra
     let s = lab.status_json_in("director2").unwrap_or_else(|e| panic!("{e}"));
     assert!(s["warnings"].to_string().contains("split brain: both boxes of the pair were master"), "{s}");
     wait_forwarding(&lab, &["rs1", "rs2"]);
+}
+
+/// The status table a VM prints on its console now (its lines, without the prefixes).
+fn vm_status(vm: &mut Vm) -> String {
+    let log = vm.table("status", Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    let tables: Vec<&str> = log.split("status: end of table").collect();
+    let last = tables.get(tables.len().saturating_sub(2)).copied().unwrap_or_default();
+    last.lines().filter_map(|l| l.split_once("] status: ").map(|(_, rest)| rest)).collect::<Vec<_>>().join("\n")
+}
+
+/// Wait until a VM's status says `HA: <state>`; the status then.
+fn wait_vm_state(vm: &mut Vm, state: &str) -> String {
+    let want = format!("HA: {state} ");
+    poll_until(&format!("the VM never became {state}"), Duration::from_secs(60), || {
+        let s = vm_status(vm);
+        if s.contains(&want) {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    })
+}
+
+/// How often `marker` is on a VM's console so far.
+fn seen(vm: &Vm, marker: &str) -> usize {
+    vm.console_log().matches(marker).count()
+}
+
+/// The number after `before` in `text` (e.g. "flow sync: 12 sent, 8 received": "sent, " -> 8).
+fn number_after(text: &str, before: &str) -> u64 {
+    text.split(before).nth(1).and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn two_appliance_vms_as_a_pair_fail_over_hand_over_preempt_ignore_strays_and_show_a_split_brain() {
+    let _serial = one_lab_at_a_time();
+    let mut lab = Lab::build_for_vm(Layout::TwoArm, 2).unwrap_or_else(|e| panic!("{e}"));
+    lab.add_peer_director().unwrap_or_else(|e| panic!("{e}"));
+    lab.write_vm_config(&pair_config(&lab, lab::DIP, lab::PEER_DIP, 200, true)).unwrap_or_else(|e| panic!("{e}"));
+    lab.write_peer_vm_config(&pair_config(&lab, lab::PEER_DIP, lab::DIP, 100, true)).unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = lab.boot_vm_pair(Firmware::Direct).unwrap_or_else(|e| panic!("{e}"));
+    println!("HA pair of VMs: power-on to ready {a:?} and {b:?} (booted together)");
+    wait_vm_state(lab.vm(), "MASTER");
+    let s = wait_vm_state(lab.peer_vm(), "BACKUP");
+    assert!(s.contains("peer's last advert: priority 200"), "the backup hears the master: {s}");
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+    let router = lab.ns("router");
+    assert_eq!(lab.neighbour(&router, lab::VIP).as_deref(), Some(VMAC), "the router reaches the VIP at the virtual MAC");
+
+    // 4. A third box's adverts with a wrong key: ignored and counted by both, nothing changes.
+    let stray = [
+        "vrrp",
+        "--dev",
+        "bvip",
+        "--src",
+        "203.0.113.99",
+        "--vrid",
+        "51",
+        "--priority",
+        "254",
+        "--key",
+        "not the key",
+        "--count",
+        "10",
+        "--interval-ms",
+        "50",
+    ];
+    lab.labtool(&router, &stray).unwrap_or_else(|e| panic!("{e}"));
+    for first in [true, false] {
+        let vm = if first { lab.vm() } else { lab.peer_vm() };
+        let s = poll_until("the stray adverts were not counted", Duration::from_secs(30), || {
+            let s = vm_status(vm);
+            if s.contains("wrong_key 10") {
+                Ok(s)
+            } else {
+                Err(s)
+            }
+        });
+        assert!(s.contains("203.0.113.99"), "the warning names the stray box: {s}");
+    }
+    wait_vm_state(lab.vm(), "MASTER");
+    wait_vm_state(lab.peer_vm(), "BACKUP");
+
+    // 6. The link between the two only is cut: both master; restored: one master, the warning.
+    let took = seen(lab.peer_vm(), "HA: backup -> master");
+    lab.isolate_directors(true).unwrap_or_else(|e| panic!("{e}"));
+    lab.peer_vm().wait_for_nth("HA: backup -> master", took + 1, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(vm_status(lab.vm()).contains("HA: MASTER "), "both are master: split brain");
+    std::thread::sleep(Duration::from_secs(2));
+    lab.isolate_directors(false).unwrap_or_else(|e| panic!("{e}"));
+    let s = wait_vm_state(lab.peer_vm(), "BACKUP");
+    assert!(s.contains("split brain: both boxes of the pair were master"), "{s}");
+    assert!(vm_status(lab.vm()).contains("HA: MASTER "));
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+
+    // 1. The master's QEMU is SIGKILLed during requests and uploads.
+    let sniff = Sniffer::start(&mut lab, "sniff-vip", &router, "bvip");
+    let stop = watch_start(&mut lab);
+    const BYTES: u64 = 4_000_000;
+    uploads_start(&mut lab, BYTES, 4);
+    std::thread::sleep(Duration::from_secs(3));
+    let s = vm_status(lab.peer_vm());
+    assert!(number_after(&s, "sent, ") >= UPLOADS as u64, "the backup has the uploads' flows: {s}");
+    let took = seen(lab.peer_vm(), "HA: backup -> master");
+    let killed = Instant::now();
+    lab.vm().pull_plug();
+    lab.peer_vm().wait_for_nth("HA: backup -> master", took + 1, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    let noticed = killed.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let w = watch_result(&lab, &stop);
+    let ups = uploads_finish(&lab, BYTES);
+    let arps = sniff.finish(&lab);
+    println!(
+        "failover (VMs, QEMU SIGKILLed): the backup's console said master {} ms after the kill; longest gap without an answer {} ms; {} requests answered, {} failed, {} after the gap; {} uploads complete",
+        noticed.as_millis(),
+        w["longest_gap_ms"],
+        w["ok"],
+        w["failed"],
+        w["failed_after_gap"],
+        ups.len()
+    );
+    assert_eq!(w["failed_after_gap"], 0, "nothing fails once the backup has taken over: {w}");
+    only_the_virtual_mac_claimed_the_vip(&arps);
+    assert_eq!(lab.neighbour(&router, lab::VIP).as_deref(), Some(VMAC));
+    let s = vm_status(lab.peer_vm());
+    assert!(s.contains("no advert from the master"), "{s}");
+
+    // 3. The old master boots again, with preempt, while uploads run through the new one: it
+    // takes the flow table, then the master role; no upload breaks.
+    drop(lab.vm.take());
+    uploads_start(&mut lab, BYTES, 4);
+    std::thread::sleep(Duration::from_secs(1));
+    lab.boot_pair_vm(Firmware::Direct, "director").unwrap_or_else(|e| panic!("{e}"));
+    lab.vm().wait_for("HA: backup -> master", Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    let log = lab.vm().console_log();
+    let table = log.lines().find(|l| l.contains("took the master's flow table")).unwrap_or_else(|| panic!("no table taken:\n{log}"));
+    assert!(log.find("took the master's flow table") < log.find("HA: backup -> master"), "the table came before the takeover:\n{log}");
+    let ups = uploads_finish(&lab, BYTES);
+    println!("preemption (VMs): {}; all {} uploads complete", table.trim(), ups.len());
+    wait_vm_state(lab.peer_vm(), "BACKUP");
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+
+    // 2. `poweroff` on the master: it says it leaves, the backup takes over at once.
+    let stop = watch_start(&mut lab);
+    std::thread::sleep(Duration::from_secs(2));
+    let took = seen(lab.peer_vm(), "HA: backup -> master");
+    lab.vm().send("poweroff").unwrap_or_else(|e| panic!("{e}"));
+    lab.peer_vm().wait_for_nth("HA: backup -> master", took + 1, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    lab.vm().wait_exit(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_secs(2));
+    let w = watch_result(&lab, &stop);
+    println!(
+        "poweroff (VMs): longest gap without an answer {} ms (adverts every 200 ms); {} answered, {} failed, {} after the gap",
+        w["longest_gap_ms"], w["ok"], w["failed"], w["failed_after_gap"]
+    );
+    let s = vm_status(lab.peer_vm());
+    assert!(s.contains("the master is leaving"), "the backup took over because the master said it was leaving: {s}");
+    assert_eq!(w["failed_after_gap"], 0, "{w}");
 }
