@@ -52,7 +52,15 @@ pub fn collect(f: &Forwarder, vip_side: &str, rs_side: &str, now: Millis) -> Sta
         })
         .collect::<Vec<_>>();
     for n in f.neighbours().entries() {
-        if n.mac.is_none() {
+        if n.mac.is_some() {
+            continue;
+        }
+        if spec.ha.as_ref().is_some_and(|h| h.peer == n.ip) {
+            warnings.push(format!(
+                "the HA peer {} does not answer ARP from the DIP {}: flow sync cannot reach it (is it up, on the DIP's segment?)",
+                n.ip, spec.dip
+            ));
+        } else {
             warnings.push(format!(
                 "real server {} does not answer ARP from the DIP {}: it gets no traffic (is it on the DIP's segment and up?)",
                 n.ip, spec.dip

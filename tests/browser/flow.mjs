@@ -6,7 +6,7 @@
 import { chromium } from 'playwright-core';
 import readline from 'node:readline';
 
-const { BASE, CODE, OUT, VIP, RIP1, RIP2, DIP, GATEWAY } = process.env;
+const { BASE, CODE, OUT, VIP, RIP1, RIP2, DIP, GATEWAY, PEER } = process.env;
 const PASSWORD = 'correct horse battery';
 const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 async function step(name) {
@@ -119,6 +119,26 @@ try {
   await page.locator('#health-events li', { hasText: `${RIP2}: up → down: connection refused` }).waitFor();
   await shot('05d-health-down');
 
+  // The box joins an HA pair from the page: a key too short is refused beside its field;
+  // fixed, it is saved. No peer answers, so it becomes master by itself, and says why.
+  await page.getByRole('button', { name: 'Configure' }).click();
+  await page.locator('#cfg-ha-on').check();
+  await page.getByLabel('Peer (the other box\'s DIP)').fill(PEER);
+  await page.locator('#cfg-ha-priority').fill('150');
+  await page.locator('#cfg-ha-key').fill('too short');
+  check((await save(page)) === 400, 'a short key was accepted');
+  await page.locator('.err[data-for="ha.key"]', { hasText: 'the shared key must be 12' }).waitFor();
+  await shot('05e-ha-field-error');
+  await page.locator('#cfg-ha-key').fill('a shared secret');
+  check((await save(page)) === 200, 'the HA section was not accepted');
+  await page.getByRole('button', { name: 'Status' }).click();
+  await page.locator('#ha h3[data-ha-state="master"]').waitFor({ timeout: 60000 });
+  await page.locator('#ha li', { hasText: `Peer ${PEER}: no advert heard yet` }).waitFor();
+  await page.locator('#ha li', { hasText: 'no advert from the master' }).waitFor();
+  await page.locator('#warnings li', { hasText: `the HA peer ${PEER} does not answer ARP` }).waitFor();
+  await shot('05f-ha-master-alone');
+  await step('paired');
+
   // The commands for the real servers, and the maintenance page.
   await page.getByRole('button', { name: 'Real-server setup' }).click();
   await page.locator('#rs-setup pre', { hasText: `ip addr add ${VIP}/32 dev lo` }).first().waitFor();
@@ -139,6 +159,8 @@ try {
   check((await page.locator('#svc0-rs1-address').inputValue()) === RIP2, 'the second real server did not survive');
   check((await page.locator('#svc0-rs1-weight').inputValue()) === '0', 'the drain did not survive');
   check((await page.locator('#svc0-hc-type').inputValue()) === 'http', 'the health check did not survive');
+  check(await page.locator('#cfg-ha-on').isChecked(), 'the HA section did not survive');
+  check((await page.locator('#cfg-ha-peer').inputValue()) === PEER, 'the peer did not survive');
   await shot('08-after-reboot');
   check(external.length === 0, `the page made requests elsewhere: ${external.join(' ')}`);
   console.log('DONE');

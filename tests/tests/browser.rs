@@ -1,7 +1,8 @@
 //! Issue 5 in a real browser: Debian's headless chromium (driven by playwright-core,
 //! `tests/browser/flow.mjs`) in the client namespace, against the appliance image booted in
 //! QEMU out of the box (no config, management by DHCP). The browser does what an operator
-//! does (including a health check, issue 11: the page shows a stopped server down and why);
+//! does (including a health check, issue 11: the page shows a stopped server down and why;
+//! and an HA section, issue 12: the page shows the box's place in its pair);
 //! this test checks the traffic at each step. Screenshots: `target/test-artifacts/web/`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -50,6 +51,7 @@ fn first_boot_to_reboot_in_a_real_browser() {
         .env("RIP1", lab::rip(1).to_string())
         .env("RIP2", lab::rip(2).to_string())
         .env("DIP", lab::DIP.to_string())
+        .env("PEER", lab::PEER_DIP.to_string())
         .env("GATEWAY", lab::ROUTER_VIP_SIDE.to_string())
         .env("HOME", lab.dir())
         .stdin(Stdio::piped())
@@ -102,6 +104,14 @@ fn first_boot_to_reboot_in_a_real_browser() {
     // A health check saved from the page; rs2's service stops, and the page must show it.
     assert_eq!(next("checked"), "STEP checked");
     lab.stop_server(2);
+    go();
+
+    // Issue 12: the page made the box one of an HA pair (its peer absent): it serves the VIP
+    // alone, on the virtual MAC, which the router now reaches it at.
+    assert_eq!(next("paired"), "STEP paired");
+    wait_forwarding(&lab, &["rs1"]);
+    let router = lab.ns("router");
+    assert_eq!(lab.neighbour(&router, lab::VIP).as_deref(), Some("00:00:5e:00:01:33"), "the VIP on the virtual MAC of vrid 51");
     go();
 
     // Reboot from the page: the box comes back with the config and forwards by it.

@@ -107,11 +107,33 @@ async function refresh() {
     const title = `${svc.protocol.toUpperCase()} ${svc.vip}:${svc.port} · ${svc.scheduler}${svc.persistence_s ? ' · persistent ' + svc.persistence_s + ' s' : ''} · ${svc.forwarding}${sorry}${state}`;
     box.append(el('h3', { text: title, class: svc.state === 'down' ? 'svc-down' : '' }), el('table', { class: 'svc' }, el('thead', {}, head), el('tbody', {}, ...rows)));
   });
+  drawHa(s.ha);
   const events = (s.health_events || []).slice().reverse();
   $('#health-events').replaceChildren(...(events.length ? events.map((e) => el('li', { text: `${new Date(e.at_unix_ms).toLocaleString()} · ${e.service} · ${e.server}: ${e.from} → ${e.to}: ${e.reason}`, class: `health-${e.to}` })) : [el('li', { text: 'none' })]));
   const drops = Object.entries(s.drops || {}).filter(([, n]) => n > 0);
   $('#drops tbody').replaceChildren(...(drops.length ? drops.map(([k, n]) => el('tr', {}, el('td', { text: k }), el('td', { text: fmt(n) }))) : [el('tr', {}, el('td', { text: s.mode === 'ipvs' ? 'the kernel keeps no drop reasons' : 'none' }))]));
   last = { s, at: now };
+}
+
+// This box's place in its HA pair: state, the peer's last advert, the last change and why,
+// flow sync. What needs the operator (split brain, services that differ) is in the warnings.
+function drawHa(ha) {
+  const box = $('#ha');
+  box.hidden = !ha;
+  if (!ha) { box.replaceChildren(); return; }
+  const p = ha.peer_advert;
+  const f = ha.flow_sync || {};
+  const ignored = Object.entries(ha.adverts_ignored || {}).map(([k, n]) => `${k} ${n}`).join(', ') || '0';
+  const lines = [
+    p ? `Peer ${ha.peer}: last advert ${(p.age_ms / 1000).toFixed(1)} s ago, priority ${p.priority}, every ${p.advert_ms} ms${p.same_services ? ', same services' : ', SERVICES DIFFER'}` : `Peer ${ha.peer}: no advert heard yet`,
+    ha.last_transition ? `Became ${ha.last_transition.to} at ${new Date(ha.last_transition.at_unix_ms).toLocaleString()}: ${ha.last_transition.why}` : 'No change of role yet',
+    `Flows synced: ${fmt(f.flows_sent || 0)} sent, ${fmt(f.flows_received || 0)} received${f.flows_unsent ? `, ${fmt(f.flows_unsent)} unsent` : ''}${f.last_table ? ` · ${f.last_table}` : ''}`,
+    `Adverts: ${fmt(ha.adverts_sent)} sent, ${fmt(ha.adverts_received)} received, ignored ${ignored}`,
+  ];
+  if (ha.split_brain) lines.push(`Split brain: both master for ${(ha.split_brain.duration_ms / 1000).toFixed(1)} s, resolved ${new Date(ha.split_brain.resolved_unix_ms).toLocaleString()}`);
+  box.replaceChildren(
+    el('h3', { text: `HA pair: ${ha.state.toUpperCase()} · priority ${ha.priority}${ha.preempt ? ', preempt' : ''} · vrid ${ha.vrid} (${ha.virtual_mac})`, class: `ha-${ha.state}`, 'data-ha-state': ha.state }),
+    el('ul', {}, ...lines.map((l) => el('li', { text: l }))));
 }
 
 // ---- configure ----------------------------------------------------------
@@ -207,6 +229,10 @@ function readForm() {
   const gw = $('#cfg-gateway').value.trim();
   if (gw) config.gateway = gw; else delete config.gateway;
   config.nics = Object.assign({}, config.nics, { vip_side: $('#cfg-vip-side').value.trim(), rs_side: $('#cfg-rs-side').value.trim() });
+  if ($('#cfg-ha-on').checked) {
+    const h = (f) => $(`#cfg-ha-${f}`).value.trim();
+    config.ha = { peer: h('peer'), vrid: num(h('vrid')), priority: num(h('priority')), advert_ms: num(h('advert_ms')), preempt: h('preempt') === 'true', key: $('#cfg-ha-key').value };
+  } else delete config.ha;
   config.services.forEach((svc, i) => {
     const v = (f) => $(`#svc${i}-${f}`).value;
     svc.vip = v('vip').trim(); svc.protocol = v('protocol'); svc.port = num(v('port')); svc.scheduler = v('scheduler');
@@ -224,6 +250,15 @@ function drawConfig() {
   $('#cfg-gateway').value = config.gateway || '';
   $('#cfg-vip-side').value = (config.nics && config.nics.vip_side) || '';
   $('#cfg-rs-side').value = (config.nics && config.nics.rs_side) || '';
+  const ha = config.ha || {};
+  $('#cfg-ha-on').checked = !!config.ha;
+  $('#cfg-ha-fields').hidden = !config.ha;
+  $('#cfg-ha-peer').value = ha.peer || '';
+  $('#cfg-ha-vrid').value = ha.vrid || 51;
+  $('#cfg-ha-priority').value = ha.priority || 100;
+  $('#cfg-ha-advert_ms').value = ha.advert_ms || 200;
+  $('#cfg-ha-preempt').value = ha.preempt === false ? 'false' : 'true';
+  $('#cfg-ha-key').value = ha.key || '';
   drawServices();
 }
 
@@ -330,6 +365,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('#logout').addEventListener('click', async () => { await api('POST', '/api/logout'); csrf = null; show('login'); });
   document.querySelectorAll('nav button').forEach((b) => b.addEventListener('click', () => tab(b.dataset.tab)));
   $('#confirm').addEventListener('click', async () => { const r = await api('POST', '/api/config/confirm'); notice(r.ok ? r.data.message : r.data.error, !r.ok); refresh(); });
+  $('#cfg-ha-on').addEventListener('change', () => { $('#cfg-ha-fields').hidden = !$('#cfg-ha-on').checked; });
   $('#add-service').addEventListener('click', () => { readForm(); config.services.push({ vip: '', protocol: 'tcp', port: 80, scheduler: 'rr', persistence_s: 0, real_servers: [{ address: '', weight: 1 }] }); drawServices(); });
   $('#config-form').addEventListener('submit', async (ev) => { ev.preventDefault(); readForm(); await saveConfig(config); });
   $('#export-json').addEventListener('click', () => download('/api/config/export?format=json', 'director.json'));
