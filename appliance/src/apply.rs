@@ -385,10 +385,10 @@ pub fn watch_argv() -> Vec<String> {
     ["/bin/netfw", "ipvs", "watch", "--config", paths::RUN_CONFIG, "--control", NETFW_SOCKET].map(String::from).to_vec()
 }
 
-/// Whether ipvs mode needs the health checker for `spec` (a service with a check or a sorry
-/// server).
+/// Whether ipvs mode needs `netfw ipvs watch` for `spec`: a service with a check or a sorry
+/// server, or an HA pair (the watch runs its election).
 pub fn needs_checker(spec: &netfw_core::model::DataPlaneSpec) -> bool {
-    spec.services.iter().any(netfw_kernel::verdicts::adjusted)
+    spec.ha.is_some() || spec.services.iter().any(netfw_kernel::verdicts::adjusted)
 }
 
 /// The status in ipvs mode: the checker's (the kernel's table with health) when it runs, else

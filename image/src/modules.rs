@@ -33,6 +33,8 @@ pub const WANTED: &[&str] = &[
     "ip_vs_sed",
     "ip_vs_nq",
     "ipip",
+    // an HA pair in ipvs mode: the VIPs on a macvlan with the virtual MAC
+    "macvlan",
     // the forwarder's tc path: the clsact qdisc and the bpf classifier
     "sch_ingress",
     "cls_bpf",

@@ -11,7 +11,8 @@
 //! - `ctl`: the control socket (typed requests and answers, `director-messages`).
 //! - `status`: the forwarder's tables as the status document.
 //! - `run`: `netfw run`: open the NICs, then forward until told to stop.
-//! - `watch`: `netfw ipvs watch`: ipvs mode's health checker (the same probes, verdicts to IPVS).
+//! - `watch`: `netfw ipvs watch`: ipvs mode's health checker (the same probes, verdicts to IPVS)
+//!   and, in a pair, its election (`ipvs_pair`).
 //! - `cli`, `ipvs_cli`: the `netfw` command.
 //!
 //! The per-frame decision lives in `netfw-core` (no_std); the config document in
@@ -23,6 +24,7 @@ pub mod flow_sync;
 pub mod health;
 pub mod io;
 pub mod ipvs_cli;
+pub mod ipvs_pair;
 pub mod pair;
 pub mod pump;
 pub mod reload;

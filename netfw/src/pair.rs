@@ -276,6 +276,8 @@ pub struct Driver {
     zero_unix_ms: u64,
     /// The flow sync with the peer.
     link: Link,
+    /// Whether this box syncs flows itself (forwarder mode) or the kernel does (ipvs mode).
+    flow_sync: bool,
 }
 
 fn unix_now() -> std::time::Duration {
@@ -305,6 +307,7 @@ impl Driver {
             // restarts, at five adverts a second.
             sequence: u64::try_from(unix.as_micros()).unwrap_or(0),
             link,
+            flow_sync: true,
             role,
             inbox: Vec::with_capacity(ADVERT_QUEUE),
             peer: None,
@@ -318,9 +321,21 @@ impl Driver {
         })
     }
 
+    /// In ipvs mode: the kernel's sync daemon carries the connections, so a returning box
+    /// asks for no table and preempts when the election says.
+    pub fn without_flow_sync(mut self) -> Driver {
+        self.flow_sync = false;
+        self
+    }
+
+    /// Whether this box is master now.
+    pub fn is_master(&self) -> bool {
+        self.election.role() == Role::Master
+    }
+
     /// A reload with the pair still configured: new VIPs and services' digest; new settings
     /// keep the role this box has.
-    fn configure(&mut self, spec: &DataPlaneSpec, now: Millis) {
+    pub fn configure(&mut self, spec: &DataPlaneSpec, now: Millis) {
         self.vips = spec.vips();
         self.digest = spec.services_digest();
         let Some(h) = spec.ha.clone() else { return };
@@ -399,7 +414,7 @@ impl Driver {
         let interval_ms = u64::from(a.interval_cs()) * 10;
         self.peer = Some(PeerSeen { priority: a.priority(), interval_ms, at: now, digest: a.digest(), sequence: a.sequence() });
         self.received += 1;
-        if self.election.role() == Role::Backup && a.priority() != 0 {
+        if self.flow_sync && self.election.role() == Role::Backup && a.priority() != 0 {
             // A master: take its flow table (and, to preempt it, wait for it).
             self.link.want_table(now);
         }

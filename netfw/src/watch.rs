@@ -14,7 +14,9 @@
 //!   claimed by a server's MAC and a server's replies coming back through the director.
 //! - It answers `status` (the kernel's table with health, reasons, events and diagnoses) and
 //!   `reload` on the control socket the forwarder uses in forwarder mode; SIGHUP reloads too.
-//!   The init supervises it in ipvs mode whenever a service has a check or a sorry server.
+//! - The HA pair's election (`ipvs_pair`), when the config has one.
+//!   The init supervises it in ipvs mode whenever a service has a check or a sorry server, or
+//!   the box is one of a pair.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -38,6 +40,7 @@ use crate::ctl::Control;
 use crate::health::{is_probe_reply, HealthBoard, Prober, RipProbes};
 use crate::io::nic_mac;
 use crate::io::watch_socket::WatchSocket;
+use crate::ipvs_pair::IpvsPair;
 use crate::run::{install_signals, seed, RELOAD, STOP};
 use crate::status;
 
@@ -74,6 +77,8 @@ struct Watch {
     rx_buf: Box<[u8]>,
     ipvs: Ipvs,
     next_sync: Millis,
+    /// The HA pair's election, if the box is one of a pair.
+    pair: Option<IpvsPair>,
 }
 
 fn observed(spec: &DataPlaneSpec) -> DataPlaneSpec {
@@ -91,7 +96,9 @@ impl Watch {
         let prober = Prober::with_rip_probes(&spec, rs_mac, Arc::clone(&board), seed(), now, RipProbes::Kernel);
         let socket = WatchSocket::open(&cfg.nics.rs_side, &spec.vips()).map_err(|e| e.to_string())?;
         let ipvs = Ipvs::open().map_err(|e| e.to_string())?;
+        let pair = IpvsPair::open(&spec, &cfg.nics.vip_side, now)?;
         Ok(Watch {
+            pair,
             rx_side: if one_arm { Side::Vip } else { Side::Rs },
             cfg,
             spec,
@@ -106,8 +113,11 @@ impl Watch {
         })
     }
 
-    /// One turn: frames in, timers, probes, verdicts to IPVS.
+    /// One turn: frames in, timers, probes, verdicts to IPVS, the pair's election.
     fn turn(&mut self, now: Millis) {
+        if let Some(p) = self.pair.as_mut() {
+            p.turn(now);
+        }
         while let Some(r) = self.socket.recv(&mut self.rx_buf) {
             // Longer than the largest merged frame: not ours to read.
             let Some(frame) = self.rx_buf.get_mut(..r.len) else { continue };
@@ -182,6 +192,9 @@ impl Watch {
             }
         }
         s.warnings.extend(status::seen_on_the_wire(o, now));
+        if let Some(p) = &self.pair {
+            p.annotate(&mut s, now);
+        }
         Ok(s)
     }
 
@@ -204,6 +217,18 @@ impl Watch {
         self.prober.configure(&spec, Arc::clone(&self.board), now);
         self.seen = 0;
         self.board.sync(&mut self.observer, &mut self.seen);
+        match (self.pair.as_mut(), spec.ha.is_some()) {
+            (Some(p), true) => p.configure(&spec, now),
+            (Some(p), false) => {
+                p.leave();
+                self.pair = None;
+            }
+            (None, true) => match IpvsPair::open(&spec, &cfg.nics.vip_side, now) {
+                Ok(p) => self.pair = p,
+                Err(e) => return NetfwAnswer::Refused { problems: vec![Problem::general(e)] },
+            },
+            (None, false) => {}
+        }
         let services = spec.services.len();
         (self.cfg, self.spec) = (cfg, spec);
         self.sync_ipvs();
@@ -241,9 +266,10 @@ pub fn watch(opts: &WatchOptions) -> Result<(), String> {
         let mut pfds = [
             libc::pollfd { fd: w.socket.fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: control.fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: w.pair.as_ref().map_or(-1, IpvsPair::fd), events: libc::POLLIN, revents: 0 },
         ];
-        // SAFETY: two live pollfd structs. 5 ms: the prober's own pace.
-        unsafe { libc::poll(pfds.as_mut_ptr(), 2, 5) };
+        // SAFETY: three live pollfd structs (a negative fd is ignored). 5 ms: the prober's pace.
+        unsafe { libc::poll(pfds.as_mut_ptr(), 3, 5) };
         w.turn(now());
         let callers = pfds[1].revents & libc::POLLIN != 0;
         while let Some((client, req)) = callers.then(|| control.accept()).flatten() {
@@ -260,6 +286,9 @@ pub fn watch(opts: &WatchOptions) -> Result<(), String> {
             eprintln!("netfw: health: SIGHUP: reloading {}", opts.config.display());
             let _ = w.reload(opts, now());
         }
+    }
+    if let Some(p) = w.pair.as_mut() {
+        p.leave();
     }
     eprintln!("netfw: health: stopped");
     Ok(())

@@ -435,3 +435,76 @@ fn two_appliance_vms_as_a_pair_fail_over_hand_over_preempt_ignore_strays_and_sho
     assert!(s.contains("the master is leaving"), "the backup took over because the master said it was leaving: {s}");
     assert_eq!(w["failed_after_gap"], 0, "{w}");
 }
+
+#[test]
+fn two_appliance_vms_in_ipvs_mode_fail_over_and_the_kernels_connection_sync_keeps_the_uploads() {
+    let _serial = one_lab_at_a_time();
+    let mut lab = Lab::build_for_vm(Layout::TwoArm, 2).unwrap_or_else(|e| panic!("{e}"));
+    lab.add_peer_director().unwrap_or_else(|e| panic!("{e}"));
+    let ipvs = |cfg: String| {
+        let mut v: serde_json::Value = serde_json::from_str(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        v["mode"] = "ipvs".into();
+        v.to_string()
+    };
+    lab.write_vm_config(&ipvs(pair_config(&lab, lab::DIP, lab::PEER_DIP, 200, true))).unwrap_or_else(|e| panic!("{e}"));
+    lab.write_peer_vm_config(&ipvs(pair_config(&lab, lab::PEER_DIP, lab::DIP, 100, true))).unwrap_or_else(|e| panic!("{e}"));
+    lab.boot_vm_pair(Firmware::Direct).unwrap_or_else(|e| panic!("{e}"));
+    wait_vm_state(lab.vm(), "MASTER");
+    let s = wait_vm_state(lab.peer_vm(), "BACKUP");
+    assert!(s.contains("peer's last advert: priority 200"), "the backup hears the master: {s}");
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+    let router = lab.ns("router");
+    assert_eq!(lab.neighbour(&router, lab::VIP).as_deref(), Some(VMAC), "the kernel answers for the VIP from the virtual MAC");
+
+    let sniff = Sniffer::start(&mut lab, "sniff-vip", &router, "bvip");
+    let stop = watch_start(&mut lab);
+    const BYTES: u64 = 4_000_000;
+    uploads_start(&mut lab, BYTES, 4);
+    std::thread::sleep(Duration::from_secs(3));
+    let took = seen(lab.peer_vm(), "HA: backup -> master");
+    let killed = Instant::now();
+    lab.vm().pull_plug();
+    lab.peer_vm().wait_for_nth("HA: backup -> master", took + 1, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    let noticed = killed.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let w = watch_result(&lab, &stop);
+    let ups = uploads_finish(&lab, BYTES);
+    let arps = sniff.finish(&lab);
+    println!(
+        "failover (VMs, ipvs mode, QEMU SIGKILLed): the backup's console said master {} ms after the kill; longest gap without an answer {} ms; {} requests answered, {} failed, {} after the gap; {} uploads complete (the kernel's sync daemon)",
+        noticed.as_millis(),
+        w["longest_gap_ms"],
+        w["ok"],
+        w["failed"],
+        w["failed_after_gap"],
+        ups.len()
+    );
+    assert_eq!(w["failed_after_gap"], 0, "nothing fails once the backup has taken over: {w}");
+    only_the_virtual_mac_claimed_the_vip(&arps);
+    assert_eq!(lab.neighbour(&router, lab::VIP).as_deref(), Some(VMAC));
+    assert!(lab.peer_vm().console_log().contains("HA: the VIPs' link vrrp51 up"), "the backup brought the VIPs' link up");
+
+    // Switching modes keeps the pair: the old master boots again (ipvs mode) and takes over
+    // (preempt); switched to forwarder mode from its console, it hands over while it switches,
+    // then takes the master role back in its new mode.
+    drop(lab.vm.take());
+    lab.boot_pair_vm(Firmware::Direct, "director").unwrap_or_else(|e| panic!("{e}"));
+    lab.vm().wait_for("HA: backup -> master", Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    wait_vm_state(lab.peer_vm(), "BACKUP");
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+    let stop = watch_start(&mut lab);
+    let took = seen(lab.peer_vm(), "HA: backup -> master");
+    let forwarder = pair_config(&lab, lab::DIP, lab::PEER_DIP, 200, true);
+    lab.vm().send(&format!("apply-config {forwarder}")).unwrap_or_else(|e| panic!("{e}"));
+    lab.peer_vm().wait_for_nth("HA: backup -> master", took + 1, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    lab.vm().wait_for_nth("HA: backup -> master", 2, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    let s = wait_vm_state(lab.vm(), "MASTER");
+    assert!(s.contains("netfw forwarder"), "master again, in forwarder mode: {s}");
+    wait_vm_state(lab.peer_vm(), "BACKUP");
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+    let w = watch_result(&lab, &stop);
+    println!(
+        "mode switch of the master (ipvs -> forwarder) in a pair: longest gap {} ms; {} answered, {} failed",
+        w["longest_gap_ms"], w["ok"], w["failed"]
+    );
+}

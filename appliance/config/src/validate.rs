@@ -147,9 +147,6 @@ impl Config {
                 );
             }
         }
-        if self.mode == Mode::Ipvs && self.ha.is_some() {
-            p.add("ha", "the HA pair runs in forwarder mode for now; ipvs mode with the kernel's sync daemon is not built yet");
-        }
 
         match dip {
             Some(d) if p.0.is_empty() => Ok(DataPlaneSpec {
@@ -500,11 +497,11 @@ mod tests {
             ha(v, g);
         }));
         assert!(has(&e, "ha.peer", "real server"), "{e:?}");
-        let e = invalid(&with(|v| {
+        let ipvs = with(|v| {
             ha(v, good.clone());
             v["mode"] = "ipvs".into();
-        }));
-        assert!(has(&e, "ha", "forwarder mode for now"), "{e:?}");
+        });
+        assert!(Config::parse(&ipvs).unwrap().validate().unwrap().ha.is_some(), "ipvs mode pairs too");
         let e = invalid(&with(|v| {
             ha(v, good.clone());
             v["nics"]["rs_side"] = v["nics"]["vip_side"].clone();

@@ -6,6 +6,11 @@
 //! - ARP sysctls: `arp_announce=2` (ARP requests carry the address of the outgoing NIC's
 //!   subnet: the DIP, seed 001 question 1) and `arp_ignore=1` (answer only for addresses of the
 //!   NIC the request came in on: the VIP is not answered on the RS-facing NIC in two-arm).
+//! - One of an HA pair: the VIPs live on a macvlan `vrrp<vrid>` over the VIP-facing NIC with
+//!   the virtual MAC, created down: `netfw ipvs watch` runs the election and brings it up only
+//!   while this box is master (the kernel then answers ARP for the VIPs from the virtual MAC, and
+//!   announces them as it comes up: `arp_notify`). The kernel's connection sync daemon runs as
+//!   master and as backup on the RS-facing NIC with the vrid as its sync ID.
 //! - IPVS sysctls for drain and failure: `expire_nodest_conn=1` (connections to a removed real
 //!   server are dropped at once instead of hanging), `expire_quiescent_template=1` (a
 //!   persistent client whose real server has weight 0 is rescheduled).
@@ -61,14 +66,20 @@ fn sysctl(key: &str, value: &str) -> Result<(), DirectorError> {
     })
 }
 
+/// The link the VIPs of an HA pair live on (`vrrp<vrid>`), if `spec` has a pair.
+pub fn pair_link(spec: &DataPlaneSpec) -> Option<String> {
+    spec.ha.as_ref().map(|h| format!("vrrp{}", h.vrid))
+}
+
 /// The addresses the director holds in this mode: (NIC, address, prefix).
 pub fn addresses(cfg: &Config, spec: &DataPlaneSpec) -> Vec<(String, Ipv4Addr, u8)> {
     let mut out = vec![(cfg.nics.rs_side.clone(), spec.dip, spec.dip_prefix)];
+    let vip_nic = pair_link(spec).unwrap_or_else(|| cfg.nics.vip_side.clone());
     let one_arm = cfg.one_arm();
     let dip_net = Subnet::new(spec.dip, spec.dip_prefix);
     for v in spec.vips() {
         let prefix = if one_arm || dip_net.is_some_and(|n| n.contains(v)) { 32 } else { spec.vip_prefix };
-        out.push((cfg.nics.vip_side.clone(), v, prefix));
+        out.push((vip_nic.clone(), v, prefix));
     }
     out
 }
@@ -88,18 +99,43 @@ pub fn setup(cfg: &Config, spec: &DataPlaneSpec, log: &mut dyn FnMut(String)) ->
         u8::from(nat),
         if nat { "NAT: replies return through the director" } else { "DR/TUN: the director routes nothing" }
     ));
+    // Another pair's link (its vrid changed, or the pair is gone) would still answer for VIPs.
+    let keep = pair_link(spec);
+    for old in stale_pair_links(keep.as_deref()) {
+        rtnl::del_link(&old).map_err(DirectorError::Net)?;
+        log(format!("removed the HA pair's old link {old}"));
+    }
+    if let (Some(h), Some(link)) = (&spec.ha, &keep) {
+        if rtnl::ifindex(link).is_err() {
+            rtnl::add_macvlan(link, &cfg.nics.vip_side, h.virtual_mac()).map_err(DirectorError::Net)?;
+            log(format!(
+                "HA: macvlan {link} on {} with the virtual MAC {}, down until this box is master",
+                cfg.nics.vip_side,
+                fmt_mac(&h.virtual_mac())
+            ));
+        }
+        sysctl(&format!("net/ipv4/conf/{link}/arp_notify"), "1")?;
+    }
     for (nic, addr, prefix) in addresses(cfg, spec) {
         rtnl::add_address(&nic, addr, prefix).map_err(DirectorError::Net)?;
         log(format!("address {addr}/{prefix} on {nic}"));
     }
     if let Some(gw) = spec.gateway {
-        rtnl::set_default_route(gw).map_err(DirectorError::Net)?;
-        log(format!("default route via {gw}"));
+        let dip_net = Subnet::new(spec.dip, spec.dip_prefix);
+        if spec.ha.is_some() && !dip_net.is_some_and(|n| n.contains(gw)) {
+            // The VIPs' link (with the gateway's subnet) is down on a backup.
+            rtnl::set_default_route_onlink(gw, &cfg.nics.vip_side).map_err(DirectorError::Net)?;
+            log(format!("default route via {gw} on {} (onlink)", cfg.nics.vip_side));
+        } else {
+            rtnl::set_default_route(gw).map_err(DirectorError::Net)?;
+            log(format!("default route via {gw}"));
+        }
     }
     Ok(())
 }
 
-/// Remove the addresses `setup` added (leaving IPVS mode), reporting each to `log`.
+/// Remove the addresses `setup` added (leaving IPVS mode), and an HA pair's link, reporting
+/// each to `log`.
 pub fn teardown(cfg: &Config, spec: &DataPlaneSpec, log: &mut dyn FnMut(String)) {
     for (nic, addr, prefix) in addresses(cfg, spec) {
         log(match rtnl::del_address(&nic, addr, prefix) {
@@ -107,4 +143,23 @@ pub fn teardown(cfg: &Config, spec: &DataPlaneSpec, log: &mut dyn FnMut(String))
             Err(e) => e.to_string(),
         });
     }
+    for link in stale_pair_links(None) {
+        log(match rtnl::del_link(&link) {
+            Ok(()) => format!("removed the HA pair's link {link}"),
+            Err(e) => e.to_string(),
+        });
+    }
+}
+
+/// The `vrrp<n>` links this mode made, but `keep`.
+fn stale_pair_links(keep: Option<&str>) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.strip_prefix("vrrp").is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|n| Some(n.as_str()) != keep)
+        .collect()
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }

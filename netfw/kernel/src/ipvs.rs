@@ -17,6 +17,12 @@ const CMD_NEW_DEST: u8 = 5;
 const CMD_SET_DEST: u8 = 6;
 const CMD_DEL_DEST: u8 = 7;
 const CMD_GET_DEST: u8 = 8;
+const CMD_NEW_DAEMON: u8 = 9;
+const CMD_DEL_DAEMON: u8 = 10;
+const ATTR_DAEMON: u16 = 3;
+const DAEMON_STATE: u16 = 1;
+const DAEMON_MCAST_IFN: u16 = 2;
+const DAEMON_SYNC_ID: u16 = 3;
 const ATTR_SERVICE: u16 = 1;
 const ATTR_DEST: u16 = 2;
 const SVC_AF: u16 = 1;
@@ -294,6 +300,34 @@ impl Ipvs {
         }
         m.end();
         self.call(format!("{verb} service {k}"), &mut m).map(|_| ())
+    }
+
+    /// Start the kernel's connection sync daemon as `master` (send this box's connections) or
+    /// backup (take the peer's), on `nic` (multicast 224.0.0.81:8848) with `sync_id`. One
+    /// already running in that role is left as it is.
+    pub fn start_sync_daemon(&mut self, master: bool, nic: &str, sync_id: u8) -> Result<(), IpvsError> {
+        let mut m = Msg::new(self.family, CMD_NEW_DAEMON, F_REQUEST | F_ACK);
+        m.begin(ATTR_DAEMON)
+            .u32(DAEMON_STATE, if master { 1 } else { 2 })
+            .str(DAEMON_MCAST_IFN, nic)
+            .u32(DAEMON_SYNC_ID, u32::from(sync_id))
+            .end();
+        let role = if master { "master" } else { "backup" };
+        match self.call(format!("start the connection sync daemon ({role}, {nic}, syncid {sync_id})"), &mut m) {
+            Err(IpvsError::Refused { error, .. }) if error.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Stop the kernel's sync daemon in that role (none running: nothing to do).
+    pub fn stop_sync_daemon(&mut self, master: bool) -> Result<(), IpvsError> {
+        let mut m = Msg::new(self.family, CMD_DEL_DAEMON, F_REQUEST | F_ACK);
+        m.begin(ATTR_DAEMON).u32(DAEMON_STATE, if master { 1 } else { 2 }).end();
+        let role = if master { "master" } else { "backup" };
+        match self.call(format!("stop the connection sync daemon ({role})"), &mut m) {
+            Err(IpvsError::Refused { error, .. }) if matches!(error.raw_os_error(), Some(libc::ESRCH | libc::ENOENT)) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     /// Add a service.

@@ -57,6 +57,14 @@ pub fn enter(cfg: &Config, spec: &DataPlaneSpec, log: &mut dyn FnMut(String)) ->
     }
     director::setup(cfg, spec, log).map_err(ModeError::Director)?;
     let mut ipvs = Ipvs::open()?;
+    if let Some(h) = &spec.ha {
+        // Both roles on both boxes: the master sends its connections, the backup takes the
+        // peer's; whichever is master, the other has its connections.
+        for master in [true, false] {
+            ipvs.start_sync_daemon(master, &cfg.nics.rs_side, h.vrid)?;
+        }
+        log(format!("HA: the kernel's connection sync daemon (master and backup) on {}, sync ID {}", cfg.nics.rs_side, h.vrid));
+    }
     let have = reconcile::read(&mut ipvs)?;
     let mut want = wanted(spec);
     crate::verdicts::leave_to_checker(&have, spec, &mut want);
@@ -100,6 +108,13 @@ pub fn leave(cfg: &Config, spec: &DataPlaneSpec, log: &mut dyn FnMut(String)) ->
         log(c.to_string());
     }
     reconcile::apply(&mut ipvs, &changes)?;
+    if spec.ha.is_some() {
+        for master in [true, false] {
+            if let Err(e) = ipvs.stop_sync_daemon(master) {
+                log(e.to_string());
+            }
+        }
+    }
     director::teardown(cfg, spec, log);
     Ok(())
 }

@@ -10,7 +10,7 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp, MacVlanMode};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::tc::{TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcMessage, TcOption};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -99,6 +99,39 @@ pub fn set_link_up(nic: &str) -> Result<(), RtnlError> {
     request(&format!("link {nic} up"), RouteNetlinkMessage::SetLink(m), 0)
 }
 
+/// Take `nic` down (administratively).
+pub fn set_link_down(nic: &str) -> Result<(), RtnlError> {
+    let mut m = LinkMessage::default();
+    m.header.index = ifindex(nic)?;
+    m.header.flags = LinkFlags::empty();
+    m.header.change_mask = LinkFlags::Up;
+    request(&format!("link {nic} down"), RouteNetlinkMessage::SetLink(m), 0)
+}
+
+/// A macvlan `name` (bridge mode) on `lower` with MAC `mac`, left down; an existing link of
+/// that name is replaced.
+pub fn add_macvlan(name: &str, lower: &str, mac: [u8; 6]) -> Result<(), RtnlError> {
+    if ifindex(name).is_ok() {
+        del_link(name)?;
+    }
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.to_string()));
+    m.attributes.push(LinkAttribute::Link(ifindex(lower)?));
+    m.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::MacVlan),
+        LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(MacVlanMode::Bridge)])),
+    ]));
+    request(&format!("macvlan {name} on {lower}"), RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+}
+
+/// Delete the link `name`.
+pub fn del_link(name: &str) -> Result<(), RtnlError> {
+    let mut m = LinkMessage::default();
+    m.header.index = ifindex(name)?;
+    request(&format!("delete link {name}"), RouteNetlinkMessage::DelLink(m), 0)
+}
+
 /// Put `addr/prefix` on `nic` (replacing the same address if present).
 pub fn add_address(nic: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), RtnlError> {
     let mut m = AddressMessage::default();
@@ -135,6 +168,24 @@ pub fn set_default_route(gw: Ipv4Addr) -> Result<(), RtnlError> {
     };
     m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
     request(&format!("default route via {gw}"), RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_REPLACE)
+}
+
+/// Default route via `gw` out of `nic`, taken as on that link even while `nic` holds no
+/// address of its subnet (an HA backup in ipvs mode: its VIPs' link is down).
+pub fn set_default_route_onlink(gw: Ipv4Addr, nic: &str) -> Result<(), RtnlError> {
+    let mut m = RouteMessage::default();
+    m.header = RouteHeader {
+        address_family: AddressFamily::Inet,
+        table: RouteHeader::RT_TABLE_MAIN,
+        protocol: RouteProtocol::Static,
+        scope: RouteScope::Universe,
+        kind: RouteType::Unicast,
+        ..RouteHeader::default()
+    };
+    m.header.flags = netlink_packet_route::route::RouteFlags::Onlink;
+    m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+    m.attributes.push(RouteAttribute::Oif(ifindex(nic)?));
+    request(&format!("default route via {gw} dev {nic} onlink"), RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_REPLACE)
 }
 
 /// How an XDP program runs on a NIC.

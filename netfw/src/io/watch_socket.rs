@@ -27,6 +27,8 @@ pub enum WatchSocketError {
     Os {
         /// Which step.
         step: &'static str,
+        /// What the socket is for.
+        purpose: &'static str,
         /// The NIC.
         nic: String,
         /// errno.
@@ -38,7 +40,7 @@ impl fmt::Display for WatchSocketError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WatchSocketError::Nic(e) => e.fmt(f),
-            WatchSocketError::Os { step, nic, error } => write!(f, "{step} on {nic} for the health checks: {error}"),
+            WatchSocketError::Os { step, purpose, nic, error } => write!(f, "{step} on {nic} for {purpose}: {error}"),
         }
     }
 }
@@ -85,6 +87,21 @@ pub fn filter(vips: &[Ipv4Addr]) -> Vec<Insn> {
     p
 }
 
+/// The filter for the HA pair's adverts: IPv4 with protocol 112 (VRRP).
+pub fn vrrp_filter() -> Vec<Insn> {
+    const LDB_ABS: u16 = 0x30;
+    let i = |code, jt, jf, k| Insn { code, jt, jf, k };
+    // 0: ethertype; 1: not IPv4 → drop; 2: protocol; 3: VRRP → accept; 4: drop; 5: accept.
+    vec![
+        i(LDH_ABS, 0, 0, 12),
+        i(JEQ_K, 0, 2, 0x0800),
+        i(LDB_ABS, 0, 0, 23),
+        i(JEQ_K, 1, 0, 112),
+        i(RET_K, 0, 0, 0),
+        i(RET_K, 0, 0, 0x0004_0000),
+    ]
+}
+
 /// The `tp_status` of the PACKET_AUXDATA message among a recvmsg's control messages (each a
 /// `cmsghdr`: length as a usize, level, type; then its data; aligned to a usize).
 fn aux_status(control: &[u8]) -> Option<u32> {
@@ -123,9 +140,43 @@ pub struct WatchSocket {
 impl WatchSocket {
     /// Open it on `nic`, seeing ARP and IPv4 from `vips`.
     pub fn open(nic: &str, vips: &[Ipv4Addr]) -> Result<WatchSocket, WatchSocketError> {
+        Self::open_filtered(nic, &filter(vips), "the health checks")
+    }
+
+    /// Open it on `nic` for the HA pair's adverts: it sees VRRP only, and `nic` receives the
+    /// VRRP group's multicast MAC while it lives.
+    pub fn open_vrrp(nic: &str) -> Result<WatchSocket, WatchSocketError> {
+        let s = Self::open_filtered(nic, &vrrp_filter(), "the HA pair's adverts")?;
+        let index = ifindex(nic).map_err(WatchSocketError::Nic)?;
+        let mut address = [0u8; 8];
+        address[..6].copy_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]);
+        let mreq = libc::packet_mreq { mr_ifindex: index, mr_type: 0 /* PACKET_MR_MULTICAST */, mr_alen: 6, mr_address: address };
+        // SAFETY: `mreq` is a live packet_mreq of the size passed.
+        let r = unsafe {
+            libc::setsockopt(
+                s.fd(),
+                libc::SOL_PACKET,
+                1, // PACKET_ADD_MEMBERSHIP
+                std::ptr::from_ref(&mreq).cast(),
+                libc::socklen_t::try_from(std::mem::size_of::<libc::packet_mreq>()).unwrap_or(0),
+            )
+        };
+        if r != 0 {
+            let error = std::io::Error::last_os_error();
+            return Err(WatchSocketError::Os {
+                step: "PACKET_ADD_MEMBERSHIP",
+                purpose: "the HA pair's adverts",
+                nic: nic.to_string(),
+                error,
+            });
+        }
+        Ok(s)
+    }
+
+    fn open_filtered(nic: &str, prog: &[Insn], purpose: &'static str) -> Result<WatchSocket, WatchSocketError> {
         let os = |step| {
             let error = std::io::Error::last_os_error();
-            WatchSocketError::Os { step, nic: nic.to_string(), error }
+            WatchSocketError::Os { step, purpose, nic: nic.to_string(), error }
         };
         let index = ifindex(nic).map_err(WatchSocketError::Nic)?;
         // SAFETY: plain socket(2); the descriptor is owned below.
@@ -137,7 +188,6 @@ impl WatchSocket {
         }
         // SAFETY: `raw` is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let prog = filter(vips);
         let fprog = libc::sock_fprog { len: u16::try_from(prog.len()).unwrap_or(u16::MAX), filter: prog.as_ptr().cast_mut().cast() };
         // SAFETY: `fprog` points at `prog`, alive across the call; the kernel copies it.
         let r = unsafe {
@@ -225,6 +275,7 @@ mod tests {
             match i.code {
                 LDH_ABS => a = u32::from(u16::from_be_bytes([pkt[i.k as usize], pkt[i.k as usize + 1]])),
                 LD_W_ABS => a = u32::from_be_bytes(pkt[i.k as usize..i.k as usize + 4].try_into().unwrap()),
+                0x30 => a = u32::from(pkt[i.k as usize]),
                 JEQ_K => {
                     pc += usize::from(if a == i.k { i.jt } else { i.jf });
                 }
@@ -255,6 +306,20 @@ mod tests {
         c[..w].copy_from_slice(&0usize.to_ne_bytes());
         assert_eq!(aux_status(&c), None, "a zero length does not loop");
         assert_eq!(aux_status(&[]), None);
+    }
+
+    #[test]
+    fn the_vrrp_filter_passes_ipv4_vrrp_only() {
+        let p = vrrp_filter();
+        let mut vrrp = frame(0x0800, [198, 18, 0, 3]);
+        vrrp[23] = 112;
+        assert_ne!(run(&p, &vrrp), 0);
+        let mut tcp = vrrp.clone();
+        tcp[23] = 6;
+        assert_eq!(run(&p, &tcp), 0);
+        let mut arp = frame(0x0806, [0; 4]);
+        arp[23] = 112;
+        assert_eq!(run(&p, &arp), 0, "byte 23 of an ARP frame is not a protocol");
     }
 
     #[test]
