@@ -73,7 +73,11 @@ fn show_table(book: &Book, sup: &Supervisor, who: &str) {
             // A reader of the console (an operator's script, the tests) knows the table is whole.
             log::line(who, "end of table");
         }
-        Err(e) => log::line(who, &e),
+        Err(e) => {
+            log::line(who, &e);
+            // The error is the whole answer: a reader waiting for the end is not left hanging.
+            log::line(who, "end of table");
+        }
     }
 }
 

@@ -50,6 +50,11 @@ pub enum Why {
         /// Its priority.
         priority: u8,
     },
+    /// With `preempt`: the master advertises a lower priority than this box's.
+    Preempted {
+        /// The master's priority.
+        priority: u8,
+    },
 }
 
 impl fmt::Display for Why {
@@ -58,6 +63,7 @@ impl fmt::Display for Why {
             Why::MasterSilent(ms) => write!(f, "no advert from the master for {ms} ms"),
             Why::MasterLeft => f.write_str("the master is leaving (it advertised priority 0)"),
             Why::Outranked { priority } => write!(f, "the peer advertises priority {priority}, which outranks this box"),
+            Why::Preempted { priority } => write!(f, "this box outranks the master (priority {priority}) and preempts it"),
         }
     }
 }
@@ -111,6 +117,8 @@ pub struct Election {
     heard: Option<Millis>,
     /// Backup: the master's last advert had priority 0 (it is leaving).
     master_left: bool,
+    /// Backup: the priority of the master's last advert.
+    master_priority: Option<u8>,
     /// Backup with `preempt`: a lower-priority master still holds the role (this box waits
     /// for its flow table before taking over).
     hold: bool,
@@ -127,6 +135,7 @@ impl Election {
             advert_at: now,
             heard: None,
             master_left: false,
+            master_priority: None,
             hold: false,
         };
         e.down_at = now.plus(e.master_down_ms());
@@ -168,8 +177,11 @@ impl Election {
     pub fn tick(&mut self, now: Millis) -> Turn {
         match self.role {
             Role::Backup if now >= self.down_at => {
+                let heard_lately = self.heard.is_some_and(|t| now.since(t) < self.master_down_ms());
                 let why = if self.master_left {
                     Why::MasterLeft
+                } else if let Some(priority) = self.master_priority.filter(|p| heard_lately && self.outranks(*p)) {
+                    Why::Preempted { priority }
                 } else {
                     Why::MasterSilent(self.heard.map_or(self.master_down_ms(), |t| now.since(t)))
                 };
@@ -190,6 +202,7 @@ impl Election {
         match self.role {
             Role::Backup => {
                 self.master_left = priority == 0;
+                self.master_priority = Some(priority);
                 if priority == 0 {
                     self.down_at = now.plus(self.skew_ms());
                     if self.skew_ms() == 0 {
@@ -218,9 +231,11 @@ impl Election {
                         ..Turn::default()
                     };
                 }
-                // Both were master; this box stays and says so at once, so the other yields.
+                // Both were master; this box stays and says so at once, so the other yields. (Two
+                // boxes that start together are both master for an instant: not a split brain.)
                 self.advert_at = now.plus(self.s.advert_ms);
-                Turn { advertise: true, split_brain_ms: Some(last_heard.map_or(0, |t| now.since(t))), ..Turn::default() }
+                let gap = last_heard.map(|t| now.since(t)).filter(|gap| *gap > self.master_down_ms());
+                Turn { advertise: true, split_brain_ms: gap, ..Turn::default() }
             }
         }
     }
@@ -317,7 +332,8 @@ mod tests {
         assert_eq!(t.transition, Some(Transition { to: Role::Backup, why: Why::Outranked { priority: 200 } }));
         // With preemption a higher-priority backup ignores a lower master, and takes over.
         let mut high = Election::new(settings(B, 200, true), Millis(0));
-        assert!(run(&mut high, 0, 3000, Some((A, 100))).is_some());
+        let (_, t) = run(&mut high, 0, 3000, Some((A, 100))).unwrap();
+        assert_eq!(t.why, Why::Preempted { priority: 100 }, "it says it preempts, not that the master was silent");
         // Without it, the lower master's adverts hold it.
         let mut patient = Election::new(settings(B, 200, false), Millis(0));
         assert_eq!(run(&mut patient, 0, 3000, Some((A, 100))), None);
@@ -356,5 +372,9 @@ mod tests {
         assert_eq!(t.transition.map(|x| x.to), Some(Role::Backup));
         assert_eq!(t.split_brain_ms, Some(10_010));
         assert_eq!((a.role(), b.role()), (Role::Master, Role::Backup));
+        // Two boxes that start together are both master for an instant: no split brain.
+        let mut c = Election::new(settings(A, 200, true), Millis(0));
+        run(&mut c, 0, 1000, None).unwrap();
+        assert_eq!(c.advert(B, 100, 200, Millis(1001)).split_brain_ms, None);
     }
 }
