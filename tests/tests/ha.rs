@@ -13,6 +13,25 @@ use tests::{one_lab_at_a_time, poll_until, svc, wait_forwarding, Sniffer};
 
 const VMAC: &str = "00:00:5e:00:01:33";
 const KEY: &str = "a shared secret";
+/// A third box on the VIP segment: 10 adverts of priority 254 for the pair's vrid, with
+/// another key.
+const STRAY: [&str; 15] = [
+    "vrrp",
+    "--dev",
+    "bvip",
+    "--src",
+    "203.0.113.99",
+    "--vrid",
+    "51",
+    "--priority",
+    "254",
+    "--key",
+    "not the key",
+    "--count",
+    "10",
+    "--interval-ms",
+    "50",
+];
 
 /// One box's config: the lab's services, its DIP, and the pair.
 fn pair_config(lab: &Lab, dip: std::net::Ipv4Addr, peer: std::net::Ipv4Addr, priority: u8, preempt: bool) -> String {
@@ -222,28 +241,7 @@ fn a_stray_boxs_adverts_are_ignored_and_counted_and_a_cut_link_makes_a_split_bra
     let lab = pair(true);
     let router = lab.ns("router");
     // A third box on the segment, priority 254 but without the pair's key.
-    let out = lab
-        .labtool(
-            &router,
-            &[
-                "vrrp",
-                "--dev",
-                "bvip",
-                "--src",
-                "203.0.113.99",
-                "--vrid",
-                "51",
-                "--priority",
-                "254",
-                "--key",
-                "not the key",
-                "--count",
-                "10",
-                "--interval-ms",
-                "50",
-            ],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+    let out = lab.labtool(&router, &STRAY).unwrap_or_else(|e| panic!("{e}"));
     assert!(out.contains("\"sent\":10"), "{out}");
     for role in ["director", "director2"] {
         let h = poll_until(&format!("{role} never counted the stray adverts"), Duration::from_secs(5), || {
@@ -309,6 +307,40 @@ fn number_after(text: &str, before: &str) -> u64 {
     text.split(before).nth(1).and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next()).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
+/// The master VM's QEMU is SIGKILLed while the client makes requests every 20 ms and
+/// `UPLOADS` uploads of `bytes` run (`before_kill` looks at the pair first): the backup takes
+/// over, the gap is printed, nothing fails after it, every upload completes, and only the
+/// virtual MAC ever claims the VIP, which the router keeps.
+fn vm_master_dies(lab: &mut Lab, what: &str, bytes: u64, before_kill: impl FnOnce(&mut Lab)) {
+    let router = lab.ns("router");
+    let sniff = Sniffer::start(lab, "sniff-vip", &router, "bvip");
+    let stop = watch_start(lab);
+    uploads_start(lab, bytes, 4);
+    std::thread::sleep(Duration::from_secs(3));
+    before_kill(lab);
+    let took = seen(lab.peer_vm(), "HA: backup -> master");
+    let killed = Instant::now();
+    lab.vm().pull_plug();
+    lab.peer_vm().wait_for_nth("HA: backup -> master", took + 1, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    let noticed = killed.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let w = watch_result(lab, &stop);
+    let ups = uploads_finish(lab, bytes);
+    let arps = sniff.finish(lab);
+    println!(
+        "failover (VMs, {what}, QEMU SIGKILLed): the backup's console said master {} ms after the kill; longest gap without an answer {} ms; {} requests answered, {} failed, {} after the gap; {} uploads complete",
+        noticed.as_millis(),
+        w["longest_gap_ms"],
+        w["ok"],
+        w["failed"],
+        w["failed_after_gap"],
+        ups.len()
+    );
+    assert_eq!(w["failed_after_gap"], 0, "nothing fails once the backup has taken over: {w}");
+    only_the_virtual_mac_claimed_the_vip(&arps);
+    assert_eq!(lab.neighbour(&router, lab::VIP).as_deref(), Some(VMAC));
+}
+
 #[test]
 fn two_appliance_vms_as_a_pair_fail_over_hand_over_preempt_ignore_strays_and_show_a_split_brain() {
     let _serial = one_lab_at_a_time();
@@ -326,24 +358,7 @@ fn two_appliance_vms_as_a_pair_fail_over_hand_over_preempt_ignore_strays_and_sho
     assert_eq!(lab.neighbour(&router, lab::VIP).as_deref(), Some(VMAC), "the router reaches the VIP at the virtual MAC");
 
     // 4. A third box's adverts with a wrong key: ignored and counted by both, nothing changes.
-    let stray = [
-        "vrrp",
-        "--dev",
-        "bvip",
-        "--src",
-        "203.0.113.99",
-        "--vrid",
-        "51",
-        "--priority",
-        "254",
-        "--key",
-        "not the key",
-        "--count",
-        "10",
-        "--interval-ms",
-        "50",
-    ];
-    lab.labtool(&router, &stray).unwrap_or_else(|e| panic!("{e}"));
+    lab.labtool(&router, &STRAY).unwrap_or_else(|e| panic!("{e}"));
     for first in [true, false] {
         let vm = if first { lab.vm() } else { lab.peer_vm() };
         let s = poll_until("the stray adverts were not counted", Duration::from_secs(30), || {
@@ -399,34 +414,11 @@ fn two_appliance_vms_as_a_pair_fail_over_hand_over_preempt_ignore_strays_and_sho
     wait_vm_state(lab.peer_vm(), "BACKUP");
 
     // 1. The master's QEMU is SIGKILLed during requests and uploads.
-    let sniff = Sniffer::start(&mut lab, "sniff-vip", &router, "bvip");
-    let stop = watch_start(&mut lab);
     const BYTES: u64 = 4_000_000;
-    uploads_start(&mut lab, BYTES, 4);
-    std::thread::sleep(Duration::from_secs(3));
-    let s = vm_status(lab.peer_vm());
-    assert!(number_after(&s, "sent, ") >= UPLOADS as u64, "the backup has the uploads' flows: {s}");
-    let took = seen(lab.peer_vm(), "HA: backup -> master");
-    let killed = Instant::now();
-    lab.vm().pull_plug();
-    lab.peer_vm().wait_for_nth("HA: backup -> master", took + 1, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
-    let noticed = killed.elapsed();
-    std::thread::sleep(Duration::from_secs(3));
-    let w = watch_result(&lab, &stop);
-    let ups = uploads_finish(&lab, BYTES);
-    let arps = sniff.finish(&lab);
-    println!(
-        "failover (VMs, QEMU SIGKILLed): the backup's console said master {} ms after the kill; longest gap without an answer {} ms; {} requests answered, {} failed, {} after the gap; {} uploads complete",
-        noticed.as_millis(),
-        w["longest_gap_ms"],
-        w["ok"],
-        w["failed"],
-        w["failed_after_gap"],
-        ups.len()
-    );
-    assert_eq!(w["failed_after_gap"], 0, "nothing fails once the backup has taken over: {w}");
-    only_the_virtual_mac_claimed_the_vip(&arps);
-    assert_eq!(lab.neighbour(&router, lab::VIP).as_deref(), Some(VMAC));
+    vm_master_dies(&mut lab, "forwarder mode", BYTES, |lab| {
+        let s = vm_status(lab.peer_vm());
+        assert!(number_after(&s, "sent, ") >= UPLOADS as u64, "the backup has the uploads' flows: {s}");
+    });
     let s = vm_status(lab.peer_vm());
     assert!(s.contains("no advert from the master"), "{s}");
 
@@ -483,32 +475,8 @@ fn two_appliance_vms_in_ipvs_mode_fail_over_and_the_kernels_connection_sync_keep
     let router = lab.ns("router");
     assert_eq!(lab.neighbour(&router, lab::VIP).as_deref(), Some(VMAC), "the kernel answers for the VIP from the virtual MAC");
 
-    let sniff = Sniffer::start(&mut lab, "sniff-vip", &router, "bvip");
-    let stop = watch_start(&mut lab);
     const BYTES: u64 = 4_000_000;
-    uploads_start(&mut lab, BYTES, 4);
-    std::thread::sleep(Duration::from_secs(3));
-    let took = seen(lab.peer_vm(), "HA: backup -> master");
-    let killed = Instant::now();
-    lab.vm().pull_plug();
-    lab.peer_vm().wait_for_nth("HA: backup -> master", took + 1, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
-    let noticed = killed.elapsed();
-    std::thread::sleep(Duration::from_secs(3));
-    let w = watch_result(&lab, &stop);
-    let ups = uploads_finish(&lab, BYTES);
-    let arps = sniff.finish(&lab);
-    println!(
-        "failover (VMs, ipvs mode, QEMU SIGKILLed): the backup's console said master {} ms after the kill; longest gap without an answer {} ms; {} requests answered, {} failed, {} after the gap; {} uploads complete (the kernel's sync daemon)",
-        noticed.as_millis(),
-        w["longest_gap_ms"],
-        w["ok"],
-        w["failed"],
-        w["failed_after_gap"],
-        ups.len()
-    );
-    assert_eq!(w["failed_after_gap"], 0, "nothing fails once the backup has taken over: {w}");
-    only_the_virtual_mac_claimed_the_vip(&arps);
-    assert_eq!(lab.neighbour(&router, lab::VIP).as_deref(), Some(VMAC));
+    vm_master_dies(&mut lab, "ipvs mode: the kernel's sync daemon", BYTES, |_| {});
     assert!(lab.peer_vm().console_log().contains("HA: the VIPs' link vrrp51 up"), "the backup brought the VIPs' link up");
 
     // Switching modes keeps the pair: the old master boots again (ipvs mode) and takes over

@@ -155,8 +155,8 @@ pub fn del_address(nic: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), RtnlErro
     request(&format!("remove {addr}/{prefix} from {nic}"), RouteNetlinkMessage::DelAddress(m), 0)
 }
 
-/// Default route via `gw` (replacing any).
-pub fn set_default_route(gw: Ipv4Addr) -> Result<(), RtnlError> {
+/// A default route via `gw` in the main table.
+fn default_route(gw: Ipv4Addr) -> RouteMessage {
     let mut m = RouteMessage::default();
     m.header = RouteHeader {
         address_family: AddressFamily::Inet,
@@ -167,23 +167,19 @@ pub fn set_default_route(gw: Ipv4Addr) -> Result<(), RtnlError> {
         ..RouteHeader::default()
     };
     m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
-    request(&format!("default route via {gw}"), RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_REPLACE)
+    m
+}
+
+/// Default route via `gw` (replacing any).
+pub fn set_default_route(gw: Ipv4Addr) -> Result<(), RtnlError> {
+    request(&format!("default route via {gw}"), RouteNetlinkMessage::NewRoute(default_route(gw)), NLM_F_CREATE | NLM_F_REPLACE)
 }
 
 /// Default route via `gw` out of `nic`, taken as on that link even while `nic` holds no
 /// address of its subnet (an HA backup in ipvs mode: its VIPs' link is down).
 pub fn set_default_route_onlink(gw: Ipv4Addr, nic: &str) -> Result<(), RtnlError> {
-    let mut m = RouteMessage::default();
-    m.header = RouteHeader {
-        address_family: AddressFamily::Inet,
-        table: RouteHeader::RT_TABLE_MAIN,
-        protocol: RouteProtocol::Static,
-        scope: RouteScope::Universe,
-        kind: RouteType::Unicast,
-        ..RouteHeader::default()
-    };
+    let mut m = default_route(gw);
     m.header.flags = netlink_packet_route::route::RouteFlags::Onlink;
-    m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
     m.attributes.push(RouteAttribute::Oif(ifindex(nic)?));
     request(&format!("default route via {gw} dev {nic} onlink"), RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_REPLACE)
 }
