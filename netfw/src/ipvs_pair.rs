@@ -5,8 +5,9 @@
 //! (the kernel answers ARP for the VIPs only then, and announces them as the link comes up),
 //! and the kernel's connection sync daemon carries the connections to the backup.
 //!
-//! The link goes down when this starts (a box starts as backup) and when it stops; a master
-//! that stops says so with an advert of priority 0 first.
+//! The link goes down when this starts (a box starts as backup), when it stops, and while a
+//! dedicated NIC has no link (fault); a master that stops or faults says so with an advert of
+//! priority 0 first.
 
 use director_messages::status::Status;
 use netfw_core::model::DataPlaneSpec;
@@ -27,6 +28,8 @@ pub struct IpvsPair {
     driver: Driver,
     serving: Serving,
     link: String,
+    /// The dedicated NICs: one without link puts the box in fault.
+    nics: [String; 2],
     /// The link's state as last set (`None`: not yet).
     up: Option<bool>,
     buf: Box<[u8]>,
@@ -34,12 +37,20 @@ pub struct IpvsPair {
 
 impl IpvsPair {
     /// The pair of `spec` on `vip_side` (`None` without one), its link down.
-    pub fn open(spec: &DataPlaneSpec, vip_side: &str, now: Millis) -> Result<Option<IpvsPair>, String> {
+    pub fn open(spec: &DataPlaneSpec, vip_side: &str, rs_side: &str, now: Millis) -> Result<Option<IpvsPair>, String> {
         let Some(link) = pair_link(spec) else { return Ok(None) };
         let serving = Serving::default();
         let Some(driver) = Driver::new(spec, serving.clone(), now) else { return Ok(None) };
         let socket = WatchSocket::open_vrrp(vip_side).map_err(|e| e.to_string())?;
-        let mut p = IpvsPair { socket, driver: driver.without_flow_sync(), serving, link, up: None, buf: vec![0; RX].into_boxed_slice() };
+        let mut p = IpvsPair {
+            socket,
+            driver: driver.without_flow_sync(),
+            serving,
+            link,
+            nics: [vip_side.to_string(), rs_side.to_string()],
+            up: None,
+            buf: vec![0; RX].into_boxed_slice(),
+        };
         p.apply();
         Ok(Some(p))
     }
@@ -57,6 +68,7 @@ impl IpvsPair {
             }
         }
         let socket = &self.socket;
+        self.driver.watch_links(&[&self.nics[0], &self.nics[1]], now, |f| socket.send(f));
         self.driver.poll(now, |f| socket.send(f));
         self.apply();
     }

@@ -278,6 +278,22 @@ pub struct Driver {
     link: Link,
     /// Whether this box syncs flows itself (forwarder mode) or the kernel does (ipvs mode).
     flow_sync: bool,
+    /// Why this box cannot serve (a dedicated NIC without link): it is in fault, neither
+    /// master nor backup, until the link is back.
+    fault: Option<String>,
+    /// When the NICs' links were last read.
+    links_read: Option<Millis>,
+}
+
+/// How often the dedicated NICs' links are read (a file read each: not per packet).
+const LINKS_EVERY_MS: u64 = 200;
+
+/// Why `nics` cannot serve: the first without link (`/sys/class/net/<nic>/carrier`).
+pub fn links_fault(nics: &[&str]) -> Option<String> {
+    nics.iter().find_map(|n| {
+        let up = std::fs::read_to_string(format!("/sys/class/net/{n}/carrier")).is_ok_and(|c| c.trim() == "1");
+        (!up).then(|| format!("{n} has no link"))
+    })
 }
 
 fn unix_now() -> std::time::Duration {
@@ -308,6 +324,8 @@ impl Driver {
             sequence: u64::try_from(unix.as_micros()).unwrap_or(0),
             link,
             flow_sync: true,
+            fault: None,
+            links_read: None,
             role,
             inbox: Vec::with_capacity(ADVERT_QUEUE),
             peer: None,
@@ -424,6 +442,10 @@ impl Driver {
 
     /// Adverts received, then the timers; sends an advert when one is due.
     pub fn poll(&mut self, now: Millis, mut send: impl FnMut(&[u8]) -> bool) {
+        if self.fault.is_some() {
+            self.inbox.clear();
+            return;
+        }
         let inbox = std::mem::take(&mut self.inbox);
         for f in &inbox {
             if let Some(turn) = self.check(f, now) {
@@ -485,6 +507,39 @@ impl Driver {
         }
     }
 
+    /// Every `LINKS_EVERY_MS`, read the links of `nics` (the dedicated NICs): a NIC without
+    /// link puts this box in fault (a master hands over at once with priority 0, as when it
+    /// stops); the link back, it starts again as backup.
+    pub fn watch_links(&mut self, nics: &[&str], now: Millis, mut send: impl FnMut(&[u8]) -> bool) {
+        if self.links_read.is_some_and(|t| now.since(t) < LINKS_EVERY_MS) {
+            return;
+        }
+        self.links_read = Some(now);
+        let fault = links_fault(nics);
+        if fault == self.fault {
+            return;
+        }
+        let at_unix_ms = self.zero_unix_ms + now.0;
+        match &fault {
+            Some(why) => {
+                let was = self.election.role().name();
+                if self.election.leave() {
+                    self.advertise(0, &mut send);
+                }
+                self.role.set(false);
+                eprintln!("netfw: HA: {was} -> fault: {why}");
+                self.transition = Some(HaTransition { to: "fault".into(), why: why.clone(), at_unix_ms });
+            }
+            None => {
+                self.election = Election::new(settings(&self.spec, self.dip), now);
+                self.link.forget_table();
+                eprintln!("netfw: HA: fault -> backup: the links are back");
+                self.transition = Some(HaTransition { to: "backup".into(), why: "the links are back".into(), at_unix_ms });
+            }
+        }
+        self.fault = fault;
+    }
+
     /// Leaving (netfw stops): a master sends an advert of priority 0 so the backup takes over
     /// at once, and stops serving.
     pub fn leave(&mut self, mut send: impl FnMut(&[u8]) -> bool) {
@@ -498,7 +553,7 @@ impl Driver {
     /// Put the pair's view into a status report, with its warnings.
     pub fn annotate(&self, s: &mut Status, now: Millis) {
         let st = HaStatus {
-            state: self.election.role().name().into(),
+            state: if self.fault.is_some() { "fault" } else { self.election.role().name() }.into(),
             vrid: self.spec.vrid,
             virtual_mac: crate::io::nic::fmt_mac(&self.spec.virtual_mac()),
             priority: self.spec.priority,

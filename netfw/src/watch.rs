@@ -96,7 +96,7 @@ impl Watch {
         let prober = Prober::with_rip_probes(&spec, rs_mac, Arc::clone(&board), seed(), now, RipProbes::Kernel);
         let socket = WatchSocket::open(&cfg.nics.rs_side, &spec.vips()).map_err(|e| e.to_string())?;
         let ipvs = Ipvs::open().map_err(|e| e.to_string())?;
-        let pair = IpvsPair::open(&spec, &cfg.nics.vip_side, now)?;
+        let pair = IpvsPair::open(&spec, &cfg.nics.vip_side, &cfg.nics.rs_side, now)?;
         Ok(Watch {
             pair,
             rx_side: if one_arm { Side::Vip } else { Side::Rs },
@@ -223,7 +223,7 @@ impl Watch {
                 p.leave();
                 self.pair = None;
             }
-            (None, true) => match IpvsPair::open(&spec, &cfg.nics.vip_side, now) {
+            (None, true) => match IpvsPair::open(&spec, &cfg.nics.vip_side, &cfg.nics.rs_side, now) {
                 Ok(p) => self.pair = p,
                 Err(e) => return NetfwAnswer::Refused { problems: vec![Problem::general(e)] },
             },

@@ -13,7 +13,7 @@
 //! - HA: the first worker runs the pair's election; the others pass it the adverts they
 //!   receive. Every worker follows the role (`pair::Serving`, read once per turn): a backup's
 //!   forwarders and VIP-facing stacks serve no VIP. A worker that stops as master says so
-//!   with an advert of priority 0.
+//!   with an advert of priority 0, and so does one whose dedicated NIC loses its link (fault).
 //! - Orders from the coordinator (`run`'s thread, which serves the control socket and
 //!   signals): report status (the coordinator adds the workers' reports up), or install a
 //!   prepared reload. A reload stops every worker between two turns (a barrier), so no worker
@@ -134,6 +134,10 @@ impl<P: Port> Worker<P> {
                 for n in &mut self.nics {
                     n.stack.set_serving(serving);
                 }
+            }
+            if let (Some(d), Some(n)) = (self.pair.driver(), self.nics.first_mut()) {
+                let tx = n.port.halves().1;
+                d.watch_links(&[&self.names.0, &self.names.1], t, |f| tx.send(f));
             }
             let svc = Services { probes: &mut self.probes, pair: &mut self.pair };
             pump::turn(&mut self.nics, &mut self.fwd, self.kernel.as_mut(), svc, t);

@@ -1,9 +1,12 @@
-//! Issue 12's proofs in the namespace lab: two directors as an HA pair on the same segments.
-//! The master dies (SIGKILL) while a client makes requests: the backup takes over, the gap is
-//! printed, nothing fails afterwards, and the router's neighbour entry for the VIP stays the
-//! virtual MAC; a clean stop hands over at once; a stray box's adverts are ignored and
-//! counted; cutting the link between the two makes both master, and restoring it leaves one,
-//! with the split brain shown. Needs root (network namespaces); run with `tests/run`.
+//! Issue 12's proofs: two directors as an HA pair on the same segments, as netfw processes in
+//! the namespace lab and as two appliance VMs in the QEMU lab (forwarder and ipvs mode). The
+//! master dies (SIGKILL of netfw or of QEMU) while a client makes requests and uploads: the
+//! backup takes over, the gap is printed, nothing fails afterwards, the uploads complete (the
+//! flow table was synced), and the router's neighbour entry for the VIP stays the virtual MAC;
+//! a clean stop or poweroff hands over at once; a returning master takes the flow table, then
+//! the role; a stray box's adverts are ignored and counted; cutting the link between the two
+//! makes both master, and restoring it leaves one, with the split brain shown; a master whose
+//! NIC loses its link stands aside (fault). Needs root; run with `tests/run`.
 
 use std::time::{Duration, Instant};
 
@@ -232,6 +235,29 @@ fn a_clean_stop_hands_over_at_once_and_the_old_master_takes_back_with_preempt() 
     assert!(b["last_transition"]["why"].as_str().unwrap_or_default().contains("outranks"), "{b}");
     let ups = uploads_finish(&lab, BYTES);
     println!("preemption: {table}; all {} uploads complete", ups.len());
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+}
+
+#[test]
+fn a_master_whose_link_goes_down_stands_aside_in_fault_and_takes_over_again_when_it_is_back() {
+    let _serial = one_lab_at_a_time();
+    let lab = pair(true);
+    let d = lab.ns("director");
+    // The master's RS-facing NIC loses its link (the cable to the real servers' switch): it
+    // hands over at once (priority 0 on its VIP-facing NIC) and says why.
+    lab.ip(&d, &["link", "set", "eth2", "down"]).unwrap_or_else(|e| panic!("{e}"));
+    let b = wait_state(&lab, "director2", "master");
+    assert!(b["last_transition"]["why"].as_str().unwrap_or_default().contains("leaving"), "handed over, not timed out: {b}");
+    let h = wait_state(&lab, "director", "fault");
+    assert!(h["last_transition"]["why"].as_str().unwrap_or_default().contains("eth2 has no link"), "{h}");
+    let s = lab.status_json_in("director").unwrap_or_else(|e| panic!("{e}"));
+    assert!(s["warnings"].to_string().contains("HA fault: eth2 has no link"), "{s}");
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+    // The link is back: backup first, then master again (it outranks the other, preempt).
+    lab.ip(&d, &["link", "set", "eth2", "up"]).unwrap_or_else(|e| panic!("{e}"));
+    let h = wait_state(&lab, "director", "master");
+    assert!(h["last_transition"]["why"].as_str().unwrap_or_default().contains("preempts"), "{h}");
+    wait_state(&lab, "director2", "backup");
     wait_forwarding(&lab, &["rs1", "rs2"]);
 }
 

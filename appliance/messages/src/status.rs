@@ -235,7 +235,7 @@ pub struct Status {
 /// One box of an HA pair, as it sees the pair.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HaStatus {
-    /// "master" or "backup".
+    /// "master", "backup" or "fault" (a dedicated NIC has no link).
     pub state: String,
     /// Virtual router ID.
     pub vrid: u8,
@@ -375,6 +375,10 @@ impl HaStatus {
         }
         if let Some(l) = &self.last_ignored {
             w.push(format!("adverts were ignored: {l}"));
+        }
+        if self.state == "fault" {
+            let why = self.last_transition.as_ref().map_or("a dedicated NIC has no link", |t| t.why.as_str());
+            w.push(format!("HA fault: {why}: this box serves nothing and stands aside for its peer until the link is back"));
         }
         w
     }
