@@ -3,6 +3,7 @@
 //! drop. Used by the end-to-end tests, the demo and the benchmarks.
 
 pub mod lab;
+pub mod netns;
 pub mod proc;
 pub mod vm;
 

@@ -14,6 +14,8 @@ use qemu::lab::{self, Lab, LabError, Layout};
 use qemu::vm::Firmware;
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// The host port the demo forwards to the page (https://127.0.0.1:8443/).
+const DEMO_PAGE_PORT: u16 = 8443;
 
 extern "C" fn on_int(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
@@ -121,12 +123,22 @@ fn demo_vm(layout: Layout, once: bool) -> Result<(), LabError> {
         lab.neighbour(&lab.ns("router"), lab::VIP),
         lab::DIRECTOR_VIP_MAC
     );
-    println!(
-        "--- web page: https://{}/ (self-signed; first boot: the setup code is on the console above). It is reachable from the lab's namespaces, e.g.: ip netns exec {} curl -k https://{}/api/session",
-        &mgmt[..mgmt.len() - 3],
-        lab.ns("client"),
-        &mgmt[..mgmt.len() - 3]
+    let page = &mgmt[..mgmt.len() - 3];
+    // The host's own browser reaches the page through a port forwarded into the client
+    // namespace (the management segment is only inside the lab).
+    let forward = qemu::netns::forward_port(
+        std::net::SocketAddr::from(([127, 0, 0, 1], DEMO_PAGE_PORT)),
+        &lab.ns("client"),
+        std::net::SocketAddr::from((page.parse::<std::net::Ipv4Addr>().map_err(|e| LabError(e.to_string()))?, 443)),
     );
+    match &forward {
+        Ok(f) => println!(
+            "--- web page: open https://{}/ in this host's browser (self-signed certificate; first boot: the setup code is on the console above)",
+            f.listen
+        ),
+        Err(e) => println!("--- web page: no port forwarded on this host ({e})"),
+    }
+    println!("--- inside the lab it is https://{page}/, e.g.: ip netns exec {} curl -k https://{page}/api/session", lab.ns("client"),);
     println!("--- type console commands here (status, restart netfw, reboot, poweroff); more requests: ip netns exec {} {} get --to {}:80 --count 9", lab.ns("client"), qemu::proc::bin("labtool")?.display(), lab::VIP);
     wait_until_stopped(once);
     Ok(())

@@ -65,11 +65,11 @@ fn the_api_needs_a_session_and_csrf_limits_logins_and_names_bad_fields() {
     assert_eq!(form.status, 400, "a cross-site form cannot post the setup: {}", form.body);
     let ok = web.login(PASSWORD, Some(&code));
     assert_eq!(ok.status, 200, "{}", ok.body);
-    let cookie = ok.headers.lines().find(|l| l.starts_with("Set-Cookie: sid=")).unwrap_or_default().to_string();
+    let cookie = ok.headers.lines().find(|l| l.starts_with("Set-Cookie: __Host-sid=")).unwrap_or_default().to_string();
     for attr in ["HttpOnly", "Secure", "SameSite=Strict"] {
         assert!(cookie.contains(attr), "{cookie}");
     }
-    let token = cookie.trim_start_matches("Set-Cookie: sid=").split(';').next().unwrap_or_default();
+    let token = cookie.trim_start_matches("Set-Cookie: __Host-sid=").split(';').next().unwrap_or_default();
     assert_eq!(token.len(), 32, "a 128-bit token: {cookie}");
     assert_eq!(web.login(PASSWORD, Some(&code)).status, 409, "the setup code works once");
     assert_eq!(web.get("/api/status").json()["mode"], "forwarder");
@@ -236,9 +236,18 @@ fn a_management_change_rolls_back_unless_confirmed() {
     let gone = new.get("/api/session");
     assert!(gone.nobody_there(), "the new address must be gone after the rollback: curl {} status {}", gone.curl_exit, gone.status);
 
-    // Confirmed from the new address: kept, and saved.
+    // A confirmation through the old address proves nothing about the new one: refused.
     let a = old.send("PUT", "/api/config", &doc);
     assert_eq!(a.status, 200, "{}", a.body);
+    let c = old.send("POST", "/api/config/confirm", &json!({}));
+    assert_eq!(c.status, 409, "{}", c.body);
+    assert!(
+        c.json()["error"].as_str().unwrap_or_default().contains("confirm from the new address: open https://198.19.0.11/"),
+        "{}",
+        c.body
+    );
+
+    // Confirmed from the new address: kept, and saved.
     let mut new = Web::new(&client, "198.19.0.11", lab.dir(), "new2");
     assert_eq!(new.login(PASSWORD, None).status, 200);
     let c = new.send("POST", "/api/config/confirm", &json!({}));

@@ -1,6 +1,8 @@
 //! The JSON API (documented in `docs/openapi.yaml`) and the page's assets. Everything but the
 //! page itself, `GET /api/session`, login and first-boot setup needs a session; every state
-//! change also needs the session's CSRF token in `X-CSRF-Token`.
+//! change also needs the session's CSRF token in `X-CSRF-Token`. A request whose Host is not
+//! the box's address (or its configured name) is refused: a DNS-rebinding page in an
+//! operator's browser cannot reach the API.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -14,7 +16,7 @@ use director_config::{ipvsadm, keepalived, Config, ConfigError};
 use director_messages::init::{InitAnswer, InitRequest, Step};
 use director_messages::Problem;
 
-use crate::auth::{self, LoginLimit, Session, Sessions};
+use crate::auth::{self, LoginLimit, PasswordGate, Session, Sessions};
 use crate::http::{Request, Response};
 use crate::secrets::{self, Secrets};
 use crate::{control, rs_setup};
@@ -37,9 +39,15 @@ pub struct App {
     pub secrets: Mutex<Secrets>,
     /// Sessions.
     pub sessions: Mutex<Sessions>,
-    /// Failed logins.
+    /// Login attempts.
     pub limit: Mutex<LoginLimit>,
+    /// Password checks running at once.
+    pub gate: PasswordGate,
 }
+
+/// The session cookie's name: `__Host-` makes browsers insist on Secure, Path=/ and no
+/// Domain, so no other host (or plain-HTTP page) can set it.
+pub const SESSION_COOKIE: &str = "__Host-sid";
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -83,18 +91,26 @@ struct PasswordBody {
 }
 
 fn session_cookie(token: &str) -> String {
-    format!("sid={token}; Path=/; HttpOnly; Secure; SameSite=Strict")
+    format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict")
 }
 
 impl App {
     /// Load the secrets and make the app.
     pub fn new(state_dir: PathBuf, control: PathBuf, setup_code_file: PathBuf) -> Result<App, String> {
         let s = secrets::load(&state_dir)?;
-        Ok(App { state_dir, control, setup_code_file, secrets: Mutex::new(s), sessions: Mutex::default(), limit: Mutex::default() })
+        Ok(App {
+            state_dir,
+            control,
+            setup_code_file,
+            secrets: Mutex::new(s),
+            sessions: Mutex::default(),
+            limit: Mutex::default(),
+            gate: PasswordGate::default(),
+        })
     }
 
     fn session(&self, req: &Request) -> Option<(String, Session)> {
-        let t = req.cookie("sid")?;
+        let t = req.cookie(SESSION_COOKIE)?;
         lock(&self.sessions).touch(t, Instant::now()).map(|s| (t.to_string(), s))
     }
 
@@ -111,8 +127,10 @@ impl App {
         lock(&self.secrets).password.is_none()
     }
 
-    fn login_wait(&self, req: &Request) -> Option<Response> {
-        let wait = lock(&self.limit).wait(req.peer, Instant::now())?;
+    /// Count a login (or setup) attempt before its slow check; a 429 if the address has used
+    /// its attempts.
+    fn login_attempt(&self, req: &Request) -> Option<Response> {
+        let wait = lock(&self.limit).attempt(req.peer, Instant::now()).err()?;
         let s = wait.as_secs().max(1);
         Some(
             Response::json(
@@ -134,7 +152,7 @@ impl App {
 
     /// Hash and save a new password (power-loss safe); the old one stays if the save fails.
     fn store_password(&self, password: &str) -> Result<(), Response> {
-        let hash = auth::hash_password(password).map_err(|e| Response::error(500, &e, None))?;
+        let hash = self.gate.check(|| auth::hash_password(password)).map_err(|e| Response::error(500, &e, None))?;
         let mut s = lock(&self.secrets);
         let mut next = s.clone();
         next.password = Some(hash);
@@ -144,20 +162,19 @@ impl App {
     }
 
     fn setup(&self, req: &Request) -> Response {
-        if let Some(r) = self.login_wait(req) {
-            return r;
-        }
         let b: SetupBody = match body(req) {
             Ok(b) => b,
             Err(r) => return r,
         };
+        if let Some(r) = self.login_attempt(req) {
+            return r;
+        }
         if !self.setup_needed() {
             return Response::error(409, "the password is already set: log in", None);
         }
         let want = std::fs::read_to_string(&self.setup_code_file).unwrap_or_default();
         let norm = |s: &str| s.trim().to_ascii_uppercase().replace([' ', '-'], "");
         if want.trim().is_empty() || !auth::same(&norm(&b.code), &norm(&want)) {
-            lock(&self.limit).failed(req.peer, Instant::now());
             return Response::error(403, "wrong setup code: it is shown on the appliance's console", Some("code"));
         }
         if let Err(e) = auth::check_new_password(&b.password) {
@@ -173,9 +190,6 @@ impl App {
     }
 
     fn login(&self, req: &Request) -> Response {
-        if let Some(r) = self.login_wait(req) {
-            return r;
-        }
         let b: LoginBody = match body(req) {
             Ok(b) => b,
             Err(r) => return r,
@@ -183,8 +197,10 @@ impl App {
         let Some(hash) = lock(&self.secrets).password.clone() else {
             return Response::error(409, "no password yet: use the setup code from the console", None);
         };
-        if !auth::verify_password(&b.password, &hash) {
-            lock(&self.limit).failed(req.peer, Instant::now());
+        if let Some(r) = self.login_attempt(req) {
+            return r;
+        }
+        if !self.gate.check(|| auth::verify_password(&b.password, &hash)) {
             println!("failed login from {}", req.peer);
             return Response::error(401, "wrong password", Some("password"));
         }
@@ -198,7 +214,7 @@ impl App {
             Err(r) => return r,
         };
         let hash = lock(&self.secrets).password.clone().unwrap_or_default();
-        if !auth::verify_password(&b.current, &hash) {
+        if !self.gate.check(|| auth::verify_password(&b.current, &hash)) {
             return Response::error(403, "the current password is wrong", Some("current"));
         }
         if let Err(e) = auth::check_new_password(&b.new) {
@@ -254,8 +270,59 @@ impl App {
         }
     }
 
+    /// A 421 unless the request names the box: its address (the one connected to), a
+    /// loopback address or `localhost` (a port forwarded on the operator's own machine), or
+    /// the configured `hostname`. A DNS-rebinding page sends its own name and is refused.
+    fn misdirected(&self, req: &Request) -> Option<Response> {
+        let host = req.host();
+        let fine = match host.as_deref() {
+            None => false,
+            Some("localhost") => true,
+            Some(h) => match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => ip == req.local || ip.is_loopback(),
+                // A name: only the box's own (asked of the init: it changes with the config).
+                Err(_) => self.current_config().is_ok_and(|c| c.hostname.is_some_and(|n| n.eq_ignore_ascii_case(h))),
+            },
+        };
+        if fine {
+            return None;
+        }
+        let named = host.map_or_else(|| "no Host header".to_string(), |h| format!("Host {:?}", h.chars().take(100).collect::<String>()));
+        Some(Response::error(
+            421,
+            &format!("this page answers only at the box's own address ({}) or its host name, not {named}: open it by address", req.local),
+            None,
+        ))
+    }
+
+    /// Keep a pending management change, but only through the new address: a confirmation
+    /// that arrives on the old one proves nothing about the new one.
+    fn confirm(&self, req: &Request) -> Response {
+        let new = self.current_config().ok().and_then(|c| c.management?.address);
+        let new_ip = new.as_deref().and_then(|a| director_config::parse_cidr(a).ok()).map(|n| std::net::IpAddr::V4(n.addr()));
+        if let Some(ip) = new_ip.filter(|ip| *ip != req.local && self.pending_change()) {
+            return Response::error(
+                409,
+                &format!(
+                    "confirm from the new address: open https://{ip}/ and confirm there (this request came to {}, which proves nothing about the new address)",
+                    req.local
+                ),
+                None,
+            );
+        }
+        self.act(InitRequest::Confirm)
+    }
+
+    /// Whether a management change waits for confirmation.
+    fn pending_change(&self) -> bool {
+        matches!(self.ask(&InitRequest::Status), Ok(InitAnswer::Status { status }) if status.confirm_within_s.is_some())
+    }
+
     /// Route one request.
     pub fn handle(&self, req: &Request) -> Response {
+        if let Some(r) = self.misdirected(req) {
+            return r;
+        }
         let m = req.method.as_str();
         let p = req.path.as_str();
         match (m, p) {
@@ -304,7 +371,7 @@ impl App {
             ("POST", "/api/logout") => {
                 lock(&self.sessions).remove(&token);
                 Response::json(200, &json!({ "message": "logged out" }))
-                    .with("Set-Cookie", "sid=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0")
+                    .with("Set-Cookie", &format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0"))
             }
             ("GET", "/api/status") => match self.ask(&InitRequest::Status) {
                 Ok(InitAnswer::Status { status }) => Response::json(200, &serde_json::to_value(status).unwrap_or_default()),
@@ -316,7 +383,7 @@ impl App {
                 Err(r) => r,
             },
             ("PUT", "/api/config") => self.put_config(req),
-            ("POST", "/api/config/confirm") => self.act(InitRequest::Confirm),
+            ("POST", "/api/config/confirm") => self.confirm(req),
             ("GET", "/api/config/export") => match self.current_config() {
                 Ok(c) if req.param("format") == Some("ipvsadm") => Response::ok("text/plain; charset=utf-8", ipvsadm::export(&c.services))
                     .with("Content-Disposition", "attachment; filename=\"ipvsadm.rules\""),

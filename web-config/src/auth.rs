@@ -1,9 +1,12 @@
 //! Who may do what: the password (argon2id, a memory-hard KDF), the one-time first-boot setup
-//! code, sessions (128-bit random tokens with idle expiry), CSRF tokens bound to a session and
-//! compared in constant time, and a per-address limit on failed logins.
+//! code, sessions (128-bit random tokens with an idle and an absolute lifetime), CSRF tokens
+//! bound to a session and compared in constant time, a per-address limit on login attempts
+//! (counted before the slow check, so parallel guesses cannot all slip through), and a gate
+//! that bounds how many password checks run at once (each takes 19 MiB).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -12,6 +15,10 @@ use subtle::ConstantTimeEq;
 
 /// A session ends after this long without a request.
 pub const IDLE: Duration = Duration::from_secs(15 * 60);
+/// A session ends this long after login, however busy.
+pub const LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Password checks (argon2, 19 MiB each) running at once; more wait their turn.
+pub const CONCURRENT_CHECKS: usize = 2;
 /// Failed logins allowed per address within `WINDOW` before it must wait.
 pub const MAX_FAILURES: u32 = 5;
 /// The window (and the wait) of the login limit.
@@ -70,6 +77,7 @@ pub struct Session {
     /// The token every state change must carry (header `X-CSRF-Token`).
     pub csrf: String,
     last: Instant,
+    born: Instant,
 }
 
 /// Sessions by token.
@@ -84,7 +92,7 @@ impl Sessions {
         self.expire(now);
         let token = random_hex(16)?;
         let csrf = random_hex(16)?;
-        self.by_token.insert(token.clone(), Session { csrf: csrf.clone(), last: now });
+        self.by_token.insert(token.clone(), Session { csrf: csrf.clone(), last: now, born: now });
         Ok((token, csrf))
     }
 
@@ -107,33 +115,57 @@ impl Sessions {
     }
 
     fn expire(&mut self, now: Instant) {
-        self.by_token.retain(|_, s| now.saturating_duration_since(s.last) < IDLE);
+        self.by_token.retain(|_, s| now.saturating_duration_since(s.last) < IDLE && now.saturating_duration_since(s.born) < LIFETIME);
     }
 }
 
-/// Failed logins per client address.
+/// Login attempts per client address that have not succeeded (yet).
 #[derive(Debug, Default)]
 pub struct LoginLimit {
     failures: HashMap<IpAddr, (u32, Instant)>,
 }
 
 impl LoginLimit {
-    /// If `ip` must wait, for how long.
-    pub fn wait(&mut self, ip: IpAddr, now: Instant) -> Option<Duration> {
+    /// Start an attempt from `ip`: counted as a failure at once (the check that follows is
+    /// slow, and parallel attempts must not all pass this gate); `succeeded` takes it back.
+    /// If `ip` has used its attempts, how long it must wait.
+    pub fn attempt(&mut self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         self.failures.retain(|_, (_, since)| now.duration_since(*since) < WINDOW);
-        let (n, since) = self.failures.get(&ip)?;
-        (*n >= MAX_FAILURES).then(|| WINDOW.saturating_sub(now.duration_since(*since)))
-    }
-
-    /// Count a failure.
-    pub fn failed(&mut self, ip: IpAddr, now: Instant) {
         let e = self.failures.entry(ip).or_insert((0, now));
+        if e.0 >= MAX_FAILURES {
+            return Err(WINDOW.saturating_sub(now.duration_since(e.1)));
+        }
         e.0 += 1;
+        Ok(())
     }
 
     /// A success clears the address.
     pub fn succeeded(&mut self, ip: IpAddr) {
         self.failures.remove(&ip);
+    }
+}
+
+/// At most `CONCURRENT_CHECKS` password checks at once; `check` waits for its turn.
+#[derive(Debug, Default)]
+pub struct PasswordGate {
+    running: Mutex<usize>,
+    turn: Condvar,
+}
+
+impl PasswordGate {
+    /// Run `f` (a hash or a verification) when fewer than `CONCURRENT_CHECKS` run.
+    pub fn check<T>(&self, f: impl FnOnce() -> T) -> T {
+        {
+            let mut n = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            while *n >= CONCURRENT_CHECKS {
+                n = self.turn.wait(n).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            *n += 1;
+        }
+        let out = f();
+        *self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner) -= 1;
+        self.turn.notify_one();
+        out
     }
 }
 
@@ -152,18 +184,42 @@ mod tests {
     }
 
     #[test]
-    fn the_login_limit_blocks_after_five_failures_for_a_minute() {
+    fn the_login_limit_blocks_after_five_attempts_for_a_minute_and_a_success_clears_it() {
         let mut l = LoginLimit::default();
         let ip: IpAddr = "198.19.0.1".parse().unwrap();
         let other: IpAddr = "198.19.0.9".parse().unwrap();
         let t0 = Instant::now();
+        // Five attempts still being checked: the sixth must wait, before any check ends.
         for _ in 0..MAX_FAILURES {
-            assert!(l.wait(ip, t0).is_none());
-            l.failed(ip, t0);
+            l.attempt(ip, t0).unwrap();
         }
-        assert!(l.wait(ip, t0).is_some_and(|w| w <= WINDOW && w > Duration::from_secs(50)));
-        assert!(l.wait(other, t0).is_none(), "another address is not blocked");
-        assert!(l.wait(ip, t0 + WINDOW).is_none(), "the wait ends");
+        assert!(l.attempt(ip, t0).is_err_and(|w| w <= WINDOW && w > Duration::from_secs(50)));
+        l.attempt(other, t0).expect("another address is not blocked");
+        l.attempt(ip, t0 + WINDOW).expect("the wait ends");
+        l.succeeded(ip);
+        for _ in 0..MAX_FAILURES {
+            l.attempt(ip, t0 + WINDOW).expect("a success gives the attempts back");
+        }
+    }
+
+    #[test]
+    fn no_more_than_two_password_checks_run_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let gate = PasswordGate::default();
+        let (now, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    gate.check(|| {
+                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(n, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                    })
+                });
+            }
+        });
+        assert!(most.load(Ordering::SeqCst) <= CONCURRENT_CHECKS, "{} at once", most.load(Ordering::SeqCst));
     }
 
     #[test]
@@ -189,5 +245,18 @@ mod tests {
         assert!(s.touch(&t, almost).is_some(), "used just before the idle limit");
         assert!(s.touch(&t, almost + IDLE - Duration::from_secs(1)).is_some(), "the use restarted the clock");
         assert!(s.touch(&t, almost + IDLE - Duration::from_secs(1) + IDLE).is_none(), "fifteen idle minutes end it");
+    }
+
+    #[test]
+    fn a_busy_session_still_ends_twelve_hours_after_login() {
+        let mut s = Sessions::default();
+        let t0 = Instant::now();
+        let (t, _) = s.create(t0).unwrap();
+        let mut now = t0;
+        while now + IDLE / 2 < t0 + LIFETIME {
+            now += IDLE / 2;
+            assert!(s.touch(&t, now).is_some(), "in use every 7.5 minutes");
+        }
+        assert!(s.touch(&t, t0 + LIFETIME).is_none(), "over at twelve hours, however busy");
     }
 }

@@ -1,9 +1,70 @@
 //! HTTP/1.1 over any stream, one request per connection: the head is parsed by `httparse`
 //! within a size limit, the body is read up to `MAX_BODY` (larger → 413 without reading it),
-//! and every response carries the page's security headers.
+//! the whole exchange runs against one deadline (`Deadline`: a client trickling a byte at a
+//! time cannot hold a connection longer than that), and every response carries the page's
+//! security headers.
 
 use std::io::{Read, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// How long a client has to send its whole request (TLS handshake included).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// How long writing the answer may take.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A TCP stream whose reads and writes all end at one deadline (not a timeout per read):
+/// each call gets only the time left, and none once it has passed.
+#[derive(Debug)]
+pub struct Deadline {
+    tcp: TcpStream,
+    until: Instant,
+}
+
+impl Deadline {
+    /// `tcp`, to be done with within `within` from now.
+    pub fn new(tcp: TcpStream, within: Duration) -> Deadline {
+        Deadline { tcp, until: Instant::now() + within }
+    }
+
+    /// Move the deadline to `within` from now (the answer gets its own time).
+    pub fn extend(&mut self, within: Duration) {
+        self.until = Instant::now() + within;
+    }
+
+    /// The stream, e.g. for its addresses.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the request's deadline has passed"));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.left()?;
+        self.tcp.set_read_timeout(Some(left))?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Deadline {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let left = self.left()?;
+        self.tcp.set_write_timeout(Some(left))?;
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
 
 /// The largest request head.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -25,6 +86,8 @@ pub struct Request {
     pub body: Vec<u8>,
     /// The client's address.
     pub peer: IpAddr,
+    /// The box's address the client connected to.
+    pub local: IpAddr,
 }
 
 impl Request {
@@ -36,6 +99,16 @@ impl Request {
     /// A cookie's value.
     pub fn cookie(&self, name: &str) -> Option<&str> {
         self.header("cookie")?.split(';').filter_map(|c| c.trim().split_once('=')).find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// The Host header's host part: without the port, IPv6 brackets removed, lowercased.
+    pub fn host(&self) -> Option<String> {
+        let h = self.header("host")?.trim();
+        let host = match h.strip_prefix('[') {
+            Some(rest) => rest.split_once(']').map_or(rest, |(a, _)| a),
+            None => h.rsplit_once(':').map_or(h, |(a, _)| a),
+        };
+        (!host.is_empty()).then(|| host.to_ascii_lowercase())
     }
 
     /// A query parameter.
@@ -56,7 +129,7 @@ pub enum HttpError {
 }
 
 /// Read one request.
-pub fn read_request(s: &mut impl Read, peer: IpAddr) -> Result<Request, HttpError> {
+pub fn read_request(s: &mut impl Read, peer: IpAddr, local: IpAddr) -> Result<Request, HttpError> {
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 4096];
     loop {
@@ -94,7 +167,7 @@ pub fn read_request(s: &mut impl Read, peer: IpAddr) -> Result<Request, HttpErro
                     body.extend_from_slice(&chunk[..n]);
                 }
                 body.truncate(len);
-                return Ok(Request { method, path, query, headers, body, peer });
+                return Ok(Request { method, path, query, headers, body, peer, local });
             }
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HttpError::TooLarge),
             Ok(httparse::Status::Partial) => {}
@@ -125,12 +198,14 @@ fn reason(status: u16) -> &'static str {
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        421 => "Misdirected Request",
         405 => "Method Not Allowed",
         409 => "Conflict",
         413 => "Content Too Large",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
+        503 => "Service Unavailable",
         _ => "",
     }
 }
@@ -198,7 +273,7 @@ mod tests {
     }
 
     fn read(raw: &[u8]) -> Result<Request, HttpError> {
-        read_request(&mut &raw[..], "198.19.0.1".parse().unwrap())
+        read_request(&mut &raw[..], "198.19.0.1".parse().unwrap(), "198.19.0.10".parse().unwrap())
     }
 
     #[test]
@@ -213,5 +288,14 @@ mod tests {
         huge.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
         assert_eq!(read(&huge).unwrap_err(), HttpError::TooLarge);
         assert_eq!(read(b"GET / HTTP/1.1\r\n").unwrap_err(), HttpError::Gone);
+    }
+
+    #[test]
+    fn the_host_header_loses_its_port_and_brackets() {
+        let host = |h: &str| read(format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n").as_bytes()).unwrap().host();
+        assert_eq!(host("198.19.0.10:8443").as_deref(), Some("198.19.0.10"));
+        assert_eq!(host("[::1]:443").as_deref(), Some("::1"));
+        assert_eq!(host("Director.Example").as_deref(), Some("director.example"));
+        assert_eq!(read(b"GET / HTTP/1.1\r\n\r\n").unwrap().host(), None);
     }
 }

@@ -10,6 +10,7 @@
 //! - `api`: the routes (documented in `docs/openapi.yaml`).
 //! - `rs_setup`: the commands each real server needs, from the seeds.
 //! - `control`: the init's control socket.
+//! - `slots`: how many connections a listener serves at once, and from one address.
 //! - `server`: sockets bound to the management NIC, one thread per connection (bounded).
 
 pub mod api;
@@ -19,6 +20,7 @@ pub mod http;
 pub mod rs_setup;
 pub mod secrets;
 pub mod server;
+pub mod slots;
 pub mod tls;
 
 use std::path::PathBuf;

@@ -1,22 +1,30 @@
 //! The listening side: HTTPS and the plain-HTTP redirect, both bound to the management NIC
 //! (SO_BINDTODEVICE), so the page is never reachable through the VIP- or RS-facing NICs
-//! whatever addresses they carry. One thread per connection, at most `MAX_CONNECTIONS`, each
-//! with read and write timeouts.
+//! whatever addresses they carry. One thread per connection, each holding a slot (`slots`):
+//! the HTTPS listener and the redirecting port have their own, each with a cap per client
+//! address; a request must arrive whole within `http::REQUEST_DEADLINE`.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::App;
-use crate::http::{self, HttpError, Response};
+use crate::http::{self, Deadline, HttpError, Response};
+use crate::slots::Slots;
 use crate::{auth, secrets, tls};
 
-/// Connections served at once; more are closed at once.
+/// HTTPS connections served at once; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 32;
+/// HTTPS connections from one client address at once.
+pub const MAX_PER_CLIENT: usize = 8;
+/// Plain-HTTP (redirect) connections at once, and from one address: they only redirect, so
+/// they never take the page's slots.
+pub const MAX_REDIRECTS: (usize, usize) = (8, 2);
+/// `Strict-Transport-Security`: browsers use HTTPS for the box's address for a year.
+const HSTS: &str = "max-age=31536000";
 
 /// `serve`'s options.
 #[derive(Debug)]
@@ -132,6 +140,10 @@ fn peer_of(s: &TcpStream) -> IpAddr {
     s.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
 }
 
+fn local_of(s: &TcpStream) -> IpAddr {
+    s.local_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
+}
+
 fn answer_error<S: Read + Write>(e: HttpError, s: &mut S) {
     let r = match e {
         HttpError::Bad(m) => Response::error(400, &m, None),
@@ -152,16 +164,18 @@ fn answer_error<S: Read + Write>(e: HttpError, s: &mut S) {
 }
 
 fn serve_https(app: &App, tls_cfg: Arc<rustls::ServerConfig>, tcp: TcpStream) {
-    let peer = peer_of(&tcp);
+    let (peer, local) = (peer_of(&tcp), local_of(&tcp));
     let Ok(conn) = rustls::ServerConnection::new(tls_cfg) else { return };
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    match http::read_request(&mut s, peer) {
+    let mut s = rustls::StreamOwned::new(conn, Deadline::new(tcp, http::REQUEST_DEADLINE));
+    match http::read_request(&mut s, peer, local) {
         Ok(req) => {
-            let resp = app.handle(&req);
+            let resp = app.handle(&req).with("Strict-Transport-Security", HSTS);
+            s.sock.extend(http::WRITE_DEADLINE);
             let _ = resp.write(&mut s);
         }
+        Err(HttpError::Gone) => return,
         Err(e) => {
-            let _ = s.sock.set_read_timeout(Some(Duration::from_secs(1)));
+            s.sock.extend(Duration::from_secs(1));
             answer_error(e, &mut s);
         }
     }
@@ -170,10 +184,11 @@ fn serve_https(app: &App, tls_cfg: Arc<rustls::ServerConfig>, tcp: TcpStream) {
 }
 
 /// Plain HTTP: every request is sent to the HTTPS page.
-fn serve_redirect(mut tcp: TcpStream) {
-    let peer = peer_of(&tcp);
-    let local = tcp.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    match http::read_request(&mut tcp, peer) {
+fn serve_redirect(tcp: TcpStream) {
+    let (peer, local_ip) = (peer_of(&tcp), local_of(&tcp));
+    let local = local_ip.to_string();
+    let mut tcp = Deadline::new(tcp, http::REQUEST_DEADLINE);
+    match http::read_request(&mut tcp, peer, local_ip) {
         Ok(req) => {
             // Only a plain host name or address goes into Location, never the client's bytes.
             let host = req
@@ -182,29 +197,27 @@ fn serve_redirect(mut tcp: TcpStream) {
                 .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'))
                 .unwrap_or(&local)
                 .to_string();
+            tcp.extend(http::WRITE_DEADLINE);
             let _ = Response::json(301, &serde_json::json!({ "error": "use HTTPS" }))
                 .with("Location", &format!("https://{host}/"))
                 .write(&mut tcp);
         }
+        Err(HttpError::Gone) => {}
         Err(e) => {
-            let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
+            tcp.extend(Duration::from_secs(1));
             answer_error(e, &mut tcp);
         }
     }
 }
 
-fn accept_loop(listener: TcpListener, busy: Arc<AtomicUsize>, each: Arc<dyn Fn(TcpStream) + Send + Sync>) {
+fn accept_loop(listener: TcpListener, slots: Arc<Slots>, each: Arc<dyn Fn(TcpStream) + Send + Sync>) {
     for tcp in listener.incoming().flatten() {
-        if busy.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            continue; // dropped: closed at once
-        }
-        let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
-        let _ = tcp.set_write_timeout(Some(Duration::from_secs(10)));
-        busy.fetch_add(1, Ordering::Relaxed);
-        let (busy, each) = (busy.clone(), each.clone());
+        // No slot: dropped, closed at once.
+        let Ok(slot) = slots.take(peer_of(&tcp)) else { continue };
+        let each = each.clone();
         std::thread::spawn(move || {
             each(tcp);
-            busy.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
         });
     }
 }
@@ -223,10 +236,8 @@ pub fn serve(o: &Options) -> Result<(), String> {
     let https = listen_on_nic(&o.nic, o.https_port)?;
     let plain = listen_on_nic(&o.nic, o.http_port)?;
     println!("web page: serving HTTPS on {} port {} (HTTP port {} redirects)", o.nic, o.https_port, o.http_port);
-    let busy = Arc::new(AtomicUsize::new(0));
-    let b2 = busy.clone();
-    std::thread::spawn(move || accept_loop(plain, b2, Arc::new(serve_redirect)));
+    std::thread::spawn(move || accept_loop(plain, Slots::new(MAX_REDIRECTS.0, MAX_REDIRECTS.1), Arc::new(serve_redirect)));
     let a = app.clone();
-    accept_loop(https, busy, Arc::new(move |t| serve_https(&a, tls_cfg.clone(), t)));
+    accept_loop(https, Slots::new(MAX_CONNECTIONS, MAX_PER_CLIENT), Arc::new(move |t| serve_https(&a, tls_cfg.clone(), t)));
     Ok(())
 }
