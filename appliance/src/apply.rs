@@ -15,6 +15,8 @@
 //!
 //! The transaction talks to the box through `Plant`, so it is tested with a fake one.
 
+use crate::events;
+use director_messages::events::{EventKind, Severity};
 use std::time::{Duration, Instant};
 
 use director_config::{nic, paths, store, Config, Management, Mode};
@@ -194,10 +196,17 @@ fn fail(step: Step, problems: Vec<Problem>) -> ApplyFailure {
 impl Book {
     /// Apply a new config document, logging the outcome on the console.
     pub fn apply(&mut self, plant: &mut impl Plant, json: &str) -> Result<Applied, ApplyFailure> {
+        let before = self.running;
         let r = self.transaction(plant, json, false);
         match &r {
-            Ok(a) => log::init(&a.message),
-            Err(f) => log::init(&f.to_string()),
+            Ok(a) => {
+                events::record(EventKind::Config, Severity::Info, &a.message);
+                if self.running != before {
+                    events::record(EventKind::Mode, Severity::Notice, &format!("mode: {} -> {}", before.name(), self.running.name()));
+                }
+                events::configure(self.current.as_ref().map(|c| &c.cfg));
+            }
+            Err(f) => events::record(EventKind::Config, Severity::Warning, &f.to_string()),
         }
         r
     }
@@ -342,7 +351,7 @@ impl Book {
             }
         }
         let m = "management change confirmed and saved".to_string();
-        log::init(&m);
+        events::record(EventKind::Config, Severity::Notice, &m);
         Ok(m)
     }
 
@@ -350,7 +359,11 @@ impl Book {
     pub fn tick(&mut self, plant: &mut impl Plant) {
         if self.pending.as_ref().is_some_and(|p| Instant::now() >= p.deadline) {
             if let Some(p) = self.pending.take() {
-                log::init("ROLLBACK: the management change was not confirmed within 60 s; restoring the previous config");
+                events::record(
+                    EventKind::Config,
+                    Severity::Warning,
+                    "ROLLBACK: the management change was not confirmed within 60 s; restoring the previous config",
+                );
                 match self.transaction(plant, &p.previous, true) {
                     Ok(a) => log::init(&format!("rolled back: {}", a.message)),
                     Err(e) => log::init(&format!("rollback failed: {e}")),
@@ -505,7 +518,11 @@ impl Appliance<'_> {
                     Err(Some(status))
                         if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == i32::from(netfw::run::EXIT_NICS_UNUSABLE) =>
                     {
-                        log::init("FALLBACK: the forwarder cannot use its NICs (see its last line); the kernel's IPVS takes over with the same config");
+                        events::record(
+                            EventKind::Mode,
+                            Severity::Warning,
+                            "FALLBACK: the forwarder cannot use its NICs (see its last line); the kernel's IPVS takes over with the same config",
+                        );
                         self.sup.remove("netfw", |_, _| {});
                         self.enter_ipvs(to)
                     }

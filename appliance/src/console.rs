@@ -1,11 +1,13 @@
 //! The serial console: the init's log goes out, and a few commands come in (one per line).
 //! There is no shell on the appliance; this is the operator's (and the tests') last resort:
 //! `status`, `restart netfw` (kills it; the supervisor restarts it), `reboot`, `poweroff`,
-//! `ipvs` (the kernel's IPVS table), `apply-config {…}` (a whole config document on one line:
+//! `ipvs` (the kernel's IPVS table), `events` (the event log's last lines), `apply-config {…}` (a whole config document on one line:
 //! validated, saved to the config partition, applied without reboot).
 
 use std::io::BufRead;
 use std::sync::mpsc::Sender;
+
+use director_messages::events::{EventKind, Severity};
 
 use crate::control::Request;
 
@@ -30,6 +32,10 @@ pub enum Command {
     GetConfig,
     /// Keep a pending management change (control socket).
     Confirm,
+    /// The event log (printed on the console; answered on the control socket).
+    Events,
+    /// Record an event (the web page's logins; control socket).
+    Event(EventKind, Severity, String),
     /// Anything else.
     Unknown(String),
 }
@@ -46,6 +52,7 @@ pub fn parse(line: &str) -> Option<Command> {
         ("restart", Some(name)) => Command::Restart(name.to_string()),
         ("reboot", None) => Command::Reboot,
         ("poweroff", None) => Command::Poweroff,
+        ("events", None) => Command::Events,
         _ => Command::Unknown(line.trim().chars().take(60).collect()),
     })
 }

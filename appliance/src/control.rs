@@ -47,6 +47,8 @@ pub fn command(r: InitRequest) -> Command {
         InitRequest::Confirm => Command::Confirm,
         InitRequest::Reboot => Command::Reboot,
         InitRequest::Poweroff => Command::Poweroff,
+        InitRequest::Event { kind, severity, message } => Command::Event(kind, severity, message),
+        InitRequest::Events => Command::Events,
     }
 }
 

@@ -22,7 +22,8 @@ use crate::control::{self, Request};
 use crate::nics::{self, Nic, Roles};
 use crate::power::{self, Action};
 use crate::supervise::Supervisor;
-use crate::{dhcp, log, mounts, sys};
+use crate::{dhcp, events, log, mounts, sys};
+use director_messages::events::{EventKind, Severity};
 
 /// The line tests and operators wait for.
 pub const READY_MARKER: &str = "director: ready";
@@ -236,6 +237,9 @@ pub fn run() -> ! {
     control::listen(tx.clone());
     power::watch_power_button(tx);
     banner(&nics, &roles, &mgmt_addr, &web, &cfg_state, running.name());
+    events::configure(current.as_ref().map(|c| &c.cfg));
+    events::record(EventKind::Box, Severity::Notice, &format!("booted: mode {}, config {cfg_state}", running.name()));
+    events::watch_data_plane(|| apply::netfw_status().ok());
     let mut book = Book { nics, roles, running, fallback: false, config_mounted, current, pending: None, reboot_needed: None };
 
     loop {
@@ -262,7 +266,11 @@ pub fn run() -> ! {
 
 /// The forwarder cannot use its NICs: the kernel's IPVS takes over with the same config.
 fn fall_back(book: &mut Book, sup: &mut Supervisor) {
-    log::init("FALLBACK: the forwarder cannot use its NICs (see its last line); the kernel's IPVS takes over with the same config");
+    events::record(
+        EventKind::Mode,
+        Severity::Warning,
+        "FALLBACK: the forwarder cannot use its NICs (see its last line); the kernel's IPVS takes over with the same config",
+    );
     let Some(c) = book.current.clone() else { return };
     let ipvs = InForce { mode: Running::Ipvs, ..c.clone() };
     match (Appliance { sup }).switch(Some(&c), Some(&ipvs)) {
@@ -309,6 +317,8 @@ fn handle(book: &mut Book, sup: &mut Supervisor, req: &Request) {
         Command::Reboot | Command::Poweroff => {
             let (action, said) =
                 if req.cmd == Command::Reboot { (Action::Reboot, "rebooting") } else { (Action::Poweroff, "powering off") };
+            let from = if req.reply.is_some() { "the web page" } else { "the console" };
+            events::record(EventKind::Box, Severity::Notice, &format!("{said} (asked from {from})"));
             if req.reply.is_some() {
                 req.answer(InitAnswer::Done { message: said.into() });
                 // Let web-config pass the answer on before the shutdown stops it.
@@ -317,6 +327,18 @@ fn handle(book: &mut Book, sup: &mut Supervisor, req: &Request) {
             power::shutdown(action, sup, book.config_mounted);
         }
         Command::Ipvs => show_table(book, sup, "ipvs"),
+        Command::Event(kind, severity, message) => {
+            events::record(*kind, *severity, message);
+            req.answer(InitAnswer::Done { message: "recorded".into() });
+        }
+        Command::Events if req.reply.is_some() => req.answer(InitAnswer::Events { events: events::all() }),
+        Command::Events => {
+            let all = events::all();
+            for e in &all[all.len().saturating_sub(50)..] {
+                log::line("events", &e.line());
+            }
+            log::line("events", "end of table");
+        }
         Command::ApplyConfig(json) => req.answer(match book.apply(&mut Appliance { sup }, json) {
             Ok(applied) => InitAnswer::Applied { applied },
             Err(failure) => InitAnswer::Refused { failure },

@@ -6,6 +6,7 @@ mod apply;
 mod console;
 mod control;
 mod dhcp;
+mod events;
 mod init;
 mod log;
 mod mounts;
@@ -13,6 +14,7 @@ mod nics;
 mod power;
 mod supervise;
 mod sys;
+mod syslog;
 
 use std::process::ExitCode;
 

@@ -6,6 +6,7 @@
 //! by PID: once a child has been reaped its PID may belong to any new process, but its pidfd
 //! still means that child, and signalling it fails harmlessly.
 
+use director_messages::events::{EventKind, Severity};
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
@@ -162,7 +163,11 @@ impl Supervisor {
             format!("exited with status {}", libc::WEXITSTATUS(status))
         };
         c.restarts += 1;
-        log::init(&format!("{} {how}; restart {} in {:?}", c.name, c.restarts, c.backoff));
+        crate::events::record(
+            EventKind::Restart,
+            Severity::Warning,
+            &format!("{} {how}; restart {} in {:?}", c.name, c.restarts, c.backoff),
+        );
         c.next_start = Some(Instant::now() + c.backoff);
         c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
         Some(c.name.clone())

@@ -55,8 +55,9 @@ function show(view) {
 
 function tab(name, keep) {
   document.querySelectorAll('nav button').forEach((b) => b.classList.toggle('on', b.dataset.tab === name));
-  for (const t of ['status', 'config', 'rs', 'maint']) $(`#tab-${t}`).hidden = t !== name;
+  for (const t of ['status', 'config', 'events', 'rs', 'maint']) $(`#tab-${t}`).hidden = t !== name;
   if (name === 'config' && !keep) loadConfig();
+  if (name === 'events') loadEvents();
   if (name === 'rs') loadRsSetup();
 }
 
@@ -233,6 +234,11 @@ function readForm() {
     const h = (f) => $(`#cfg-ha-${f}`).value.trim();
     config.ha = { peer: h('peer'), vrid: num(h('vrid')), priority: num(h('priority')), advert_ms: num(h('advert_ms')), preempt: h('preempt') === 'true', key: $('#cfg-ha-key').value };
   } else delete config.ha;
+  const token = $('#cfg-metrics-token').value.trim();
+  if (token) config.metrics = { token }; else delete config.metrics;
+  if ($('#cfg-syslog-on').checked) {
+    config.syslog = { server: $('#cfg-syslog-server').value.trim(), port: num($('#cfg-syslog-port').value), protocol: $('#cfg-syslog-protocol').value, facility: $('#cfg-syslog-facility').value };
+  } else delete config.syslog;
   config.services.forEach((svc, i) => {
     const v = (f) => $(`#svc${i}-${f}`).value;
     svc.vip = v('vip').trim(); svc.protocol = v('protocol'); svc.port = num(v('port')); svc.scheduler = v('scheduler');
@@ -259,6 +265,14 @@ function drawConfig() {
   $('#cfg-ha-advert_ms').value = ha.advert_ms || 200;
   $('#cfg-ha-preempt').value = ha.preempt === false ? 'false' : 'true';
   $('#cfg-ha-key').value = ha.key || '';
+  $('#cfg-metrics-token').value = (config.metrics && config.metrics.token) || '';
+  const sl = config.syslog || {};
+  $('#cfg-syslog-on').checked = !!config.syslog;
+  $('#cfg-syslog-fields').hidden = !config.syslog;
+  $('#cfg-syslog-server').value = sl.server || '';
+  $('#cfg-syslog-port').value = sl.port || 514;
+  $('#cfg-syslog-protocol').value = sl.protocol || 'udp';
+  $('#cfg-syslog-facility').value = sl.facility || 'local0';
   drawServices();
 }
 
@@ -290,6 +304,19 @@ async function saveConfig(doc) {
   if (placed < errs.length || !errs.length) $('#config-error').textContent = r.data.error || `error ${r.status}`;
   notice('Not saved: see the messages beside the fields.', true);
   return false;
+}
+
+// ---- events ----------------------------------------------------------------
+// The box's event log, newest first, filtered by kind (on the box) and by text (here).
+async function loadEvents() {
+  const kind = $('#events-kind').value;
+  const r = await api('GET', `/api/events${kind ? '?kind=' + encodeURIComponent(kind) : ''}`);
+  if (!r.ok) { $('#events').replaceChildren(el('li', { text: r.data.error || `error ${r.status}` })); return; }
+  const sel = $('#events-kind');
+  if (sel.options.length === 1) for (const k of r.data.kinds) sel.append(el('option', { value: k, text: k }));
+  const want = $('#events-text').value.trim().toLowerCase();
+  const shown = r.data.events.slice().reverse().filter((e) => !want || e.message.toLowerCase().includes(want));
+  $('#events').replaceChildren(...(shown.length ? shown.map((e) => el('li', { class: `ev-${e.severity}`, 'data-kind': e.kind, text: `${new Date(e.at_unix_ms).toLocaleString()} · ${e.kind} · ${e.message}` })) : [el('li', { text: 'none' })]));
 }
 
 // ---- real-server setup ----------------------------------------------------
@@ -366,6 +393,16 @@ document.addEventListener('DOMContentLoaded', () => {
   document.querySelectorAll('nav button').forEach((b) => b.addEventListener('click', () => tab(b.dataset.tab)));
   $('#confirm').addEventListener('click', async () => { const r = await api('POST', '/api/config/confirm'); notice(r.ok ? r.data.message : r.data.error, !r.ok); refresh(); });
   $('#cfg-ha-on').addEventListener('change', () => { $('#cfg-ha-fields').hidden = !$('#cfg-ha-on').checked; });
+  $('#cfg-syslog-on').addEventListener('change', () => { $('#cfg-syslog-fields').hidden = !$('#cfg-syslog-on').checked; });
+  $('#cfg-metrics-new').addEventListener('click', () => {
+    const b = new Uint8Array(24);
+    crypto.getRandomValues(b);
+    $('#cfg-metrics-token').value = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+    notice('A new metrics token is in the form: press Save and apply, then give it to Prometheus (the old one stops working).');
+  });
+  $('#events-kind').addEventListener('change', loadEvents);
+  $('#events-text').addEventListener('input', loadEvents);
+  $('#events-download').addEventListener('click', () => { const k = $('#events-kind').value; download(`/api/events?format=text${k ? '&kind=' + encodeURIComponent(k) : ''}`, 'director-events.txt'); });
   $('#add-service').addEventListener('click', () => { readForm(); config.services.push({ vip: '', protocol: 'tcp', port: 80, scheduler: 'rr', persistence_s: 0, real_servers: [{ address: '', weight: 1 }] }); drawServices(); });
   $('#config-form').addEventListener('submit', async (ev) => { ev.preventDefault(); readForm(); await saveConfig(config); });
   $('#export-json').addEventListener('click', () => download('/api/config/export?format=json', 'director.json'));

@@ -13,13 +13,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use director_config::{ipvsadm, keepalived, Config, ConfigError};
+use director_messages::events::{EventKind, Severity};
 use director_messages::init::{InitAnswer, InitRequest, Step};
 use director_messages::Problem;
 
 use crate::auth::{self, LoginLimit, PasswordGate, Session, Sessions};
 use crate::http::{Request, Response};
 use crate::secrets::{self, Secrets};
-use crate::{control, rs_setup};
+use crate::{control, host_facts, rs_setup};
+use director_messages::metrics;
 
 const INDEX: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
@@ -185,7 +187,7 @@ impl App {
         }
         let _ = std::fs::remove_file(&self.setup_code_file);
         lock(&self.limit).succeeded(req.peer);
-        println!("first-boot setup done from {}: the password is set", req.peer);
+        self.event(Severity::Notice, &format!("first-boot setup done from {}: the password is set", req.peer));
         self.new_session("password set")
     }
 
@@ -201,10 +203,11 @@ impl App {
             return r;
         }
         if !self.gate.check(|| auth::verify_password(&b.password, &hash)) {
-            println!("failed login from {}", req.peer);
+            self.event(Severity::Warning, &format!("failed login from {}", req.peer));
             return Response::error(401, "wrong password", Some("password"));
         }
         lock(&self.limit).succeeded(req.peer);
+        self.event(Severity::Info, &format!("logged in from {}", req.peer));
         self.new_session("logged in")
     }
 
@@ -224,7 +227,42 @@ impl App {
             return r;
         }
         lock(&self.sessions).clear();
+        self.event(Severity::Notice, &format!("password changed from {}: every session ended", req.peer));
         Response::json(200, &json!({ "message": "password changed: log in again" }))
+    }
+
+    /// Put a login event in the box's event log (without an init, as in tests of the page
+    /// alone, on this process's output).
+    fn event(&self, severity: Severity, message: &str) {
+        let r = InitRequest::Event { kind: EventKind::Login, severity, message: message.to_string() };
+        if control::request(&self.control, &r).is_err() {
+            println!("{message}");
+        }
+    }
+
+    /// The event log: JSON, or as text for the download (`?format=text`), filtered by `kind`.
+    fn events(&self, req: &Request) -> Response {
+        let events = match self.ask(&InitRequest::Events) {
+            Ok(InitAnswer::Events { events }) => events,
+            Ok(other) => return Response::error(502, &other.human(), None),
+            Err(r) => return r,
+        };
+        let kind = req.param("kind").filter(|k| !k.is_empty());
+        if let Some(k) = kind.filter(|k| !EventKind::ALL.iter().any(|e| e.name() == *k)) {
+            let names: Vec<&str> = EventKind::ALL.iter().map(|e| e.name()).collect();
+            return Response::error(
+                400,
+                &format!("no event kind {:?}; one of {}", k.chars().take(40).collect::<String>(), names.join(", ")),
+                Some("kind"),
+            );
+        }
+        let events: Vec<_> = events.into_iter().filter(|e| kind.is_none_or(|k| e.kind.name() == k)).collect();
+        if req.param("format") == Some("text") {
+            let text: String = events.iter().map(|e| e.line() + "\n").collect();
+            return Response::ok("text/plain; charset=utf-8", text)
+                .with("Content-Disposition", "attachment; filename=\"director-events.txt\"");
+        }
+        Response::json(200, &json!({ "events": events, "kinds": EventKind::ALL.iter().map(|e| e.name()).collect::<Vec<_>>() }))
     }
 
     /// Ask the init; a 502 if it cannot be reached.
@@ -318,6 +356,31 @@ impl App {
         matches!(self.ask(&InitRequest::Status), Ok(InitAnswer::Status { status }) if status.confirm_within_s.is_some())
     }
 
+    /// Prometheus' scrape: the status in its text format, for the config's bearer token only
+    /// (a scraper has no session or CSRF token).
+    fn metrics(&self, req: &Request) -> Response {
+        let unauthorized = |msg: &str| Response::error(401, msg, None).with("WWW-Authenticate", "Bearer realm=\"director metrics\"");
+        let token = match self.current_config() {
+            Ok(c) => c.metrics.map(|m| m.token),
+            Err(r) if r.status == 404 => None,
+            Err(r) => return r,
+        };
+        let Some(token) = token else {
+            return unauthorized("no metrics token is set: set one in the config's metrics section (Configure page)");
+        };
+        let sent = req.header("authorization").and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
+        if !sent.is_some_and(|s| auth::same(s, &token)) {
+            return unauthorized("send the config's metrics token as Authorization: Bearer <token>");
+        }
+        match self.ask(&InitRequest::Status) {
+            Ok(InitAnswer::Status { status }) => {
+                Response::ok("text/plain; version=0.0.4; charset=utf-8", metrics::render(&status, &host_facts::read()))
+            }
+            Ok(other) => Response::error(502, &other.human(), None),
+            Err(r) => r,
+        }
+    }
+
     /// Route one request.
     pub fn handle(&self, req: &Request) -> Response {
         if let Some(r) = self.misdirected(req) {
@@ -341,6 +404,7 @@ impl App {
             ("POST", "/api/setup" | "/api/login") if !req.header("content-type").is_some_and(|c| c.starts_with("application/json")) => {
                 return Response::error(400, "send the body as application/json", None)
             }
+            ("GET", "/metrics") => return self.metrics(req),
             ("POST", "/api/setup") => return self.setup(req),
             ("POST", "/api/login") => return self.login(req),
             _ => {}
@@ -350,6 +414,7 @@ impl App {
             ("POST", "/api/logout")
                 | ("GET", "/api/status")
                 | ("GET", "/api/config")
+                | ("GET", "/api/events")
                 | ("PUT", "/api/config")
                 | ("POST", "/api/config/confirm")
                 | ("GET", "/api/config/export")
@@ -383,6 +448,7 @@ impl App {
                 Err(r) => r,
             },
             ("PUT", "/api/config") => self.put_config(req),
+            ("GET", "/api/events") => self.events(req),
             ("POST", "/api/config/confirm") => self.confirm(req),
             ("GET", "/api/config/export") => match self.current_config() {
                 Ok(c) if req.param("format") == Some("ipvsadm") => Response::ok("text/plain; charset=utf-8", ipvsadm::export(&c.services))

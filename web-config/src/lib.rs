@@ -8,6 +8,7 @@
 //! - `http`: bounded request reading and response writing over any stream.
 //! - `auth`: password hashing (argon2id), sessions, CSRF tokens, login rate limit, setup code.
 //! - `api`: the routes (documented in `docs/openapi.yaml`).
+//! - `host_facts`: boot time, memory and this process, for `GET /metrics`.
 //! - `rs_setup`: the commands each real server needs, from the seeds.
 //! - `control`: the init's control socket.
 //! - `slots`: how many connections a listener serves at once, and from one address.
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod auth;
 pub mod control;
+pub mod host_facts;
 pub mod http;
 pub mod rs_setup;
 pub mod secrets;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ConfigError;
 use crate::ha::HaDoc;
 use crate::health::HealthCheckDoc;
+use crate::observe::{MetricsDoc, SyslogDoc};
 use netfw_core::model::{DataPlaneSpec, Forwarding, Timeouts};
 
 /// The only schema version this build reads.
@@ -214,6 +215,12 @@ pub struct Config {
     /// This box's place in an HA pair (absent: a single box).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaDoc>,
+    /// `GET /metrics` for Prometheus (absent: every scrape gets 401).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsDoc>,
+    /// Every event also goes to this log server (absent: kept on the box only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syslog: Option<SyslogDoc>,
 }
 
 impl Config {

@@ -6,6 +6,7 @@
 //!   plane's model (`netfw_core::model::DataPlaneSpec`).
 //! - `ha`: the `ha` section (one box of an HA pair) and its rules.
 //! - `health`: a service's `health_check` and its rules.
+//! - `observe`: the `metrics` token and the `syslog` target, and their rules.
 //! - `net`: IPv4 subnets and addresses as the document writes them.
 //! - `nic`: NIC references (an interface name or a MAC): one validator, one resolver.
 //! - `error`: why a document was not accepted.
@@ -25,6 +26,7 @@ pub mod ipvsadm;
 pub mod keepalived;
 pub mod net;
 pub mod nic;
+pub mod observe;
 pub mod paths;
 pub mod store;
 pub mod validate;

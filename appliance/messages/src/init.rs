@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::{EventKind, LogEvent, Severity};
 use crate::status::Status;
 use crate::{one_line, Problem};
 
@@ -26,6 +27,17 @@ pub enum InitRequest {
     Reboot,
     /// Power off cleanly.
     Poweroff,
+    /// Record an event (the web page's logins).
+    Event {
+        /// What about.
+        kind: EventKind,
+        /// How much it matters.
+        severity: Severity,
+        /// What happened.
+        message: String,
+    },
+    /// The event log.
+    Events,
 }
 
 /// The steps of applying a config, in order. A failure at any step leaves the running and the
@@ -141,6 +153,11 @@ pub enum InitAnswer {
         /// Why.
         message: String,
     },
+    /// The event log, oldest first.
+    Events {
+        /// Its entries.
+        events: Vec<LogEvent>,
+    },
 }
 
 impl InitAnswer {
@@ -153,6 +170,7 @@ impl InitAnswer {
             InitAnswer::Refused { failure } => failure.to_string(),
             InitAnswer::Done { message } => message.clone(),
             InitAnswer::Error { message } => format!("error: {message}"),
+            InitAnswer::Events { events } => format!("{} events", events.len()),
         }
     }
 }

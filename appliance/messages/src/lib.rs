@@ -2,16 +2,20 @@
 //!
 //! - `framing`: one JSON document per line over a Unix stream socket, bounded in size, with
 //!   errors that say which socket and what went wrong; the socket paths.
+//! - `events`: the event log's entries (what, when, how much it matters).
 //! - `netfw`: requests to a running forwarder and its answers.
 //! - `init`: requests to the init (from the web page) and its answers, including why a
 //!   config change was refused and at which step.
 //! - `status`: the status document both modes report, and its ipvsadm-style text table.
+//! - `metrics`: the same document in Prometheus' text format (`GET /metrics`).
 //!
 //! Nothing is parsed back from prose: the console's human lines are rendered from these
 //! types, and every error travels as `{field, message}` data.
 
+pub mod events;
 pub mod framing;
 pub mod init;
+pub mod metrics;
 pub mod netfw;
 pub mod status;
 
