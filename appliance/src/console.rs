@@ -34,6 +34,8 @@ pub enum Command {
     Confirm,
     /// The event log (printed on the console; answered on the control socket).
     Events,
+    /// The real servers' last minutes (control socket).
+    History,
     /// Record an event (the web page's logins; control socket).
     Event(EventKind, Severity, String),
     /// Anything else.

@@ -49,6 +49,7 @@ pub fn command(r: InitRequest) -> Command {
         InitRequest::Poweroff => Command::Poweroff,
         InitRequest::Event { kind, severity, message } => Command::Event(kind, severity, message),
         InitRequest::Events => Command::Events,
+        InitRequest::History => Command::History,
     }
 }
 

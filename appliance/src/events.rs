@@ -143,7 +143,8 @@ impl Seen {
     }
 }
 
-/// Watch the data plane's reports (whichever mode answers on netfw's socket) once a second.
+/// Watch the data plane's reports (whichever mode answers on netfw's socket) once a second;
+/// the charts' history samples the same reports.
 pub fn watch_data_plane(status: fn() -> Option<Status>) {
     std::thread::spawn(move || {
         let mut seen = Seen::default();
@@ -153,6 +154,7 @@ pub fn watch_data_plane(status: fn() -> Option<Status>) {
                 for (at, kind, sev, msg) in seen.news(&s) {
                     record_at(at, kind, sev, &msg);
                 }
+                crate::history::sample(&s, now_ms());
             }
             std::thread::sleep(Duration::from_secs(1));
         }

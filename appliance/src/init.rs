@@ -331,6 +331,7 @@ fn handle(book: &mut Book, sup: &mut Supervisor, req: &Request) {
             events::record(*kind, *severity, message);
             req.answer(InitAnswer::Done { message: "recorded".into() });
         }
+        Command::History => req.answer(InitAnswer::History { series: crate::history::all() }),
         Command::Events if req.reply.is_some() => req.answer(InitAnswer::Events { events: events::all() }),
         Command::Events => {
             let all = events::all();

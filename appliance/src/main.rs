@@ -7,6 +7,7 @@ mod console;
 mod control;
 mod dhcp;
 mod events;
+mod history;
 mod init;
 mod log;
 mod mounts;

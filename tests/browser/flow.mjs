@@ -92,6 +92,11 @@ try {
   }
   check(after > before, `rs1's packet counter did not move: ${before} -> ${after}`);
   console.log(`COUNTERS ${before} ${after}`);
+  // The charts: rs1's line in both (packets/s and connections), drawn from the box's history
+  // (a point every 5 s), its latest rate in the legend.
+  await page.locator(`svg.chart polyline[data-server="${RIP1}"]`).first().waitFor({ timeout: 60000 });
+  check((await page.locator(`svg.chart polyline[data-server="${RIP1}"]`).count()) === 2, 'rs1 is not in both charts');
+  await page.locator('p.legend .key', { hasText: `${RIP1} ` }).filter({ hasText: 'pkt/s' }).first().waitFor();
   await shot('05-status');
   // The same page on a phone-sized screen: nothing needs horizontal scrolling of the page.
   await page.setViewportSize({ width: 390, height: 844 });
@@ -118,6 +123,26 @@ try {
   await page.locator(`td[data-health="${RIP1}"]`, { hasText: 'UP · check passed' }).waitFor();
   await page.locator('#health-events li', { hasText: `${RIP2}: up → down: connection refused` }).waitFor();
   await shot('05d-health-down');
+
+  // The event log: the transition is there under "health", the wrong password of the start
+  // under "login", and the download holds them as lines.
+  await page.getByRole('button', { name: 'Events' }).click();
+  await page.locator('#events-kind').selectOption('health');
+  await page.locator('#events li[data-kind="health"]', { hasText: `${RIP2}: up -> down: connection refused` }).waitFor({ timeout: 30000 });
+  // The list is replaced when the filtered answer arrives: then nothing else is in it.
+  await page.locator('#events li:not([data-kind="health"])').first().waitFor({ state: 'detached' });
+  await page.locator('#events-kind').selectOption('');
+  await page.locator('#events li[data-kind="login"]', { hasText: 'failed login from' }).first().waitFor();
+  await page.locator('#events-text').fill(RIP2);
+  await page.locator('#events li', { hasText: 'failed login' }).first().waitFor({ state: 'detached' });
+  await page.locator('#events li', { hasText: `${RIP2}: up -> down` }).first().waitFor();
+  await shot('05e-events');
+  await page.locator('#events-text').fill('');
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download as text' }).click()]);
+  const { readFile } = await import('node:fs/promises');
+  const text = await readFile(await dl.path(), 'utf8');
+  check(/ warning login: failed login from /.test(text), `the download lacks the failed login: ${text.slice(0, 400)}`);
+  check(text.includes(`warning health: tcp ${VIP}:80 ${RIP2}: up -> down: connection refused`), 'the download lacks the health event');
 
   // The box joins an HA pair from the page: a key too short is refused beside its field;
   // fixed, it is saved. No peer answers, so it becomes master by itself, and says why.
@@ -166,7 +191,7 @@ try {
   console.log('DONE');
 } catch (e) {
   for (const p of browser.contexts().flatMap((c) => c.pages())) {
-    console.log(`at failure: ${p.url()}: ${await p.locator('#notice').textContent().catch(() => '')} | ${await p.locator('#config-error').textContent().catch(() => '')}`);
+    console.log(`at failure (${String(e.message).split('\n')[0]}): ${p.url()}: ${await p.locator('#notice').textContent().catch(() => '')} | ${await p.locator('#config-error').textContent().catch(() => '')}`);
     await p.screenshot({ path: `${OUT}/failure.png`, fullPage: true }).catch(() => {});
   }
   throw e;

@@ -107,13 +107,51 @@ async function refresh() {
     const sorry = svc.sorry_server ? ` · sorry server ${svc.sorry_server}` : '';
     const title = `${svc.protocol.toUpperCase()} ${svc.vip}:${svc.port} · ${svc.scheduler}${svc.persistence_s ? ' · persistent ' + svc.persistence_s + ' s' : ''} · ${svc.forwarding}${sorry}${state}`;
     box.append(el('h3', { text: title, class: svc.state === 'down' ? 'svc-down' : '' }), el('table', { class: 'svc' }, el('thead', {}, head), el('tbody', {}, ...rows)));
+    box.append(el('div', { class: 'charts', 'data-service': `${svc.protocol} ${svc.vip}:${svc.port}` }));
   });
+  drawCharts();
   drawHa(s.ha);
   const events = (s.health_events || []).slice().reverse();
   $('#health-events').replaceChildren(...(events.length ? events.map((e) => el('li', { text: `${new Date(e.at_unix_ms).toLocaleString()} · ${e.service} · ${e.server}: ${e.from} → ${e.to}: ${e.reason}`, class: `health-${e.to}` })) : [el('li', { text: 'none' })]));
   const drops = Object.entries(s.drops || {}).filter(([, n]) => n > 0);
   $('#drops tbody').replaceChildren(...(drops.length ? drops.map(([k, n]) => el('tr', {}, el('td', { text: k }), el('td', { text: fmt(n) }))) : [el('tr', {}, el('td', { text: s.mode === 'ipvs' ? 'the kernel keeps no drop reasons' : 'none' }))]));
   last = { s, at: now };
+}
+
+// ---- charts ------------------------------------------------------------------
+// Each real server's packets/s and connections over the box's last ten minutes, drawn here as
+// SVG (no library, no request elsewhere): one line per server, its colour in the legend.
+const COLOURS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2'];
+const SVG = 'http://www.w3.org/2000/svg';
+function svg(tag, attrs) { const e = document.createElementNS(SVG, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); return e; }
+
+function chart(title, series, pick) {
+  const w = 300, h = 90, now = Date.now(), span = 10 * 60 * 1000;
+  const max = Math.max(1, ...series.flatMap((s) => s.points.map(pick)));
+  const root = svg('svg', { viewBox: `0 0 ${w} ${h + 14}`, class: 'chart', role: 'img', 'aria-label': title });
+  const t = svg('text', { x: 2, y: 10, class: 'chart-title' }); t.textContent = `${title} (max ${fmt(Math.round(max))}, last 10 min)`;
+  root.append(t, svg('line', { x1: 0, y1: h + 13, x2: w, y2: h + 13, class: 'chart-axis' }));
+  series.forEach((s, i) => {
+    const pts = s.points.filter((p) => now - p.at_unix_ms <= span)
+      .map((p) => `${(w * (1 - (now - p.at_unix_ms) / span)).toFixed(1)},${(h + 13 - (h * pick(p)) / max).toFixed(1)}`);
+    if (pts.length) root.append(svg('polyline', { points: pts.join(' '), fill: 'none', stroke: COLOURS[i % COLOURS.length], 'stroke-width': 1.5, 'data-server': s.server, 'data-points': String(pts.length) }));
+  });
+  return root;
+}
+
+async function drawCharts() {
+  const r = await api('GET', '/api/history');
+  if (!r.ok) return;
+  document.querySelectorAll('#services .charts').forEach((div) => {
+    const series = r.data.series.filter((s) => s.service === div.dataset.service);
+    const legend = el('p', { class: 'legend' }, ...series.map((s, i) => {
+      const p = s.points[s.points.length - 1];
+      return el('span', { class: 'key', 'data-colour': COLOURS[i % COLOURS.length], text: `■ ${s.server}${p ? ` ${fmt(Math.round(p.pps))} pkt/s, ${p.conns} conns` : ''}` });
+    }));
+    div.replaceChildren(chart('Packets/s', series, (p) => p.pps), chart('Connections', series, (p) => p.conns), legend);
+    // CSSOM, not a style attribute: the page's CSP allows no inline styles.
+    legend.querySelectorAll('.key').forEach((k) => { k.style.color = k.dataset.colour; });
+  });
 }
 
 // This box's place in its HA pair: state, the peer's last advert, the last change and why,

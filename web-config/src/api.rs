@@ -415,6 +415,7 @@ impl App {
                 | ("GET", "/api/status")
                 | ("GET", "/api/config")
                 | ("GET", "/api/events")
+                | ("GET", "/api/history")
                 | ("PUT", "/api/config")
                 | ("POST", "/api/config/confirm")
                 | ("GET", "/api/config/export")
@@ -449,6 +450,11 @@ impl App {
             },
             ("PUT", "/api/config") => self.put_config(req),
             ("GET", "/api/events") => self.events(req),
+            ("GET", "/api/history") => match self.ask(&InitRequest::History) {
+                Ok(InitAnswer::History { series }) => Response::json(200, &json!({ "series": series })),
+                Ok(other) => Response::error(502, &other.human(), None),
+                Err(r) => r,
+            },
             ("POST", "/api/config/confirm") => self.confirm(req),
             ("GET", "/api/config/export") => match self.current_config() {
                 Ok(c) if req.param("format") == Some("ipvsadm") => Response::ok("text/plain; charset=utf-8", ipvsadm::export(&c.services))

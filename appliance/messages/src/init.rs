@@ -38,6 +38,8 @@ pub enum InitRequest {
     },
     /// The event log.
     Events,
+    /// The real servers' last minutes.
+    History,
 }
 
 /// The steps of applying a config, in order. A failure at any step leaves the running and the
@@ -158,6 +160,11 @@ pub enum InitAnswer {
         /// Its entries.
         events: Vec<LogEvent>,
     },
+    /// The real servers' last minutes.
+    History {
+        /// One series per real server.
+        series: Vec<crate::history::Series>,
+    },
 }
 
 impl InitAnswer {
@@ -171,6 +178,7 @@ impl InitAnswer {
             InitAnswer::Done { message } => message.clone(),
             InitAnswer::Error { message } => format!("error: {message}"),
             InitAnswer::Events { events } => format!("{} events", events.len()),
+            InitAnswer::History { series } => format!("{} series", series.len()),
         }
     }
 }

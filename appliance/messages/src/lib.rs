@@ -3,6 +3,7 @@
 //! - `framing`: one JSON document per line over a Unix stream socket, bounded in size, with
 //!   errors that say which socket and what went wrong; the socket paths.
 //! - `events`: the event log's entries (what, when, how much it matters).
+//! - `history`: the last minutes of each real server (the page's charts).
 //! - `netfw`: requests to a running forwarder and its answers.
 //! - `init`: requests to the init (from the web page) and its answers, including why a
 //!   config change was refused and at which step.
@@ -14,6 +15,7 @@
 
 pub mod events;
 pub mod framing;
+pub mod history;
 pub mod init;
 pub mod metrics;
 pub mod netfw;
