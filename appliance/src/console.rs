@@ -36,6 +36,8 @@ pub enum Command {
     Events,
     /// The real servers' last minutes (control socket).
     History,
+    /// Capture packets (control socket).
+    Capture(director_messages::init::CaptureSpec),
     /// Record an event (the web page's logins; control socket).
     Event(EventKind, Severity, String),
     /// Anything else.

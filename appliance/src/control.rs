@@ -50,6 +50,7 @@ pub fn command(r: InitRequest) -> Command {
         InitRequest::Event { kind, severity, message } => Command::Event(kind, severity, message),
         InitRequest::Events => Command::Events,
         InitRequest::History => Command::History,
+        InitRequest::Capture { spec } => Command::Capture(spec),
     }
 }
 

@@ -332,6 +332,7 @@ fn handle(book: &mut Book, sup: &mut Supervisor, req: &Request) {
             req.answer(InitAnswer::Done { message: "recorded".into() });
         }
         Command::History => req.answer(InitAnswer::History { series: crate::history::all() }),
+        Command::Capture(spec) => crate::capture::start(spec, &book.roles, book.running, req.reply.clone()),
         Command::Events if req.reply.is_some() => req.answer(InitAnswer::Events { events: events::all() }),
         Command::Events => {
             let all = events::all();

@@ -3,6 +3,7 @@
 //! `web-config` (`/bin/web-config`), the web page's server.
 
 mod apply;
+mod capture;
 mod console;
 mod control;
 mod dhcp;

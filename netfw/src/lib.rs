@@ -13,11 +13,13 @@
 //! - `run`: `netfw run`: open the NICs, then forward until told to stop.
 //! - `watch`: `netfw ipvs watch`: ipvs mode's health checker (the same probes, verdicts to IPVS)
 //!   and, in a pair, its election (`ipvs_pair`).
+//! - `capture`: packet capture for the operator (filters, bounds, pcap; the kernel engine).
 //! - `cli`, `ipvs_cli`: the `netfw` command.
 //!
 //! The per-frame decision lives in `netfw-core` (no_std); the config document in
 //! `director-config`; IPVS and rtnetlink in `netfw-kernel`.
 
+pub mod capture;
 pub mod cli;
 pub mod ctl;
 pub mod flow_sync;

@@ -310,6 +310,20 @@ impl Web {
         Answer { curl_exit: out.status.code().unwrap_or(-1), status, headers: head.to_string(), body: body.to_string() }
     }
 
+    /// A state change with JSON whose answer's body (binary) goes to `to`: the status.
+    pub fn download(&self, method: &str, path: &str, json: &serde_json::Value, to: &std::path::Path) -> u16 {
+        let jar = self.jar.to_string_lossy().into_owned();
+        let csrf = format!("X-CSRF-Token: {}", self.csrf.as_deref().unwrap_or_default());
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns, "curl", "-sk", "--max-time", "120", "-X", method, "-b", &jar, "-c", &jar])
+            .args(["-H", &csrf, "-H", "Content-Type: application/json", "--data-binary", &json.to_string(), "-w", "%{http_code}", "-o"])
+            .arg(to)
+            .arg(format!("{}{path}", self.base))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    }
+
     /// GET.
     pub fn get(&self, path: &str) -> Answer {
         self.call("GET", path, None, None)

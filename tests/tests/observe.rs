@@ -190,3 +190,59 @@ fn prometheus_scrapes_the_box_and_rsyslog_files_its_events() {
     let other = std::fs::read_to_string(lab.dir().join("rsyslog/other.log")).unwrap_or_default();
     assert!(!other.contains("director"), "nothing of the box's went elsewhere: {other}");
 }
+
+/// A capture from the page's API in ipvs mode: ARP on the RS-facing NIC for 12 s. The file is
+/// a pcap tcpdump reads, and every ARP request the director sent asks from the DIP, never
+/// from the VIP (seed 001, question 1). One capture at a time; bad requests are refused.
+#[test]
+fn a_capture_of_arp_on_the_rs_facing_nic_shows_requests_from_the_dip() {
+    let _g = one_lab_at_a_time();
+    let mut lab = Lab::build_for_vm(Layout::TwoArm, 2).unwrap();
+    let checked = svc(&[(1, 1), (2, 1)]).replacen(r#""real_servers""#, r#""health_check": {"type": "tcp"}, "real_servers""#, 1);
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&lab.config_with_management(&checked, "eth0", Some(&format!("{MGMT}/24")))).unwrap();
+    cfg["mode"] = json!("ipvs");
+    lab.write_vm_config(&cfg.to_string()).unwrap();
+    lab.boot_vm(Firmware::Direct).unwrap();
+    lab.vm().wait_for("web page: serving HTTPS on eth0", Duration::from_secs(30)).unwrap();
+    wait_forwarding(&lab, &["rs1", "rs2"]);
+    let code = setup_code(&lab.vm().console_log()).expect("the console shows a setup code");
+    let router = lab.ns("router");
+    let mut web = Web::new(&router, MGMT, lab.dir(), "capturer");
+    assert_eq!(web.login(PASSWORD, Some(&code)).status, 200);
+
+    // Refused with the reason: a bad filter, a limit over the bound.
+    let bad = web.send("POST", "/api/capture", &json!({"nic": "rs_side", "filter": "host", "value": "nope", "packets": 10, "seconds": 5}));
+    assert!(bad.status == 409 && bad.body.contains("is not an IPv4 address"), "{}", bad.body);
+    let long = web.send("POST", "/api/capture", &json!({"nic": "rs_side", "filter": "arp", "packets": 10, "seconds": 3600}));
+    assert!(long.status == 409 && long.body.contains("seconds: 1 to 60"), "{}", long.body);
+
+    // The capture, while a second one is refused (one at a time).
+    let file = lab.dir().join("arp.pcap");
+    let path = file.clone();
+    let first = std::thread::spawn(move || {
+        web.download("POST", "/api/capture", &json!({"nic": "rs_side", "filter": "arp", "packets": 1000, "seconds": 12}), &path)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let mut second = Web::new(&router, MGMT, lab.dir(), "second");
+    assert_eq!(second.login(PASSWORD, None).status, 200);
+    let busy = second.send("POST", "/api/capture", &json!({"nic": "vip_side", "filter": "all", "packets": 10, "seconds": 2}));
+    assert!(busy.status == 409 && busy.body.contains("one at a time"), "{}", busy.body);
+    let status = first.join().unwrap();
+    assert_eq!(status, 200, "the capture's answer");
+
+    let read = std::process::Command::new("tcpdump").args(["-n", "-e", "-r"]).arg(&file).output().unwrap();
+    let text = String::from_utf8_lossy(&read.stdout);
+    assert!(read.status.success(), "tcpdump -r: {}", String::from_utf8_lossy(&read.stderr));
+    let requests: Vec<&str> = text.lines().filter(|l| l.contains("Request who-has")).collect();
+    println!("capture: {} frames, {} ARP requests; e.g. {:?}", text.lines().count(), requests.len(), requests.first());
+    assert!(requests.iter().any(|l| l.contains(&format!("who-has {} tell {}", lab::rip(1), lab::DIP))), "{text}");
+    // tcpdump -e: "time source > destination, ...": the director's own requests.
+    let from_director: Vec<&&str> = requests.iter().filter(|l| l.split_whitespace().nth(1) == Some(lab::DIRECTOR_RS_MAC)).collect();
+    assert!(!from_director.is_empty(), "{text}");
+    assert!(
+        from_director.iter().all(|l| l.contains(&format!("tell {}", lab::DIP))),
+        "every request of the director's asks from the DIP: {text}"
+    );
+    assert!(text.lines().all(|l| l.contains("ARP")), "ARP only: {text}");
+}

@@ -395,6 +395,24 @@ async function download(path, name) {
   URL.revokeObjectURL(url);
 }
 
+// A capture on the box, downloaded as a .pcap when it ends (the request waits for it).
+async function capture() {
+  const spec = { nic: $('#cap-nic').value, filter: $('#cap-filter').value, packets: num($('#cap-packets').value), seconds: num($('#cap-seconds').value) };
+  const value = $('#cap-value').value.trim();
+  if (value) spec.value = value;
+  $('#cap-go').disabled = true;
+  notice(`Capturing for up to ${spec.seconds} s...`);
+  const r = await fetch('/api/capture', { method: 'POST', headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf }, body: JSON.stringify(spec), credentials: 'same-origin' });
+  $('#cap-go').disabled = false;
+  if (!r.ok) { const e = await r.json().catch(() => ({})); notice(e.error || `error ${r.status}`, true); return; }
+  const n = r.headers.get('X-Capture-Packets');
+  const url = URL.createObjectURL(await r.blob());
+  const a = el('a', { href: url, download: `director-${spec.nic}.pcap` });
+  document.body.append(a); a.click(); a.remove();
+  URL.revokeObjectURL(url);
+  notice(`${n} frame(s) captured: the .pcap is downloaded (tcpdump -r, Wireshark).`);
+}
+
 async function power(what) {
   if (!window.confirm(`${what === 'reboot' ? 'Reboot' : 'Power off'} the director now? Forwarding stops until it is back.`)) return;
   const r = await api('POST', `/api/${what}`);
@@ -439,6 +457,7 @@ document.addEventListener('DOMContentLoaded', () => {
     notice('A new metrics token is in the form: press Save and apply, then give it to Prometheus (the old one stops working).');
   });
   $('#events-kind').addEventListener('change', loadEvents);
+  $('#capture-form').addEventListener('submit', (ev) => { ev.preventDefault(); capture(); });
   $('#events-text').addEventListener('input', loadEvents);
   $('#events-download').addEventListener('click', () => { const k = $('#events-kind').value; download(`/api/events?format=text${k ? '&kind=' + encodeURIComponent(k) : ''}`, 'director-events.txt'); });
   $('#add-service').addEventListener('click', () => { readForm(); config.services.push({ vip: '', protocol: 'tcp', port: 80, scheduler: 'rr', persistence_s: 0, real_servers: [{ address: '', weight: 1 }] }); drawServices(); });

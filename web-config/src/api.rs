@@ -14,6 +14,7 @@ use serde_json::json;
 
 use director_config::{ipvsadm, keepalived, Config, ConfigError};
 use director_messages::events::{EventKind, Severity};
+use director_messages::init::CaptureSpec;
 use director_messages::init::{InitAnswer, InitRequest, Step};
 use director_messages::Problem;
 
@@ -265,6 +266,30 @@ impl App {
         Response::json(200, &json!({ "events": events, "kinds": EventKind::ALL.iter().map(|e| e.name()).collect::<Vec<_>>() }))
     }
 
+    /// A packet capture: the init takes it (one at a time, bounded), then the file comes back
+    /// as the answer's body, a pcap `tcpdump -r` reads.
+    fn capture(&self, req: &Request) -> Response {
+        let spec: CaptureSpec = match body(req) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        match self.ask(&InitRequest::Capture { spec }) {
+            Ok(InitAnswer::Captured { file, nic, packets }) => {
+                let bytes = std::fs::read(&file);
+                let _ = std::fs::remove_file(&file);
+                match bytes {
+                    Ok(b) => Response::ok("application/vnd.tcpdump.pcap", b)
+                        .with("Content-Disposition", &format!("attachment; filename=\"director-{nic}.pcap\""))
+                        .with("X-Capture-Packets", &packets.to_string()),
+                    Err(e) => Response::error(500, &format!("the capture's file: {e}"), None),
+                }
+            }
+            Ok(InitAnswer::Error { message }) => Response::error(409, &message, None),
+            Ok(other) => Response::error(502, &other.human(), None),
+            Err(r) => r,
+        }
+    }
+
     /// Ask the init; a 502 if it cannot be reached.
     fn ask(&self, r: &InitRequest) -> Result<InitAnswer, Response> {
         control::request(&self.control, r).map_err(|e| Response::error(502, &format!("the init's control socket: {e}"), None))
@@ -416,6 +441,7 @@ impl App {
                 | ("GET", "/api/config")
                 | ("GET", "/api/events")
                 | ("GET", "/api/history")
+                | ("POST", "/api/capture")
                 | ("PUT", "/api/config")
                 | ("POST", "/api/config/confirm")
                 | ("GET", "/api/config/export")
@@ -450,6 +476,7 @@ impl App {
             },
             ("PUT", "/api/config") => self.put_config(req),
             ("GET", "/api/events") => self.events(req),
+            ("POST", "/api/capture") => self.capture(req),
             ("GET", "/api/history") => match self.ask(&InitRequest::History) {
                 Ok(InitAnswer::History { series }) => Response::json(200, &json!({ "series": series })),
                 Ok(other) => Response::error(502, &other.human(), None),

@@ -40,7 +40,44 @@ pub enum InitRequest {
     Events,
     /// The real servers' last minutes.
     History,
+    /// Capture packets on a NIC.
+    Capture {
+        /// What to capture.
+        spec: CaptureSpec,
+    },
 }
+
+/// Which NIC a capture is on, by its role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureNic {
+    /// Towards the router.
+    VipSide,
+    /// Towards the real servers.
+    RsSide,
+    /// The management NIC.
+    Management,
+}
+
+/// A capture as the operator asks for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSpec {
+    /// Where.
+    pub nic: CaptureNic,
+    /// `all`, `host`, `port` or `arp`.
+    pub filter: String,
+    /// The host's address or the port, for `host` and `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Stop after this many frames.
+    pub packets: u32,
+    /// Stop after this many seconds.
+    pub seconds: u32,
+}
+
+/// Where a finished capture's file is left for the web page (tmpfs; one capture at a time).
+pub const CAPTURE_FILE: &str = "/run/director-capture.pcap";
 
 /// The steps of applying a config, in order. A failure at any step leaves the running and the
 /// saved config as they were.
@@ -165,6 +202,15 @@ pub enum InitAnswer {
         /// One series per real server.
         series: Vec<crate::history::Series>,
     },
+    /// A capture is done: its file.
+    Captured {
+        /// Where the pcap file is.
+        file: String,
+        /// The NIC it was taken on.
+        nic: String,
+        /// Frames in it.
+        packets: u32,
+    },
 }
 
 impl InitAnswer {
@@ -179,6 +225,7 @@ impl InitAnswer {
             InitAnswer::Error { message } => format!("error: {message}"),
             InitAnswer::Events { events } => format!("{} events", events.len()),
             InitAnswer::History { series } => format!("{} series", series.len()),
+            InitAnswer::Captured { nic, packets, .. } => format!("{packets} frames captured on {nic}"),
         }
     }
 }
