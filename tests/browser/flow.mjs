@@ -144,6 +144,28 @@ try {
   check(/ warning login: failed login from /.test(text), `the download lacks the failed login: ${text.slice(0, 400)}`);
   check(text.includes(`warning health: tcp ${VIP}:80 ${RIP2}: up -> down: connection refused`), 'the download lacks the health event');
 
+  // A packet capture from the page: the management NIC's HTTPS (the page's own polling) for
+  // a few seconds, downloaded as a pcap; the RS-facing NIC in forwarder mode is refused with
+  // the reason.
+  await page.getByRole('button', { name: 'Maintenance' }).click();
+  await page.locator('#cap-nic').selectOption('rs_side');
+  await page.locator('#cap-filter').selectOption('arp');
+  await page.getByRole('button', { name: 'Capture and download (.pcap)' }).click();
+  await page.locator('#notice', { hasText: 'not available yet' }).waitFor({ timeout: 30000 });
+  await page.locator('#cap-nic').selectOption('management');
+  await page.locator('#cap-filter').selectOption('port');
+  await page.locator('#cap-value').fill('443');
+  await page.locator('#cap-packets').fill('20');
+  await page.locator('#cap-seconds').fill('4');
+  const [cap] = await Promise.all([
+    page.waitForEvent('download', { timeout: 60000 }),
+    page.getByRole('button', { name: 'Capture and download (.pcap)' }).click(),
+  ]);
+  const pcap = await readFile(await cap.path());
+  check(pcap.length > 24 && pcap.readUInt32LE(0) === 0xa1b2c3d4, `not a pcap file (${pcap.length} bytes)`);
+  await page.locator('#notice', { hasText: 'frame(s) captured' }).waitFor();
+  await shot('05f-capture');
+
   // The box joins an HA pair from the page: a key too short is refused beside its field;
   // fixed, it is saved. No peer answers, so it becomes master by itself, and says why.
   await page.getByRole('button', { name: 'Configure' }).click();

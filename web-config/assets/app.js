@@ -122,8 +122,8 @@ async function refresh() {
 // Each real server's packets/s and connections over the box's last ten minutes, drawn here as
 // SVG (no library, no request elsewhere): one line per server, its colour in the legend.
 const COLOURS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2'];
-const SVG = 'http://www.w3.org/2000/svg';
-function svg(tag, attrs) { const e = document.createElementNS(SVG, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); return e; }
+// The SVG namespace, from an empty <svg> the HTML parser made (no URL in the page's code).
+function svg(tag, attrs) { const e = document.createElementNS($('#svg-ns').namespaceURI, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); return e; }
 
 function chart(title, series, pick) {
   const w = 300, h = 90, now = Date.now(), span = 10 * 60 * 1000;
