@@ -4,12 +4,19 @@
 //! -r` reads. Bounded: at most `MAX_PACKETS`, `MAX_SECONDS` and `MAX_BYTES`, each frame cut at
 //! `SNAPLEN`.
 //!
-//! The kernel engine here captures a NIC the kernel owns (the management NIC, and every NIC
-//! in ipvs mode) on an AF_PACKET socket of its own, in both directions, beside whatever else
-//! uses the NIC: it reads copies and changes nothing on the forwarding path.
+//! Two engines write the same files:
+//! - the kernel engine captures a NIC the kernel owns (the management NIC, and every NIC in
+//!   ipvs mode) on an AF_PACKET socket of its own, in both directions, beside whatever else
+//!   uses the NIC: it reads copies and changes nothing on the forwarding path;
+//! - the forwarder's taps (`begin`, `offer`, `collect`) see what netfw receives and sends on
+//!   its dedicated NICs (with AF_XDP the kernel never sees those frames). While no capture
+//!   runs, a frame costs one relaxed load of `TAPPING` and a branch; while one runs, a frame
+//!   on a tapped NIC takes a lock and, if it passes the filter, a copy.
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pcap_file::pcap::{PcapPacket, PcapWriter};
@@ -167,6 +174,79 @@ impl Default for Pcap {
     }
 }
 
+/// The VIP-facing NIC's bit in a tap mask (one-arm: the one NIC).
+pub const VIP_NIC: u8 = 1;
+/// The RS-facing NIC's bit.
+pub const RS_NIC: u8 = 2;
+
+/// The NICs being tapped now (a mask of `VIP_NIC`, `RS_NIC`); 0 while no capture runs.
+static TAPPING: AtomicU8 = AtomicU8::new(0);
+
+#[derive(Debug)]
+struct Session {
+    mask: u8,
+    filter: Filter,
+    packets: u32,
+    end: Instant,
+    pcap: Pcap,
+    full: bool,
+}
+
+static SESSION: Mutex<Option<Session>> = Mutex::new(None);
+
+fn session() -> MutexGuard<'static, Option<Session>> {
+    SESSION.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether frames of the NIC with bit `nic` are wanted now (the per-frame check).
+#[inline]
+pub fn tapping(nic: u8) -> bool {
+    TAPPING.load(Ordering::Relaxed) & nic != 0
+}
+
+/// A frame netfw received or sends on the NIC with bit `nic`, while `tapping(nic)`.
+pub fn offer(nic: u8, frame: &[u8]) {
+    let mut g = session();
+    let Some(s) = g.as_mut().filter(|s| s.mask & nic != 0 && !s.full) else { return };
+    if !s.filter.matches(frame) {
+        return;
+    }
+    let at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    if !s.pcap.add(at, frame, frame.len()) || s.pcap.packets() >= s.packets {
+        s.full = true;
+        TAPPING.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Start tapping the NICs in `mask`; refused while another capture runs.
+pub fn begin(mask: u8, filter: Filter, limits: Limits) -> Result<(), CaptureError> {
+    let mut g = session();
+    if g.is_some() {
+        return Err(CaptureError::Invalid("another capture is running: one at a time".into()));
+    }
+    let end = Instant::now() + Duration::from_secs(u64::from(limits.seconds));
+    *g = Some(Session { mask, filter, packets: limits.packets, end, pcap: Pcap::new(), full: false });
+    TAPPING.store(mask, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The capture's file once it is done (its frames, its time or its room used up); `None`
+/// while it runs or when none does.
+pub fn collect() -> Option<Pcap> {
+    let mut g = session();
+    let due = g.as_ref().is_some_and(|s| s.full || Instant::now() >= s.end);
+    if !due {
+        return None;
+    }
+    TAPPING.store(0, Ordering::Relaxed);
+    g.take().map(|s| s.pcap)
+}
+
+/// Whether a forwarder capture is running.
+pub fn running() -> bool {
+    session().is_some()
+}
+
 fn os(what: &str) -> CaptureError {
     CaptureError::Kernel(format!("{what}: {}", std::io::Error::last_os_error()))
 }
@@ -261,6 +341,24 @@ mod tests {
         assert!(Filter::parse("port", Some("0")).is_err_and(|e| e.to_string().contains("not a port")));
         assert!(Filter::parse("vlan", None).is_err_and(|e| e.to_string().contains("one of all, host, port, arp")));
         assert!(Limits::new(0, 10).is_err() && Limits::new(10, 61).is_err() && Limits::new(10, 10).is_ok());
+    }
+
+    #[test]
+    fn taps_take_only_their_nics_frames_until_the_count_and_one_capture_at_a_time() {
+        let arp = arp_request([198, 18, 0, 2], [198, 18, 0, 11]);
+        assert!(!tapping(RS_NIC));
+        begin(RS_NIC, Filter::Arp, Limits::new(2, 60).unwrap()).unwrap();
+        assert!(begin(VIP_NIC, Filter::All, Limits::new(2, 60).unwrap()).is_err_and(|e| e.to_string().contains("one at a time")));
+        assert!(tapping(RS_NIC) && !tapping(VIP_NIC));
+        offer(RS_NIC, &tcp([1, 2, 3, 4], [5, 6, 7, 8], 1, 2)); // not ARP
+        offer(VIP_NIC, &arp); // not tapped
+        offer(RS_NIC, &arp);
+        assert!(collect().is_none(), "one frame of two: still running");
+        offer(RS_NIC, &arp);
+        assert!(!tapping(RS_NIC), "the count is reached: the taps are off");
+        let pcap = collect().expect("done");
+        assert_eq!(pcap.packets(), 2);
+        assert!(!running() && collect().is_none());
     }
 
     #[test]

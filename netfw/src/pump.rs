@@ -2,6 +2,9 @@
 //! queue forwarded frames on the RS-facing NIC and control frames to the smoltcp stack of the
 //! NIC they came in on, release held fragments, run the timers and the control stacks, flush.
 //!
+//! A running packet capture (`capture`) sees each frame received and each frame sent, at the
+//! cost of one relaxed load and a branch per frame while none runs.
+//!
 //! Every frame that does not go out is counted with its reason: a full transmit ring
 //! (`tx_ring_full`) whoever sent it (the fast path, ARP, gratuitous ARP, the control stack,
 //! released fragments), a frame the kernel dropped at flush (`tx_error`), a flush that failed
@@ -14,6 +17,7 @@ use netfw_core::forward::{Forwarder, Side, Verdict};
 use netfw_core::time::Millis;
 use netfw_core::wire::{csum, segment, ETH_HDR_LEN};
 
+use crate::capture;
 use crate::flow_sync::is_sync;
 use crate::health::{is_probe_reply, Probes};
 use crate::io::kernel_flows::KernelFlows;
@@ -38,10 +42,28 @@ pub struct Nic<P> {
     pub mtu: usize,
 }
 
-/// Send a forwarded frame out of a NIC with `mtu`: whole if it fits, else (a merged TCP
-/// frame) split into the segments its sender would have sent. Whatever does not go out is
-/// counted.
-fn send_forwarded<T: Transmit>(tx: &mut T, mtu: usize, frame: &[u8], fwd: &mut Forwarder) {
+/// A NIC's bit in a capture's mask.
+fn tap_bit(side: Side) -> u8 {
+    if side == Side::Rs {
+        capture::RS_NIC
+    } else {
+        capture::VIP_NIC
+    }
+}
+
+/// Hand `frame` to a running capture of the NIC with bit `bit`.
+#[inline]
+fn tap(bit: u8, frame: &[u8]) {
+    if capture::tapping(bit) {
+        capture::offer(bit, frame);
+    }
+}
+
+/// Send a forwarded frame out of a NIC with `mtu` (capture bit `bit`): whole if it fits,
+/// else (a merged TCP frame) split into the segments its sender would have sent. Whatever
+/// does not go out is counted.
+fn send_forwarded<T: Transmit>(tx: &mut T, mtu: usize, bit: u8, frame: &[u8], fwd: &mut Forwarder) {
+    tap(bit, frame);
     if frame.len() <= mtu + ETH_HDR_LEN {
         if !tx.send(frame) {
             fwd.count_drop(DropReason::TxRingFull);
@@ -85,6 +107,7 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Optio
     for i in 0..nics.len() {
         let Some((me, other)) = split(nics, i) else { continue };
         let side = me.side;
+        let own_bit = tap_bit(side);
         let own_mtu = me.mtu;
         let stack = &mut me.stack;
         let (rx, own_tx) = me.port.halves();
@@ -95,6 +118,7 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Optio
             None => own_tx.room(),
         };
         rx.receive(RX_BUDGET, room, |frame| {
+            tap(own_bit, frame.data);
             if frame.vlan_tagged {
                 fwd.count_drop(DropReason::VlanTagged);
                 return;
@@ -109,8 +133,8 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Optio
             }
             match fwd.process(side, frame.data, now) {
                 Verdict::Forward => match other_tx.as_mut() {
-                    Some((mtu, tx)) => send_forwarded(*tx, *mtu, frame.data, fwd),
-                    None => send_forwarded(&mut *own_tx, own_mtu, frame.data, fwd),
+                    Some((mtu, tx)) => send_forwarded(*tx, *mtu, capture::RS_NIC, frame.data, fwd),
+                    None => send_forwarded(&mut *own_tx, own_mtu, own_bit, frame.data, fwd),
                 },
                 Verdict::Control if frame.data.len() > CONTROL_MTU => fwd.count_drop(DropReason::Oversize),
                 Verdict::Control if is_probe_reply(frame.data, dip) => {
@@ -135,8 +159,12 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Optio
 
     let rs = nics.len().saturating_sub(1);
     if let Some(n) = nics.get_mut(rs) {
+        let bit = tap_bit(n.side);
         let tx = n.port.halves().1;
-        fwd.drain_released(|f| tx.send(f));
+        fwd.drain_released(|f| {
+            tap(bit, f);
+            tx.send(f)
+        });
     }
     if let Some(k) = kernel.as_deref_mut() {
         k.sync(fwd, now);
@@ -145,14 +173,19 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Optio
         now,
         |side, f| {
             let i = if side == Side::Rs { rs } else { 0 };
-            nics.get_mut(i).is_some_and(|n| n.port.halves().1.send(f))
+            nics.get_mut(i).is_some_and(|n| {
+                tap(tap_bit(n.side), f);
+                n.port.halves().1.send(f)
+            })
         },
         |key| kernel.as_deref().map_or(Idle::Gone, |k| k.idle(key)),
     );
     if let Some(n) = nics.get_mut(rs) {
+        let bit = tap_bit(n.side);
         let tx = n.port.halves().1;
         let mut unsent = 0;
         probes.poll(now, fwd, |f| {
+            tap(bit, f);
             let sent = tx.send(f);
             unsent += u64::from(!sent);
             sent
@@ -163,6 +196,7 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Optio
         let tx = n.port.halves().1;
         let mut unsent = 0;
         pair.poll(now, |f| {
+            tap(capture::VIP_NIC, f);
             let sent = tx.send(f);
             unsent += u64::from(!sent);
             sent
@@ -170,13 +204,19 @@ pub fn turn<P: Port>(nics: &mut [Nic<P>], fwd: &mut Forwarder, mut kernel: Optio
         fwd.count_drops(DropReason::TxRingFull, unsent);
     }
     if let Some(n) = nics.get_mut(rs) {
+        let bit = tap_bit(n.side);
         let tx = n.port.halves().1;
-        pair.sync(now, fwd, |f| tx.send(f));
+        pair.sync(now, fwd, |f| {
+            tap(bit, f);
+            tx.send(f)
+        });
     }
     for n in nics.iter_mut() {
+        let bit = tap_bit(n.side);
         let tx = n.port.halves().1;
         let mut unsent = 0;
         n.stack.poll(now, |f| {
+            tap(bit, f);
             if !tx.send(f) {
                 unsent += 1;
             }

@@ -6,6 +6,8 @@
 //! (`netfw reload`, SIGHUP) is prepared on another thread (`reload`) and only installed by the
 //! workers, so a large config does not stall forwarding. SIGTERM/SIGINT stop.
 
+use crate::capture;
+use director_messages::init::{CaptureNic, CaptureSpec, CAPTURE_FILE};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -483,6 +485,38 @@ fn nics<P>(ports: Vec<P>, setup: &[NicSetup], spec: &DataPlaneSpec, seed: u64, n
         .collect()
 }
 
+/// Start tapping the NIC a capture asks for (one-arm: the one NIC carries both roles).
+fn start_capture(cfg: &Config, spec: &CaptureSpec) -> NetfwAnswer {
+    let mask = match spec.nic {
+        CaptureNic::VipSide => capture::VIP_NIC,
+        CaptureNic::RsSide if cfg.one_arm() => capture::VIP_NIC,
+        CaptureNic::RsSide => capture::RS_NIC,
+        CaptureNic::Management => return NetfwAnswer::Error { message: "the management NIC is the kernel's: the init captures it".into() },
+    };
+    let started = capture::Filter::parse(&spec.filter, spec.value.as_deref())
+        .and_then(|f| Ok((f, capture::Limits::new(spec.packets, spec.seconds)?)))
+        .and_then(|(f, l)| capture::begin(mask, f, l));
+    match started {
+        Ok(()) => NetfwAnswer::CaptureStarted,
+        Err(e) => NetfwAnswer::Error { message: e.to_string() },
+    }
+}
+
+/// The capture's file, written where the init hands it over, once it is done.
+fn capture_result() -> NetfwAnswer {
+    match capture::collect() {
+        Some(pcap) => {
+            let packets = pcap.packets();
+            match std::fs::write(CAPTURE_FILE, pcap.into_bytes()) {
+                Ok(()) => NetfwAnswer::Captured { file: CAPTURE_FILE.into(), packets },
+                Err(e) => NetfwAnswer::Error { message: format!("{CAPTURE_FILE}: {e}") },
+            }
+        }
+        None if capture::running() => NetfwAnswer::Capturing,
+        None => NetfwAnswer::Error { message: "no capture is running".into() },
+    }
+}
+
 /// The coordinator's loop, until SIGTERM/SIGINT: the control socket and the signals.
 fn coordinate(mut c: Coordinator, control: &Control, opts: &RunOptions) {
     let mut pfd = libc::pollfd { fd: control.fd(), events: libc::POLLIN, revents: 0 };
@@ -503,6 +537,8 @@ fn coordinate(mut c: Coordinator, control: &Control, opts: &RunOptions) {
                         r.clients.push(client);
                     }
                 }
+                Ok(NetfwRequest::Capture { spec }) => client.answer(&start_capture(&c.cfg, &spec)),
+                Ok(NetfwRequest::CaptureResult) => client.answer(&capture_result()),
                 Err(e) => client.answer(&NetfwAnswer::Error { message: e.to_string() }),
             }
         }

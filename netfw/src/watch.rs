@@ -279,6 +279,9 @@ pub fn watch(opts: &WatchOptions) -> Result<(), String> {
                     Err(message) => NetfwAnswer::Error { message },
                 },
                 Ok(NetfwRequest::Reload) => w.reload(opts, now()),
+                Ok(NetfwRequest::Capture { .. } | NetfwRequest::CaptureResult) => {
+                    NetfwAnswer::Error { message: "in ipvs mode the kernel owns the NICs: the init captures them".into() }
+                }
                 Err(e) => NetfwAnswer::Error { message: e.to_string() },
             });
         }

@@ -144,19 +144,18 @@ try {
   check(/ warning login: failed login from /.test(text), `the download lacks the failed login: ${text.slice(0, 400)}`);
   check(text.includes(`warning health: tcp ${VIP}:80 ${RIP2}: up -> down: connection refused`), 'the download lacks the health event');
 
-  // A packet capture from the page: the management NIC's HTTPS (the page's own polling) for
-  // a few seconds, downloaded as a pcap; the RS-facing NIC in forwarder mode is refused with
-  // the reason.
+  // A packet capture from the page: ARP on the RS-facing NIC for a few seconds (netfw asks
+  // each real server's MAC every 5 s), downloaded as a pcap; a bad host is refused first.
   await page.getByRole('button', { name: 'Maintenance' }).click();
   await page.locator('#cap-nic').selectOption('rs_side');
-  await page.locator('#cap-filter').selectOption('arp');
+  await page.locator('#cap-filter').selectOption('host');
+  await page.locator('#cap-value').fill('not-an-address');
   await page.getByRole('button', { name: 'Capture and download (.pcap)' }).click();
-  await page.locator('#notice', { hasText: 'not available yet' }).waitFor({ timeout: 30000 });
-  await page.locator('#cap-nic').selectOption('management');
-  await page.locator('#cap-filter').selectOption('port');
-  await page.locator('#cap-value').fill('443');
+  await page.locator('#notice', { hasText: 'is not an IPv4 address' }).waitFor({ timeout: 30000 });
+  await page.locator('#cap-filter').selectOption('arp');
+  await page.locator('#cap-value').fill('');
   await page.locator('#cap-packets').fill('20');
-  await page.locator('#cap-seconds').fill('4');
+  await page.locator('#cap-seconds').fill('6');
   const [cap] = await Promise.all([
     page.waitForEvent('download', { timeout: 60000 }),
     page.getByRole('button', { name: 'Capture and download (.pcap)' }).click(),

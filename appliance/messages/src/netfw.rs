@@ -13,6 +13,13 @@ pub enum NetfwRequest {
     Status,
     /// Re-read the config file and apply it (or refuse it, changing nothing).
     Reload,
+    /// Start capturing on a dedicated NIC (one capture at a time).
+    Capture {
+        /// What to capture.
+        spec: crate::init::CaptureSpec,
+    },
+    /// The capture's file once it is done.
+    CaptureResult,
 }
 
 /// netfw's answers.
@@ -39,6 +46,17 @@ pub enum NetfwAnswer {
         /// Why.
         problems: Vec<Problem>,
     },
+    /// A capture started.
+    CaptureStarted,
+    /// The capture still runs.
+    Capturing,
+    /// The capture is done.
+    Captured {
+        /// Where its pcap file is.
+        file: String,
+        /// Frames in it.
+        packets: u32,
+    },
     /// The request itself was not understood.
     Error {
         /// Why.
@@ -57,6 +75,9 @@ impl NetfwAnswer {
             NetfwAnswer::Refused { problems } => {
                 format!("reload refused, the running config stays in force: {}", one_line(problems))
             }
+            NetfwAnswer::CaptureStarted => "capture started".into(),
+            NetfwAnswer::Capturing => "capturing".into(),
+            NetfwAnswer::Captured { file, packets } => format!("{packets} frame(s) captured: {file}"),
             NetfwAnswer::Error { message } => format!("error: {message}"),
         }
     }
