@@ -365,7 +365,10 @@ impl Book {
                     "ROLLBACK: the management change was not confirmed within 60 s; restoring the previous config",
                 );
                 match self.transaction(plant, &p.previous, true) {
-                    Ok(a) => log::init(&format!("rolled back: {}", a.message)),
+                    Ok(a) => {
+                        log::init(&format!("rolled back: {}", a.message));
+                        events::configure(self.current.as_ref().map(|c| &c.cfg));
+                    }
                     Err(e) => log::init(&format!("rollback failed: {e}")),
                 }
             }

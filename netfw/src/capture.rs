@@ -218,10 +218,14 @@ pub fn offer(nic: u8, frame: &[u8]) {
     }
 }
 
-/// Start tapping the NICs in `mask`; refused while another capture runs.
+/// A finished capture nobody collected this long after its end gives way to a new one.
+const UNCOLLECTED: Duration = Duration::from_secs(30);
+
+/// Start tapping the NICs in `mask`; refused while another capture runs (or waits, done, to
+/// be collected).
 pub fn begin(mask: u8, filter: Filter, limits: Limits) -> Result<(), CaptureError> {
     let mut g = session();
-    if g.is_some() {
+    if g.as_ref().is_some_and(|s| Instant::now() < s.end + UNCOLLECTED) {
         return Err(CaptureError::Invalid("another capture is running: one at a time".into()));
     }
     let end = Instant::now() + Duration::from_secs(u64::from(limits.seconds));

@@ -470,7 +470,7 @@ fn a_change_the_data_plane_refuses_is_neither_applied_nor_saved() {
     lab.vm().send(&format!("apply-config {bad}")).unwrap();
     lab.vm()
         .wait_for(
-            "init: config NOT applied (apply failed): flow_capacity: a flow table of 16777216 flows needs 768 MiB",
+            "event config: config NOT applied (apply failed): flow_capacity: a flow table of 16777216 flows needs 768 MiB",
             Duration::from_secs(60),
         )
         .unwrap();

@@ -233,12 +233,16 @@ impl App {
     }
 
     /// Put a login event in the box's event log (without an init, as in tests of the page
-    /// alone, on this process's output).
+    /// alone, on this process's output). On a thread of its own: an init busy applying a
+    /// config does not hold up the login's answer.
     fn event(&self, severity: Severity, message: &str) {
         let r = InitRequest::Event { kind: EventKind::Login, severity, message: message.to_string() };
-        if control::request(&self.control, &r).is_err() {
-            println!("{message}");
-        }
+        let (sock, message) = (self.control.clone(), message.to_string());
+        std::thread::spawn(move || {
+            if control::request(&sock, &r).is_err() {
+                println!("{message}");
+            }
+        });
     }
 
     /// The event log: JSON, or as text for the download (`?format=text`), filtered by `kind`.

@@ -13,6 +13,10 @@
 //! of rs1 (so each answers ARP from the DIP), probed with `tcp` every 500 ms through the DR
 //! path at a closed port, so each probe is answered with a reset and followed by the doctor's
 //! probe of the server's own address: about 4,000 probes a second, twice a healthy box's.
+//!
+//! And once more while a packet capture of everything on the VIP-facing NIC runs (issue 13:
+//! it must not noticeably slow forwarding). netfw sees and copies what it handles itself; the
+//! established flows its tc program forwards in the kernel are not captured, nor slowed.
 
 use std::time::Duration;
 
@@ -29,6 +33,18 @@ fn main() {
         eprintln!("lab-bench: {e}");
         std::process::exit(1);
     }
+}
+
+/// One request on netfw's control socket (its JSON line), and the answer's line.
+fn netfw_call(lab: &Lab, request: &str) -> Result<String, LabError> {
+    use std::io::{BufRead, Write};
+    let err = |e: std::io::Error| LabError(format!("netfw's control socket: {e}"));
+    let mut s = std::os::unix::net::UnixStream::connect(lab.control_path()).map_err(err)?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(err)?;
+    s.write_all(format!("{request}\n").as_bytes()).map_err(err)?;
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).map_err(err)?;
+    Ok(line)
 }
 
 fn json_field(out: &str, key: &str) -> u64 {
@@ -86,6 +102,12 @@ fn bench() -> Result<(), LabError> {
     lab.start_netfw(&first)?;
     let n = run_once(&mut lab, "netfw")?;
     let status = lab.status()?;
+    // The same traffic while a capture of everything on the VIP-facing NIC runs.
+    let started = netfw_call(&lab, r#"{"request":"capture","spec":{"nic":"vip_side","filter":"all","packets":100000,"seconds":6}}"#)?;
+    let c = run_once(&mut lab, "netfw-capture")?;
+    let captured = netfw_call(&lab, r#"{"request":"capture-result"}"#)?;
+    let _ = std::fs::remove_file("/run/director-capture.pcap");
+    println!("capture: {} then {}", started.trim(), captured.trim());
     lab.stop_netfw();
 
     // The same, while 1,000 real servers are checked.
@@ -137,7 +159,9 @@ fn bench() -> Result<(), LabError> {
     let pps = |x: u64| x as f64 / secs;
     println!("UDP 64-byte frames, 256 flows, {SECONDS} s: client -> router -> director eth1 -> eth2 -> rs1, veths, 2 cores shared by all");
     println!("                          client sent   director in   director out   rs1 received   forwarded pps   out/in");
-    for (name, (sent, rin, rout, recv)) in [("netfw (AF_PACKET+tc)", n), ("netfw, 1000 checked", p), ("kernel forwarding", k)] {
+    for (name, (sent, rin, rout, recv)) in
+        [("netfw (AF_PACKET+tc)", n), ("netfw, capture running", c), ("netfw, 1000 checked", p), ("kernel forwarding", k)]
+    {
         println!("  {name:<22} {sent:>12} {rin:>13} {rout:>14} {recv:>14} {:>15.0} {:>8.3}", pps(rout), rout as f64 / rin.max(1) as f64);
     }
     if k.2 > 0 {
@@ -146,6 +170,9 @@ fn bench() -> Result<(), LabError> {
     if n.3 > 0 {
         // rs1's count: the director's own counter also counts the probes it sends.
         println!("  netfw with 1000 servers checked / without, datagrams rs1 received: {:.2}", p.3 as f64 / n.3 as f64);
+    }
+    if n.3 > 0 {
+        println!("  netfw with a capture running / without, datagrams rs1 received: {:.2}", c.3 as f64 / n.3 as f64);
     }
     println!("\nnetfw status after its run:\n{status}");
     Ok(())
