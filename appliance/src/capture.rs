@@ -6,11 +6,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-
-use director_messages::init::{CaptureNic, CaptureSpec, InitAnswer, CAPTURE_FILE};
 use std::time::{Duration, Instant};
 
 use director_messages::framing::{call, NETFW_SOCKET};
+use director_messages::init::{CaptureNic, CaptureSpec, InitAnswer, CAPTURE_FILE};
 use director_messages::netfw::{NetfwAnswer, NetfwRequest};
 use netfw::capture::{capture_kernel_nic, Filter, Limits};
 
@@ -77,7 +76,8 @@ fn through_netfw(spec: &CaptureSpec, nic: String) -> InitAnswer {
     let error = |message: String| InitAnswer::Error { message };
     match ask_netfw(&NetfwRequest::Capture { spec: spec.clone() }) {
         Ok(NetfwAnswer::CaptureStarted) => {}
-        Ok(other) => return error(other.human().trim_start_matches("error: ").to_string()),
+        Ok(NetfwAnswer::Error { message }) => return error(message),
+        Ok(other) => return error(other.human()),
         Err(e) => return error(e),
     }
     let give_up = Instant::now() + Duration::from_secs(u64::from(spec.seconds) + 10);
@@ -89,6 +89,7 @@ fn through_netfw(spec: &CaptureSpec, nic: String) -> InitAnswer {
                 log::init(&format!("capture on {nic} done: {packets} frame(s)"));
                 return InitAnswer::Captured { file, nic, packets };
             }
+            Ok(NetfwAnswer::Error { message }) => return error(message),
             Ok(other) => return error(other.human()),
             Err(e) => return error(e),
         }

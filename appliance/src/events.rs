@@ -87,12 +87,7 @@ pub fn set_syslog(target: Option<SyslogTarget>, hostname: &str) {
 
 /// Send events where `cfg`'s `syslog` says (nowhere without one), as its host name.
 pub fn configure(cfg: Option<&director_config::Config>) {
-    let target = cfg.and_then(|c| {
-        let m = c.management.as_ref();
-        let net = m.and_then(|m| m.address.as_deref()).and_then(|a| director_config::parse_cidr(a).ok());
-        let has_gateway = m.is_some_and(|m| m.gateway.is_some() || m.address.is_none());
-        c.syslog.as_ref()?.validate(net, has_gateway).ok()
-    });
+    let target = cfg.and_then(|c| c.syslog_target()?.ok());
     set_syslog(target, cfg.and_then(|c| c.hostname.as_deref()).unwrap_or("director"));
 }
 

@@ -29,7 +29,7 @@ pub fn sample(s: &Status, now_ms: u64) {
     let mut tracks = TRACKS.lock().unwrap_or_else(PoisonError::into_inner);
     let mut present = Vec::new();
     for svc in &s.services {
-        let name = format!("{} {}:{}", svc.protocol, svc.vip, svc.port);
+        let name = svc.name();
         for r in &svc.real_servers {
             let key = (name.clone(), r.address.clone());
             let t = tracks.entry(key.clone()).or_default();

@@ -6,7 +6,8 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::net::{parse_unicast, Subnet};
+use crate::document::Config;
+use crate::net::{parse_cidr, parse_unicast, Subnet};
 
 /// Shortest metrics token accepted.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -99,6 +100,19 @@ pub struct SyslogTarget {
     pub protocol: SyslogProtocol,
     /// The facility's number.
     pub facility: u8,
+}
+
+impl Config {
+    /// The `syslog` section (none without one) checked against what the management NIC
+    /// reaches: its subnet, and beyond it with a gateway or by DHCP (whose gateway the
+    /// document does not know). Validation reports the problems; the init sends to the target.
+    pub fn syslog_target(&self) -> Option<Result<SyslogTarget, Vec<(&'static str, String)>>> {
+        let s = self.syslog.as_ref()?;
+        let m = self.management.as_ref();
+        let subnet = m.and_then(|m| m.address.as_deref()).and_then(|a| parse_cidr(a).ok());
+        let beyond = m.is_some_and(|m| m.gateway.is_some() || m.address.is_none());
+        Some(s.validate(subnet, beyond))
+    }
 }
 
 impl SyslogDoc {

@@ -53,7 +53,6 @@ impl Config {
                 None
             }
         };
-        let mut management_net = None;
         if let Some(m) = &self.management {
             match NicRef::parse(&m.nic) {
                 Ok(r) if Some(&r) == vip_side.as_ref() || Some(&r) == rs_side.as_ref() => {
@@ -63,7 +62,6 @@ impl Config {
                 Err(e) => p.add("management.nic", e),
             }
             let net = m.address.as_deref().and_then(|a| parse_cidr(a).map_err(|e| p.add("management.address", e)).ok());
-            management_net = net;
             if let Some(g) = &m.gateway {
                 match parse_unicast(g) {
                     Ok(ip) if net.is_some_and(|n| !n.contains(ip)) => {
@@ -77,12 +75,9 @@ impl Config {
         if let Some(e) = self.metrics.as_ref().and_then(|m| m.validate().err()) {
             p.add("metrics.token", e);
         }
-        if let Some(s) = &self.syslog {
-            let has_gateway = self.management.as_ref().is_some_and(|m| m.gateway.is_some() || m.address.is_none());
-            if let Err(problems) = s.validate(management_net, has_gateway) {
-                for (f, m) in problems {
-                    p.add(format!("syslog.{f}"), m);
-                }
+        if let Some(Err(problems)) = self.syslog_target() {
+            for (f, m) in problems {
+                p.add(format!("syslog.{f}"), m);
             }
         }
         if let Some(h) = self.hostname.as_deref().filter(|h| !hostname_ok(h)) {

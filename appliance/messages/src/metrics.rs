@@ -86,10 +86,6 @@ fn metric_key(key: &str) -> &str {
     }
 }
 
-fn service_name(s: &ServiceStatus) -> String {
-    format!("{} {}:{}", s.protocol, s.vip, s.port)
-}
-
 /// Whether a real server may take new flows as far as its health goes: up when checked and
 /// passing, or not checked at all.
 fn up(r: &RealServerStatus) -> u8 {
@@ -154,7 +150,7 @@ pub fn render(b: &BoxStatus, f: &Facts) -> String {
     for (name, text, value) in per_service {
         o.family(name, "counter", text);
         for s in services {
-            o.sample(name, &[("service", &service_name(s))], value(s));
+            o.sample(name, &[("service", &s.name())], value(s));
         }
     }
     o.family(
@@ -163,11 +159,11 @@ pub fn render(b: &BoxStatus, f: &Facts) -> String {
         "1 if a real server of the service may take new flows (0: the sorry server or nothing takes them)",
     );
     for s in services {
-        o.sample("director_service_up", &[("service", &service_name(s))], u8::from(s.state.as_deref().is_none_or(|v| v == "up")));
+        o.sample("director_service_up", &[("service", &s.name())], u8::from(s.state.as_deref().is_none_or(|v| v == "up")));
     }
     o.family("director_real_server_connections", "gauge", "the real server's flows now, established (active) or not (inactive)");
     for s in services {
-        let svc = service_name(s);
+        let svc = s.name();
         for r in &s.real_servers {
             o.sample("director_real_server_connections", &[("service", &svc), ("server", &r.address), ("state", "active")], r.active);
             o.sample("director_real_server_connections", &[("service", &svc), ("server", &r.address), ("state", "inactive")], r.inactive);
@@ -176,7 +172,7 @@ pub fn render(b: &BoxStatus, f: &Facts) -> String {
     for (name, kind, text, value) in RS_FAMILIES {
         o.family(name, kind, text);
         for s in services {
-            let svc = service_name(s);
+            let svc = s.name();
             for r in &s.real_servers {
                 o.sample(name, &[("service", &svc), ("server", &r.address)], value(r));
             }
@@ -184,7 +180,7 @@ pub fn render(b: &BoxStatus, f: &Facts) -> String {
     }
     o.family("director_finding", "gauge", "one problem the doctor sees with a real server's setup, in the seeds' words (always 1)");
     for s in services {
-        let svc = service_name(s);
+        let svc = s.name();
         for r in &s.real_servers {
             for d in &r.diagnosis {
                 o.sample("director_finding", &[("service", &svc), ("server", &r.address), ("finding", d)], 1);

@@ -43,6 +43,11 @@ pub struct RealServerStatus {
 }
 
 impl ServiceStatus {
+    /// How metrics and the charts name it: "tcp 203.0.113.10:80".
+    pub fn name(&self) -> String {
+        format!("{} {}:{}", self.protocol, self.vip, self.port)
+    }
+
     /// A checked service's rows from the kernel's table as its config names them (in ipvs
     /// mode the health checker changes IPVS): `sorry` as the service's sorry server, not among
     /// its real servers, and each configured server (address, weight) IPVS does not hold now
