@@ -12,6 +12,12 @@
 //!   its dedicated NICs (with AF_XDP the kernel never sees those frames). While no capture
 //!   runs, a frame costs one relaxed load of `TAPPING` and a branch; while one runs, a frame
 //!   on a tapped NIC takes a lock and, if it passes the filter, a copy.
+//!
+//! The kernel forwards established flows itself (`io::kernel_flows`), out of the taps' sight:
+//! while a capture runs, the flows its filter matches (`kernel_hold`, `Filter::holds`) are
+//! held back from the kernel and every frame of theirs comes to netfw, so the file shows each
+//! flow whole; the other flows stay in the kernel, at its speed (`vm-bench`'s
+//! `forwarder+capture` row measures it).
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -79,6 +85,17 @@ impl Filter {
                 .map(Filter::Port)
                 .ok_or_else(|| CaptureError::Invalid(format!("filter port: \"{}\" is not a port (1-65535)", v.escape_debug()))),
             other => Err(CaptureError::Invalid(format!("filter \"{}\": one of all, host, port, arp", other.escape_debug()))),
+        }
+    }
+
+    /// Whether frames of the flow `client:cport` → `vip:vport` can pass (what the kernel's
+    /// path must leave to netfw while this capture runs).
+    pub fn holds(&self, client: Ipv4Addr, vip: Ipv4Addr, cport: u16, vport: u16) -> bool {
+        match *self {
+            Filter::All => true,
+            Filter::Host(h) => client == h || vip == h,
+            Filter::Port(p) => cport == p || vport == p,
+            Filter::Arp => false,
         }
     }
 
@@ -249,6 +266,13 @@ pub fn collect() -> Option<Pcap> {
 /// Whether a forwarder capture is running.
 pub fn running() -> bool {
     session().is_some()
+}
+
+/// The filter of the capture running now (not yet full or over) whose flows the kernel must
+/// leave to netfw; `None` when no capture runs or it takes only ARP (never forwarded in the
+/// kernel). Asked when flows are handed to the kernel and a few times a second, not per frame.
+pub fn kernel_hold() -> Option<Filter> {
+    session().as_ref().filter(|s| !s.full && Instant::now() < s.end && s.filter != Filter::Arp).map(|s| s.filter)
 }
 
 fn os(what: &str) -> CaptureError {

@@ -10,6 +10,7 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 const BPF_MAP_TYPE_HASH: u32 = 1;
@@ -17,6 +18,7 @@ const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const BPF_ANY: u64 = 0;
+const BPF_EXIST: u64 = 2;
 /// `union bpf_attr` in Linux 6.1.
 const ATTR_SIZE: usize = 144;
 
@@ -155,6 +157,34 @@ impl Map {
             return Err(BpfError::Size { what: "update a map entry", expected: self.value_size, got: value.len() });
         }
         self.elem(BPF_MAP_UPDATE_ELEM, key, value.as_ptr() as u64, BPF_ANY, "update a map entry")
+    }
+
+    /// Replace the value of `key` if it is still there (false if it went meanwhile).
+    pub fn update_existing(&self, key: &[u8], value: &[u8]) -> Result<bool, BpfError> {
+        if value.len() != self.value_size {
+            return Err(BpfError::Size { what: "update a map entry", expected: self.value_size, got: value.len() });
+        }
+        match self.elem(BPF_MAP_UPDATE_ELEM, key, value.as_ptr() as u64, BPF_EXIST, "update a map entry") {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The key after `prev` (the first with `None`) into `next`; false after the last.
+    pub fn next_key(&self, prev: Option<&[u8]>, next: &mut [u8]) -> Result<bool, BpfError> {
+        if next.len() != self.key_size || prev.is_some_and(|p| p.len() != self.key_size) {
+            return Err(BpfError::Size { what: "walk a map", expected: self.key_size, got: next.len() });
+        }
+        let mut a = Attr::new();
+        a.u32(0, u32::try_from(self.fd()).unwrap_or(u32::MAX))
+            .u64(8, prev.map_or(0, |p| p.as_ptr() as u64))
+            .u64(16, next.as_mut_ptr() as u64);
+        match a.call(BPF_MAP_GET_NEXT_KEY, "walk a map") {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Remove `key`; false if it was not there.

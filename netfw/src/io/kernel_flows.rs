@@ -18,6 +18,12 @@
 //!
 //! One system call per flow added or removed, none per packet.
 //!
+//! A packet capture sees only what netfw handles: while one runs, the flows its filter
+//! matches are held (`capture::kernel_hold`): their entries name no backend (`HELD`, the real
+//! one kept beside it), the program misses, and their frames come to netfw, which has the
+//! flow and forwards it. Flows added meanwhile that match are added held; the capture's end
+//! puts the backends back (a walk over the map when it starts and when it ends).
+//!
 //! Workers (one per group of receive queues) each have a handle on the same maps
 //! (`KernelFlows::worker`): each adds and removes its own flows and takes counts; only the
 //! first writes the backends array (its forwarder announces and learns every MAC).
@@ -34,6 +40,13 @@ use super::programs::{
     ForwardMaps, BACKEND, BACKEND_BYTES, BACKEND_DST_MAC, BACKEND_FRAMES, BACKEND_SRC_MAC, BACKEND_VALID, FLOW_KEY, FLOW_SEEN, FLOW_VALUE,
 };
 use super::tc_path::TcPath;
+use crate::capture::{self, Filter};
+
+/// A held flow's backend index (no backend has it: the program leaves its frames to netfw);
+/// the real index waits in the value's spare word (`FLOW_HELD_BACKEND`).
+const HELD: u32 = u32::MAX;
+/// Where in a flow value a held flow's real backend index waits.
+const FLOW_HELD_BACKEND: usize = 4;
 
 /// At most this many flows are forwarded in the kernel at once (the rest by netfw).
 pub const KERNEL_FLOWS: u32 = 65536;
@@ -63,6 +76,9 @@ pub struct KernelFlows {
     capacity: u32,
     /// The tc programs using the maps, when it is tc that forwards (taken off when dropped).
     tc: Option<TcPath>,
+    /// The capture filter whose flows the writer holds now (the others add held flows as
+    /// `capture::kernel_hold` says at the time).
+    holding: Option<Filter>,
 }
 
 /// CLOCK_MONOTONIC in ns (the clock the forwarding program stamps flows with).
@@ -102,6 +118,7 @@ impl KernelFlows {
             zero_ns,
             capacity,
             tc: None,
+            holding: None,
         })
     }
 
@@ -119,6 +136,7 @@ impl KernelFlows {
             zero_ns: self.zero_ns,
             capacity: self.capacity,
             tc: None,
+            holding: None,
         }
     }
 
@@ -153,10 +171,15 @@ impl KernelFlows {
         let flows = &self.flows;
         let backends = self.backends.len();
         let mut refused = Vec::new();
+        // A capture's filter, asked once per batch that adds flows.
+        let mut hold: Option<Option<Filter>> = None;
         fwd.drain_kernel_ops(|op| match op {
             KernelOp::Add(k, b) => {
+                let held =
+                    hold.get_or_insert_with(capture::kernel_hold).is_some_and(|f| f.holds(k.client(), k.vip(), k.cport(), k.vport()));
                 let mut v = [0u8; FLOW_VALUE];
-                v[0..4].copy_from_slice(&u32::from(b).to_ne_bytes());
+                v[0..4].copy_from_slice(&if held { HELD } else { u32::from(b) }.to_ne_bytes());
+                v[FLOW_HELD_BACKEND..FLOW_HELD_BACKEND + 4].copy_from_slice(&u32::from(b).to_ne_bytes());
                 v[FLOW_SEEN..FLOW_SEEN + 8].copy_from_slice(&monotonic_ns().to_ne_bytes());
                 if usize::from(b) >= backends || flows.update(&key_bytes(&k), &v).is_err() {
                     refused.push(k);
@@ -172,9 +195,48 @@ impl KernelFlows {
         if now >= self.next_count {
             self.next_count = now.plus(COUNT_EVERY_MS);
             self.take_counts(fwd);
+            if self.writer {
+                self.hold_for_capture(capture::kernel_hold());
+            }
         }
         if self.writer && self.version != Some(fwd.targets_version()) {
             self.write_backends(fwd);
+        }
+    }
+
+    /// A capture began, ended or changed: hold the flows in the map that `filter` matches and
+    /// put back the ones held for a capture that is over (one walk over the map). An entry
+    /// that goes meanwhile (its flow ended) is not brought back.
+    fn hold_for_capture(&mut self, filter: Option<Filter>) {
+        if filter == self.holding {
+            return;
+        }
+        self.holding = filter;
+        let (mut key, mut prev) = ([0u8; FLOW_KEY], None::<[u8; FLOW_KEY]>);
+        let mut v = [0u8; FLOW_VALUE];
+        // A key deleted under the walk restarts it from the first: bounded all the same.
+        for _ in 0..2 * self.capacity {
+            match self.flows.next_key(prev.as_ref().map(|p| &p[..]), &mut key) {
+                Ok(true) => {}
+                _ => break,
+            }
+            prev = Some(key);
+            if !matches!(self.flows.lookup(&key, &mut v), Ok(true)) {
+                continue;
+            }
+            let word = |v: &[u8; FLOW_VALUE], at: usize| u32::from_ne_bytes([v[at], v[at + 1], v[at + 2], v[at + 3]]);
+            let (backend, spare) = (word(&v, 0), word(&v, FLOW_HELD_BACKEND));
+            let ip = |at: usize| std::net::Ipv4Addr::new(key[at], key[at + 1], key[at + 2], key[at + 3]);
+            let port = |at: usize| u16::from_be_bytes([key[at], key[at + 1]]);
+            let wanted = filter.is_some_and(|f| f.holds(ip(0), ip(4), port(8), port(10)));
+            let now_held = backend == HELD;
+            if wanted == now_held {
+                continue;
+            }
+            let (to, keep) = if wanted { (HELD, backend) } else { (spare, spare) };
+            v[0..4].copy_from_slice(&to.to_ne_bytes());
+            v[FLOW_HELD_BACKEND..FLOW_HELD_BACKEND + 4].copy_from_slice(&keep.to_ne_bytes());
+            let _ = self.flows.update_existing(&key, &v);
         }
     }
 

@@ -23,9 +23,12 @@
 //!
 //! usage: vm-bench [--seconds S] [--vcpus 1,2]
 //!
-//! Three rows per vCPU count: `forwarder` (the default `io`, auto: AF_XDP with established
-//! flows forwarded by netfw's XDP program), `forwarder/tc` (`io: af_packet`: established flows
-//! forwarded by netfw's tc program, merged frames whole) and `ipvs`.
+//! Four rows per vCPU count: `forwarder` (the default `io`, auto: AF_XDP with established
+//! flows forwarded by netfw's XDP program), `forwarder+capture` (the same while a packet
+//! capture from the page runs on the VIP-facing NIC, issue 13: a `host` filter for an address
+//! none of the traffic has, so every frame comes to netfw and is checked, and the file stays
+//! small; restarted whenever its 60 s are up), `forwarder/tc` (`io: af_packet`: established
+//! flows forwarded by netfw's tc program, merged frames whole) and `ipvs`.
 //!
 //! Environment, for digging into one figure: `VM_BENCH_MODES=forwarder,ipvs` runs the rows
 //! named; with `VM_BENCH_STATUS=1` the console's `status` after the UDP blast is printed
@@ -55,22 +58,32 @@ fn main() {
         }
     }
     println!("\nwhere the cycles went (share of one core; the host has {} cores):", host_cores());
-    println!("vCPUs  mode           traffic      host cores busy   guest vCPU threads   QEMU main loop");
+    println!("vCPUs  mode                traffic      host cores busy   guest vCPU threads   QEMU main loop");
     for (n, mode, r) in &rows {
         for (what, b) in [("UDP blast", r.blast_busy), ("TCP upload", r.upload_busy)] {
-            println!("{n:>5}  {mode:<13}  {what:<10} {:>17.2} {:>20.2} {:>16.2}", b.host, b.vcpus, b.device);
+            println!("{n:>5}  {mode:<18}  {what:<10} {:>17.2} {:>20.2} {:>16.2}", b.host, b.vcpus, b.device);
         }
     }
     println!("\nappliance image under QEMU TCG, two-arm, one real server; same guest, same traffic per row");
     println!(
-        "vCPUs  mode           UDP 64 B pps at the RS   loss-free pps (≤0.1%)   guest CPU µs/packet   TCP upload Mbit/s   new TCP conn/s"
+        "vCPUs  mode                UDP 64 B pps at the RS   loss-free pps (≤0.1%)   guest CPU µs/packet   TCP upload Mbit/s   new TCP conn/s"
     );
     for (n, mode, r) in &rows {
-        println!("{n:>5}  {mode:<13} {:>23.0} {:>23.0} {:>21.1} {:>19.0} {:>16.0}", r.pps, r.loss_free, r.guest_us, r.mbit, r.cps);
+        println!("{n:>5}  {mode:<18} {:>23.0} {:>23.0} {:>21.1} {:>19.0} {:>16.0}", r.pps, r.loss_free, r.guest_us, r.mbit, r.cps);
     }
     for &n in &vcpus {
         let get = |m: &str| rows.iter().find(|(v, mode, _)| *v == n && *mode == m).map(|(_, _, r)| *r);
-        for fwd in ["forwarder", "forwarder/tc"] {
+        if let (Some(c), Some(f)) = (get("forwarder+capture"), get("forwarder")) {
+            println!(
+                "{n} vCPU(s): with a capture running / without = {:.2} (UDP pps), {:.2} (loss-free UDP pps), {:.2} (guest CPU per packet, without / with), {:.2} (TCP upload), {:.2} (conn/s)",
+                c.pps / f.pps.max(1.0),
+                c.loss_free / f.loss_free.max(1.0),
+                f.guest_us / c.guest_us,
+                c.mbit / f.mbit.max(1.0),
+                c.cps / f.cps.max(1.0)
+            );
+        }
+        for fwd in ["forwarder", "forwarder+capture", "forwarder/tc"] {
             if let (Some(f), Some(i)) = (get(fwd), get("ipvs")) {
                 println!(
                     "{n} vCPU(s): {fwd} / ipvs = {:.2} (UDP pps), {:.2} (loss-free UDP pps), {:.2} (guest CPU per packet, ipvs / {fwd}), {:.2} (TCP upload), {:.2} (conn/s)",
@@ -85,18 +98,54 @@ fn main() {
     }
 }
 
-/// One row: the appliance's mode and, for the forwarder, its `io`.
+/// One row: the appliance's mode and, for the forwarder, its `io`; whether a capture runs.
 struct Setup {
     name: &'static str,
     mode: &'static str,
     io: Option<&'static str>,
+    capture: bool,
 }
 
-const SETUPS: [Setup; 3] = [
-    Setup { name: "forwarder", mode: "forwarder", io: None },
-    Setup { name: "forwarder/tc", mode: "forwarder", io: Some("af_packet") },
-    Setup { name: "ipvs", mode: "ipvs", io: None },
+const SETUPS: [Setup; 4] = [
+    Setup { name: "forwarder", mode: "forwarder", io: None, capture: false },
+    Setup { name: "forwarder+capture", mode: "forwarder", io: None, capture: true },
+    Setup { name: "forwarder/tc", mode: "forwarder", io: Some("af_packet"), capture: false },
+    Setup { name: "ipvs", mode: "ipvs", io: None, capture: false },
 ];
+
+/// The box's management address in the `forwarder+capture` row, and its page's password.
+const MGMT: &str = "198.19.0.10";
+const PASSWORD: &str = "vm-bench password";
+
+/// Log in to the page (first-boot setup with the console's code) from the router's
+/// namespace and keep a capture running from then on (`capture-loop`, stopped with the lab).
+fn keep_capturing(lab: &mut Lab) -> Result<(), LabError> {
+    lab.vm().wait_for("web page: serving HTTPS on eth0", Duration::from_secs(60))?;
+    let console = lab.vm().console_log();
+    let code = console
+        .lines()
+        .rev()
+        .find_map(|l| l.split("setup code ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .ok_or_else(|| LabError("the console shows no setup code".into()))?
+        .to_string();
+    let jar = lab.dir().join("bench.cookies").to_string_lossy().into_owned();
+    let router = lab.ns("router");
+    let body = serde_json::json!({ "code": code, "password": PASSWORD }).to_string();
+    let url = format!("https://{MGMT}/api/setup");
+    let args = ["curl", "-sk", "-c", &jar, "-H", "Content-Type: application/json", "--data-binary", &body, &url];
+    let answer = lab.exec(&router, &args)?;
+    let csrf = serde_json::from_str::<serde_json::Value>(&answer).ok().and_then(|v| v["csrf"].as_str().map(str::to_string));
+    let csrf = csrf.ok_or_else(|| LabError(format!("the page's setup said: {answer}")))?;
+    let spec = r#"{"nic": "vip_side", "filter": "host", "value": "198.51.100.250", "packets": 100000, "seconds": 60}"#;
+    let script = format!(
+        "while :; do curl -sk -o /dev/null -w 'capture %{{http_code}}\\n' -b {jar} -H 'X-CSRF-Token: {csrf}' \
+         -H 'Content-Type: application/json' --data-binary '{spec}' https://{MGMT}/api/capture; done"
+    );
+    lab.spawn("capture-loop", &router, &["sh", "-c", &script])?;
+    lab.vm().wait_for("capture on ", Duration::from_secs(30))?;
+    Ok(())
+}
 
 /// What share of a paced blast may be lost and its rate still count as forwarded.
 const LOSS: f64 = 0.001;
@@ -238,7 +287,9 @@ fn measure(setup: &Setup, vcpus: u16, seconds: u64) -> Result<Figures, LabError>
             {{"vip": "{vip}", "protocol": "udp", "port": 9, "scheduler": "rr", "real_servers": [{{"address": "{rs}"}}]}}]"#,
         vip = lab::VIP
     );
-    let mut cfg: serde_json::Value = serde_json::from_str(&lab.config(&services)).map_err(|e| LabError(e.to_string()))?;
+    let doc =
+        if setup.capture { lab.config_with_management(&services, "eth0", Some(&format!("{MGMT}/24"))) } else { lab.config(&services) };
+    let mut cfg: serde_json::Value = serde_json::from_str(&doc).map_err(|e| LabError(e.to_string()))?;
     cfg["mode"] = setup.mode.into();
     if let Some(io) = setup.io {
         cfg["io"] = io.into();
@@ -259,6 +310,9 @@ fn measure(setup: &Setup, vcpus: u16, seconds: u64) -> Result<Figures, LabError>
     }
     if !up {
         return Err(LabError(format!("never forwarded:\n{}", lab.vm().console_log())));
+    }
+    if setup.capture {
+        keep_capturing(&mut lab)?;
     }
 
     let tool = qemu::proc::bin("labtool")?;
@@ -297,6 +351,12 @@ fn measure(setup: &Setup, vcpus: u16, seconds: u64) -> Result<Figures, LabError>
     let get = lab.labtool(&client, &["get", "--to", &to, "--count", "300"])?;
     let cps = 300.0 / field(&get, "seconds").max(1e-9);
 
+    if setup.capture {
+        let log = lab.log("capture-loop");
+        let (done, refused) = (log.matches("capture 200").count(), log.lines().filter(|l| !l.contains("capture 200")).count());
+        let started = lab.vm().console_log().matches("capture on ").count();
+        eprintln!("vm-bench: {}: {started} captures started, {done} answered with a file, {refused} other answers", setup.name);
+    }
     lab.vm().send("poweroff")?;
     let _ = lab.vm().wait_exit(Duration::from_secs(60));
     Ok(Figures { pps, loss_free, guest_us, mbit, cps, blast_busy, upload_busy })
