@@ -332,6 +332,19 @@ pub fn capture_kernel_nic(nic: &str, filter: Filter, limits: Limits) -> Result<P
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_capture_holds_back_from_the_kernel_only_the_flows_its_filter_matches() {
+        let (client, vip, other) = (Ipv4Addr::new(198, 51, 100, 7), Ipv4Addr::new(203, 0, 113, 10), Ipv4Addr::new(198, 51, 100, 8));
+        assert!(Filter::All.holds(client, vip, 40000, 80));
+        assert!(Filter::Host(client).holds(client, vip, 40000, 80));
+        assert!(Filter::Host(vip).holds(other, vip, 40000, 80));
+        assert!(!Filter::Host(client).holds(other, vip, 40000, 80));
+        assert!(Filter::Port(80).holds(other, vip, 40000, 80));
+        assert!(Filter::Port(40000).holds(client, vip, 40000, 80));
+        assert!(!Filter::Port(443).holds(client, vip, 40000, 80));
+        assert!(!Filter::Arp.holds(client, vip, 40000, 80), "ARP is never forwarded in the kernel");
+    }
+
     fn arp_request(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
         let mut f = vec![0xff; 6];
         f.extend([2, 0, 0, 0, 0xd0, 2, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0xd0, 2]);

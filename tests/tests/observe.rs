@@ -11,9 +11,7 @@ use std::time::Duration;
 use qemu::lab::{self, Lab, Layout};
 use qemu::vm::Firmware;
 use serde_json::json;
-use tests::{
-    http_requests, long_transfer_result, one_lab_at_a_time, poll_until, setup_code, start_long_transfer, svc, wait_forwarding, Web,
-};
+use tests::{http_requests, one_lab_at_a_time, poll_until, setup_code, svc, wait_forwarding, Web};
 
 const MGMT: &str = "198.19.0.10";
 const TOKEN: &str = "scrape-me-0123456789abcdef";
