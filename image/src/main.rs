@@ -3,9 +3,14 @@
 //! From a pinned, checksum-verified Debian kernel package and our own static binaries it
 //! assembles `target/image/`: `vmlinuz`, `initramfs.cpio.gz` (userland + module closure) and
 //! `director.img` (GPT disk: EFI system partition bootable by UEFI and legacy BIOS, plus the
-//! config partition). Reproducible: the same commit gives byte-identical files.
+//! config partition), the image's detached signature `director.img.sig`, the public key the
+//! image trusts `director-update.pub`, and with `bundle` the update bundle `director.bundle`
+//! (`director_config::bundle`). Reproducible: the same commit and key give byte-identical
+//! files (Ed25519 signatures are deterministic).
 //!
-//! usage: image build [--config FILE] [--out DIR]
+//! usage: image build [--config FILE] [--out DIR] [--key FILE] [--version V]
+//!        image bundle [--out DIR] [--key FILE] [--version V]
+//!        image verify --file F [--key FILE | --pub FILE]
 //!        image config-get --disk IMG
 //!        image config-set --disk IMG --config FILE
 //!        image config-clean --disk IMG
@@ -16,6 +21,7 @@ mod initramfs;
 mod kernel;
 mod modules;
 mod partition;
+mod signing;
 mod userland;
 
 use std::fmt;
@@ -77,8 +83,34 @@ fn progress(msg: &str) {
     println!("[image] {msg}");
 }
 
-fn build(out: &Path, baked: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
+/// A bundle may be at most this large (faster to upload, and a slot holds it).
+pub const BUNDLE_LIMIT: u64 = 12 << 20;
+/// The disk image may be at most this large (faster to flash).
+pub const IMAGE_LIMIT: u64 = 48 << 20;
+
+/// What a build is asked for beyond its output directory.
+struct Request<'a> {
+    baked: Option<&'a Path>,
+    key: Option<&'a Path>,
+    version: String,
+    bundle: bool,
+}
+
+/// `size` against `limit`, as the build prints it.
+fn against(size: u64, limit: u64) -> String {
+    let mib = |b: u64| b as f64 / 1_048_576.0;
+    if size <= limit {
+        format!("{:.2} MiB, within the {:.0} MiB limit", mib(size), mib(limit))
+    } else {
+        format!("{:.2} MiB, OVER the {:.0} MiB limit by {:.2} MiB", mib(size), mib(limit), mib(size - limit))
+    }
+}
+
+fn build(out: &Path, req: &Request) -> Result<Vec<PathBuf>, BuildError> {
     let ws = workspace();
+    let key = signing::load(&ws, req.key, &progress)?;
+    let trusted = key.trusted();
+    progress(&format!("signing with {} (key id {})", key.path.display(), trusted.id()));
     // DIRECTOR_IMAGE_CACHE moves the kernel cache (tests use it to present a corrupted package).
     let cache = std::env::var_os("DIRECTOR_IMAGE_CACHE").map_or_else(|| ws.join("target/image/cache"), PathBuf::from);
     let k = kernel::prepare(&cache, &progress)?;
@@ -97,7 +129,12 @@ fn build(out: &Path, baked: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
     entries.push(("bin/web-config".into(), Node::Symlink("/init".into())));
     entries.push((
         "etc/director-release".into(),
-        Node::File(0o644, format!("director {} (kernel {})\n", env!("CARGO_PKG_VERSION"), kernel::RELEASE).into_bytes()),
+        Node::File(0o644, format!("director {} (kernel {})\n", req.version, kernel::RELEASE).into_bytes()),
+    ));
+    entries.push(("etc/director-version".into(), Node::File(0o644, format!("{}\n", req.version).into_bytes())));
+    entries.push((
+        director_config::bundle::TRUSTED_KEY_FILE.trim_start_matches('/').into(),
+        Node::File(0o644, trusted.to_file().into_bytes()),
     ));
     progress("writing the initramfs (newc cpio, gzip)");
     let initramfs = initramfs::build(entries, source_date_epoch())?;
@@ -107,7 +144,7 @@ fn build(out: &Path, baked: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
     std::fs::copy(k.vmlinuz(), &vmlinuz).map_err(|e| BuildError::io(&vmlinuz, e))?;
     let ird = out.join("initramfs.cpio.gz");
     std::fs::write(&ird, &initramfs).map_err(|e| BuildError::io(&ird, e))?;
-    let config = match baked {
+    let config = match req.baked {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| BuildError::io(p, e))?;
             director_config::Config::parse(&text).and_then(|c| c.validate().map(|_| ())).map_err(|e| BuildError::Config(e.to_string()))?;
@@ -119,7 +156,47 @@ fn build(out: &Path, baked: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
     progress("writing the disk image (GPT, EFI system partition for UEFI and BIOS, config partition)");
     let kernel_bytes = std::fs::read(&vmlinuz).map_err(|e| BuildError::io(&vmlinuz, e))?;
     let img = disk::build(out, &kernel_bytes, &initramfs, config.as_deref(), source_date_epoch())?;
-    Ok(vec![vmlinuz, ird, img])
+    let image_bytes = std::fs::read(&img).map_err(|e| BuildError::io(&img, e))?;
+    let sig = out.join("director.img.sig");
+    std::fs::write(&sig, director_config::bundle::sign_image(&image_bytes, &key.signing)).map_err(|e| BuildError::io(&sig, e))?;
+    let public = out.join("director-update.pub");
+    std::fs::write(&public, trusted.to_file()).map_err(|e| BuildError::io(&public, e))?;
+    progress(&format!("director.img: {}", against(image_bytes.len() as u64, IMAGE_LIMIT)));
+    let mut files = vec![vmlinuz, ird, img, sig, public];
+    if req.bundle {
+        let bundle = director_config::bundle::write(&req.version, &kernel_bytes, &initramfs, &key.signing);
+        let path = out.join("director.bundle");
+        std::fs::write(&path, &bundle).map_err(|e| BuildError::io(&path, e))?;
+        progress(&format!("director.bundle (version {}): {}", req.version, against(bundle.len() as u64, BUNDLE_LIMIT)));
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// `image verify`: a bundle, or an image with its `.sig` beside it, against the key given
+/// (a signing key's public half, or a public key file), else the build's own.
+fn verify(args: &[String]) -> Result<(), BuildError> {
+    use director_config::bundle::{self, TrustedKey};
+    let file = PathBuf::from(opt(args, "--file").ok_or_else(|| BuildError::Tool(format!("--file F is required\n{USAGE}")))?);
+    let trusted = match opt(args, "--pub") {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| BuildError::io(Path::new(p), e))?;
+            TrustedKey::parse(&text).map_err(|e| BuildError::Tool(format!("{p}: {e}")))?
+        }
+        None => signing::load(&workspace(), opt(args, "--key").map(Path::new), &progress)?.trusted(),
+    };
+    let bytes = std::fs::read(&file).map_err(|e| BuildError::io(&file, e))?;
+    let name = file.display();
+    if bytes.starts_with(bundle::MAGIC) {
+        let m = bundle::verify(&bytes, &trusted).map_err(|e| BuildError::Tool(format!("{name}: {e}")))?;
+        println!("{name}: a good bundle of director {} for {}, signed by key {}", m.version, m.machine, trusted.id());
+    } else {
+        let sig_path = PathBuf::from(format!("{}.sig", file.display()));
+        let sig = std::fs::read_to_string(&sig_path).map_err(|e| BuildError::io(&sig_path, e))?;
+        bundle::verify_image(&bytes, &sig, &trusted).map_err(|e| BuildError::Tool(format!("{name}: {e}")))?;
+        println!("{name}: a good image, signed by key {}", trusted.id());
+    }
+    Ok(())
 }
 
 /// The root of an initramfs: directories, the console node, `init` from `bin`, and the modules
@@ -162,7 +239,13 @@ fn build_lab_guest(out: &Path) -> Result<Vec<PathBuf>, BuildError> {
 }
 
 const USAGE: &str = "usage:
-  image build [--config FILE] [--out DIR]      build target/image/{vmlinuz,initramfs.cpio.gz,director.img}
+  image build [--config FILE] [--out DIR] [--key FILE] [--version V]
+                                               build target/image/{vmlinuz,initramfs.cpio.gz,director.img,director.img.sig}
+  image bundle [--out DIR] [--key FILE] [--version V]
+                                               the same, and target/image/director.bundle (the update)
+  image verify --file F [--key FILE | --pub FILE]
+                                               check a bundle, or an image against F.sig
+  (--key: an Ed25519 PKCS#8 PEM; default DIRECTOR_SIGNING_KEY, else target/signing/director-signing.pem, made if absent)
   image config-get --disk IMG                  print director.json from the image's config partition
   image config-set --disk IMG --config FILE    validate FILE and write it as the image's director.json
   image config-clean --disk IMG                exit 0 if the config filesystem was cleanly unmounted
@@ -213,14 +296,32 @@ fn main() -> ExitCode {
             }
         };
     }
-    if cmd != "build" && cmd != "lab-guest" {
+    if cmd == "verify" {
+        return match verify(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("image: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if !matches!(cmd, "build" | "bundle" | "lab-guest") {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     }
     let out = opt(&args, "--out").map_or_else(|| workspace().join("target/image"), PathBuf::from);
     let baked = opt(&args, "--config").map(PathBuf::from);
+    let version = opt(&args, "--version")
+        .map(str::to_string)
+        .or_else(|| std::env::var("DIRECTOR_VERSION").ok())
+        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
+    if version.is_empty() || version.len() > 64 || !version.chars().all(|c| c.is_ascii_graphic()) {
+        eprintln!("image: --version: 1 to 64 printable characters, no spaces");
+        return ExitCode::from(2);
+    }
+    let req = Request { baked: baked.as_deref(), key: opt(&args, "--key").map(Path::new), version, bundle: cmd == "bundle" };
     let started = std::time::Instant::now();
-    let built = if cmd == "build" { build(&out, baked.as_deref()) } else { build_lab_guest(&out) };
+    let built = if cmd == "lab-guest" { build_lab_guest(&out) } else { build(&out, &req) };
     match built {
         Ok(files) => {
             progress(&format!("done in {:.1} s:", started.elapsed().as_secs_f64()));

@@ -30,7 +30,7 @@ fn two_builds_from_one_commit_are_byte_identical() {
     let log = build(&a);
     assert!(log.contains("[image] module closure:") && log.contains("director.img"), "progress and artifacts are printed: {log}");
     build(&b);
-    for f in ["vmlinuz", "initramfs.cpio.gz", "director.img"] {
+    for f in ["vmlinuz", "initramfs.cpio.gz", "director.img", "director.img.sig"] {
         let (x, y) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
         assert!(x == y, "{f} differs between two builds");
     }
@@ -39,6 +39,59 @@ fn two_builds_from_one_commit_are_byte_identical() {
     assert_eq!(String::from_utf8_lossy(&got.stdout), include_str!("../../docs/example-config.json"));
     let _ = std::fs::remove_dir_all(&a);
     let _ = std::fs::remove_dir_all(&b);
+}
+
+/// Issue 14's first part: the bundle and the image's signature. A bundle verifies with the
+/// key the build used (made under target/ if none was given, or the operator's own PEM from
+/// openssl); a changed, truncated or other-key bundle is refused with its reason; the image
+/// verifies against its .sig; the sizes are printed against the limits.
+#[test]
+fn bundles_and_images_are_signed_and_checked() {
+    let out = tmp("bundle");
+    let run = |args: &[&str]| {
+        let o = Command::new(image()).args(args).output().unwrap();
+        (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    };
+    let (ok, log) = run(&["bundle", "--version", "9.8.7-test", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{log}");
+    assert!(log.contains("director.bundle (version 9.8.7-test): ") && log.contains("MiB limit"), "sizes against the limits: {log}");
+    assert!(log.contains("director.img: ") && log.contains("48 MiB limit"), "{log}");
+    let bundle = out.join("director.bundle");
+    let b = bundle.to_str().unwrap();
+    let (ok, said) = run(&["verify", "--file", b]);
+    assert!(ok && said.contains("a good bundle of director 9.8.7-test for x86_64"), "{said}");
+    let public = out.join("director-update.pub");
+    let (ok, said) = run(&["verify", "--file", b, "--pub", public.to_str().unwrap()]);
+    assert!(ok, "{said}");
+    let (ok, said) = run(&["verify", "--file", out.join("director.img").to_str().unwrap()]);
+    assert!(ok && said.contains("a good image"), "{said}");
+
+    // The operator's own key (openssl's PEM): the build's bundle is not signed by it.
+    let pem = out.join("operator.pem");
+    let st = Command::new("openssl").args(["genpkey", "-algorithm", "ed25519", "-out"]).arg(&pem).status().unwrap();
+    assert!(st.success());
+    let (ok, said) = run(&["verify", "--file", b, "--key", pem.to_str().unwrap()]);
+    assert!(!ok && said.contains("trusts only key"), "{said}");
+
+    // Changed and truncated copies.
+    let bytes = std::fs::read(&bundle).unwrap();
+    let mut changed = bytes.clone();
+    let at = changed.windows(10).position(|w| w == b"9.8.7-test").unwrap();
+    changed[at] = b'8';
+    let changed_path = out.join("changed.bundle");
+    std::fs::write(&changed_path, &changed).unwrap();
+    let (ok, said) = run(&["verify", "--file", changed_path.to_str().unwrap()]);
+    assert!(!ok && said.contains("signature does not verify"), "{said}");
+    let mut flipped = bytes.clone();
+    let n = flipped.len();
+    flipped[n - 100] ^= 0xff;
+    std::fs::write(&changed_path, &flipped).unwrap();
+    let (ok, said) = run(&["verify", "--file", changed_path.to_str().unwrap()]);
+    assert!(!ok && said.contains("initramfs does not match its signed digest"), "{said}");
+    std::fs::write(&changed_path, &bytes[..bytes.len() / 2]).unwrap();
+    let (ok, said) = run(&["verify", "--file", changed_path.to_str().unwrap()]);
+    assert!(!ok && said.contains("the bundle is truncated"), "{said}");
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]

@@ -27,7 +27,12 @@ pub fn read() -> Facts {
     let cpu = (num(11) + num(12)) as f64 / TICKS;
     let start = boot + num(19) as f64 / TICKS;
     Facts {
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        // The image's version (an update changes it), else the binary's.
+        version: std::fs::read_to_string("/etc/director-version")
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
         boot_time_s: boot,
         memory_total: kib("MemTotal:"),
         memory_available: kib("MemAvailable:"),

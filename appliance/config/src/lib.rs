@@ -14,10 +14,12 @@
 //! - `paths`: the one list of partition, directory and file names.
 //! - `ipvsadm`: `ipvsadm -S -n` rules in and out.
 //! - `keepalived`: a keepalived.conf's `virtual_server` blocks in, with what does not map listed.
+//! - `bundle`: the signed update bundle and the image's detached signature.
 //!
 //! Used by the init, netfw, the web page and the image builder; none of them parses the
 //! document its own way.
 
+pub mod bundle;
 pub mod document;
 pub mod error;
 pub mod ha;
