@@ -74,28 +74,26 @@ fn main() {
     for &n in &vcpus {
         let get = |m: &str| rows.iter().find(|(v, mode, _)| *v == n && *mode == m).map(|(_, _, r)| *r);
         if let (Some(c), Some(f)) = (get("forwarder+capture"), get("forwarder")) {
-            println!(
-                "{n} vCPU(s): with a capture running / without = {:.2} (UDP pps), {:.2} (loss-free UDP pps), {:.2} (guest CPU per packet, without / with), {:.2} (TCP upload), {:.2} (conn/s)",
-                c.pps / f.pps.max(1.0),
-                c.loss_free / f.loss_free.max(1.0),
-                f.guest_us / c.guest_us,
-                c.mbit / f.mbit.max(1.0),
-                c.cps / f.cps.max(1.0)
-            );
+            println!("{n} vCPU(s): {}", ratios("with a capture running / without", "without / with", &c, &f));
         }
         for fwd in ["forwarder", "forwarder+capture", "forwarder/tc"] {
             if let (Some(f), Some(i)) = (get(fwd), get("ipvs")) {
-                println!(
-                    "{n} vCPU(s): {fwd} / ipvs = {:.2} (UDP pps), {:.2} (loss-free UDP pps), {:.2} (guest CPU per packet, ipvs / {fwd}), {:.2} (TCP upload), {:.2} (conn/s)",
-                    f.pps / i.pps.max(1.0),
-                    f.loss_free / i.loss_free.max(1.0),
-                    i.guest_us / f.guest_us,
-                    f.mbit / i.mbit.max(1.0),
-                    f.cps / i.cps.max(1.0)
-                );
+                println!("{n} vCPU(s): {}", ratios(&format!("{fwd} / ipvs"), &format!("ipvs / {fwd}"), &f, &i));
             }
         }
     }
+}
+
+/// One row's figures over another's (CPU per packet the other way round: higher is better).
+fn ratios(what: &str, cpu: &str, a: &Figures, b: &Figures) -> String {
+    format!(
+        "{what} = {:.2} (UDP pps), {:.2} (loss-free UDP pps), {:.2} (guest CPU per packet, {cpu}), {:.2} (TCP upload), {:.2} (conn/s)",
+        a.pps / b.pps.max(1.0),
+        a.loss_free / b.loss_free.max(1.0),
+        b.guest_us / a.guest_us,
+        a.mbit / b.mbit.max(1.0),
+        a.cps / b.cps.max(1.0)
+    )
 }
 
 /// One row: the appliance's mode and, for the forwarder, its `io`; whether a capture runs.
