@@ -108,7 +108,7 @@ fn against(size: u64, limit: u64) -> String {
 
 fn build(out: &Path, req: &Request) -> Result<Vec<PathBuf>, BuildError> {
     let ws = workspace();
-    let key = signing::load(&ws, req.key, &progress)?;
+    let key = signing::load(&ws, req.key, signing::Missing::Make, &progress)?;
     let trusted = key.trusted();
     progress(&format!("signing with {} (key id {})", key.path.display(), trusted.id()));
     // DIRECTOR_IMAGE_CACHE moves the kernel cache (tests use it to present a corrupted package).
@@ -183,7 +183,7 @@ fn verify(args: &[String]) -> Result<(), BuildError> {
             let text = std::fs::read_to_string(p).map_err(|e| BuildError::io(Path::new(p), e))?;
             TrustedKey::parse(&text).map_err(|e| BuildError::Tool(format!("{p}: {e}")))?
         }
-        None => signing::load(&workspace(), opt(args, "--key").map(Path::new), &progress)?.trusted(),
+        None => signing::load(&workspace(), opt(args, "--key").map(Path::new), signing::Missing::Refuse, &progress)?.trusted(),
     };
     let bytes = std::fs::read(&file).map_err(|e| BuildError::io(&file, e))?;
     let name = file.display();

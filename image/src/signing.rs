@@ -30,9 +30,19 @@ impl Key {
     }
 }
 
+/// Whether `load` may make the build's own key when there is none (a build may; a check
+/// against a key nobody has yet can only fail, and must not leave one behind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// Make it, and say so.
+    Make,
+    /// Say there is no key.
+    Refuse,
+}
+
 /// The key named by `explicit` (or `DIRECTOR_SIGNING_KEY`), else the build's own key under
-/// `target/`, made if there is none.
-pub fn load(workspace: &Path, explicit: Option<&Path>, progress: &dyn Fn(&str)) -> Result<Key, BuildError> {
+/// `target/`, made if there is none and `missing` allows it.
+pub fn load(workspace: &Path, explicit: Option<&Path>, missing: Missing, progress: &dyn Fn(&str)) -> Result<Key, BuildError> {
     let named = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os("DIRECTOR_SIGNING_KEY").map(PathBuf::from));
     if let Some(path) = named {
         let text = std::fs::read_to_string(&path).map_err(|e| BuildError::io(&path, e))?;
@@ -50,6 +60,12 @@ pub fn load(workspace: &Path, explicit: Option<&Path>, progress: &dyn Fn(&str)) 
             .map_err(|e| BuildError::Tool(format!("{}: damaged signing key ({e}); remove it to make a new one", path.display())))?;
         return Ok(Key { signing, path });
     }
+    if missing == Missing::Refuse {
+        return Err(BuildError::Tool(format!(
+            "no signing key: {} does not exist and none was given (--key FILE, --pub FILE or DIRECTOR_SIGNING_KEY)",
+            path.display()
+        )));
+    }
     let mut seed = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut seed))
@@ -61,7 +77,7 @@ pub fn load(workspace: &Path, explicit: Option<&Path>, progress: &dyn Fn(&str)) 
     }
     if !write_private(&path, pem.as_bytes())? {
         // Another build made it meanwhile: use that one.
-        return load(workspace, explicit, progress);
+        return load(workspace, explicit, missing, progress);
     }
     let key = Key { signing, path };
     progress(&format!(

@@ -450,12 +450,10 @@ mod tests {
         let other = write("1.2.3", b"k", b"i", &key(2));
         assert!(matches!(verify(&other, &trusted), Err(BundleError::OtherKey { .. })));
         // A changed manifest (the version) keeps the key id: the signature fails.
-        let forged = String::from_utf8_lossy(&b).replacen("1.2.3", "9.9.9", 1).into_bytes();
         let mut forged_b = b.clone();
         let at = b.windows(5).position(|w| w == b"1.2.3").unwrap();
         forged_b[at..at + 5].copy_from_slice(b"9.9.9");
         assert_eq!(verify(&forged_b, &trusted), Err(BundleError::BadSignature));
-        assert!(!forged.is_empty());
         // A flipped byte in the kernel: corrupt.
         let mut flipped = b.clone();
         let last = flipped.len() - 7000 - 10;
