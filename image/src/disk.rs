@@ -4,10 +4,13 @@
 //! LBA 0      protective MBR whose boot code is syslinux's gptmbr.bin (legacy BIOS path)
 //! LBA 1-33   GPT (fixed disk and partition GUIDs)
 //! 1 MiB      p1 "EFI system", FAT, legacy-BIOS-bootable attribute:
-//!              /vmlinuz /initramfs.gz
+//!              /a/{vmlinuz, initrd}   system slot A (this build), allocated at full size
+//!              /b/{vmlinuz, initrd}   system slot B (zeros until an update writes it)
+//!              /state/{default.cfg, boot.state}   which slot boots; the trial and outcome
 //!              /syslinux/{syslinux.cfg, ldlinux.sys, ldlinux.c32}   BIOS: gptmbr → VBR → ldlinux
 //!              /EFI/BOOT/{BOOTX64.EFI (syslinux.efi), ldlinux.e64, syslinux.cfg}   UEFI
-//! +64 MiB    p2 "director-config", FAT: director.json (the operator's file), director.slots
+//!            (both syslinux.cfg include /state/default.cfg; see `director_config::boot`)
+//! +40 MiB    p2 "director-config", FAT: director.json (the operator's file), director.slots
 //!              (the appliance's saves), web.slots (password hash, TLS key): the slot files
 //!              are allocated here at full size so saves never change FAT metadata
 //! end        backup GPT
@@ -22,13 +25,15 @@ use std::process::Command;
 use fatfs::{FileSystem, FormatVolumeOptions, FsOptions};
 use gpt::mbr::ProtectiveMBR;
 
+use director_config::boot::{BootState, Slot, CMDLINE_SLOT, DEFAULT_CFG, INITRD_FILE_SIZE, KERNEL_FILE_SIZE, STATE_FILE};
+
 use crate::BuildError;
 
 const MIB: u64 = 1 << 20;
 /// Size of the EFI system partition.
-pub const ESP_SIZE: u64 = 64 * MIB;
-/// Size of the config partition.
-pub const CONFIG_SIZE: u64 = 16 * MIB;
+pub const ESP_SIZE: u64 = 40 * MIB;
+/// Size of the config partition (its files are 2 × 256 KiB stores and the operator's file).
+pub const CONFIG_SIZE: u64 = 6 * MIB;
 /// GPT name of the config partition (the init finds it by this).
 pub use director_config::paths::CONFIG_PARTNAME;
 /// The legacy-BIOS-bootable GPT attribute (bit 2): gptmbr.bin boots the partition carrying it.
@@ -45,8 +50,30 @@ const SYSLINUX_BIOS_MBR: &str = "/usr/lib/syslinux/mbr/gptmbr.bin";
 const SYSLINUX_EFI: &str = "/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi";
 const SYSLINUX_EFI_LDLINUX: &str = "/usr/lib/syslinux/modules/efi64/ldlinux.e64";
 
+/// One label per slot; the default comes from the included `state/default.cfg`, the only
+/// boot file an update or a switch rewrites.
 fn syslinux_cfg() -> String {
-    format!("SERIAL 0 115200\nDEFAULT director\nPROMPT 0\nTIMEOUT 0\nLABEL director\n  LINUX /vmlinuz\n  INITRD /initramfs.gz\n  APPEND {CMDLINE}\n")
+    let mut cfg = format!("SERIAL 0 115200\nPROMPT 0\nTIMEOUT 0\nINCLUDE /{DEFAULT_CFG}\n");
+    for s in [Slot::A, Slot::B] {
+        cfg.push_str(&format!(
+            "LABEL {n}\n  LINUX /{k}\n  INITRD /{i}\n  APPEND {CMDLINE} {CMDLINE_SLOT}{n}\n",
+            n = s.name(),
+            k = s.kernel(),
+            i = s.initrd()
+        ));
+    }
+    cfg
+}
+
+/// `data` followed by zeros up to `size` (a slot file's fixed size).
+fn padded(data: &[u8], size: u64, what: &str) -> Result<Vec<u8>, BuildError> {
+    let size = usize::try_from(size).unwrap_or(0);
+    if data.len() > size {
+        return Err(BuildError::Tool(format!("the {what} is {} bytes; a slot holds at most {size}", data.len())));
+    }
+    let mut v = data.to_vec();
+    v.resize(size, 0);
+    Ok(v)
 }
 
 fn read(p: &str) -> Result<Vec<u8>, BuildError> {
@@ -91,7 +118,14 @@ fn uuid(s: &str) -> uuid::Uuid {
 }
 
 /// Write `director.img` into `out`.
-pub fn build(out: &Path, vmlinuz: &[u8], initramfs: &[u8], config: Option<&[u8]>, source_date_epoch: u32) -> Result<PathBuf, BuildError> {
+pub fn build(
+    out: &Path,
+    vmlinuz: &[u8],
+    initramfs: &[u8],
+    version: &str,
+    config: Option<&[u8]>,
+    source_date_epoch: u32,
+) -> Result<PathBuf, BuildError> {
     let total = MIB + ESP_SIZE + CONFIG_SIZE + MIB;
     let mut disk = Cursor::new(vec![0u8; usize::try_from(total).unwrap_or(0)]);
     let gerr = |e: gpt::GptError| BuildError::Tool(format!("writing the GPT: {e}"));
@@ -111,7 +145,7 @@ pub fn build(out: &Path, vmlinuz: &[u8], initramfs: &[u8], config: Option<&[u8]>
         .create_from_device(&mut disk, Some(uuid(DISK_GUID)))
         .map_err(gerr)?;
     gdisk.update_partitions(std::collections::BTreeMap::new()).map_err(gerr)?;
-    let esp_id = gdisk.add_partition("EFI system", ESP_SIZE, gpt::partition_types::EFI, LEGACY_BIOS_BOOTABLE, Some(2048)).map_err(gerr)?;
+    let esp_id = gdisk.add_partition(director_config::boot::ESP_PARTNAME, ESP_SIZE, gpt::partition_types::EFI, LEGACY_BIOS_BOOTABLE, Some(2048)).map_err(gerr)?;
     let cfg_id = gdisk.add_partition(CONFIG_PARTNAME, CONFIG_SIZE, gpt::partition_types::BASIC, 0, Some(2048)).map_err(gerr)?;
     let mut parts = gdisk.partitions().clone();
     let mut esp_lba = 0;
@@ -132,13 +166,25 @@ pub fn build(out: &Path, vmlinuz: &[u8], initramfs: &[u8], config: Option<&[u8]>
     let cfg = syslinux_cfg();
     let efi = read(SYSLINUX_EFI)?;
     let ld_e64 = read(SYSLINUX_EFI_LDLINUX)?;
+    let (kernel_a, initrd_a) = (padded(vmlinuz, KERNEL_FILE_SIZE, "kernel")?, padded(initramfs, INITRD_FILE_SIZE, "initramfs")?);
+    let (kernel_b, initrd_b) = (padded(&[], KERNEL_FILE_SIZE, "kernel")?, padded(&[], INITRD_FILE_SIZE, "initramfs")?);
+    let mut state = vec![0u8; director_config::store::FILE_SIZE];
+    let first = director_config::store::encode(1, &BootState::new(version).encode())
+        .map_err(|e| BuildError::Tool(format!("the boot state: {e}")))?;
+    state[..first.len()].copy_from_slice(&first);
+    let default_cfg = Slot::A.default_cfg();
+    let (ka, ia, kb, ib) = (Slot::A.kernel(), Slot::A.initrd(), Slot::B.kernel(), Slot::B.initrd());
     let esp = fat(
         ESP_SIZE,
         *b"DIRECTOR   ",
         0x4452_0001,
         &[
-            ("vmlinuz", vmlinuz),
-            ("initramfs.gz", initramfs),
+            (&ka, &kernel_a),
+            (&ia, &initrd_a),
+            (&kb, &kernel_b),
+            (&ib, &initrd_b),
+            (DEFAULT_CFG, default_cfg.as_bytes()),
+            (STATE_FILE, &state),
             ("syslinux/syslinux.cfg", cfg.as_bytes()),
             ("EFI/BOOT/BOOTX64.EFI", &efi),
             ("EFI/BOOT/ldlinux.e64", &ld_e64),

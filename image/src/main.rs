@@ -155,7 +155,7 @@ fn build(out: &Path, req: &Request) -> Result<Vec<PathBuf>, BuildError> {
     };
     progress("writing the disk image (GPT, EFI system partition for UEFI and BIOS, config partition)");
     let kernel_bytes = std::fs::read(&vmlinuz).map_err(|e| BuildError::io(&vmlinuz, e))?;
-    let img = disk::build(out, &kernel_bytes, &initramfs, config.as_deref(), source_date_epoch())?;
+    let img = disk::build(out, &kernel_bytes, &initramfs, &req.version, config.as_deref(), source_date_epoch())?;
     let image_bytes = std::fs::read(&img).map_err(|e| BuildError::io(&img, e))?;
     let sig = out.join("director.img.sig");
     std::fs::write(&sig, director_config::bundle::sign_image(&image_bytes, &key.signing)).map_err(|e| BuildError::io(&sig, e))?;

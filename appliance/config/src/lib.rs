@@ -15,10 +15,12 @@
 //! - `ipvsadm`: `ipvsadm -S -n` rules in and out.
 //! - `keepalived`: a keepalived.conf's `virtual_server` blocks in, with what does not map listed.
 //! - `bundle`: the signed update bundle and the image's detached signature.
+//! - `boot`: the two system slots on the EFI partition and the boot state (default, trial).
 //!
 //! Used by the init, netfw, the web page and the image builder; none of them parses the
 //! document its own way.
 
+pub mod boot;
 pub mod bundle;
 pub mod document;
 pub mod error;
