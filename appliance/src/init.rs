@@ -21,8 +21,9 @@ use crate::console::{self, Command};
 use crate::control::{self, Request};
 use crate::nics::{self, Nic, Roles};
 use crate::power::{self, Action};
+use crate::slots::TrialCheck;
 use crate::supervise::Supervisor;
-use crate::{dhcp, events, log, mounts, sys};
+use crate::{dhcp, events, log, mounts, slots, sys};
 use director_messages::events::{EventKind, Severity};
 
 /// The line tests and operators wait for.
@@ -36,13 +37,23 @@ extern "C" fn on_signal(sig: libc::c_int) {
     SIGNAL.store(sig, Ordering::Relaxed);
 }
 
+/// Parameters a module is loaded with.
+fn module_params(name: &str) -> &'static str {
+    match name {
+        // Once a trial opens the watchdog, nothing can stop it until the box resets (the
+        // hardware lock): it survives the kexec into the trial system, which must keep it fed.
+        "i6300esb" | "iTCO_wdt" => crate::slots::WATCHDOG_PARAMS,
+        _ => "",
+    }
+}
+
 fn load_modules() {
     let order = std::fs::read_to_string("/lib/modules/load-order").unwrap_or_default();
     let (mut ok, mut absent, mut failed) = (0, Vec::new(), Vec::new());
     for name in order.lines().filter(|l| !l.is_empty()) {
         match std::fs::read(format!("/lib/modules/{name}.ko"))
             .map_err(|e| e.to_string())
-            .and_then(|b| sys::load_module(&b).map_err(|e| e.to_string()))
+            .and_then(|b| sys::load_module(&b, module_params(name)).map_err(|e| e.to_string()))
         {
             Ok(()) => ok += 1,
             Err(e) if e.contains("File exists") => ok += 1,
@@ -185,8 +196,11 @@ pub fn run() -> ! {
     load_modules();
     settle(|| nics::list().len() >= 3 && mounts::find_config_partition().is_some(), Duration::from_secs(3));
     let nics = nics::list();
+    // A pending trial starts here (kexec) before anything else is set up.
+    let mut slots = slots::at_boot();
 
     let config_mounted = mounts::mount_config().is_some();
+    let config_present = read_config_text().is_ok();
     let (current, roles, cfg_state) = match load_config(&nics) {
         Ok(c) => {
             let state = format!("{} service(s)", c.spec.services.len());
@@ -240,6 +254,9 @@ pub fn run() -> ! {
     events::configure(current.as_ref().map(|c| &c.cfg));
     events::record(EventKind::Box, Severity::Notice, &format!("booted: mode {}, config {cfg_state}", running.name()));
     events::watch_data_plane(|| apply::netfw_status().ok());
+    if let Some(o) = slots::unreported_outcome() {
+        events::record(EventKind::Update, if o.ok { Severity::Notice } else { Severity::Warning }, &o.message);
+    }
     let mut book = Book { nics, roles, running, fallback: false, config_mounted, current, pending: None, reboot_needed: None };
 
     loop {
@@ -258,10 +275,41 @@ pub fn run() -> ! {
         }
         sup.tick();
         book.tick(&mut Appliance { sup: &mut sup });
+        if let Some((ok, message, reboot)) = slots.tick(|| trial_check(&book, &sup, config_present)) {
+            events::record(EventKind::Update, if ok { Severity::Notice } else { Severity::Warning }, &message);
+            if reboot {
+                power::shutdown(Action::Reboot, &mut sup, book.config_mounted);
+            }
+        }
         if let Ok(req) = rx.recv_timeout(Duration::from_millis(100)) {
             handle(&mut book, &mut sup, &req);
         }
     }
+}
+
+/// Whether a trial system is ready and forwarding with the config: the config is in force
+/// (when there is one), the data plane answers with every service, and each service with a
+/// health check has a real server taking flows.
+fn trial_check(book: &Book, sup: &Supervisor, config_present: bool) -> TrialCheck {
+    let Some(c) = book.current.as_ref() else {
+        return if config_present { TrialCheck::NotYet("the saved config is not in force".into()) } else { TrialCheck::Ready };
+    };
+    let status = match book.running {
+        Running::Forwarder => apply::netfw_status().map_err(|p| p.to_string()),
+        Running::Ipvs => apply::ipvs_status(sup, Some(&c.cfg)),
+        Running::Nothing => Err("no data plane is running".into()),
+    };
+    let s = match status {
+        Ok(s) => s,
+        Err(e) => return TrialCheck::NotYet(format!("the data plane does not answer: {e}")),
+    };
+    if s.services.len() < c.spec.services.len() {
+        return TrialCheck::NotYet(format!("{} of {} services in force", s.services.len(), c.spec.services.len()));
+    }
+    if let Some(down) = s.services.iter().find(|v| v.state.as_deref().is_some_and(|st| st != "up")) {
+        return TrialCheck::NotYet(format!("service {}:{} has no healthy real server", down.vip, down.port));
+    }
+    TrialCheck::Ready
 }
 
 /// The forwarder cannot use its NICs: the kernel's IPVS takes over with the same config.

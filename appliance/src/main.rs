@@ -14,6 +14,7 @@ mod log;
 mod mounts;
 mod nics;
 mod power;
+mod slots;
 mod supervise;
 mod sys;
 mod syslog;

@@ -28,6 +28,8 @@ pub fn shutdown(action: Action, sup: &mut Supervisor, config_mounted: bool) -> !
             Err(e) => log::init(&e),
         }
     }
+    // The EFI partition (system slots), if the boot mounted it.
+    let _ = sys::umount(director_config::boot::ESP_DIR);
     sys::sync();
     log::init(if action == Action::Poweroff { "powering off" } else { "rebooting" });
     sys::reboot(if action == Action::Poweroff { libc::LINUX_REBOOT_CMD_POWER_OFF } else { libc::LINUX_REBOOT_CMD_RESTART });

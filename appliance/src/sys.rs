@@ -29,11 +29,27 @@ pub fn umount(target: &str) -> Result<(), String> {
     }
 }
 
-/// init_module(2) with the module's bytes.
-pub fn load_module(image: &[u8]) -> Result<(), std::io::Error> {
-    let params = cstr("");
+/// init_module(2) with the module's bytes and parameters ("name=value …").
+pub fn load_module(image: &[u8], params: &str) -> Result<(), std::io::Error> {
+    let params = cstr(params);
     // SAFETY: `image` is a live buffer of `len` bytes and `params` a valid C string.
     let r = unsafe { libc::syscall(libc::SYS_init_module, image.as_ptr(), image.len(), params.as_ptr()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// kexec_file_load(2): load `kernel` and `initrd` (open files) to be started by
+/// `reboot(LINUX_REBOOT_CMD_KEXEC)`, with `cmdline`.
+pub fn kexec_file_load(kernel: &std::fs::File, initrd: &std::fs::File, cmdline: &str) -> Result<(), std::io::Error> {
+    use std::os::fd::AsRawFd;
+    let c = cstr(cmdline);
+    let len = c.as_bytes_with_nul().len();
+    // SAFETY: two open file descriptors, and a NUL-terminated string of `len` bytes that lives
+    // across the call.
+    let r = unsafe { libc::syscall(libc::SYS_kexec_file_load, kernel.as_raw_fd(), initrd.as_raw_fd(), len, c.as_ptr(), 0usize) };
     if r == 0 {
         Ok(())
     } else {

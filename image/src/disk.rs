@@ -145,7 +145,9 @@ pub fn build(
         .create_from_device(&mut disk, Some(uuid(DISK_GUID)))
         .map_err(gerr)?;
     gdisk.update_partitions(std::collections::BTreeMap::new()).map_err(gerr)?;
-    let esp_id = gdisk.add_partition(director_config::boot::ESP_PARTNAME, ESP_SIZE, gpt::partition_types::EFI, LEGACY_BIOS_BOOTABLE, Some(2048)).map_err(gerr)?;
+    let esp_id = gdisk
+        .add_partition(director_config::boot::ESP_PARTNAME, ESP_SIZE, gpt::partition_types::EFI, LEGACY_BIOS_BOOTABLE, Some(2048))
+        .map_err(gerr)?;
     let cfg_id = gdisk.add_partition(CONFIG_PARTNAME, CONFIG_SIZE, gpt::partition_types::BASIC, 0, Some(2048)).map_err(gerr)?;
     let mut parts = gdisk.partitions().clone();
     let mut esp_lba = 0;

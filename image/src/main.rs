@@ -9,7 +9,7 @@
 //! files (Ed25519 signatures are deterministic).
 //!
 //! usage: image build [--config FILE] [--out DIR] [--key FILE] [--version V]
-//!        image bundle [--out DIR] [--key FILE] [--version V]
+//!        image bundle [--out DIR] [--key FILE] [--version V] [--kernel FILE --initramfs FILE]
 //!        image verify --file F [--key FILE | --pub FILE]
 //!        image config-get --disk IMG
 //!        image config-set --disk IMG --config FILE
@@ -173,6 +173,19 @@ fn build(out: &Path, req: &Request) -> Result<Vec<PathBuf>, BuildError> {
     Ok(files)
 }
 
+/// `image bundle --kernel K --initramfs I`: sign parts built elsewhere into `out/director.bundle`.
+fn bundle_parts(out: &Path, kernel: &Path, initramfs: &Path, req: &Request) -> Result<Vec<PathBuf>, BuildError> {
+    let key = signing::load(&workspace(), req.key, signing::Missing::Refuse, &progress)?;
+    let k = std::fs::read(kernel).map_err(|e| BuildError::io(kernel, e))?;
+    let i = std::fs::read(initramfs).map_err(|e| BuildError::io(initramfs, e))?;
+    std::fs::create_dir_all(out).map_err(|e| BuildError::io(out, e))?;
+    let path = out.join("director.bundle");
+    let bundle = director_config::bundle::write(&req.version, &k, &i, &key.signing);
+    std::fs::write(&path, &bundle).map_err(|e| BuildError::io(&path, e))?;
+    progress(&format!("director.bundle (version {}): {}", req.version, against(bundle.len() as u64, BUNDLE_LIMIT)));
+    Ok(vec![path])
+}
+
 /// `image verify`: a bundle, or an image with its `.sig` beside it, against the key given
 /// (a signing key's public half, or a public key file), else the build's own.
 fn verify(args: &[String]) -> Result<(), BuildError> {
@@ -202,10 +215,11 @@ fn verify(args: &[String]) -> Result<(), BuildError> {
 /// The root of an initramfs: directories, the console node, `init` from `bin`, and the modules
 /// `mods` with their load order.
 fn root_with_modules(k: &kernel::Kernel, mods: &[(String, String)], bin: &Path) -> Result<Vec<(String, Node)>, BuildError> {
-    let mut entries: Vec<(String, Node)> = ["bin", "dev", "etc", "lib", "lib/modules", "mnt", "mnt/config", "proc", "run", "sys", "tmp"]
-        .iter()
-        .map(|d| ((*d).to_string(), Node::Dir))
-        .collect();
+    let mut entries: Vec<(String, Node)> =
+        ["bin", "boot", "dev", "etc", "lib", "lib/modules", "mnt", "mnt/config", "proc", "run", "sys", "tmp"]
+            .iter()
+            .map(|d| ((*d).to_string(), Node::Dir))
+            .collect();
     entries.push(("dev/console".into(), Node::CharDev(5, 1)));
     entries.push(("init".into(), Node::File(0o755, std::fs::read(bin).map_err(|e| BuildError::io(bin, e))?)));
     let mut order = String::new();
@@ -243,6 +257,8 @@ const USAGE: &str = "usage:
                                                build target/image/{vmlinuz,initramfs.cpio.gz,director.img,director.img.sig}
   image bundle [--out DIR] [--key FILE] [--version V]
                                                the same, and target/image/director.bundle (the update)
+  image bundle --kernel FILE --initramfs FILE [--out DIR] [--key FILE] [--version V]
+                                               sign a bundle of a kernel and initramfs of your own (no build)
   image verify --file F [--key FILE | --pub FILE]
                                                check a bundle, or an image against F.sig
   (--key: an Ed25519 PKCS#8 PEM; default DIRECTOR_SIGNING_KEY, else target/signing/director-signing.pem, made if absent)
@@ -321,7 +337,13 @@ fn main() -> ExitCode {
     }
     let req = Request { baked: baked.as_deref(), key: opt(&args, "--key").map(Path::new), version, bundle: cmd == "bundle" };
     let started = std::time::Instant::now();
-    let built = if cmd == "lab-guest" { build_lab_guest(&out) } else { build(&out, &req) };
+    let own_parts = (opt(&args, "--kernel"), opt(&args, "--initramfs"));
+    let built = match (cmd, own_parts) {
+        ("lab-guest", _) => build_lab_guest(&out),
+        ("bundle", (Some(k), Some(i))) => bundle_parts(&out, Path::new(k), Path::new(i), &req),
+        ("bundle", (Some(_), None) | (None, Some(_))) => Err(BuildError::Tool(format!("--kernel and --initramfs go together\n{USAGE}"))),
+        _ => build(&out, &req),
+    };
     match built {
         Ok(files) => {
             progress(&format!("done in {:.1} s:", started.elapsed().as_secs_f64()));

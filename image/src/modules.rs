@@ -46,6 +46,10 @@ pub const WANTED: &[&str] = &[
     // the ACPI power button, as an input device
     "button",
     "evdev",
+    // the hardware watchdog that resets a trial system that hangs (i6300esb in QEMU; iTCO on
+    // Intel boards)
+    "i6300esb",
+    "iTCO_wdt",
     // entropy from the hypervisor in VMs (bare metal has RDRAND): seeds the kernel's RNG early
     "virtio_rng",
 ];

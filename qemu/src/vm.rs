@@ -142,6 +142,8 @@ impl Vm {
                 .map(String::from),
         );
         args.extend(["-smp".to_string(), vcpus.max(1).to_string()]);
+        // The hardware watchdog a trial boot starts (issue 14): it resets the machine.
+        args.extend(["-device", "i6300esb", "-action", "watchdog=reset"].map(String::from));
         // Named threads ("CPU 0/TCG"), so the guest's CPU time can be read (`cpu_seconds`).
         args.extend(["-name", "director,debug-threads=on"].map(String::from));
         args.push("-chardev".into());

@@ -324,6 +324,34 @@ impl Web {
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
     }
 
+    /// POST a file as the body (curl streams it from disk, `rate` limits it, e.g. "400k"),
+    /// with this session's CSRF token; the running curl, for `answer_of`.
+    pub fn post_file(&self, path: &str, file: &std::path::Path, rate: Option<&str>) -> std::process::Child {
+        let jar = self.jar.to_string_lossy().into_owned();
+        let mut args: Vec<String> =
+            ["netns", "exec", &self.ns, "curl", "-sk", "-i", "--max-time", "300", "-X", "POST", "-b", &jar, "-c", &jar]
+                .map(String::from)
+                .to_vec();
+        args.extend(["-H".into(), format!("X-CSRF-Token: {}", self.csrf.as_deref().unwrap_or_default())]);
+        // No `Expect: 100-continue` wait: the box reads the body as it comes.
+        args.extend(["-H".into(), "Expect:".into(), "-H".into(), "Content-Type: application/octet-stream".into(), "--data-binary".into()]);
+        args.push(format!("@{}", file.display()));
+        if let Some(r) = rate {
+            args.extend(["--limit-rate".into(), r.into()]);
+        }
+        args.push(format!("{}{path}", self.base));
+        std::process::Command::new("ip").args(&args).stdout(std::process::Stdio::piped()).spawn().expect("curl")
+    }
+
+    /// The answer of a curl started by `post_file`.
+    pub fn answer_of(child: std::process::Child) -> Answer {
+        let out = child.wait_with_output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        Answer { curl_exit: out.status.code().unwrap_or(-1), status, headers: head.to_string(), body: body.to_string() }
+    }
+
     /// GET.
     pub fn get(&self, path: &str) -> Answer {
         self.call("GET", path, None, None)

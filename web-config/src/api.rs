@@ -21,7 +21,9 @@ use director_messages::Problem;
 use crate::auth::{self, LoginLimit, PasswordGate, Session, Sessions};
 use crate::http::{Request, Response};
 use crate::secrets::{self, Secrets};
+use crate::update::{Places, UpdateError, Updater};
 use crate::{control, host_facts, rs_setup};
+use director_config::boot::Slot;
 use director_messages::metrics;
 
 const INDEX: &str = include_str!("../assets/index.html");
@@ -46,6 +48,8 @@ pub struct App {
     pub limit: Mutex<LoginLimit>,
     /// Password checks running at once.
     pub gate: PasswordGate,
+    /// Updates into the system slots.
+    pub updater: Updater,
 }
 
 /// The session cookie's name: `__Host-` makes browsers insist on Secure, Path=/ and no
@@ -93,6 +97,26 @@ struct PasswordBody {
     new: String,
 }
 
+/// A reader that counts what it has read (how much of a streamed body is left).
+struct Counted<'a> {
+    inner: &'a mut dyn std::io::Read,
+    n: u64,
+}
+
+impl std::io::Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchBody {
+    slot: String,
+}
+
 fn session_cookie(token: &str) -> String {
     format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict")
 }
@@ -109,6 +133,7 @@ impl App {
             sessions: Mutex::default(),
             limit: Mutex::default(),
             gate: PasswordGate::default(),
+            updater: Updater::new(Places::default()),
         })
     }
 
@@ -236,7 +261,11 @@ impl App {
     /// alone, on this process's output). On a thread of its own: an init busy applying a
     /// config does not hold up the login's answer.
     fn event(&self, severity: Severity, message: &str) {
-        let r = InitRequest::Event { kind: EventKind::Login, severity, message: message.to_string() };
+        self.event_of(EventKind::Login, severity, message);
+    }
+
+    fn event_of(&self, kind: EventKind, severity: Severity, message: &str) {
+        let r = InitRequest::Event { kind, severity, message: message.to_string() };
         let (sock, message) = (self.control.clone(), message.to_string());
         std::thread::spawn(move || {
             if control::request(&sock, &r).is_err() {
@@ -410,6 +439,54 @@ impl App {
         }
     }
 
+    /// Reboot shortly, once the answer has gone out.
+    fn reboot_soon(&self) {
+        let sock = self.control.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let _ = control::request(&sock, &InitRequest::Reboot);
+        });
+    }
+
+    fn update_done(&self, r: Result<String, UpdateError>, what: &str) -> Response {
+        match r {
+            Ok(message) => {
+                self.event_of(EventKind::Update, Severity::Notice, &message);
+                self.reboot_soon();
+                Response::json(200, &json!({ "message": message }))
+            }
+            Err(e) => {
+                self.event_of(EventKind::Update, Severity::Warning, &format!("{what}: {e}"));
+                Response::error(e.status(), &e.to_string(), None)
+            }
+        }
+    }
+
+    /// `POST /api/update`: the bundle is read from `body` as it arrives (`http::STREAMED`).
+    pub fn handle_streamed(&self, req: &Request, body: &mut dyn std::io::Read) -> Response {
+        if let Some(r) = self.misdirected(req) {
+            return r;
+        }
+        let len = req.streamed.unwrap_or(0) as u64;
+        // What the client is still sending is read and dropped before the answer closes the
+        // connection (unread data makes the kernel reset it, and the client never sees why):
+        // all of it for a logged-in operator, a bounded amount for anyone else.
+        let drain = |body: &mut dyn std::io::Read, most: u64| {
+            let _ = std::io::copy(&mut std::io::Read::take(body, most), &mut std::io::sink());
+        };
+        if let Err(r) = self.require(req, true) {
+            drain(body, 1 << 20);
+            return r;
+        }
+        let mut counted = Counted { inner: body, n: req.body.len() as u64 };
+        let r = self.updater.receive(&req.body, &mut counted, len);
+        if r.is_err() {
+            let left = len.saturating_sub(counted.n);
+            drain(counted.inner, left);
+        }
+        self.update_done(r, &format!("update from {}", req.peer))
+    }
+
     /// Route one request.
     pub fn handle(&self, req: &Request) -> Response {
         if let Some(r) = self.misdirected(req) {
@@ -455,6 +532,8 @@ impl App {
                 | ("POST", "/api/password")
                 | ("POST", "/api/reboot")
                 | ("POST", "/api/poweroff")
+                | ("GET", "/api/update")
+                | ("POST", "/api/update/switch")
         );
         if !known {
             return Response::error(404, &format!("no such page or API: {m} {}", p.chars().take(100).collect::<String>()), None);
@@ -509,6 +588,14 @@ impl App {
             ("POST", "/api/password") => self.password(req),
             ("POST", "/api/reboot") => self.act(InitRequest::Reboot),
             ("POST", "/api/poweroff") => self.act(InitRequest::Poweroff),
+            ("GET", "/api/update") => Response::json(200, &self.updater.report()),
+            ("POST", "/api/update/switch") => match body::<SwitchBody>(req) {
+                Ok(b) => match Slot::parse(&b.slot) {
+                    Some(s) => self.update_done(self.updater.switch(s), "switch"),
+                    None => Response::error(400, "slot: say \"a\" or \"b\"", Some("slot")),
+                },
+                Err(r) => r,
+            },
             _ => Response::error(404, "no such API", None),
         }
     }

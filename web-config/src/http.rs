@@ -70,6 +70,11 @@ impl Write for Deadline {
 pub const MAX_HEAD: usize = 16 * 1024;
 /// The largest request body (a config document or an ipvsadm file).
 pub const MAX_BODY: usize = 64 * 1024;
+/// The one request whose body is not read here but streamed to its handler (an update
+/// bundle, written to a slot as it arrives, never held in memory).
+pub const STREAMED: (&str, &str) = ("POST", "/api/update");
+/// The largest streamed body.
+pub const MAX_STREAMED: usize = 64 << 20;
 
 /// A request.
 #[derive(Debug)]
@@ -82,8 +87,10 @@ pub struct Request {
     pub query: String,
     /// Headers, names lowercased.
     pub headers: Vec<(String, String)>,
-    /// The body.
+    /// The body (for a streamed request: the part of it that came with the head).
     pub body: Vec<u8>,
+    /// A streamed request's whole body length (its handler reads the rest from the stream).
+    pub streamed: Option<usize>,
     /// The client's address.
     pub peer: IpAddr,
     /// The box's address the client connected to.
@@ -155,10 +162,15 @@ pub fn read_request(s: &mut impl Read, peer: IpAddr, local: IpAddr) -> Result<Re
                     }
                     None => 0,
                 };
-                if len > MAX_BODY {
+                let streamed = (method.as_str(), path.as_str()) == STREAMED;
+                if len > if streamed { MAX_STREAMED } else { MAX_BODY } {
                     return Err(HttpError::TooLarge);
                 }
                 let mut body = buf.split_off(head_len);
+                if streamed {
+                    body.truncate(len);
+                    return Ok(Request { method, path, query, headers, body, streamed: Some(len), peer, local });
+                }
                 while body.len() < len {
                     let n = s.read(&mut chunk).map_err(|_| HttpError::Gone)?;
                     if n == 0 {
@@ -167,7 +179,7 @@ pub fn read_request(s: &mut impl Read, peer: IpAddr, local: IpAddr) -> Result<Re
                     body.extend_from_slice(&chunk[..n]);
                 }
                 body.truncate(len);
-                return Ok(Request { method, path, query, headers, body, peer, local });
+                return Ok(Request { method, path, query, headers, body, streamed: None, peer, local });
             }
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HttpError::TooLarge),
             Ok(httparse::Status::Partial) => {}

@@ -13,6 +13,7 @@
 //! - `control`: the init's control socket.
 //! - `slots`: how many connections a listener serves at once, and from one address.
 //! - `server`: sockets bound to the management NIC, one thread per connection (bounded).
+//! - `update`: a signed bundle streamed into the inactive system slot; the slots' report; a switch.
 
 pub mod api;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod secrets;
 pub mod server;
 pub mod slots;
 pub mod tls;
+pub mod update;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

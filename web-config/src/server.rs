@@ -169,7 +169,14 @@ fn serve_https(app: &App, tls_cfg: Arc<rustls::ServerConfig>, tcp: TcpStream) {
     let mut s = rustls::StreamOwned::new(conn, Deadline::new(tcp, http::REQUEST_DEADLINE));
     match http::read_request(&mut s, peer, local) {
         Ok(req) => {
-            let resp = app.handle(&req).with("Strict-Transport-Security", HSTS);
+            let resp = match req.streamed {
+                Some(_) => {
+                    s.sock.extend(crate::update::DEADLINE);
+                    app.handle_streamed(&req, &mut s)
+                }
+                None => app.handle(&req),
+            }
+            .with("Strict-Transport-Security", HSTS);
             s.sock.extend(http::WRITE_DEADLINE);
             let _ = resp.write(&mut s);
         }

@@ -205,7 +205,8 @@ pub fn from_cmdline(cmdline: &str) -> (Option<Slot>, bool) {
 /// The command line for a trial of `slot`: `running`'s words without the director's own, and
 /// the trial's.
 pub fn trial_cmdline(running: &str, slot: Slot) -> String {
-    let mut words: Vec<&str> = running.split_whitespace().filter(|w| !w.starts_with("director.") && !w.starts_with("BOOT_IMAGE=")).collect();
+    let mut words: Vec<&str> =
+        running.split_whitespace().filter(|w| !w.starts_with("director.") && !w.starts_with("BOOT_IMAGE=")).collect();
     let s = format!("{CMDLINE_SLOT}{}", slot.name());
     words.push(&s);
     words.push(CMDLINE_TRIAL);
