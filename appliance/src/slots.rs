@@ -215,19 +215,20 @@ fn feed_watchdog_while_alive() {
             return;
         }
     };
-    let start = Instant::now();
+    let start = *BEAT_START.get_or_init(Instant::now);
+    let stall = u64::try_from(LOOP_STALL.as_millis()).unwrap_or(u64::MAX);
     std::thread::spawn(move || loop {
         let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         let beat = LOOP_BEAT.load(Ordering::Relaxed);
-        let alive = if beat == 0 { start.elapsed() < TRIAL_LIMIT } else { now.saturating_sub(beat) < LOOP_STALL.as_millis() as u64 };
+        let alive = if beat == 0 { start.elapsed() < TRIAL_LIMIT } else { now.saturating_sub(beat) < stall };
         if alive {
             let _ = f.write_all(b"\0");
         }
         std::thread::sleep(FEED_EVERY);
     });
-    BEAT_START.get_or_init(|| start);
 }
 
+/// When the watchdog feeder started (the origin of `LOOP_BEAT`).
 static BEAT_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 /// What a trial checks each turn of the main loop.

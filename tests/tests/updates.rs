@@ -25,13 +25,14 @@ const NEW_VERSION: &str = "0.1.0+update-test";
 fn cpio(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     let pad = |out: &mut Vec<u8>| {
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
     };
     let entries = files.iter().map(|&(n, m, d)| (n, m, d)).chain([("TRAILER!!!", 0, &[][..])]);
     for (i, (name, mode, data)) in entries.enumerate() {
-        let fields = [i as u32 + 1, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        let n = |x: usize| u32::try_from(x).unwrap();
+        let fields = [n(i + 1), mode, 0, 0, 1, 0, n(data.len()), 0, 0, 0, 0, n(name.len() + 1), 0];
         out.extend_from_slice(b"070701");
         for f in fields {
             out.extend_from_slice(format!("{f:08x}").as_bytes());
@@ -237,7 +238,8 @@ fn a_system_that_hangs_is_rolled_back_and_a_power_cut_during_the_upload_changes_
             _ => Err(r.to_string()),
         }
     });
-    lab.boot_vm(Firmware::Ovmf).unwrap(); // the old QEMU is killed: the power is cut
+    lab.vm = None; // QEMU killed: the power is cut
+    lab.boot_vm(Firmware::Ovmf).unwrap();
     let _ = answer(upload);
     relogin(&lab, &mut web);
     let r = report(&web);

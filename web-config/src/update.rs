@@ -385,8 +385,8 @@ mod tests {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
         for s in [Slot::A, Slot::B] {
-            std::fs::write(dir.join(s.kernel()), vec![7u8; boot::KERNEL_FILE_SIZE as usize]).unwrap();
-            std::fs::write(dir.join(s.initrd()), vec![7u8; boot::INITRD_FILE_SIZE as usize]).unwrap();
+            std::fs::write(dir.join(s.kernel()), vec![7u8; usize::try_from(boot::KERNEL_FILE_SIZE).unwrap()]).unwrap();
+            std::fs::write(dir.join(s.initrd()), vec![7u8; usize::try_from(boot::INITRD_FILE_SIZE).unwrap()]).unwrap();
         }
         std::fs::write(dir.join(boot::DEFAULT_CFG), Slot::A.default_cfg()).unwrap();
         store::save(&dir.join(boot::STATE_FILE), &BootState::new("1.0").encode()).unwrap();

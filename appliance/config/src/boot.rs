@@ -222,7 +222,7 @@ mod tests {
         let mut s = BootState::new("1.0");
         s.trial = Some(Trial { slot: Slot::B, version: "1.1".into(), from: "1.0".into(), stage: Stage::Pending, failure: None });
         assert_eq!(BootState::decode(&s.encode()).unwrap(), s);
-        assert!(BootState::decode(b"{").is_err());
+        BootState::decode(b"{").unwrap_err();
         assert_eq!(from_cmdline("console=ttyS0 director.slot=b quiet"), (Some(Slot::B), false));
         assert_eq!(from_cmdline("console=ttyS0 quiet"), (None, false));
         let t = trial_cmdline("BOOT_IMAGE=/a/vmlinuz console=ttyS0 panic=10 director.slot=a", Slot::B);
