@@ -106,16 +106,42 @@ fn write_sysctl(path: &str, value: &str) {
 }
 
 /// The config document the box boots with: the newest intact saved slot, else the
-/// operator's `director.json`.
+/// operator's `director.json`. A saved document this version cannot read (written by a newer
+/// version, before a rollback) gives way to the newest one it can, and the console says so.
 fn read_config_text() -> Result<String, String> {
     let slots = paths::on_partition(paths::CONFIG_STORE);
-    match store::load(&slots) {
-        Ok(Some((_, body))) => return String::from_utf8(body).map_err(|_| format!("{}: the saved config is not UTF-8", slots.display())),
-        Ok(None) => {}
-        Err(e) => log::init(&format!("{e}; trying {}", paths::OPERATOR_CONFIG)),
-    }
+    let saved = store::load_all(&slots).unwrap_or_else(|e| {
+        log::init(&format!("{e}; trying {}", paths::OPERATOR_CONFIG));
+        Vec::new()
+    });
+    let mut texts: Vec<(String, String)> =
+        saved.into_iter().map(|(g, b)| (format!("the saved config (generation {g})"), String::from_utf8_lossy(&b).into_owned())).collect();
     let file = paths::on_partition(paths::OPERATOR_CONFIG);
-    std::fs::read_to_string(&file).map_err(|e| format!("no config at {}: {e}", file.display()))
+    if let Ok(t) = std::fs::read_to_string(&file) {
+        texts.push((file.display().to_string(), t));
+    }
+    let (text, said) = choose_config(texts).ok_or_else(|| format!("no config at {}", file.display()))?;
+    if let Some(s) = said {
+        log::init(&s);
+    }
+    Ok(text)
+}
+
+/// The first of `texts` (newest first: name, document) that this version understands, with
+/// what to say when it is not the first; the first when none is understood (its errors are
+/// then reported as usual).
+fn choose_config(texts: Vec<(String, String)>) -> Option<(String, Option<String>)> {
+    let (first_name, first) = texts.first().cloned()?;
+    let Err(not_understood) = Config::parse(&first) else { return Some((first, None)) };
+    match texts.into_iter().skip(1).find(|(_, t)| Config::parse(t).is_ok()) {
+        Some((name, t)) => Some((
+            t,
+            Some(format!(
+                "CONFIG: {first_name} is not understood by this version ({not_understood}): a newer version wrote it; running {name}, the last config this version understands"
+            )),
+        )),
+        None => Some((first, None)),
+    }
 }
 
 /// Read and validate the config partition's document; write the effective config for netfw.
@@ -420,4 +446,23 @@ fn start_web(roles: &Roles, mgmt_addr: &str, config_mounted: bool, sup: &mut Sup
     let host = mgmt_addr.split(['/', ' ']).next().filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok()).unwrap_or("<management address>");
     lines.insert(0, format!("web page: https://{host}/ on {nic} (plain HTTP redirects to it)"));
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_config;
+
+    #[test]
+    fn after_a_rollback_the_last_config_this_version_understands_runs_and_the_console_says_so() {
+        let old = include_str!("../../docs/example-config.json").to_string();
+        let newer = old.replacen('{', "{\"a_field_from_a_newer_version\": 1,", 1);
+        let (text, said) = choose_config(vec![("generation 8".into(), newer.clone()), ("generation 7".into(), old.clone())]).unwrap();
+        assert_eq!(text, old);
+        let said = said.unwrap();
+        assert!(said.contains("generation 8 is not understood") && said.contains("running generation 7"), "{said}");
+        assert_eq!(choose_config(vec![("g".into(), old.clone())]).unwrap(), (old, None));
+        // Nothing understood: the newest, whose errors the boot reports.
+        assert_eq!(choose_config(vec![("g".into(), newer.clone())]).unwrap(), (newer, None));
+        assert!(choose_config(Vec::new()).is_none());
+    }
 }

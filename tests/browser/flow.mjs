@@ -6,7 +6,7 @@
 import { chromium } from 'playwright-core';
 import readline from 'node:readline';
 
-const { BASE, CODE, OUT, VIP, RIP1, RIP2, DIP, GATEWAY, PEER } = process.env;
+const { BASE, CODE, OUT, VIP, RIP1, RIP2, DIP, GATEWAY, PEER, BUNDLE, NEW_VERSION } = process.env;
 const PASSWORD = 'correct horse battery';
 const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 async function step(name) {
@@ -190,12 +190,18 @@ try {
   await page.locator('#rs-setup pre', { hasText: `ip addr add ${VIP}/32 dev lo` }).first().waitFor();
   await shot('06-real-server-setup');
   await page.getByRole('button', { name: 'Maintenance' }).click();
+  await page.locator('#sys-summary', { hasText: 'from slot A' }).waitFor();
+  const old = (await page.locator('#sys-summary').textContent()).split(' ')[1];
   await shot('07-maintenance');
 
-  // Reboot from the page; afterwards the config is still there.
-  await page.getByRole('button', { name: 'Reboot' }).click();
-  await page.locator('#notice', { hasText: 'rebooting' }).waitFor();
-  await step('rebooting');
+  // An update from the page: the bundle uploads with a progress bar, the box reboots into it
+  // on trial; afterwards the new system runs from slot B, and the config is still there.
+  await page.getByLabel(/Update bundle/).setInputFiles(BUNDLE);
+  await page.getByRole('button', { name: 'Upload and update' }).click();
+  await page.locator('#notice', { hasText: 'rebooting into it for a trial' }).waitFor({ timeout: 120000 });
+  check((await page.locator('#update-progress').getAttribute('value')) === '100', 'the progress bar did not reach the end');
+  await shot('08-update-uploaded');
+  await step('updating');
   await page.goto(`${BASE}/`);
   await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
   await page.getByRole('button', { name: 'Log in' }).click();
@@ -207,7 +213,21 @@ try {
   check((await page.locator('#svc0-hc-type').inputValue()) === 'http', 'the health check did not survive');
   check(await page.locator('#cfg-ha-on').isChecked(), 'the HA section did not survive');
   check((await page.locator('#cfg-ha-peer').inputValue()) === PEER, 'the peer did not survive');
-  await shot('08-after-reboot');
+  await page.getByRole('button', { name: 'Maintenance' }).click();
+  await page.locator('#sys-summary', { hasText: `Running ${NEW_VERSION} from slot B` }).waitFor();
+  await page.locator('#sys-last', { hasText: `updated from ${old} to ${NEW_VERSION}` }).waitFor();
+  await shot('09-after-update');
+
+  // Back to the old system from the page.
+  await page.getByRole('button', { name: `Boot ${old} (slot A)` }).click();
+  await page.locator('#notice', { hasText: 'rebooting' }).waitFor();
+  await step('switching');
+  await page.goto(`${BASE}/`);
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('button', { name: 'Maintenance' }).click();
+  await page.locator('#sys-summary', { hasText: `Running ${old} from slot A` }).waitFor();
+  await shot('10-switched-back');
   check(external.length === 0, `the page made requests elsewhere: ${external.join(' ')}`);
   console.log('DONE');
 } catch (e) {

@@ -3,7 +3,9 @@
 //! QEMU out of the box (no config, management by DHCP). The browser does what an operator
 //! does (including a health check, issue 11: the page shows a stopped server down and why;
 //! and an HA section, issue 12: the page shows the box's place in its pair);
-//! this test checks the traffic at each step. Screenshots: `target/test-artifacts/web/`.
+//! and issue 14: an update uploaded from the page, on trial, confirmed, then the old system
+//! booted again from the page); this test checks the traffic at each step. The box boots from
+//! its disk under SeaBIOS. Screenshots: `target/test-artifacts/web/`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -30,7 +32,8 @@ fn first_boot_to_reboot_in_a_real_browser() {
     let mut lab = Lab::build_for_vm(Layout::TwoArm, 2).unwrap();
     lab.start_dhcp_server().unwrap();
     lab.fresh_vm_disk().unwrap();
-    lab.boot_vm(Firmware::Direct).unwrap();
+    let bundle = tests::versioned(lab.dir(), tests::NEW_VERSION);
+    lab.boot_vm(Firmware::SeaBios).unwrap();
     lab.vm().wait_for("web page: serving HTTPS on eth0", Duration::from_secs(30)).unwrap();
     let console = lab.vm().console_log();
     assert!(console.contains("CONFIG PROBLEM"), "out of the box there is no config");
@@ -54,6 +57,8 @@ fn first_boot_to_reboot_in_a_real_browser() {
         .env("PEER", lab::PEER_DIP.to_string())
         .env("GATEWAY", lab::ROUTER_VIP_SIDE.to_string())
         .env("HOME", lab.dir())
+        .env("BUNDLE", &bundle)
+        .env("NEW_VERSION", tests::NEW_VERSION)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -114,15 +119,23 @@ fn first_boot_to_reboot_in_a_real_browser() {
     assert_eq!(lab.neighbour(&router, lab::VIP).as_deref(), Some("00:00:5e:00:01:33"), "the VIP on the virtual MAC of vrid 51");
     go();
 
-    // Reboot from the page: the box comes back with the config and forwards by it.
-    assert_eq!(next("rebooting"), "STEP rebooting");
-    lab.vm().wait_for_nth(qemu::READY_MARKER, 2, Duration::from_secs(120)).unwrap();
+    // An update uploaded from the page: the box reboots into it on trial, the new system
+    // confirms itself and comes back with the config, forwarding by it.
+    assert_eq!(next("updating"), "STEP updating");
+    lab.vm().wait_for("for a trial (kexec)", Duration::from_secs(120)).unwrap();
+    lab.vm().wait_for("is now the default", Duration::from_secs(300)).unwrap();
     lab.vm().wait_for_nth("web page: serving HTTPS on eth0", 2, Duration::from_secs(30)).unwrap();
     let after = lab.vm().console_log();
     let second_boot = after.rsplit("director appliance starting").next().unwrap_or_default();
     assert!(!second_boot.contains("CONFIG PROBLEM") && !second_boot.contains("setup code"), "{second_boot}");
     wait_forwarding(&lab, &["rs1"]);
-    assert_eq!(http_requests(&lab, 10, None), counts(&[("rs1", 10)]), "still draining rs2 after the reboot");
+    assert_eq!(http_requests(&lab, 10, None), counts(&[("rs1", 10)]), "still draining rs2 after the update");
+    go();
+
+    // The old system booted again from the page, on purpose.
+    assert_eq!(next("switching"), "STEP switching");
+    lab.vm().wait_for_nth(qemu::READY_MARKER, 3, Duration::from_secs(120)).unwrap();
+    wait_forwarding(&lab, &["rs1"]);
     go();
     assert_eq!(next("done"), "DONE");
     drop(stdin);

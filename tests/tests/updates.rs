@@ -15,36 +15,11 @@ use std::time::Duration;
 
 use qemu::lab::{Lab, Layout};
 use qemu::vm::{image_dir, Firmware};
-use tests::{one_lab_at_a_time, poll_until, setup_code, svc, wait_forwarding, Answer, Web};
+use tests::{bundle_with, one_lab_at_a_time, poll_until, setup_code, svc, versioned, wait_forwarding, Answer, Web};
 
 const MGMT: &str = "198.19.0.10";
 const PASSWORD: &str = "correct horse battery";
-const NEW_VERSION: &str = "0.1.0+update-test";
-
-/// A newc cpio archive of `files` (path, mode, contents; directories have mode 0o040755).
-fn cpio(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let pad = |out: &mut Vec<u8>| {
-        while !out.len().is_multiple_of(4) {
-            out.push(0);
-        }
-    };
-    let entries = files.iter().map(|&(n, m, d)| (n, m, d)).chain([("TRAILER!!!", 0, &[][..])]);
-    for (i, (name, mode, data)) in entries.enumerate() {
-        let n = |x: usize| u32::try_from(x).unwrap();
-        let fields = [n(i + 1), mode, 0, 0, 1, 0, n(data.len()), 0, 0, 0, 0, n(name.len() + 1), 0];
-        out.extend_from_slice(b"070701");
-        for f in fields {
-            out.extend_from_slice(format!("{f:08x}").as_bytes());
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        pad(&mut out);
-        out.extend_from_slice(data);
-        pad(&mut out);
-    }
-    out
-}
+use tests::NEW_VERSION;
 
 /// The smallest static x86-64 program: `jmp .` forever (an init that hangs).
 fn spinning_elf() -> Vec<u8> {
@@ -67,38 +42,6 @@ fn spinning_elf() -> Vec<u8> {
     }
     e.extend_from_slice(&[0xeb, 0xfe]);
     e
-}
-
-/// The image's initramfs with `overlay` appended (gzip), signed into `dir/<name>.bundle`.
-fn bundle_with(dir: &Path, name: &str, version: &str, overlay: &[(&str, u32, &[u8])]) -> PathBuf {
-    let raw = dir.join(format!("{name}.cpio"));
-    std::fs::write(&raw, cpio(overlay)).unwrap();
-    let gz = Command::new("gzip").args(["-c", "-n"]).arg(&raw).output().unwrap();
-    assert!(gz.status.success());
-    let mut initrd = std::fs::read(image_dir().join("initramfs.cpio.gz")).unwrap();
-    initrd.extend_from_slice(&gz.stdout);
-    let path = dir.join(format!("{name}.initramfs"));
-    std::fs::write(&path, initrd).unwrap();
-    let out = dir.join(name);
-    let st = Command::new(qemu::proc::bin("image").unwrap())
-        .args(["bundle", "--kernel", image_dir().join("vmlinuz").to_str().unwrap(), "--initramfs", path.to_str().unwrap()])
-        .args(["--version", version, "--out", out.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    out.join("director.bundle")
-}
-
-/// A system that says it is `version`.
-fn versioned(dir: &Path, version: &str) -> PathBuf {
-    let v = format!("{version}\n");
-    let r = format!("director {version}\n");
-    bundle_with(
-        dir,
-        "versioned",
-        version,
-        &[("etc", 0o040755, b""), ("etc/director-version", 0o100644, v.as_bytes()), ("etc/director-release", 0o100644, r.as_bytes())],
-    )
 }
 
 /// Boot the box with a config and a management address, log in; the client and the page.

@@ -59,6 +59,7 @@ function tab(name, keep) {
   if (name === 'config' && !keep) loadConfig();
   if (name === 'events') loadEvents();
   if (name === 'rs') loadRsSetup();
+  if (name === 'maint') loadSystem();
 }
 
 // ---- status -------------------------------------------------------------
@@ -413,6 +414,70 @@ async function capture() {
   notice(`${n} frame(s) captured: the .pcap is downloaded (tcpdump -r, Wireshark).`);
 }
 
+// The system slots: which version each holds, which runs, which boots; the last update.
+async function loadSystem() {
+  const r = await api('GET', '/api/update');
+  if (!r.ok) return;
+  const d = r.data;
+  if (d.unavailable) { $('#sys-summary').textContent = `Running ${d.version}. Updates are not possible: ${d.unavailable}`; return; }
+  $('#sys-summary').textContent = `Running ${d.version} from slot ${(d.running || '?').toUpperCase()}; slot ${d.default.toUpperCase()} boots by default.`;
+  $('#sys-slots tbody').replaceChildren(...d.slots.map((s) => {
+    const state = [s.running ? 'running' : '', s.default ? 'default' : ''].filter(Boolean).join(', ');
+    const cell = el('td');
+    if (s.contents === 'verified' && !s.default && !d.trial) {
+      cell.append(el('button', { text: `Boot ${s.version} (slot ${s.slot.toUpperCase()})`, 'data-slot': s.slot, onclick: () => switchSlot(s) }));
+    }
+    return el('tr', {}, el('td', { text: s.slot.toUpperCase() }), el('td', { text: s.version || '' }), el('td', { text: s.contents }), el('td', { text: state }), cell);
+  }));
+  const last = d.last ? d.last.message : '';
+  const trial = d.trial ? `A trial of ${d.trial.version} is ${d.trial.stage}. ` : '';
+  $('#sys-last').textContent = trial + (last ? `Last update: ${last}` : '');
+  $('#sys-last').className = d.last && !d.last.ok ? 'bad' : '';
+}
+
+async function switchSlot(s) {
+  if (!window.confirm(`Make ${s.version} (slot ${s.slot.toUpperCase()}) the system that boots, and reboot into it now?`)) return;
+  const r = await api('POST', '/api/update/switch', { slot: s.slot });
+  notice(r.ok ? `${r.data.message}. Reload this page when the box is back.` : r.data.error, !r.ok);
+}
+
+// The bundle goes up as the request body, straight from the file (XMLHttpRequest: fetch
+// reports no upload progress); the box writes it to the other slot as it arrives.
+function update() {
+  const f = $('#update-file').files[0];
+  if (!f) { notice('Choose an update bundle first.', true); return; }
+  const bar = $('#update-progress');
+  const text = $('#update-text');
+  bar.hidden = false; bar.value = 0;
+  $('#update-go').disabled = true;
+  const x = new XMLHttpRequest();
+  x.open('POST', '/api/update');
+  x.setRequestHeader('X-CSRF-Token', csrf);
+  x.setRequestHeader('Content-Type', 'application/octet-stream');
+  x.upload.onprogress = (e) => {
+    if (!e.lengthComputable) return;
+    bar.value = Math.floor((100 * e.loaded) / e.total);
+    text.textContent = `${fmt(e.loaded)}B of ${fmt(e.total)}B sent`;
+  };
+  x.upload.onload = () => { text.textContent = 'sent; the box checks what it wrote...'; };
+  x.onloadend = () => {
+    $('#update-go').disabled = false;
+    let d = {};
+    try { d = JSON.parse(x.responseText); } catch (_) { /* no answer */ }
+    if (x.status === 200) {
+      bar.value = 100;
+      text.textContent = d.message;
+      notice(`${d.message}. Reload this page when the box is back.`);
+    } else {
+      bar.hidden = true;
+      text.textContent = '';
+      notice(d.error || `the upload failed (${x.status || 'no answer'})`, true);
+      loadSystem();
+    }
+  };
+  x.send(f);
+}
+
 async function power(what) {
   if (!window.confirm(`${what === 'reboot' ? 'Reboot' : 'Power off'} the director now? Forwarding stops until it is back.`)) return;
   const r = await api('POST', `/api/${what}`);
@@ -479,6 +544,7 @@ document.addEventListener('DOMContentLoaded', () => {
     const r = await api('POST', '/api/password', { current: $('#pw-current').value, new: $('#pw-new').value });
     if (r.ok) { csrf = null; notice(r.data.message); show('login'); } else if (!fieldError($('#password-form'), r.data.field || '', r.data.error)) notice(r.data.error, true);
   });
+  $('#update-go').addEventListener('click', update);
   $('#reboot').addEventListener('click', () => power('reboot'));
   $('#poweroff').addEventListener('click', () => power('poweroff'));
   start();

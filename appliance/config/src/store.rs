@@ -97,6 +97,21 @@ pub fn load(path: &Path) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
     Ok(newest(&buf).map(|(g, b, _)| (g, b.to_vec())))
 }
 
+/// Every intact document of the store at `path`, newest first (at most two): after a rollback
+/// to an older version, the older one may be the last it understands.
+pub fn load_all(path: &Path) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    let mut buf = Vec::new();
+    match File::open(path) {
+        Ok(mut f) => f.read_to_end(&mut buf).map_err(io(path))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let mut all: Vec<(u64, Vec<u8>)> =
+        (0..2).filter_map(|i| buf.get(i * SLOT_SIZE..(i + 1) * SLOT_SIZE).and_then(decode).map(|(g, b)| (g, b.to_vec()))).collect();
+    all.sort_by_key(|d| std::cmp::Reverse(d.0));
+    Ok(all)
+}
+
 /// Save `body` into the older slot of the store at `path` (created at full size if missing)
 /// and sync it. Returns the new generation.
 pub fn save(path: &Path, body: &[u8]) -> Result<u64, StoreError> {
@@ -143,6 +158,7 @@ mod tests {
         // The next save overwrites the torn slot, not the good one.
         assert_eq!(save(&p, b"three").unwrap(), 3);
         assert_eq!(load(&p).unwrap().unwrap(), (3, b"three".to_vec()));
+        assert_eq!(load_all(&p).unwrap(), vec![(3, b"three".to_vec()), (2, b"two".to_vec())]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
