@@ -1,7 +1,7 @@
 //! image: the appliance's image builder (our buildroot, in Rust).
 //!
 //! From a pinned, checksum-verified Debian kernel package and our own static binaries it
-//! assembles `target/image/`: `vmlinuz`, `initramfs.cpio.gz` (userland + module closure) and
+//! assembles `target/image/`: `vmlinuz`, `initramfs.cpio.xz` (userland + module closure) and
 //! `director.img` (GPT disk: EFI system partition bootable by UEFI and legacy BIOS, plus the
 //! config partition), the image's detached signature `director.img.sig`, the public key the
 //! image trusts `director-update.pub`, and with `bundle` the update bundle `director.bundle`
@@ -136,13 +136,13 @@ fn build(out: &Path, req: &Request) -> Result<Vec<PathBuf>, BuildError> {
         director_config::bundle::TRUSTED_KEY_FILE.trim_start_matches('/').into(),
         Node::File(0o644, trusted.to_file().into_bytes()),
     ));
-    progress("writing the initramfs (newc cpio, gzip)");
-    let initramfs = initramfs::build(entries, source_date_epoch())?;
+    progress("writing the initramfs (newc cpio, xz)");
+    let initramfs = initramfs::build(entries, source_date_epoch(), initramfs::Packing::Xz)?;
 
     std::fs::create_dir_all(out).map_err(|e| BuildError::io(out, e))?;
     let vmlinuz = out.join("vmlinuz");
     std::fs::copy(k.vmlinuz(), &vmlinuz).map_err(|e| BuildError::io(&vmlinuz, e))?;
-    let ird = out.join("initramfs.cpio.gz");
+    let ird = out.join("initramfs.cpio.xz");
     std::fs::write(&ird, &initramfs).map_err(|e| BuildError::io(&ird, e))?;
     let config = match req.baked {
         Some(p) => {
@@ -243,7 +243,7 @@ fn build_lab_guest(out: &Path) -> Result<Vec<PathBuf>, BuildError> {
     let mods = modules::ModuleIndex::load(&k.modules_dir())?.closure(&["virtio_pci", "virtio_net", "ipip"])?;
     progress("building the lab real-server guest's init (static)");
     let bin = userland::build_static(&ws, "qemu", "lab-rs-guest")?;
-    let initramfs = initramfs::build(root_with_modules(&k, &mods, &bin)?, source_date_epoch())?;
+    let initramfs = initramfs::build(root_with_modules(&k, &mods, &bin)?, source_date_epoch(), initramfs::Packing::Gzip)?;
     std::fs::create_dir_all(out).map_err(|e| BuildError::io(out, e))?;
     let vmlinuz = out.join("vmlinuz");
     std::fs::copy(k.vmlinuz(), &vmlinuz).map_err(|e| BuildError::io(&vmlinuz, e))?;
@@ -254,7 +254,7 @@ fn build_lab_guest(out: &Path) -> Result<Vec<PathBuf>, BuildError> {
 
 const USAGE: &str = "usage:
   image build [--config FILE] [--out DIR] [--key FILE] [--version V]
-                                               build target/image/{vmlinuz,initramfs.cpio.gz,director.img,director.img.sig}
+                                               build target/image/{vmlinuz,initramfs.cpio.xz,director.img,director.img.sig}
   image bundle [--out DIR] [--key FILE] [--version V]
                                                the same, and target/image/director.bundle (the update)
   image bundle --kernel FILE --initramfs FILE [--out DIR] [--key FILE] [--version V]

@@ -19,7 +19,11 @@ pub fn build(workspace: &Path, progress: &dyn Fn(&str)) -> Result<PathBuf, Build
 pub fn build_static(workspace: &Path, package: &str, bin: &str) -> Result<PathBuf, BuildError> {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "--locked", "--target", TARGET, "-p", package, "--bin", bin])
-        .env("RUSTFLAGS", format!("-C target-feature=+crt-static -C strip=debuginfo --remap-path-prefix={}=/src", workspace.display()))
+        // One codegen unit and whole-program LTO for the image only: a smaller binary (the
+        // bundle's 12 MiB), the same code paths.
+        .env("CARGO_PROFILE_RELEASE_LTO", "fat")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+        .env("RUSTFLAGS", format!("-C target-feature=+crt-static -C strip=symbols --remap-path-prefix={}=/src", workspace.display()))
         .current_dir(workspace)
         .output()
         .map_err(|e| BuildError::Tool(format!("cannot run cargo: {e}")))?;

@@ -101,7 +101,7 @@ impl Vm {
                 boot.push("-kernel".into());
                 boot.push(img.join("vmlinuz").display().to_string());
                 boot.push("-initrd".into());
-                boot.push(img.join("initramfs.cpio.gz").display().to_string());
+                boot.push(img.join("initramfs.cpio.xz").display().to_string());
                 boot.push("-append".into());
                 // DIRECTOR_KERNEL_ARGS adds to the command line (e.g. "loglevel=7" to debug).
                 boot.push(format!("console=ttyS0,115200n8 panic=10 quiet {}", std::env::var("DIRECTOR_KERNEL_ARGS").unwrap_or_default()));

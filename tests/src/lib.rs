@@ -436,7 +436,7 @@ pub fn bundle_with(dir: &std::path::Path, name: &str, version: &str, overlay: &[
     std::fs::write(&raw, cpio(overlay)).unwrap();
     let gz = std::process::Command::new("gzip").args(["-c", "-n"]).arg(&raw).output().unwrap();
     assert!(gz.status.success());
-    let mut initrd = std::fs::read(qemu::vm::image_dir().join("initramfs.cpio.gz")).unwrap();
+    let mut initrd = std::fs::read(qemu::vm::image_dir().join("initramfs.cpio.xz")).unwrap();
     initrd.extend_from_slice(&gz.stdout);
     let path = dir.join(format!("{name}.initramfs"));
     std::fs::write(&path, initrd).unwrap();

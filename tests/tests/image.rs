@@ -30,7 +30,7 @@ fn two_builds_from_one_commit_are_byte_identical() {
     let log = build(&a);
     assert!(log.contains("[image] module closure:") && log.contains("director.img"), "progress and artifacts are printed: {log}");
     build(&b);
-    for f in ["vmlinuz", "initramfs.cpio.gz", "director.img", "director.img.sig"] {
+    for f in ["vmlinuz", "initramfs.cpio.xz", "director.img", "director.img.sig"] {
         let (x, y) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
         assert!(x == y, "{f} differs between two builds");
     }
