@@ -21,6 +21,11 @@ pub fn early() {
 
 /// The block device of the config partition, found by its GPT name.
 pub fn find_config_partition() -> Option<String> {
+    find_partition(CONFIG_PARTNAME)
+}
+
+/// The block device of the partition with GPT name `name`.
+pub fn find_partition(name: &str) -> Option<String> {
     let dir = std::fs::read_dir("/sys/class/block").ok()?;
     let mut names: Vec<String> = dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
@@ -28,7 +33,7 @@ pub fn find_config_partition() -> Option<String> {
         .into_iter()
         .find(|n| {
             std::fs::read_to_string(format!("/sys/class/block/{n}/uevent"))
-                .is_ok_and(|u| u.lines().any(|l| l == format!("PARTNAME={CONFIG_PARTNAME}")))
+                .is_ok_and(|u| u.lines().any(|l| l == format!("PARTNAME={name}")))
         })
         .map(|n| format!("/dev/{n}"))
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use director_config::boot::{self, BootState, Contents, Outcome, Slot, Stage, ESP_DIR, ESP_PARTNAME};
 use director_config::store;
 
-use crate::{log, sys};
+use crate::{log, mounts, sys};
 
 /// The watchdog modules' parameters: the box resets 30 s after the last feed, and the timer
 /// cannot be stopped once started.
@@ -33,6 +33,8 @@ pub const WATCHDOG_PARAMS: &str = "heartbeat=30 nowayout=1";
 pub const TRIAL_LIMIT: Duration = Duration::from_secs(240);
 /// How long it must have been ready and forwarding, without a break, before it confirms.
 pub const CONFIRM_STEADY: Duration = Duration::from_secs(5);
+/// How often a trial checks whether it is ready.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the watchdog is fed.
 const FEED_EVERY: Duration = Duration::from_secs(2);
 /// The init's main loop must have turned within this long for the watchdog to be fed.
@@ -45,16 +47,7 @@ pub fn on_esp(rel: &str) -> PathBuf {
 
 /// The EFI system partition's block device, found by its GPT name.
 fn find_esp() -> Option<String> {
-    let dir = std::fs::read_dir("/sys/class/block").ok()?;
-    let mut names: Vec<String> = dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    names.sort();
-    names
-        .into_iter()
-        .find(|n| {
-            std::fs::read_to_string(format!("/sys/class/block/{n}/uevent"))
-                .is_ok_and(|u| u.lines().any(|l| l == format!("PARTNAME={ESP_PARTNAME}")))
-        })
-        .map(|n| format!("/dev/{n}"))
+    mounts::find_partition(ESP_PARTNAME)
 }
 
 /// Read the boot state.
@@ -91,6 +84,7 @@ pub struct Slots {
     /// The trial confirmed or gave up.
     pub settled: bool,
     started: Option<Instant>,
+    last_check: Option<Instant>,
 }
 
 /// When the init's main loop last turned (ms since the trial's start), for the feeder.
@@ -183,16 +177,17 @@ fn start_trial(state: &mut BootState, slot: Slot, version: &str, cmdline: &str) 
     if let Err(e) = sys::kexec_file_load(&k, &i, &trial_cmdline) {
         return fail(state, format!("the kernel refused to load it (kexec_file_load: {e})"));
     }
-    match File::options().write(true).open("/dev/watchdog") {
-        // Deliberately leaked: closing it would not stop it (nowayout), and the kexec is next.
-        Ok(f) => std::mem::forget(f),
-        Err(e) => log::init(&format!("no hardware watchdog ({e}): a trial that hangs will not be reset")),
-    }
+    // Started here, it runs on through the kexec (the hardware lock): the trial must feed it.
+    let watchdog = open_watchdog();
     log::init(&format!("starting {version} from slot {} for a trial (kexec)", slot.name()));
     sys::sync();
     let _ = sys::umount(ESP_DIR);
     sys::reboot(libc::LINUX_REBOOT_CMD_KEXEC);
     let e = std::io::Error::last_os_error();
+    // Still here: this system goes on, and now it must feed the watchdog it started.
+    if let Some(f) = watchdog {
+        feed_while_alive(f);
+    }
     let _ = sys::mount(&find_esp().unwrap_or_default(), ESP_DIR, "vfat", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, "flush");
     fail(state, format!("reboot into it failed: {e}"));
 }
@@ -205,16 +200,27 @@ fn watchdog_fired() -> bool {
         .is_some_and(|b| b & 0x20 != 0) // WDIOF_CARDRESET
 }
 
-/// Open the watchdog and feed it from a thread for as long as the init's main loop turns
-/// (and, before it first turns, for the trial's time limit).
-fn feed_watchdog_while_alive() {
-    let mut f = match File::options().write(true).open("/dev/watchdog") {
-        Ok(f) => f,
+/// Open (and so start) the hardware watchdog; None, said on the console, if there is none.
+fn open_watchdog() -> Option<File> {
+    match File::options().write(true).open("/dev/watchdog") {
+        Ok(f) => Some(f),
         Err(e) => {
             log::init(&format!("no hardware watchdog ({e}): a trial that hangs will not be reset"));
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Open the watchdog and feed it while the init is alive (`feed_while_alive`).
+fn feed_watchdog_while_alive() {
+    if let Some(f) = open_watchdog() {
+        feed_while_alive(f);
+    }
+}
+
+/// Feed the watchdog from a thread for as long as the init's main loop turns (and, before it
+/// first turns, for the trial's time limit).
+fn feed_while_alive(mut f: File) {
     let start = *BEAT_START.get_or_init(Instant::now);
     let stall = u64::try_from(LOOP_STALL.as_millis()).unwrap_or(u64::MAX);
     std::thread::spawn(move || loop {
@@ -252,6 +258,11 @@ impl Slots {
             return None;
         }
         let started = self.started?;
+        // Checked once a second, not on every turn (each check asks the data plane).
+        if self.last_check.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
+            return None;
+        }
+        self.last_check = Some(Instant::now());
         let why = match check() {
             TrialCheck::Ready => {
                 let since = *self.steady_since.get_or_insert_with(Instant::now);
