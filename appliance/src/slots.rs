@@ -26,9 +26,9 @@ use director_config::store;
 
 use crate::{log, mounts, sys};
 
-/// The watchdog modules' parameters: the box resets 30 s after the last feed, and the timer
+/// The watchdog modules' parameters: the box resets 20 s after the last feed, and the timer
 /// cannot be stopped once started.
-pub const WATCHDOG_PARAMS: &str = "heartbeat=30 nowayout=1";
+pub const WATCHDOG_PARAMS: &str = "heartbeat=20 nowayout=1";
 /// How long a trial system has to be ready and forwarding.
 pub const TRIAL_LIMIT: Duration = Duration::from_secs(240);
 /// How long it must have been ready and forwarding, without a break, before it confirms.

@@ -17,7 +17,16 @@ pub fn build(workspace: &Path, progress: &dyn Fn(&str)) -> Result<PathBuf, Build
 
 /// Build binary `bin` of `package` with glibc linked statically; return its path.
 pub fn build_static(workspace: &Path, package: &str, bin: &str) -> Result<PathBuf, BuildError> {
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // The same environment whether the builder runs from `cargo run` (which sets CARGO_PKG_*,
+    // CARGO_MANIFEST_DIR…) or on its own: otherwise each switch between the two rebuilds the
+    // userland (minutes, with whole-program LTO).
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(|k| k.starts_with("CARGO_") && k != "CARGO_HOME") {
+            cargo.env_remove(&k);
+        }
+    }
+    let out = cargo
         .args(["build", "--release", "--locked", "--target", TARGET, "-p", package, "--bin", bin])
         // One codegen unit and whole-program LTO for the image only: a smaller binary (the
         // bundle's 12 MiB), the same code paths.
