@@ -144,9 +144,10 @@ fn choose_config(texts: Vec<(String, String)>) -> Option<(String, Option<String>
     }
 }
 
-/// Read and validate the config partition's document; write the effective config for netfw.
-fn load_config(nics: &[Nic]) -> Result<InForce, String> {
-    let text = read_config_text()?;
+/// Validate the config document read from the partition (`read_config_text`); write the
+/// effective config for netfw.
+fn load_config(text: Result<String, String>, nics: &[Nic]) -> Result<InForce, String> {
+    let text = text?;
     let c = apply::prepare(&text, nics).map_err(|p| one_line(&p))?;
     apply::write_run_config(&c.cfg).map_err(|p| p.to_string())?;
     Ok(c)
@@ -226,8 +227,9 @@ pub fn run() -> ! {
     let mut slots = slots::at_boot();
 
     let config_mounted = mounts::mount_config().is_some();
-    let config_present = read_config_text().is_ok();
-    let (current, roles, cfg_state) = match load_config(&nics) {
+    let text = read_config_text();
+    let config_present = text.is_ok();
+    let (current, roles, cfg_state) = match load_config(text, &nics) {
         Ok(c) => {
             let state = format!("{} service(s)", c.spec.services.len());
             let roles = c.roles.clone();

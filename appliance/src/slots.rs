@@ -17,14 +17,12 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use director_config::boot::{self, BootState, Contents, Outcome, Slot, Stage, ESP_DIR, ESP_PARTNAME};
-use director_config::store;
-
 use crate::{log, mounts, sys};
+use director_config::boot::{self, BootState, Contents, Outcome, Slot, Stage, ESP_DIR, ESP_PARTNAME};
 
 /// The watchdog modules' parameters: the box resets 20 s after the last feed, and the timer
 /// cannot be stopped once started.
@@ -50,26 +48,19 @@ fn find_esp() -> Option<String> {
     mounts::find_partition(ESP_PARTNAME)
 }
 
-/// Read the boot state.
-pub fn load_state() -> Result<BootState, String> {
-    let path = on_esp(boot::STATE_FILE);
-    match store::load(&path) {
-        Ok(Some((_, body))) => BootState::decode(&body),
-        Ok(None) => Err(format!("{}: no intact boot state", path.display())),
-        Err(e) => Err(e.to_string()),
-    }
+/// Mount the EFI partition `dev` at `ESP_DIR`.
+fn mount_esp(dev: &str) -> Result<(), String> {
+    sys::mount(dev, ESP_DIR, "vfat", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, "flush,iocharset=utf8")
 }
 
-/// Save the boot state (the older of its two copies, synced).
-pub fn save_state(s: &BootState) -> Result<(), String> {
-    store::save(&on_esp(boot::STATE_FILE), &s.encode()).map(|_| ()).map_err(|e| e.to_string())
+/// The boot state.
+fn load_state() -> Result<BootState, String> {
+    boot::load(Path::new(ESP_DIR))
 }
 
-/// Make `slot` the one the firmware boots: `state/default.cfg` rewritten in place, synced.
-pub fn set_default(slot: Slot) -> Result<(), String> {
-    let path = on_esp(boot::DEFAULT_CFG);
-    let mut f = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(slot.default_cfg().as_bytes()).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))
+/// Save the boot state.
+fn save_state(s: &BootState) -> Result<(), String> {
+    boot::save(Path::new(ESP_DIR), s)
 }
 
 /// What the boot found out about the slots.
@@ -97,7 +88,7 @@ pub fn at_boot() -> Slots {
     let (running, trial) = boot::from_cmdline(&cmdline);
     let mut out = Slots { running, trial, ..Slots::default() };
     let Some(dev) = find_esp() else { return out };
-    if let Err(e) = sys::mount(&dev, ESP_DIR, "vfat", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, "flush,iocharset=utf8") {
+    if let Err(e) = mount_esp(&dev) {
         log::init(&format!("EFI partition {dev}: {e}; updates are not possible"));
         return out;
     }
@@ -188,7 +179,7 @@ fn start_trial(state: &mut BootState, slot: Slot, version: &str, cmdline: &str) 
     if let Some(f) = watchdog {
         feed_while_alive(f);
     }
-    let _ = sys::mount(&find_esp().unwrap_or_default(), ESP_DIR, "vfat", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, "flush");
+    let _ = mount_esp(&find_esp().unwrap_or_default());
     fail(state, format!("reboot into it failed: {e}"));
 }
 
@@ -298,7 +289,7 @@ impl Slots {
             Err(e) => return (false, format!("cannot confirm the trial: {e}"), false),
         };
         let Some(t) = state.trial.take() else { return (false, "cannot confirm the trial: it is no longer recorded".into(), false) };
-        if let Err(e) = set_default(slot) {
+        if let Err(e) = boot::set_default(Path::new(ESP_DIR), slot) {
             return (false, format!("cannot confirm the trial: {e}"), false);
         }
         state.default = slot;

@@ -164,13 +164,24 @@ fn build(out: &Path, req: &Request) -> Result<Vec<PathBuf>, BuildError> {
     progress(&format!("director.img: {}", against(image_bytes.len() as u64, IMAGE_LIMIT)));
     let mut files = vec![vmlinuz, ird, img, sig, public];
     if req.bundle {
-        let bundle = director_config::bundle::write(&req.version, &kernel_bytes, &initramfs, &key.signing);
-        let path = out.join("director.bundle");
-        std::fs::write(&path, &bundle).map_err(|e| BuildError::io(&path, e))?;
-        progress(&format!("director.bundle (version {}): {}", req.version, against(bundle.len() as u64, BUNDLE_LIMIT)));
-        files.push(path);
+        files.push(write_bundle(out, &req.version, &kernel_bytes, &initramfs, &key.signing)?);
     }
     Ok(files)
+}
+
+/// Sign `kernel` and `initramfs` into `out/director.bundle` and print its size against the limit.
+fn write_bundle(
+    out: &Path,
+    version: &str,
+    kernel: &[u8],
+    initramfs: &[u8],
+    key: &ed25519_dalek::SigningKey,
+) -> Result<PathBuf, BuildError> {
+    let bundle = director_config::bundle::write(version, kernel, initramfs, key);
+    let path = out.join("director.bundle");
+    std::fs::write(&path, &bundle).map_err(|e| BuildError::io(&path, e))?;
+    progress(&format!("director.bundle (version {version}): {}", against(bundle.len() as u64, BUNDLE_LIMIT)));
+    Ok(path)
 }
 
 /// `image bundle --kernel K --initramfs I`: sign parts built elsewhere into `out/director.bundle`.
@@ -179,11 +190,7 @@ fn bundle_parts(out: &Path, kernel: &Path, initramfs: &Path, req: &Request) -> R
     let k = std::fs::read(kernel).map_err(|e| BuildError::io(kernel, e))?;
     let i = std::fs::read(initramfs).map_err(|e| BuildError::io(initramfs, e))?;
     std::fs::create_dir_all(out).map_err(|e| BuildError::io(out, e))?;
-    let path = out.join("director.bundle");
-    let bundle = director_config::bundle::write(&req.version, &k, &i, &key.signing);
-    std::fs::write(&path, &bundle).map_err(|e| BuildError::io(&path, e))?;
-    progress(&format!("director.bundle (version {}): {}", req.version, against(bundle.len() as u64, BUNDLE_LIMIT)));
-    Ok(vec![path])
+    Ok(vec![write_bundle(out, &req.version, &k, &i, &key.signing)?])
 }
 
 /// `image verify`: a bundle, or an image with its `.sig` beside it, against the key given

@@ -303,11 +303,7 @@ impl Web {
             use std::io::Write;
             let _ = stdin.write_all(b);
         }
-        let out = child.wait_with_output().expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        Answer { curl_exit: out.status.code().unwrap_or(-1), status, headers: head.to_string(), body: body.to_string() }
+        Web::answer_of(child)
     }
 
     /// A state change with JSON whose answer's body (binary) goes to `to`: the status.
@@ -343,7 +339,7 @@ impl Web {
         std::process::Command::new("ip").args(&args).stdout(std::process::Stdio::piped()).spawn().expect("curl")
     }
 
-    /// The answer of a curl started by `post_file`.
+    /// The answer of a curl started with `-i` (`call`, `post_file`).
     pub fn answer_of(child: std::process::Child) -> Answer {
         let out = child.wait_with_output().expect("curl");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();

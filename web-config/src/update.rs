@@ -25,7 +25,6 @@ use sha2::{Digest, Sha256};
 
 use director_config::boot::{self, BootState, Contents, Slot, Stage, Trial};
 use director_config::bundle::{self, BundleError, Header, PartKind, TrustedKey};
-use director_config::store;
 
 /// How long an upload may take, whole.
 pub const DEADLINE: Duration = Duration::from_secs(600);
@@ -126,21 +125,13 @@ impl Updater {
         Updater { places, busy: Mutex::new(()), progress: Mutex::new(Progress { phase: "idle".into(), ..Progress::default() }) }
     }
 
-    fn state_path(&self) -> PathBuf {
-        self.places.esp.join(boot::STATE_FILE)
-    }
-
     /// The boot state.
     pub fn state(&self) -> Result<BootState, String> {
-        match store::load(&self.state_path()) {
-            Ok(Some((_, body))) => BootState::decode(&body),
-            Ok(None) => Err(format!("{}: no boot state (not booted from the disk's system slots)", self.state_path().display())),
-            Err(e) => Err(e.to_string()),
-        }
+        boot::load(&self.places.esp)
     }
 
     fn save(&self, s: &BootState) -> Result<(), UpdateError> {
-        store::save(&self.state_path(), &s.encode()).map(|_| ()).map_err(|e| UpdateError::WriteFailed(e.to_string()))
+        boot::save(&self.places.esp, s).map_err(UpdateError::WriteFailed)
     }
 
     /// The running slot, from the kernel command line.
@@ -323,12 +314,7 @@ impl Updater {
             return Err(UpdateError::Busy(format!("slot {} is already the default", to.name())));
         }
         let version = info.version.unwrap_or_default();
-        let path = self.places.esp.join(boot::DEFAULT_CFG);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| UpdateError::WriteFailed(format!("{}: {e}", path.display())))?;
-        f.write_all(to.default_cfg().as_bytes()).and_then(|()| f.sync_all()).map_err(|e| UpdateError::WriteFailed(e.to_string()))?;
+        boot::set_default(&self.places.esp, to).map_err(UpdateError::WriteFailed)?;
         state.default = to;
         let message = format!("switched from {} to {} (slot {}) on request", self.version(), version, to.name());
         state.last = Some(boot::Outcome { version, ok: true, message: message.clone(), reported: false });
@@ -369,11 +355,6 @@ fn read_back_digest(f: &mut File, len: u64) -> Result<String, UpdateError> {
     Ok(bundle::hex(&h.finalize()))
 }
 
-/// The slot a switch names.
-pub fn parse_slot(s: &str) -> Option<Slot> {
-    Slot::parse(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,7 +370,7 @@ mod tests {
             std::fs::write(dir.join(s.initrd()), vec![7u8; usize::try_from(boot::INITRD_FILE_SIZE).unwrap()]).unwrap();
         }
         std::fs::write(dir.join(boot::DEFAULT_CFG), Slot::A.default_cfg()).unwrap();
-        store::save(&dir.join(boot::STATE_FILE), &BootState::new("1.0").encode()).unwrap();
+        boot::save(&dir, &BootState::new("1.0")).unwrap();
         std::fs::write(dir.join("cmdline"), "console=ttyS0 director.slot=a\n").unwrap();
         std::fs::write(dir.join("version"), "1.0\n").unwrap();
         let u = Updater::new(Places {

@@ -15,7 +15,12 @@
 //! The kernel command line says which slot is running (`director.slot=a`) and whether it is a
 //! trial (`director.trial=1`, only ever set by the kexec that starts a trial).
 
+use std::io::Write;
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
+
+use crate::store;
 
 /// GPT name of the EFI system partition (the image builder names it, the init finds it).
 pub const ESP_PARTNAME: &str = "EFI system";
@@ -193,6 +198,29 @@ impl BootState {
     pub fn decode(bytes: &[u8]) -> Result<BootState, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("the boot state is not understood: {e}"))
     }
+}
+
+/// The boot state on the EFI partition mounted at `esp`.
+pub fn load(esp: &Path) -> Result<BootState, String> {
+    let path = esp.join(STATE_FILE);
+    match store::load(&path) {
+        Ok(Some((_, body))) => BootState::decode(&body),
+        Ok(None) => Err(format!("{}: no intact boot state (not booted from the disk's system slots)", path.display())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Save the boot state on the EFI partition at `esp` (the older of its two copies, synced).
+pub fn save(esp: &Path, s: &BootState) -> Result<(), String> {
+    store::save(&esp.join(STATE_FILE), &s.encode()).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Make `slot` the one the firmware boots: `state/default.cfg` on the EFI partition at `esp`
+/// rewritten in place (the same length), synced.
+pub fn set_default(esp: &Path, slot: Slot) -> Result<(), String> {
+    let path = esp.join(DEFAULT_CFG);
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(slot.default_cfg().as_bytes()).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// What the kernel command line says about the running system: its slot (None when it was
