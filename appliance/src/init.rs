@@ -23,7 +23,7 @@ use crate::nics::{self, Nic, Roles};
 use crate::power::{self, Action};
 use crate::slots::TrialCheck;
 use crate::supervise::Supervisor;
-use crate::{dhcp, events, log, mounts, slots, sys};
+use crate::{dhcp, events, log, modules, mounts, slots, sys};
 use director_messages::events::{EventKind, Severity};
 
 /// The line tests and operators wait for.
@@ -47,10 +47,23 @@ fn module_params(name: &str) -> &'static str {
     }
 }
 
+/// Load the kernel modules the plan chooses for this box's devices (`modules`).
 fn load_modules() {
-    let order = std::fs::read_to_string("/lib/modules/load-order").unwrap_or_default();
+    let (order, no_device) = match std::fs::read_to_string("/lib/modules/index") {
+        Ok(text) => {
+            let plan = modules::Plan::parse(&text);
+            if plan.bad_lines > 0 {
+                log::init(&format!("the module plan has {} lines this init does not understand; they are ignored", plan.bad_lines));
+            }
+            plan.choose(&modules::present_pci())
+        }
+        Err(_) => {
+            let order = std::fs::read_to_string("/lib/modules/load-order").unwrap_or_default();
+            (order.lines().filter(|l| !l.is_empty()).map(str::to_string).collect(), Vec::new())
+        }
+    };
     let (mut ok, mut absent, mut failed) = (0, Vec::new(), Vec::new());
-    for name in order.lines().filter(|l| !l.is_empty()) {
+    for name in &order {
         match std::fs::read(format!("/lib/modules/{name}.ko"))
             .map_err(|e| e.to_string())
             .and_then(|b| sys::load_module(&b, module_params(name)).map_err(|e| e.to_string()))
@@ -62,9 +75,10 @@ fn load_modules() {
             Err(e) => failed.push(format!("{name} ({e})")),
         }
     }
+    let no_device = if no_device.is_empty() { String::new() } else { format!("; no device for: {}", no_device.join(", ")) };
     let absent = if absent.is_empty() { String::new() } else { format!("; not for this hardware: {}", absent.join(", ")) };
     let failed = if failed.is_empty() { String::new() } else { format!("; FAILED: {}", failed.join(", ")) };
-    log::init(&format!("loaded {ok} kernel modules{absent}{failed}"));
+    log::init(&format!("loaded {ok} kernel modules{no_device}{absent}{failed}"));
 }
 
 /// The data plane's status table on the console, each line under `who`: for `status`, the
@@ -221,7 +235,11 @@ pub fn run() -> ! {
         sys::on_signal(s, on_signal);
     }
     load_modules();
-    settle(|| nics::list().len() >= 3 && mounts::find_config_partition().is_some(), Duration::from_secs(3));
+    // The NICs and the disk appear as their drivers probe: wait for as many NICs as the PCI
+    // bus has (not a fixed three: a one-arm box has two, seed 001's one) and the config
+    // partition, three seconds at most.
+    let expected = nics::on_pci_bus();
+    settle(|| nics::list().len() >= expected && mounts::find_config_partition().is_some(), Duration::from_secs(3));
     let nics = nics::list();
     // A pending trial starts here (kexec) before anything else is set up.
     let mut slots = slots::at_boot();

@@ -11,6 +11,7 @@ mod events;
 mod history;
 mod init;
 mod log;
+mod modules;
 mod mounts;
 mod nics;
 mod power;

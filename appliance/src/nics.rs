@@ -15,6 +15,14 @@ pub fn list() -> Vec<Nic> {
         .collect()
 }
 
+/// How many NICs the PCI bus shows: its network-class functions (class 0x02). A box's NICs
+/// are up once this many are listed; a NIC whose driver the image lacks never comes, and the
+/// boot's short settle time covers that.
+pub fn on_pci_bus() -> usize {
+    let Ok(dir) = std::fs::read_dir("/sys/bus/pci/devices") else { return 0 };
+    dir.flatten().filter(|e| std::fs::read_to_string(e.path().join("class")).is_ok_and(|c| c.trim().starts_with("0x02"))).count()
+}
+
 /// The roles: (management, vip_side, rs_side).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Roles {

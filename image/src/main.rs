@@ -125,6 +125,7 @@ fn build(out: &Path, req: &Request) -> Result<Vec<PathBuf>, BuildError> {
     let bin = userland::build(&ws, &progress)?;
 
     let mut entries = root_with_modules(&k, &mods, &bin)?;
+    entries.push(("lib/modules/index".into(), Node::File(0o644, ix.plan(modules::WANTED)?.into_bytes())));
     entries.push(("bin/netfw".into(), Node::Symlink("/init".into())));
     entries.push(("bin/web-config".into(), Node::Symlink("/init".into())));
     entries.push((

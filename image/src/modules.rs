@@ -141,6 +141,41 @@ impl ModuleIndex {
         Ok(order)
     }
 
+    /// The plan the init loads modules by (`lib/modules/index`): one `module NAME wanted|needed`
+    /// line per module in load order, `needs NAME DEP…` with everything it needs loaded first
+    /// (soft dependencies included), and `pci NAME PATTERN` for each PCI device a driver among
+    /// the wanted binds to. The init loads a wanted PCI driver only when such a device is
+    /// present, and a needed module only when something it loads needs it: a VM does not pay
+    /// for ten megabytes of bare-metal NIC drivers at every boot.
+    pub fn plan(&self, wanted: &[&str]) -> Result<String, BuildError> {
+        let order = self.closure(wanted)?;
+        let roots: BTreeSet<String> = wanted.iter().flat_map(|w| self.resolve(w)).collect();
+        let mut patterns: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (alias, names) in &self.aliases {
+            if alias.starts_with("pci:") {
+                for n in names.iter().filter(|n| roots.contains(*n)) {
+                    patterns.entry(n.as_str()).or_default().push(alias.as_str());
+                }
+            }
+        }
+        let mut out = String::from("# the init's module plan, written by the image build (image/src/modules.rs)\n");
+        for (name, _) in &order {
+            let kind = if roots.contains(name) { "wanted" } else { "needed" };
+            out.push_str(&format!("module {name} {kind}\n"));
+            let mut seen = BTreeSet::new();
+            let mut needs = Vec::new();
+            self.visit(name, &mut seen, &mut needs);
+            let needs: Vec<&str> = needs.iter().map(|(n, _)| n.as_str()).filter(|n| n != name).collect();
+            if !needs.is_empty() {
+                out.push_str(&format!("needs {name} {}\n", needs.join(" ")));
+            }
+            for p in patterns.get(name.as_str()).into_iter().flatten() {
+                out.push_str(&format!("pci {name} {p}\n"));
+            }
+        }
+        Ok(out)
+    }
+
     fn visit(&self, name: &str, seen: &mut BTreeSet<String>, order: &mut Vec<(String, String)>) {
         if !seen.insert(name.to_string()) || self.builtin.contains(name) {
             return;
@@ -175,6 +210,16 @@ mod tests {
         let ix = ModuleIndex::load(&dir).unwrap();
         let order: Vec<String> = ix.closure(&["xfs", "ext4"]).unwrap().into_iter().map(|(n, _)| n).collect();
         assert_eq!(order, vec!["crc32c_intel", "crc32c_generic", "libcrc32c", "xfs"]);
+        let plan = ix.plan(&["xfs"]).unwrap();
+        assert!(plan.contains("module libcrc32c needed\nneeds libcrc32c crc32c_intel crc32c_generic\n"), "{plan}");
+        assert!(plan.contains("module xfs wanted\nneeds xfs crc32c_intel crc32c_generic libcrc32c\n"), "{plan}");
+        std::fs::write(dir.join("modules.alias"), "alias crc32c crc32c_intel\nalias crc32c crc32c_generic\nalias pci:v00008086d000010D3sv*sd*bc*sc*i* xfs\nalias pci:v00008086d*sv*sd*bc*sc*i* libcrc32c\n").unwrap();
+        let ix = ModuleIndex::load(&dir).unwrap();
+        let plan = ix.plan(&["xfs"]).unwrap();
+        // the wanted driver's devices are in the plan; a needed module's are not (it loads
+        // because its user does)
+        assert!(plan.contains("pci xfs pci:v00008086d000010D3sv*sd*bc*sc*i*\n"), "{plan}");
+        assert!(!plan.contains("pci libcrc32c"), "{plan}");
         let e = ix.closure(&["nonexistent"]).unwrap_err();
         assert!(e.to_string().contains("nonexistent"));
         std::fs::remove_dir_all(&dir).unwrap();
