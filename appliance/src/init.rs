@@ -47,15 +47,15 @@ fn module_params(name: &str) -> &'static str {
     }
 }
 
-/// Load the kernel modules the plan chooses for this box's devices (`modules`).
-fn load_modules() {
+/// Load the kernel modules the plan chooses for the PCI devices `pci` (their modaliases).
+fn load_modules(pci: &[String]) {
     let (order, no_device) = match std::fs::read_to_string("/lib/modules/index") {
         Ok(text) => {
             let plan = modules::Plan::parse(&text);
             if plan.bad_lines > 0 {
                 log::init(&format!("the module plan has {} lines this init does not understand; they are ignored", plan.bad_lines));
             }
-            plan.choose(&modules::present_pci())
+            plan.choose(pci)
         }
         Err(_) => {
             let order = std::fs::read_to_string("/lib/modules/load-order").unwrap_or_default();
@@ -234,11 +234,12 @@ pub fn run() -> ! {
     for s in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1, libc::SIGUSR2] {
         sys::on_signal(s, on_signal);
     }
-    load_modules();
+    let pci = modules::present_pci();
+    load_modules(&pci);
     // The NICs and the disk appear as their drivers probe: wait for as many NICs as the PCI
     // bus has (not a fixed three: a one-arm box has two, seed 001's one) and the config
     // partition, three seconds at most.
-    let expected = nics::on_pci_bus();
+    let expected = nics::network_functions(&pci);
     settle(|| nics::list().len() >= expected && mounts::find_config_partition().is_some(), Duration::from_secs(3));
     let nics = nics::list();
     // A pending trial starts here (kexec) before anything else is set up.

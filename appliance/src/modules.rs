@@ -2,7 +2,7 @@
 //! (`/lib/modules/index`, see `image/src/modules.rs`): every wanted module in load order,
 //! except a PCI driver whose devices are not in this box (a VM does not load ten megabytes of
 //! bare-metal NIC drivers at every boot); a module only needed by others loads when one of
-//! them does. Without a plan (an older image layout), everything in `load-order` loads.
+//! them does. Without a plan (the file missing), everything in `load-order` loads.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -15,12 +15,14 @@ pub fn list() -> Vec<Nic> {
         .collect()
 }
 
-/// How many NICs the PCI bus shows: its network-class functions (class 0x02). A box's NICs
-/// are up once this many are listed; a NIC whose driver the image lacks never comes, and the
-/// boot's short settle time covers that.
-pub fn on_pci_bus() -> usize {
-    let Ok(dir) = std::fs::read_dir("/sys/bus/pci/devices") else { return 0 };
-    dir.flatten().filter(|e| std::fs::read_to_string(e.path().join("class")).is_ok_and(|c| c.trim().starts_with("0x02"))).count()
+/// How many NICs the PCI bus shows: among the devices' modaliases (`modules::present_pci`),
+/// the network-class functions (base class 0x02, `bc02`). A box's NICs are up once this many
+/// are listed; a NIC whose driver the image lacks never comes, and the boot's short settle
+/// time covers that.
+pub fn network_functions(pci: &[String]) -> usize {
+    // `pci:v%08Xd%08Xsv%08Xsd%08Xbc%02Xsc%02Xi%02X`: the field names are lower case, the hex
+    // digits upper case, so `bc` names the base class.
+    pci.iter().filter(|m| m.split_once("bc").is_some_and(|(_, rest)| rest.starts_with("02"))).count()
 }
 
 /// The roles: (management, vip_side, rs_side).
@@ -40,5 +42,25 @@ pub fn default_roles(nics: &[Nic]) -> Roles {
         management: nics.first().map(|n| n.name.clone()),
         vip_side: nics.get(1).map(|n| n.name.clone()),
         rs_side: nics.get(2).map(|n| n.name.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_functions_are_counted_by_their_base_class() {
+        let pci = [
+            "pci:v00001AF4d00001041sv00001AF4sd00001100bc02sc00i00", // virtio-net
+            "pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00", // e1000e
+            "pci:v00008086d000025ABsv00001AF4sd00001100bc08sc80i00", // i6300esb watchdog
+            "pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc00i00", // virtio-blk
+            "pci:v00008086d00002918sv00001AF4sd00001100bc06sc01i00", // ICH9 LPC
+        ]
+        .map(String::from);
+        assert_eq!(network_functions(&pci), 2);
+        assert_eq!(network_functions(&[]), 0);
+        assert_eq!(network_functions(&["garbage".to_string(), "bc".to_string()]), 0);
     }
 }
