@@ -211,6 +211,36 @@ impl Lab {
         Ok(())
     }
 
+    /// Seed 001's FTP server on real server `i`: Debian's vsftpd, anonymous and read-only,
+    /// passive ports 10000–20000 (`pasv_min_port`/`pasv_max_port` as the seed sets them). It
+    /// answers PASV with the control connection's local address, the VIP. Its root holds
+    /// `whoami.txt` with the server's name, so a download tells which server the data
+    /// connection reached. Returns once it listens.
+    pub fn spawn_ftp_server(&mut self, i: usize) -> Result<(), LabError> {
+        let dir = self.dir.join(format!("ftp-rs{i}"));
+        let root = dir.join("root");
+        let err = |e: std::io::Error| LabError(format!("ftp server rs{i}: {e}"));
+        std::fs::create_dir_all(&root).map_err(err)?;
+        std::fs::write(root.join("whoami.txt"), format!("rs{i}\n")).map_err(err)?;
+        // vsftpd refuses an anonymous root it could write to, and drops privileges into an
+        // empty directory that must exist.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o555)).map_err(err)?;
+        std::fs::create_dir_all("/var/run/vsftpd/empty").map_err(err)?;
+        let conf = dir.join("vsftpd.conf");
+        let text = format!(
+            "listen=YES\nlisten_ipv6=NO\nbackground=NO\nanonymous_enable=YES\nlocal_enable=NO\nwrite_enable=NO\n\
+             anon_root={}\npasv_enable=YES\npasv_min_port=10000\npasv_max_port=20000\n\
+             secure_chroot_dir=/var/run/vsftpd/empty\nseccomp_sandbox=NO\nxferlog_enable=NO\n",
+            root.display()
+        );
+        std::fs::write(&conf, text).map_err(err)?;
+        let ns = self.ns(&format!("rs{i}"));
+        let conf = conf.to_string_lossy().into_owned();
+        self.spawn(&format!("rs{i}-ftp"), &ns, &["vsftpd", &conf])?;
+        self.wait_tcp(&self.ns("router"), rip(i), 21)
+    }
+
     /// Stop real server `i`'s service (its address still answers: a connection is refused).
     pub fn stop_server(&mut self, i: usize) {
         let label = format!("rs{i}-server");
