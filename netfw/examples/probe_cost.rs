@@ -35,8 +35,10 @@ fn main() {
                 vip: Ipv4Addr::new(203, 0, 113, 10),
                 proto: Protocol::Tcp,
                 port: 80 + u16::try_from(s).unwrap_or(0),
+                port_last: 80 + u16::try_from(s).unwrap_or(0),
                 sched: SchedKind::Rr,
                 persistence_s: 0,
+                persistence_group: None,
                 forwarding: Forwarding::Dr,
                 real_servers: (s * per_service..((s + 1) * per_service).min(n))
                     .map(|i| RealServerSpec { addr: rip(i), weight: 1 })

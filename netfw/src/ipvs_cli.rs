@@ -71,7 +71,9 @@ pub fn export(path: Option<&Path>) -> Result<String, String> {
                 .map(|(s, d)| ServiceDoc {
                     vip: s.key.vip.to_string(),
                     protocol: s.key.proto.name().into(),
-                    port: i64::from(s.key.port),
+                    port: Some(i64::from(s.key.port)),
+                    ports: None,
+                    persistence_group: None,
                     scheduler: s.sched,
                     persistence_s: s.persistence_s,
                     forwarding: d.first().map(|x| x.fwd).filter(|m| *m != director_config::Forwarding::Dr),

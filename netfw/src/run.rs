@@ -405,7 +405,10 @@ fn spawn<P: Port + Send + 'static>(
         if n > 1 {
             fwd.enable_arp_relay();
             fwd.share_load(Arc::clone(&board));
-            if w > 0 {
+            if let Some(first) = fwds.first() {
+                // RSS spreads a client's connections over the queues by their ports: one
+                // table of persistence templates for the box keeps its groups together.
+                fwd.share_templates(Forwarder::templates(first));
                 fwd.stay_quiet();
             }
         }

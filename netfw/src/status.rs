@@ -22,9 +22,15 @@ pub fn collect(f: &Forwarder, vip_side: &str, rs_side: &str, now: Millis) -> Sta
             protocol: s.proto.name().to_string(),
             vip: s.vip.to_string(),
             port: s.port,
+            port_last: (s.port_last != s.port && s.port != 0).then_some(s.port_last),
             scheduler: s.sched_kind.name().into(),
             forwarding: Forwarding::Dr,
             persistence_s: s.persistence_s,
+            persistence_group: spec
+                .services
+                .iter()
+                .find(|x| x.vip == s.vip && x.proto == s.proto && x.port == s.port)
+                .and_then(|x| x.persistence_group.clone()),
             conns: s.conns,
             packets,
             bytes,

@@ -144,14 +144,22 @@ pub struct ServiceDoc {
     pub vip: String,
     /// "tcp" or "udp".
     pub protocol: String,
-    /// 1–65535.
-    pub port: i64,
+    /// 1–65535, or 0 for every port of the VIP (IPVS's port-0 service). Absent with `ports`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    /// A port range, "10000-20000" (seed 001's FTP passive ports), instead of `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<String>,
     /// rr, wrr, lc, wlc, sh, mh.
     #[serde(default = "default_sched")]
     pub scheduler: String,
     /// Client-IP affinity, seconds (0 = off).
     #[serde(default)]
     pub persistence_s: u32,
+    /// Services naming one group keep a client on one real server across them (FTP's control
+    /// port and its passive range); each needs the same `persistence_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence_group: Option<String>,
     /// How real servers are reached: dr (default), tun or nat (the last two in ipvs mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forwarding: Option<Forwarding>,
@@ -163,6 +171,17 @@ pub struct ServiceDoc {
     /// Gets new flows while no real server is up (an address on the DIP's segment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sorry_server: Option<String>,
+}
+
+impl ServiceDoc {
+    /// Its ports as written: `80`, `0` (every port) or `10000-20000`.
+    pub fn ports_label(&self) -> String {
+        match (&self.ports, self.port) {
+            (Some(r), _) => r.clone(),
+            (None, Some(p)) => p.to_string(),
+            (None, None) => "?".into(),
+        }
+    }
 }
 
 fn is_auto(io: &Io) -> bool {

@@ -85,8 +85,9 @@ impl HealthCheckDoc {
     }
 
     /// The check, or the problems as (field under `health_check`, message). `None` with no
-    /// problems: `"type": "none"`. `service_port` is the default port.
-    pub fn validate(&self, service_port: u16, forwarding: Forwarding) -> Result<Option<HealthCheck>, Vec<(String, String)>> {
+    /// problems: `"type": "none"`. `service_port` is the default port (`None`: the service
+    /// covers several ports, and a check must name the one it probes).
+    pub fn validate(&self, service_port: Option<u16>, forwarding: Forwarding) -> Result<Option<HealthCheck>, Vec<(String, String)>> {
         let mut p: Vec<(String, String)> = Vec::new();
         let mut add = |f: &str, m: String| p.push((f.to_string(), m));
         let is = |k: &str| self.kind == k;
@@ -109,7 +110,13 @@ impl HealthCheckDoc {
             }
         }
         let port = match self.port {
-            None => Some(service_port),
+            None if self.kind == "none" => Some(0),
+            None => {
+                if service_port.is_none() {
+                    add("port", "the service covers several ports: name the one to probe (e.g. 21 for FTP's control port)".into());
+                }
+                service_port
+            }
             Some(n) => {
                 let port = u16::try_from(n).ok().filter(|p| *p >= 1);
                 if port.is_none() {
@@ -234,25 +241,25 @@ mod tests {
     }
 
     fn problems(json: &str, fwd: Forwarding) -> Vec<String> {
-        doc(json).validate(80, fwd).unwrap_err().into_iter().map(|(f, m)| format!("{f}: {m}")).collect()
+        doc(json).validate(Some(80), fwd).unwrap_err().into_iter().map(|(f, m)| format!("{f}: {m}")).collect()
     }
 
     #[test]
     fn the_defaults_make_a_dead_server_go_within_a_second() {
-        let c = doc(r#"{"type":"tcp"}"#).validate(80, Forwarding::Dr).unwrap().unwrap();
+        let c = doc(r#"{"type":"tcp"}"#).validate(Some(80), Forwarding::Dr).unwrap().unwrap();
         assert_eq!(c, HealthCheck { kind: CheckKind::Tcp, port: 80, via: Via::Vip, interval_ms: 500, timeout_ms: 500, rise: 2, fall: 2 });
-        let h = doc(r#"{"type":"http","path":"/health","expect_status":"200","port":8080,"via":"rip"}"#).validate(80, Forwarding::Dr);
+        let h = doc(r#"{"type":"http","path":"/health","expect_status":"200","port":8080,"via":"rip"}"#).validate(Some(80), Forwarding::Dr);
         let h = h.unwrap().unwrap();
         assert_eq!(h.kind, CheckKind::Http { tls: false, path: "/health".into(), host: None, status_min: 200, status_max: 200 });
-        let s = doc(r#"{"type":"https","host":"shop.example"}"#).validate(443, Forwarding::Dr).unwrap().unwrap();
+        let s = doc(r#"{"type":"https","host":"shop.example"}"#).validate(Some(443), Forwarding::Dr).unwrap().unwrap();
         assert_eq!(
             (s.kind, s.port),
             (CheckKind::Http { tls: true, path: "/".into(), host: Some("shop.example".into()), status_min: 200, status_max: 399 }, 443)
         );
         assert_eq!((h.port, h.via), (8080, Via::Rip));
-        let u = doc(r#"{"type":"udp","send":"0a0B","expect":""}"#).validate(53, Forwarding::Dr).unwrap().unwrap();
+        let u = doc(r#"{"type":"udp","send":"0a0B","expect":""}"#).validate(Some(53), Forwarding::Dr).unwrap().unwrap();
         assert_eq!(u.kind, CheckKind::Udp { send: vec![0x0a, 0x0b], expect: vec![] });
-        assert_eq!(doc(r#"{"type":"none"}"#).validate(80, Forwarding::Dr).unwrap(), None);
+        assert_eq!(doc(r#"{"type":"none"}"#).validate(Some(80), Forwarding::Dr).unwrap(), None);
     }
 
     #[test]

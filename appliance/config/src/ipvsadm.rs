@@ -3,7 +3,10 @@
 //! operator can move an existing LVS setup onto the appliance and back.
 //!
 //! Lines: `-A -t|-u VIP:PORT -s SCHED [-p TIMEOUT] [-M NETMASK]` and
-//! `-a -t|-u VIP:PORT -r RIP:PORT -g|-i|-m -w WEIGHT [-x U] [-y L]`.
+//! `-a -t|-u VIP:PORT -r RIP:PORT -g|-i|-m -w WEIGHT [-x U] [-y L]`. Port 0 is a service of
+//! every port (ipvsadm's persistent port-0 service) both ways. Port ranges and persistence
+//! groups have no ipvsadm form of their own (LVS needs firewall-mark rules for them): the
+//! export names each one it leaves out in a comment line.
 
 use std::net::Ipv4Addr;
 
@@ -32,7 +35,9 @@ pub fn import(text: &str) -> Result<Vec<ServiceDoc>, ImportError> {
         } else if let Some(a) = opt("-u") {
             ("udp", a)
         } else if opt("-f").is_some() {
-            return Err(err("firewall-mark services (-f) have no equivalent here".into()));
+            return Err(err("firewall-mark services (-f) cannot be read: what the mark matches lives in iptables, not in these rules; \
+                 write the service as a port range (\"ports\") or services sharing a \"persistence_group\""
+                .into()));
         } else {
             return Err(err(format!("no -t or -u service in \"{}\"", raw.escape_debug())));
         };
@@ -58,9 +63,11 @@ pub fn import(text: &str) -> Result<Vec<ServiceDoc>, ImportError> {
                 out.push(ServiceDoc {
                     vip: vip.to_string(),
                     protocol: proto.into(),
-                    port: i64::from(port),
+                    port: Some(i64::from(port)),
+                    ports: None,
                     scheduler: sched,
                     persistence_s,
+                    persistence_group: None,
                     forwarding: None,
                     real_servers: Vec::new(),
                     health_check: None,
@@ -87,7 +94,7 @@ pub fn import(text: &str) -> Result<Vec<ServiceDoc>, ImportError> {
                 let weight = opt("-w").map(|x| x.parse::<i64>()).transpose().map_err(|_| err("bad weight".into()))?.unwrap_or(1);
                 let svc = out
                     .iter_mut()
-                    .find(|s| s.vip == vip.to_string() && s.protocol == proto && s.port == i64::from(port))
+                    .find(|s| s.vip == vip.to_string() && s.protocol == proto && s.port == Some(i64::from(port)))
                     .ok_or_else(|| err(format!("real server for {proto} {vip}:{port} before its service (-A)")))?;
                 // Our config carries one method per service; ipvsadm allows one per server.
                 let current = svc.forwarding.unwrap_or_default();
@@ -113,15 +120,30 @@ pub fn export(services: &[ServiceDoc]) -> String {
     let mut o = String::new();
     for s in services {
         let p = if s.protocol == "udp" { "-u" } else { "-t" };
+        let port = match (s.port, &s.ports, &s.persistence_group) {
+            (Some(port), None, None) => port,
+            (_, ports, group) => {
+                let what = match (ports, group) {
+                    (Some(r), _) => format!("ports {r}"),
+                    _ => format!("port {}", s.port.unwrap_or_default()),
+                };
+                let why = if group.is_some() { "shares a persistence group" } else { "covers a port range" };
+                o.push_str(&format!(
+                    "# not exported: {} {}:{what} {why}; ipvsadm has no rule for it (LVS needs a firewall mark set by iptables and an -f service)\n",
+                    s.protocol, s.vip
+                ));
+                continue;
+            }
+        };
         let persist = if s.persistence_s > 0 { format!(" -p {}", s.persistence_s) } else { String::new() };
-        o.push_str(&format!("-A {p} {}:{} -s {}{persist}\n", s.vip, s.port, s.scheduler));
+        o.push_str(&format!("-A {p} {}:{port} -s {}{persist}\n", s.vip, s.scheduler));
         let m = match s.forwarding.unwrap_or_default() {
             Forwarding::Tun => "-i",
             Forwarding::Nat => "-m",
             Forwarding::Dr => "-g",
         };
         for r in &s.real_servers {
-            o.push_str(&format!("-a {p} {}:{} -r {}:{} {m} -w {}\n", s.vip, s.port, r.address, s.port, r.weight));
+            o.push_str(&format!("-a {p} {}:{port} -r {}:{port} {m} -w {}\n", s.vip, r.address, r.weight));
         }
     }
     o

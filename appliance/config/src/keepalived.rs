@@ -178,9 +178,11 @@ fn virtual_server(vs: &Node, out: &mut Imported) {
     let mut svc = ServiceDoc {
         vip: vip.to_string(),
         protocol: "tcp".into(),
-        port: i64::from(port),
+        port: Some(i64::from(port)),
+        ports: None,
         scheduler: "wlc".into(),
         persistence_s: 0,
+        persistence_group: None,
         forwarding: None,
         real_servers: Vec::new(),
         health_check: None,
@@ -392,7 +394,7 @@ mod tests {
             let text = words.join(" ");
             if let Ok(i) = import(&text) {
                 for s in &i.services {
-                    proptest::prop_assert!(s.port > 0);
+                    proptest::prop_assert!(s.port.is_some_and(|p| p > 0));
                 }
             }
         }

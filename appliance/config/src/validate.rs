@@ -7,9 +7,11 @@
 
 use std::net::Ipv4Addr;
 
-use netfw_core::model::{DataPlaneSpec, Forwarding, HealthCheck, Protocol, RealServerSpec, SchedKind, ServiceSpec, Timeouts};
+use netfw_core::model::{DataPlaneSpec, Forwarding, HealthCheck, Ports, Protocol, RealServerSpec, SchedKind, ServiceSpec, Timeouts};
 
-use crate::document::{Config, Mode, DEFAULT_FLOW_CAPACITY, MAX_FLOW_CAPACITY, MAX_REAL_SERVERS, MAX_SERVICES, MAX_VIPS, SCHEMA_VERSION};
+use crate::document::{
+    Config, Mode, ServiceDoc, DEFAULT_FLOW_CAPACITY, MAX_FLOW_CAPACITY, MAX_REAL_SERVERS, MAX_SERVICES, MAX_VIPS, SCHEMA_VERSION,
+};
 use crate::error::{ConfigError, FieldError};
 use crate::net::{parse_cidr, parse_unicast, Subnet};
 use crate::nic::NicRef;
@@ -187,7 +189,7 @@ impl Config {
         p: &mut Problems,
         si: usize,
         s: &crate::document::ServiceDoc,
-        port: u16,
+        port: Option<u16>,
         forwarding: Forwarding,
         dip: Option<Subnet>,
         rss: &[RealServerSpec],
@@ -247,10 +249,7 @@ impl Config {
                     None
                 }
             };
-            let port = u16::try_from(s.port).ok().filter(|p| *p >= 1);
-            if port.is_none() {
-                p.add(at("port"), format!("{} is not a port; use 1 to 65535", s.port));
-            }
+            let ports = service_ports(s).map_err(|(f, m)| p.add(at(f), m)).ok();
             let sched = SchedKind::ALL.iter().find(|(n, _)| *n == s.scheduler).map(|(_, k)| *k);
             if sched.is_none() {
                 p.add(
@@ -296,17 +295,20 @@ impl Config {
                     rss.push(RealServerSpec { addr: rip, weight });
                 }
             }
-            if let (Some(vip), Some(proto), Some(port), Some(sched)) = (vip, proto, port, sched) {
-                if services.iter().any(|x| x.vip == vip && x.proto == proto && x.port == port) {
-                    p.add(at("port"), format!("service {}:{vip}:{port} is defined twice", proto.name()));
+            if let (Some(vip), Some(proto), Some(ports), Some(sched)) = (vip, proto, ports, sched) {
+                for (field, m) in clashes(&services, &self.services, vip, proto, ports) {
+                    p.add(at(field), m);
                 }
-                let (health, sorry_server) = self.checks(p, si, s, port, forwarding, dip, &rss, vip);
+                let one_port = (!ports.several()).then_some(ports.first);
+                let (health, sorry_server) = self.checks(p, si, s, one_port, forwarding, dip, &rss, vip);
                 services.push(ServiceSpec {
                     vip,
                     proto,
-                    port,
+                    port: ports.first,
+                    port_last: ports.last,
                     sched,
                     persistence_s: s.persistence_s,
+                    persistence_group: s.persistence_group.clone(),
                     forwarding,
                     real_servers: rss,
                     health,
@@ -314,6 +316,7 @@ impl Config {
                 });
             }
         }
+        groups(p, &self.services);
         // A VIP must not be any service's RIP either.
         for (field, rip) in &all_rips {
             if vips.contains(rip) {
@@ -332,6 +335,133 @@ impl Config {
             }
         }
         (services, vips)
+    }
+}
+
+/// The ports a service covers, from its `port` or `ports`; else the field at fault and why.
+fn service_ports(s: &ServiceDoc) -> Result<Ports, (&'static str, String)> {
+    match (s.port, s.ports.as_deref()) {
+        (Some(_), Some(_)) => Err(("ports", "give \"port\" or \"ports\", not both".into())),
+        (None, None) => Err((
+            "port",
+            "missing: give \"port\" (1 to 65535, or 0 for every port of the VIP) or \"ports\" (a range such as \"10000-20000\")".into(),
+        )),
+        (Some(0), None) => Ok(Ports::ALL),
+        (Some(n), None) => match u16::try_from(n) {
+            Ok(p) => Ok(Ports::one(p)),
+            Err(_) => Err(("port", format!("{n} is not a port; use 1 to 65535, or 0 for every port of the VIP"))),
+        },
+        (None, Some(r)) => {
+            let bad = || {
+                (
+                    "ports",
+                    format!("\"{}\" is not a port range; write it as \"10000-20000\" (1 to 65535, first below last)", r.escape_debug()),
+                )
+            };
+            let (a, b) = r.split_once('-').ok_or_else(bad)?;
+            let (Ok(first), Ok(last)) = (a.trim().parse::<u16>(), b.trim().parse::<u16>()) else { return Err(bad()) };
+            if first == 0 || first > last {
+                return Err(bad());
+            }
+            if first == last {
+                return Err(("ports", format!("\"{r}\" is one port: write \"port\": {first}")));
+            }
+            Ok(Ports { first, last })
+        }
+    }
+}
+
+/// How a new service's ports clash with the services before it on the same VIP and protocol:
+/// a service of every port is the VIP's fallback and clashes only with another one; ranges
+/// must not overlap each other or hold a port that has a service of its own.
+fn clashes(before: &[ServiceSpec], docs: &[ServiceDoc], vip: Ipv4Addr, proto: Protocol, ports: Ports) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for x in before.iter().filter(|x| x.vip == vip && x.proto == proto) {
+        let theirs = x.ports();
+        let name = || {
+            let i = docs.iter().position(|d| d.vip == vip.to_string() && service_ports(d).ok() == Some(theirs)).unwrap_or(0);
+            format!("services[{i}]")
+        };
+        let field = if ports.several() && !ports.all() { "ports" } else { "port" };
+        if theirs == ports {
+            out.push((field, format!("service {} {vip}:{ports} is defined twice", proto.name())));
+        } else if ports.all() || theirs.all() || !theirs.overlaps(ports) {
+        } else if ports.several() && theirs.several() {
+            out.push((
+                field,
+                format!(
+                    "{vip} {} ports {ports} overlap {}'s {theirs}: a packet must have one service; make the ranges disjoint",
+                    proto.name(),
+                    name()
+                ),
+            ));
+        } else {
+            let (port, range) = if ports.several() { (theirs, ports) } else { (ports, theirs) };
+            out.push((field, format!(
+                "{vip} {} port {port} is its own service and inside the range {range} of {}: which of the two serves it would be unclear; take it out of the range or drop one",
+                proto.name(),
+                if ports.several() { name() } else { "another service".to_string() }.as_str()
+            )));
+        }
+    }
+    out
+}
+
+/// Persistence groups: each needs a persistence time, one for all its services, and the same
+/// real servers in each (a client kept on a server by one service must find it in the others).
+fn groups(p: &mut Problems, docs: &[ServiceDoc]) {
+    let mut seen: Vec<&str> = Vec::new();
+    for (si, s) in docs.iter().enumerate() {
+        let Some(g) = s.persistence_group.as_deref() else { continue };
+        let at = format!("services[{si}].persistence_group");
+        if g.is_empty() || g.len() > 32 || !g.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            p.add(at, format!("\"{}\" is not a group name; use 1 to 32 letters, digits, - or _", g.escape_debug()));
+            continue;
+        }
+        if s.persistence_s == 0 {
+            p.add(
+                format!("services[{si}].persistence_s"),
+                format!("service is in persistence group \"{g}\" but keeps no client (persistence_s 0); set the time a client stays on its server, e.g. 300"),
+            );
+        }
+        let Some(first) = docs.iter().position(|d| d.persistence_group.as_deref() == Some(g)).filter(|&f| f < si) else {
+            seen.push(g);
+            continue;
+        };
+        let lead = &docs[first];
+        if lead.persistence_s != s.persistence_s {
+            p.add(
+                format!("services[{si}].persistence_s"),
+                format!(
+                    "{} differs from services[{first}]'s {} in group \"{g}\": a group keeps a client for one time",
+                    s.persistence_s, lead.persistence_s
+                ),
+            );
+        }
+        let rips = |d: &ServiceDoc| {
+            let mut v: Vec<Ipv4Addr> = d.real_servers.iter().filter_map(|r| r.address.parse().ok()).collect();
+            v.sort();
+            v
+        };
+        let (mine, theirs) = (rips(s), rips(lead));
+        if mine != theirs {
+            let missing: Vec<String> = theirs.iter().filter(|a| !mine.contains(a)).map(ToString::to_string).collect();
+            let extra: Vec<String> = mine.iter().filter(|a| !theirs.contains(a)).map(ToString::to_string).collect();
+            let mut why = Vec::new();
+            if !missing.is_empty() {
+                why.push(format!("lacks {}", missing.join(", ")));
+            }
+            if !extra.is_empty() {
+                why.push(format!("adds {}", extra.join(", ")));
+            }
+            p.add(
+                format!("services[{si}].real_servers"),
+                format!(
+                    "differ from services[{first}]'s in group \"{g}\" (this service {}): a client kept on a server by one service of a group must find it in the others; give them the same real servers",
+                    why.join(" and ")
+                ),
+            );
+        }
     }
 }
 
@@ -412,8 +542,8 @@ mod tests {
             v["services"].as_array_mut().unwrap().push(s);
         }));
         assert!(has(&e, "services[2].port", "defined twice"), "{e:?}");
-        let e = invalid(&with(|v| v["services"][0]["port"] = 0.into()));
-        assert!(has(&e, "services[0].port", "1 to 65535"), "{e:?}");
+        let e = invalid(&with(|v| v["services"][0]["port"] = (-1).into()));
+        assert!(has(&e, "services[0].port", "1 to 65535, or 0 for every port"), "{e:?}");
         let e = invalid(&with(|v| v["services"][0]["port"] = 65536.into()));
         assert!(has(&e, "services[0].port", "1 to 65535"), "{e:?}");
         let e = invalid(&with(|v| v["services"][0]["real_servers"][0]["weight"] = 65536.into()));
@@ -517,6 +647,105 @@ mod tests {
         assert!(has(&e, "ha", "two-arm layout"), "{e:?}");
     }
 
+    /// Seed 001's FTP: the control port and the passive range, one persistence group.
+    fn ftp(v: &mut serde_json::Value, control: serde_json::Value, passive: serde_json::Value) {
+        let rs = v["services"][0]["real_servers"].clone();
+        let svc = |extra: serde_json::Value| {
+            let mut s = serde_json::json!({"vip": "203.0.113.10", "protocol": "tcp", "scheduler": "rr", "real_servers": rs});
+            s.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            s
+        };
+        v["services"] = serde_json::json!([svc(control), svc(passive)]);
+    }
+
+    #[test]
+    fn ports_ranges_and_every_port_become_the_spans_the_forwarder_serves() {
+        let text = with(|v| {
+            ftp(
+                v,
+                serde_json::json!({"port": 21, "persistence_s": 300, "persistence_group": "ftp"}),
+                serde_json::json!({"ports": "10000-20000", "persistence_s": 300, "persistence_group": "ftp"}),
+            );
+            let mut all = v["services"][0].clone();
+            all["vip"] = "203.0.113.11".into();
+            all["port"] = 0.into();
+            all.as_object_mut().unwrap().remove("persistence_group");
+            v["services"].as_array_mut().unwrap().push(all);
+        });
+        let spec = Config::parse(&text).unwrap().validate().unwrap();
+        let spans: Vec<(u16, u16, Option<&str>)> =
+            spec.services.iter().map(|s| (s.port, s.port_last, s.persistence_group.as_deref())).collect();
+        assert_eq!(spans, [(21, 21, Some("ftp")), (10000, 20000, Some("ftp")), (0, 65535, None)]);
+        assert_eq!(spec.services[1].ports().to_string(), "10000-20000");
+        assert_eq!(spec.services[2].ports().to_string(), "0");
+    }
+
+    #[test]
+    fn port_clashes_are_explained() {
+        let clash = |a: serde_json::Value, b: serde_json::Value| invalid(&with(|v| ftp(v, a, b)));
+        let e = clash(serde_json::json!({"ports": "10000-20000"}), serde_json::json!({"ports": "15000-25000"}));
+        assert!(has(&e, "services[1].ports", "ports 15000-25000 overlap services[0]'s 10000-20000"), "{e:?}");
+        let e = clash(serde_json::json!({"ports": "10000-20000"}), serde_json::json!({"port": 12000}));
+        assert!(has(&e, "services[1].port", "port 12000 is its own service and inside the range 10000-20000"), "{e:?}");
+        let e = clash(serde_json::json!({"port": 21}), serde_json::json!({"ports": "1-1024"}));
+        assert!(has(&e, "services[1].ports", "port 21 is its own service and inside the range 1-1024 of services[0]"), "{e:?}");
+        let e = clash(serde_json::json!({"port": 0}), serde_json::json!({"port": 0}));
+        assert!(has(&e, "services[1].port", "tcp 203.0.113.10:0 is defined twice"), "{e:?}");
+        let e = clash(serde_json::json!({"port": 21, "ports": "1-2"}), serde_json::json!({}));
+        assert!(has(&e, "services[0].ports", "not both"), "{e:?}");
+        assert!(has(&e, "services[1].port", "missing"), "{e:?}");
+        for bad in ["20000-10000", "0-5", "x-y", "10000", "1-70000"] {
+            let e = clash(serde_json::json!({"port": 21}), serde_json::json!({"ports": bad}));
+            assert!(has(&e, "services[1].ports", "not a port range"), "{bad}: {e:?}");
+        }
+        let e = clash(serde_json::json!({"port": 21}), serde_json::json!({"ports": "7-7"}));
+        assert!(has(&e, "services[1].ports", "is one port"), "{e:?}");
+        // Every port is the VIP's fallback: it may sit beside the VIP's other services.
+        let ok = with(|v| ftp(v, serde_json::json!({"port": 0}), serde_json::json!({"ports": "10000-20000"})));
+        Config::parse(&ok).unwrap().validate().unwrap();
+        // A check of a service of several ports names its port.
+        let e = clash(serde_json::json!({"port": 21}), serde_json::json!({"ports": "10000-20000", "health_check": {"type": "tcp"}}));
+        assert!(has(&e, "services[1].health_check.port", "name the one to probe"), "{e:?}");
+    }
+
+    #[test]
+    fn persistence_groups_that_cannot_keep_a_client_are_explained() {
+        let group = |p: u32| serde_json::json!({"persistence_s": p, "persistence_group": "ftp"});
+        let both = |a: serde_json::Value, b: serde_json::Value, f: &dyn Fn(&mut serde_json::Value)| {
+            let mut a = a;
+            let mut b = b;
+            a.as_object_mut().unwrap().extend(group(300).as_object().unwrap().clone());
+            b.as_object_mut().unwrap().extend(group(300).as_object().unwrap().clone());
+            invalid(&with(|v| {
+                ftp(v, a, b);
+                f(v);
+            }))
+        };
+        let e = both(serde_json::json!({"port": 21}), serde_json::json!({"ports": "10000-20000"}), &|v| {
+            v["services"][1]["persistence_s"] = 60.into();
+            v["services"][0]["persistence_s"] = 60.into();
+            v["services"][1]["persistence_s"] = 0.into();
+        });
+        assert!(has(&e, "services[1].persistence_s", "keeps no client"), "{e:?}");
+        assert!(has(&e, "services[1].persistence_s", "0 differs from services[0]'s 60"), "{e:?}");
+        let e = both(serde_json::json!({"port": 21}), serde_json::json!({"ports": "10000-20000"}), &|v| {
+            v["services"][1]["real_servers"][0]["address"] = "198.18.0.99".into();
+        });
+        assert!(has(&e, "services[1].real_servers", "lacks 198.18.0.11 and adds 198.18.0.99"), "{e:?}");
+        let e = both(serde_json::json!({"port": 21}), serde_json::json!({"ports": "10000-20000"}), &|v| {
+            v["services"][1]["persistence_group"] = "f t p".into();
+        });
+        assert!(has(&e, "services[1].persistence_group", "not a group name"), "{e:?}");
+        // tcp and udp may share a group (a template keeps the client, whatever the protocol).
+        let ok = with(|v| {
+            ftp(v, group(300), group(300));
+            v["services"][0]["port"] = 5060.into();
+            v["services"][1]["port"] = 5060.into();
+            v["services"][1]["protocol"] = "udp".into();
+        });
+        Config::parse(&ok).unwrap().validate().unwrap();
+    }
+
     #[test]
     fn mode_must_be_known() {
         let e = Config::parse(&with(|v| v["mode"] = "nat".into())).unwrap_err();
@@ -526,7 +755,7 @@ mod tests {
     #[test]
     fn every_error_is_reported_at_once() {
         let e = invalid(&with(|v| {
-            v["services"][0]["port"] = 0.into();
+            v["services"][0]["port"] = 70000.into();
             v["services"][1]["scheduler"] = "x".into();
         }));
         assert_eq!(e.len(), 2, "{e:?}");

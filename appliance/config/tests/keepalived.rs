@@ -18,7 +18,7 @@ fn a_dr_director_with_vrrp_imports_its_services_and_lists_the_rest() {
     let n = &i.not_mapped;
     assert_eq!(i.services.len(), 3, "{:?}", i.services);
     let web = &i.services[0];
-    assert_eq!((web.vip.as_str(), web.port, web.protocol.as_str(), web.scheduler.as_str()), ("203.0.113.10", 80, "tcp", "wrr"));
+    assert_eq!((web.vip.as_str(), web.port, web.protocol.as_str(), web.scheduler.as_str()), ("203.0.113.10", Some(80), "tcp", "wrr"));
     assert_eq!(web.persistence_s, 300);
     assert_eq!(web.forwarding, None, "DR");
     assert_eq!(web.sorry_server.as_deref(), Some("198.18.0.99"));

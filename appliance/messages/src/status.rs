@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use netfw_core::counters::{DropReason, Event};
-use netfw_core::model::{DataPlaneSpec, Forwarding};
+use netfw_core::model::{DataPlaneSpec, Forwarding, Ports};
 use serde::{Deserialize, Serialize};
 
 /// One real server's line.
@@ -43,9 +43,15 @@ pub struct RealServerStatus {
 }
 
 impl ServiceStatus {
-    /// How metrics and the charts name it: "tcp 203.0.113.10:80".
+    /// How metrics and the charts name it: "tcp 203.0.113.10:80" ("…:10000-20000" for a range,
+    /// "…:0" for every port, as ipvsadm shows it).
     pub fn name(&self) -> String {
-        format!("{} {}:{}", self.protocol, self.vip, self.port)
+        format!("{} {}:{}", self.protocol, self.vip, self.ports())
+    }
+
+    /// Its ports.
+    pub fn ports(&self) -> Ports {
+        Ports { first: self.port, last: self.port_last.unwrap_or(if self.port == 0 { u16::MAX } else { self.port }) }
     }
 
     /// A checked service's rows from the kernel's table as its config names them (in ipvs
@@ -160,14 +166,20 @@ pub struct ServiceStatus {
     pub protocol: String,
     /// VIP.
     pub vip: String,
-    /// Port.
+    /// Port, or the first of its range (0: every port).
     pub port: u16,
+    /// The last port of its range (absent: one port, or every port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_last: Option<u16>,
     /// Scheduler.
     pub scheduler: String,
     /// Forwarding method.
     pub forwarding: Forwarding,
     /// Persistence.
     pub persistence_s: u32,
+    /// The persistence group it shares its clients' servers with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence_group: Option<String>,
     /// Flows scheduled.
     pub conns: u64,
     /// Frames forwarded.
@@ -403,10 +415,10 @@ impl Status {
         if capacity && self.flow_capacity != spec.flow_capacity as usize {
             out.push(format!("the flow table holds {} flows, not the {} asked", self.flow_capacity, spec.flow_capacity));
         }
-        let key = |proto: &str, vip: &str, port: u16| format!("{proto} {vip}:{port}");
-        let have: BTreeMap<String, &ServiceStatus> = self.services.iter().map(|s| (key(&s.protocol, &s.vip, s.port), s)).collect();
+        let key = |proto: &str, vip: &str, ports: Ports| format!("{proto} {vip}:{ports}");
+        let have: BTreeMap<String, &ServiceStatus> = self.services.iter().map(|s| (key(&s.protocol, &s.vip, s.ports()), s)).collect();
         for w in &spec.services {
-            let k = key(w.proto.name(), &w.vip.to_string(), w.port);
+            let k = key(w.proto.name(), &w.vip.to_string(), w.ports());
             let Some(h) = have.get(&k) else {
                 out.push(format!("service {k} is missing"));
                 continue;
@@ -455,7 +467,11 @@ impl Status {
             if rates { "   CPS  InPPS   InBPS" } else { "" }
         );
         for s in &self.services {
-            let persist = if s.persistence_s > 0 { format!(" persistent {}", s.persistence_s) } else { String::new() };
+            let persist = match (s.persistence_s, &s.persistence_group) {
+                (0, _) => String::new(),
+                (p, None) => format!(" persistent {p}"),
+                (p, Some(g)) => format!(" persistent {p} group {g}"),
+            };
             let fwd = if s.forwarding == Forwarding::Dr { String::new() } else { format!(" {}", s.forwarding.name()) };
             let state = s.state.as_deref().map(|st| format!(" {}", st.to_uppercase())).unwrap_or_default();
             let sorry = s.sorry_server.as_deref().map(|a| format!(" sorry {a}")).unwrap_or_default();
@@ -464,7 +480,7 @@ impl Status {
                 "{:<4} {}:{} {}{}{}{state}{sorry}  (conns {} pkts {} bytes {})",
                 s.protocol.to_uppercase(),
                 s.vip,
-                s.port,
+                s.ports(),
                 s.scheduler,
                 persist,
                 fwd,
@@ -483,7 +499,7 @@ impl Status {
                 let _ = writeln!(
                     o,
                     "  -> {:<25} {:<18} {:>6} {:>10} {:>9} {:>10} {:>9} {:>11}{rate}{health}",
-                    format!("{}:{}", r.address, s.port),
+                    format!("{}:{}", r.address, s.ports()),
                     mac,
                     r.weight,
                     r.active,
@@ -557,6 +573,8 @@ mod tests {
             protocol: "tcp".into(),
             vip: "203.0.113.10".into(),
             port: 80,
+            port_last: None,
+            persistence_group: None,
             scheduler: "rr".into(),
             forwarding: Forwarding::Dr,
             persistence_s: 0,

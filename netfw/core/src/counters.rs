@@ -67,6 +67,7 @@ reasons! {
         FlowsStateless => "flows_stateless", "new flows forwarded without a table entry (the table was full of confirmed flows), by consistent hashing as their later packets are";
         FlowsResumed => "flows_resumed", "packets of connections with no flow (expired, or not tracked while the table was full) forwarded by consistent hashing and tracked again";
         FlowsMoved => "flows_moved", "flows whose real server went down, moved to another server on their next packet (a TCP client gets a reset from the new server at once instead of hanging)";
+        PersistenceFull => "persistence_full", "new flows of a persistent service served without affinity: the persistence table had no room for the client's template";
         SorryFlows => "sorry_flows", "new flows sent to the service's sorry server (no real server up)";
         FlowsDroppedOnReload => "flows_dropped_on_reload", "flows whose real server left the config";
         ArpRequestsSent => "arp_requests_sent", "ARP requests for real servers (sender IP = DIP)";

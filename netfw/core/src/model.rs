@@ -110,12 +110,17 @@ pub struct ServiceSpec {
     pub vip: Ipv4Addr,
     /// Protocol.
     pub proto: Protocol,
-    /// Port.
+    /// Port, or the first port of a range; 0 with `port_last` 65535 is every port.
     pub port: u16,
+    /// The last port it covers: `port` itself for a service of one port.
+    pub port_last: u16,
     /// Scheduler.
     pub sched: SchedKind,
     /// Client-IP affinity in seconds (0 = none).
     pub persistence_s: u32,
+    /// Services of one group share their affinity: a client kept on a real server by one is
+    /// sent to it by the others (seed 001's FTP: the control port and the passive range).
+    pub persistence_group: Option<String>,
     /// How real servers are reached.
     pub forwarding: Forwarding,
     /// Real servers.
@@ -124,6 +129,64 @@ pub struct ServiceSpec {
     pub health: Option<HealthCheck>,
     /// Gets the new flows while no real server is up (`health` takes them down).
     pub sorry_server: Option<Ipv4Addr>,
+}
+
+impl ServiceSpec {
+    /// The ports it covers.
+    pub const fn ports(&self) -> Ports {
+        Ports { first: self.port, last: self.port_last }
+    }
+}
+
+/// The ports a service covers: one, a range, or every port (first 0, last 65535).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Ports {
+    /// The first (0: every port).
+    pub first: u16,
+    /// The last (equal to `first` for one port).
+    pub last: u16,
+}
+
+impl Ports {
+    /// Every port of a VIP (IPVS's port-0 service).
+    pub const ALL: Ports = Ports { first: 0, last: u16::MAX };
+
+    /// One port.
+    pub const fn one(port: u16) -> Ports {
+        Ports { first: port, last: port }
+    }
+
+    /// Whether `port` is one of them.
+    pub const fn covers(self, port: u16) -> bool {
+        self.first <= port && port <= self.last
+    }
+
+    /// Every port of the VIP.
+    pub const fn all(self) -> bool {
+        self.first == 0
+    }
+
+    /// More than one port (a range, or every port).
+    pub const fn several(self) -> bool {
+        self.first != self.last
+    }
+
+    /// Whether the two share a port.
+    pub const fn overlaps(self, other: Ports) -> bool {
+        self.first <= other.last && other.first <= self.last
+    }
+}
+
+/// `80`, `10000-20000`, or `0` for every port (as ipvsadm shows a port-0 service).
+impl core::fmt::Display for Ports {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.all() || !self.several() {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
 }
 
 /// What a health check does.
@@ -284,8 +347,17 @@ impl DataPlaneSpec {
             eat(&s.vip.octets());
             eat(&[s.proto.number()]);
             eat(&s.port.to_be_bytes());
+            if s.ports().several() {
+                eat(&s.port_last.to_be_bytes());
+            }
             eat(s.sched.name().as_bytes());
             eat(&s.persistence_s.to_be_bytes());
+            if let Some(g) = &s.persistence_group {
+                // After a release without ranges and groups, a single-port service without a
+                // group digests as it did: a pair mid-update still agrees.
+                eat(g.as_bytes());
+                eat(&[0xfe]);
+            }
             eat(s.forwarding.name().as_bytes());
             for r in &s.real_servers {
                 eat(&r.addr.octets());

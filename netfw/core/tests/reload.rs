@@ -25,8 +25,10 @@ fn big(weight: u16, capacity: u32) -> DataPlaneSpec {
             vip: VIP,
             proto: Protocol::Tcp,
             port: 1000 + i,
+            port_last: 1000 + i,
             sched: if i % 2 == 0 { SchedKind::Mh } else { SchedKind::Wlc },
             persistence_s: 0,
+            persistence_group: None,
             forwarding: Forwarding::Dr,
             real_servers: (0..1024u32)
                 .map(|r| RealServerSpec { addr: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 4, 0)) + r), weight })
@@ -136,7 +138,7 @@ proptest::proptest! {
         for (n, services) in configs.iter().enumerate() {
             let mut s = spec(SchedKind::Rr, Protocol::Tcp, 80, &[], 0);
             s.services = services.iter().enumerate().map(|(i, (rs, w))| ServiceSpec {
-                vip: VIP, proto: Protocol::Udp, port: 1000 + i as u16, sched: SchedKind::Wrr, persistence_s: 0,
+                vip: VIP, proto: Protocol::Udp, port: 1000 + i as u16, port_last: 1000 + i as u16, sched: SchedKind::Wrr, persistence_s: 0, persistence_group: None,
                 forwarding: Forwarding::Dr,
                 real_servers: rs.iter().map(|&r| RealServerSpec { addr: rip(r), weight: *w }).collect(), health: None, sorry_server: None,
             }).collect();

@@ -29,7 +29,7 @@ pub fn unchecked_warning(cfg: &Config, why: &str) -> Option<String> {
         .services
         .iter()
         .filter(|s| s.health_check.as_ref().is_some_and(director_config::health::HealthCheckDoc::checks))
-        .map(|s| format!("{}:{}", s.vip, s.port))
+        .map(|s| format!("{}:{}", s.vip, s.ports_label()))
         .collect();
     (!unchecked.is_empty()).then(|| {
         format!(
@@ -49,6 +49,8 @@ pub fn collect(cfg: Option<&Config>, table: &[(Service, Vec<Dest>)], arp: &str) 
             protocol: s.key.proto.name().to_string(),
             vip: s.key.vip.to_string(),
             port: s.key.port,
+            port_last: None,
+            persistence_group: None,
             scheduler: s.sched.clone(),
             forwarding: dests.first().map_or(Forwarding::Dr, |d| d.fwd),
             persistence_s: s.persistence_s,

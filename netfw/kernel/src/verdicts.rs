@@ -90,8 +90,10 @@ mod tests {
                 vip: Ipv4Addr::new(203, 0, 113, 10),
                 proto: Protocol::Tcp,
                 port: 80,
+                port_last: 80,
                 sched: SchedKind::Rr,
                 persistence_s: 0,
+                persistence_group: None,
                 forwarding: Forwarding::Dr,
                 real_servers: weights.iter().zip(1..).map(|(&weight, i)| RealServerSpec { addr: rip(i), weight }).collect(),
                 health: checked.then_some(HealthCheck {

@@ -17,7 +17,7 @@ const USAGE: &str = "usage:
   labtool serve --name NAME --port P [--udp-port U [--udp-bind A,B]] [--tls-port T] [--flap]
                 [--tls-plain]   (--tls-port: HTTPS too, self-signed, or plain HTTP on it with --tls-plain: a server
                 set up wrong; --flap: every other connection, the first included, gets a 503)
-  labtool probe IP:PORT
+  labtool probe IP:PORT [--from IP]   (a TCP connection opened and closed)
   labtool get --to IP:PORT [--count N] [--from IP] [--interval-ms I]   (I: one request every I ms)
   labtool watch --to IP:PORT --stop-file F [--interval-ms I] [--timeout-ms T] [--seconds S]
                                                    requests every I ms (each given T ms) until F exists: the longest
@@ -219,7 +219,10 @@ fn respond(s: &mut (impl Read + Write), name: &str) {
 
 fn probe(args: &[String]) -> Result<(), String> {
     let a: SocketAddr = args.get(1).ok_or("probe IP:PORT")?.parse().map_err(|e| format!("{e}"))?;
-    TcpStream::connect_timeout(&a, Duration::from_millis(500)).map(|_| ()).map_err(|e| e.to_string())
+    match arg(args, "--from").map(|f| f.parse::<Ipv4Addr>()).transpose().map_err(|e| e.to_string())? {
+        Some(from) => connect(a, Some(from)).map(|_| ()).map_err(|e| e.to_string()),
+        None => TcpStream::connect_timeout(&a, Duration::from_millis(500)).map(|_| ()).map_err(|e| e.to_string()),
+    }
 }
 
 fn connect(to: SocketAddr, from: Option<Ipv4Addr>) -> std::io::Result<TcpStream> {

@@ -22,6 +22,7 @@
 mod frag;
 mod index;
 mod load;
+pub mod persist;
 mod plan;
 
 use alloc::sync::Arc;
@@ -33,7 +34,6 @@ pub use load::SharedLoad;
 pub use plan::{Installed, Plan, PlanError};
 
 use crate::counters::{Counters, DropReason, Event};
-use crate::flow::map::{FixedMap, MapKey};
 use crate::flow::{FlowKey, FlowState, FlowTable, FlowVal, Hit, Idle};
 use crate::model::{DataPlaneSpec, Protocol, SchedKind};
 use crate::neigh::{NeighId, Neighbours};
@@ -84,8 +84,8 @@ pub const KERNEL_OPS: usize = 1024;
 /// counted as `sync_dropped`; consistent hashing covers those flows).
 pub const SYNC_QUEUE: usize = 4096;
 
-/// Persistence templates per forwarder (client-IP affinity entries).
-pub const PERSIST_CAPACITY: usize = 65536;
+/// Persistence templates per box (client-IP affinity entries).
+pub const PERSIST_CAPACITY: usize = persist::CAPACITY;
 /// Slots of the flow table examined per `poll_timers` call.
 const SWEEP_BUDGET: usize = 4096;
 /// How many gratuitous ARP rounds follow a config change (1 s apart).
@@ -162,12 +162,16 @@ pub struct Service {
     pub vip: Ipv4Addr,
     /// Protocol.
     pub proto: Protocol,
-    /// Port.
+    /// Port, or the first of its range (0: every port).
     pub port: u16,
+    /// The last port it covers.
+    pub port_last: u16,
     /// Scheduler kind.
     pub sched_kind: SchedKind,
     /// Persistence timeout (0 = none).
     pub persistence_s: u32,
+    /// Whose persistence templates it uses: its own, or its group's.
+    pub scope: persist::Scope,
     /// Its real servers' backends (indices into `Forwarder::backends`).
     pub backends: Vec<u16>,
     /// Its sorry server's backend, if it has one.
@@ -183,22 +187,6 @@ pub struct Service {
     pub retired_packets: u64,
     /// Bytes likewise.
     pub retired_bytes: u64,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct PersistKey {
-    service: u16,
-    client: Ipv4Addr,
-}
-impl MapKey for PersistKey {
-    fn words(&self) -> [u64; 2] {
-        [u64::from(u32::from(self.client)), u64::from(self.service)]
-    }
-}
-#[derive(Clone, Copy)]
-struct PersistVal {
-    backend: u16,
-    expires: Millis,
 }
 
 /// A conflicting ARP claim of a VIP, as last seen.
@@ -237,8 +225,9 @@ pub struct Forwarder {
     index: index::ServiceIndex,
     backends: Vec<Backend>,
     flows: FlowTable,
-    persist: FixedMap<PersistKey, PersistVal>,
-    persist_cursor: usize,
+    /// The box's persistence templates (shared with the other forwarders: `share_templates`).
+    templates: Arc<persist::Templates>,
+    templates_cursor: usize,
     frags: frag::Fragments,
     neigh: Neighbours,
     counters: Counters,
@@ -296,13 +285,8 @@ impl Forwarder {
             index: index::ServiceIndex::build(&[]),
             backends: Vec::new(),
             flows,
-            persist: FixedMap::new(
-                PERSIST_CAPACITY,
-                seed ^ 0x5555,
-                PersistKey { service: u16::MAX, client: Ipv4Addr::UNSPECIFIED },
-                PersistVal { backend: 0, expires: Millis(0) },
-            ),
-            persist_cursor: 0,
+            templates: Arc::new(persist::Templates::new(seed ^ 0x5555)),
+            templates_cursor: 0,
             frags: frag::Fragments::new(seed),
             neigh: Neighbours::default(),
             counters: Counters::default(),
@@ -571,6 +555,18 @@ impl Forwarder {
     /// (their answers reach this one through `learn_arp`).
     pub fn stay_quiet(&mut self) {
         self.announces = false;
+    }
+
+    /// Keep and find persistence templates in `templates`, the box's (shared by every
+    /// forwarder of the box, so a client's connections that RSS puts on different queues keep
+    /// one real server). Once, before forwarding: templates held so far are not carried over.
+    pub fn share_templates(&mut self, templates: Arc<persist::Templates>) {
+        self.templates = templates;
+    }
+
+    /// The persistence templates this forwarder uses (to share with the others of the box).
+    pub fn templates(&self) -> Arc<persist::Templates> {
+        Arc::clone(&self.templates)
     }
 
     /// Schedule by the connection counts on `board` (every forwarder sharing this box's flows
@@ -899,15 +895,19 @@ impl Forwarder {
     }
 
     fn schedule(&mut self, si: usize, client: Ipv4Addr, now: Millis) -> Option<u16> {
-        let persistence_ms = u64::from(self.services[si].persistence_s) * 1000;
-        let pkey = PersistKey { service: u16::try_from(si).ok()?, client };
+        let svc = self.services.get(si)?;
+        let (scope, persistence_ms) = (svc.scope, u64::from(svc.persistence_s) * 1000);
         if persistence_ms > 0 {
-            if let Some(p) = self.persist.get(&pkey).copied() {
-                let usable = p.expires > now && self.usable(p.backend, now);
-                if usable {
-                    self.persist.insert(pkey, PersistVal { backend: p.backend, expires: now.plus(persistence_ms) });
-                    return Some(p.backend);
-                }
+            // The client's template in the service's scope, if its server is one of this
+            // service's and may take the flow (else it is scheduled afresh, and the template
+            // follows the new pick).
+            let kept = self
+                .templates
+                .get(scope, client, now)
+                .and_then(|t| svc.backends.iter().copied().find(|&b| self.backends.get(usize::from(b)).is_some_and(|be| be.rip == t.rip)));
+            if let Some(b) = kept.filter(|&b| self.usable(b, now)) {
+                self.templates.put(scope, client, self.backends[usize::from(b)].rip, now.plus(persistence_ms));
+                return Some(b);
             }
         }
         let svc = &mut self.services[si];
@@ -921,8 +921,9 @@ impl Forwarder {
             return self.sorry_pick(si, now);
         };
         let b = *svc.backends.get(pick)?;
-        if persistence_ms > 0 && !self.persist.insert(pkey, PersistVal { backend: b, expires: now.plus(persistence_ms) }) {
+        if persistence_ms > 0 && !self.templates.put(scope, client, self.backends[usize::from(b)].rip, now.plus(persistence_ms)) {
             // Persistence table full: the flow is still served, only without affinity.
+            self.counters.event(Event::PersistenceFull);
         }
         Some(b)
     }
@@ -973,7 +974,7 @@ impl Forwarder {
             },
         );
         self.counters.add(Event::FlowsExpired, expired);
-        self.persist.sweep(&mut self.persist_cursor, 1024, |_, v| v.expires <= now, |_, _| {});
+        self.templates.sweep(&mut self.templates_cursor, 1024, now);
         let timed_out = self.frags.expire(now);
         self.counters.drop_n(DropReason::FragmentNoFirst, timed_out);
 

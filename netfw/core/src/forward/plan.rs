@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::net::Ipv4Addr;
 
-use super::{release, remap_backend, Backend, Forwarder, Service, GARP_ROUNDS, SYNC_QUEUE};
+use super::{release, Backend, Forwarder, Service, GARP_ROUNDS, SYNC_QUEUE};
 use crate::counters::Event;
 use crate::flow::{FlowTable, FlowVal};
 use crate::model::{DataPlaneSpec, ServiceSpec};
@@ -156,8 +156,10 @@ impl Plan {
                 vip: s.vip,
                 proto: s.proto,
                 port: s.port,
+                port_last: s.port_last,
                 sched_kind: s.sched,
                 persistence_s: s.persistence_s,
+                scope: super::persist::Scope::of(s),
                 backends: ids,
                 sorry,
                 sched: Scheduler::new(s.sched, &servers),
@@ -292,12 +294,9 @@ impl Forwarder {
         }
         self.targets_version = self.targets_version.wrapping_add(1);
         let same_services = service_to.iter().enumerate().all(|(i, t)| t.map(usize::from) == Some(i));
+        // Persistence templates name servers by address and services by scope: they need no
+        // remapping (one whose server left its service is passed over when next asked).
         if !same_backends || !same_services {
-            // Persistence keys hold service indices: an entry survives only if its service kept
-            // its index and its real server is still there.
-            self.persist.retain_map(|k, v| {
-                service_to.get(usize::from(k.service)).copied().flatten() == Some(k.service) && remap_backend(&backend_to, &mut v.backend)
-            });
             self.frags.remap(&backend_to);
         }
         self.counters.add(Event::FlowsDroppedOnReload, dropped);
