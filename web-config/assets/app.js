@@ -106,9 +106,10 @@ async function refresh() {
     const head = el('tr', {}, ...['Real server', 'MAC', 'Weight', 'Health', 'Active', 'Inactive', 'Conns', 'Packets', 'Bytes', 'Pkt/s'].map((h) => el('th', { text: h })));
     const state = svc.state ? ` · ${svc.state.toUpperCase()}` : '';
     const sorry = svc.sorry_server ? ` · sorry server ${svc.sorry_server}` : '';
-    const title = `${svc.protocol.toUpperCase()} ${svc.vip}:${svc.port} · ${svc.scheduler}${svc.persistence_s ? ' · persistent ' + svc.persistence_s + ' s' : ''} · ${svc.forwarding}${sorry}${state}`;
+    const group = svc.persistence_group ? ` (group ${svc.persistence_group})` : '';
+    const title = `${svc.protocol.toUpperCase()} ${svc.vip}:${statusPorts(svc)} · ${svc.scheduler}${svc.persistence_s ? ' · persistent ' + svc.persistence_s + ' s' + group : ''} · ${svc.forwarding}${sorry}${state}`;
     box.append(el('h3', { text: title, class: svc.state === 'down' ? 'svc-down' : '' }), el('table', { class: 'svc' }, el('thead', {}, head), el('tbody', {}, ...rows)));
-    box.append(el('div', { class: 'charts', 'data-service': `${svc.protocol} ${svc.vip}:${svc.port}` }));
+    box.append(el('div', { class: 'charts', 'data-service': `${svc.protocol} ${svc.vip}:${statusPorts(svc)}` }));
   });
   drawCharts();
   drawHa(s.ha);
@@ -249,9 +250,11 @@ function drawServices() {
     box.append(el('fieldset', { class: 'svc' }, el('legend', { text: `Service ${i + 1}` }),
       ...input(`svc${i}-vip`, `${p}.vip`, svc.vip, 'VIP'),
       ...select(`svc${i}-protocol`, `${p}.protocol`, svc.protocol, 'Protocol', ['tcp', 'udp']),
-      ...input(`svc${i}-port`, `${p}.port`, svc.port, 'Port', { type: 'number', min: '1', max: '65535' }),
+      ...input(`svc${i}-port`, `${p}.port`, svc.ports !== undefined ? svc.ports : svc.port, 'Port (0 = every port; or a range: 10000-20000)', { inputmode: 'numeric' }),
+      el('span', { class: 'err', 'data-for': `${p}.ports` }),
       ...select(`svc${i}-scheduler`, `${p}.scheduler`, svc.scheduler, 'Scheduler', SCHEDULERS),
       ...input(`svc${i}-persistence`, `${p}.persistence_s`, svc.persistence_s || 0, 'Persistence (seconds, 0 = off)', { type: 'number', min: '0' }),
+      ...input(`svc${i}-group`, `${p}.persistence_group`, svc.persistence_group, 'Persistence group (services naming one keep a client on one server, e.g. ftp)'),
       ...select(`svc${i}-forwarding`, `${p}.forwarding`, svc.forwarding || 'dr', 'Forwarding', ['dr', 'tun', 'nat']),
       ...healthFields(i, svc),
       ...svc.real_servers.map((rs, j) => rsRow(i, j, rs)),
@@ -260,6 +263,9 @@ function drawServices() {
       el('button', { type: 'button', text: 'Remove service', onclick: () => { readForm(); config.services.splice(i, 1); drawServices(); } })));
   });
 }
+
+// A status service's ports as the box names them: 80, 10000-20000, or 0 for every port.
+function statusPorts(svc) { return svc.port_last ? `${svc.port}-${svc.port_last}` : `${svc.port}`; }
 
 function num(v) { const n = Number(v); return v.trim() !== '' && Number.isFinite(n) ? n : v; }
 
@@ -280,8 +286,12 @@ function readForm() {
   } else delete config.syslog;
   config.services.forEach((svc, i) => {
     const v = (f) => $(`#svc${i}-${f}`).value;
-    svc.vip = v('vip').trim(); svc.protocol = v('protocol'); svc.port = num(v('port')); svc.scheduler = v('scheduler');
+    svc.vip = v('vip').trim(); svc.protocol = v('protocol'); svc.scheduler = v('scheduler');
+    const port = v('port').trim();
+    if (port.includes('-')) { svc.ports = port; delete svc.port; } else { svc.port = num(port); delete svc.ports; }
     svc.persistence_s = num(v('persistence')) || 0;
+    const group = v('group').trim();
+    if (group) svc.persistence_group = group; else delete svc.persistence_group;
     const fw = v('forwarding');
     if (fw === 'dr') delete svc.forwarding; else svc.forwarding = fw;
     svc.real_servers.forEach((rs, j) => { rs.address = v(`rs${j}-address`).trim(); rs.weight = num(v(`rs${j}-weight`)); });

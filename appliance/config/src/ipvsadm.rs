@@ -129,7 +129,7 @@ pub fn export(services: &[ServiceDoc]) -> String {
                 };
                 let why = if group.is_some() { "shares a persistence group" } else { "covers a port range" };
                 o.push_str(&format!(
-                    "# not exported: {} {}:{what} {why}; ipvsadm has no rule for it (LVS needs a firewall mark set by iptables and an -f service)\n",
+                    "# not exported: {} {} {what} {why}; ipvsadm has no rule for it (LVS needs a firewall mark set by iptables and an -f service)\n",
                     s.protocol, s.vip
                 ));
                 continue;

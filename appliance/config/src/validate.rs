@@ -261,6 +261,19 @@ impl Config {
             if forwarding != Forwarding::Dr && self.mode == Mode::Forwarder {
                 p.add(at("forwarding"), format!("\"{}\" needs mode \"ipvs\" (the forwarder does direct routing only)", forwarding.name()));
             }
+            if self.mode == Mode::Ipvs {
+                // What IPVS can run as it is programmed today: a port-0 service is the kernel's
+                // own (persistent only); ranges and groups need firewall-mark services.
+                if s.ports.is_some() {
+                    p.add(at("ports"), "port ranges run in mode \"forwarder\" only for now (IPVS needs a firewall-mark service for them, which this box does not set up yet)");
+                }
+                if s.persistence_group.is_some() {
+                    p.add(at("persistence_group"), "persistence groups run in mode \"forwarder\" only for now (IPVS needs a firewall-mark service for them, which this box does not set up yet); a persistent service of port 21 alone carries FTP's passive connections in IPVS");
+                }
+                if s.port == Some(0) && s.persistence_s == 0 {
+                    p.add(at("persistence_s"), "IPVS serves every port (port 0) only with persistence: set persistence_s (e.g. 300)");
+                }
+            }
             if s.real_servers.len() > MAX_REAL_SERVERS {
                 p.add(at("real_servers"), format!("{} real servers; at most {MAX_REAL_SERVERS}", s.real_servers.len()));
             }
@@ -742,6 +755,26 @@ mod tests {
             v["services"][0]["port"] = 5060.into();
             v["services"][1]["port"] = 5060.into();
             v["services"][1]["protocol"] = "udp".into();
+        });
+        Config::parse(&ok).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn ipvs_mode_refuses_what_it_cannot_run_yet() {
+        let e = invalid(&with(|v| {
+            v["mode"] = "ipvs".into();
+            ftp(
+                v,
+                serde_json::json!({"port": 0, "persistence_s": 0}),
+                serde_json::json!({"ports": "10000-20000", "persistence_s": 300, "persistence_group": "ftp"}),
+            );
+        }));
+        assert!(has(&e, "services[0].persistence_s", "only with persistence"), "{e:?}");
+        assert!(has(&e, "services[1].ports", "forwarder\" only for now"), "{e:?}");
+        assert!(has(&e, "services[1].persistence_group", "port 21 alone carries"), "{e:?}");
+        let ok = with(|v| {
+            v["mode"] = "ipvs".into();
+            ftp(v, serde_json::json!({"port": 0, "persistence_s": 300}), serde_json::json!({"port": 80}));
         });
         Config::parse(&ok).unwrap().validate().unwrap();
     }
