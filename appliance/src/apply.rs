@@ -20,6 +20,7 @@ use director_messages::events::{EventKind, Severity};
 use std::time::{Duration, Instant};
 
 use director_config::{nic, paths, store, Config, Management, Mode};
+use director_messages::connections::{ConnectionFilter, Connections};
 use director_messages::framing::{call, NETFW_SOCKET};
 use director_messages::init::{Applied, ApplyFailure, BoxStatus, Step};
 use director_messages::netfw::{NetfwAnswer, NetfwRequest};
@@ -445,6 +446,23 @@ pub fn netfw_status() -> Result<Status, Problem> {
         Ok(NetfwAnswer::Status { status }) => Ok(*status),
         Ok(other) => Err(Problem::general(format!("netfw answered: {}", other.human()))),
         Err(e) => Err(Problem::general(format!("netfw: {e}"))),
+    }
+}
+
+/// The connection list of the mode in force: netfw's flows and templates (forwarder), the
+/// kernel's `/proc/net/ip_vs_conn` (ipvs).
+pub fn connections(running: Running, filter: &ConnectionFilter) -> Result<Connections, String> {
+    match running {
+        Running::Forwarder => {
+            let req = NetfwRequest::Connections { filter: filter.clone() };
+            match call::<_, NetfwAnswer>(std::path::Path::new(NETFW_SOCKET), &req, Duration::from_secs(5)) {
+                Ok(NetfwAnswer::Connections { list }) => Ok(list),
+                Ok(other) => Err(format!("netfw answered: {}", other.human())),
+                Err(e) => Err(format!("netfw: {e}")),
+            }
+        }
+        Running::Ipvs => netfw_kernel::conns::read(filter),
+        Running::Nothing => Err("nothing forwards yet: no config is in force".into()),
     }
 }
 

@@ -2,7 +2,9 @@
 //! There is no shell on the appliance; this is the operator's (and the tests') last resort:
 //! `status`, `restart netfw` (kills it; the supervisor restarts it), `reboot`, `poweroff`,
 //! `ipvs` (the kernel's IPVS table), `events` (the event log's last lines), `apply-config {…}` (a whole config document on one line:
-//! validated, saved to the config partition, applied without reboot).
+//! validated, saved to the config partition, applied without reboot), `status --connections
+//! [vip=A] [server=A] [client=A] [limit=N]` (live flows and persistence templates, like
+//! `ipvsadm -L -n -c`).
 
 use std::io::BufRead;
 use std::sync::mpsc::Sender;
@@ -38,6 +40,8 @@ pub enum Command {
     History,
     /// Capture packets (control socket).
     Capture(director_messages::init::CaptureSpec),
+    /// The connection list (console and control socket).
+    Connections(director_messages::connections::ConnectionFilter),
     /// Record an event (the web page's logins; control socket).
     Event(EventKind, Severity, String),
     /// Anything else.
@@ -50,6 +54,13 @@ pub fn parse(line: &str) -> Option<Command> {
         return Some(Command::ApplyConfig(json.to_string()));
     }
     let mut w = line.split_whitespace();
+    if let Some(rest) = line.trim().strip_prefix("status --connections") {
+        let pairs = rest.split_whitespace().map(|p| p.split_once('=').unwrap_or((p, "")));
+        return Some(match director_messages::connections::ConnectionFilter::parse(pairs) {
+            Ok(f) => Command::Connections(f),
+            Err(e) => Command::Unknown(format!("status --connections: {e}")),
+        });
+    }
     Some(match (w.next()?, w.next()) {
         ("ipvs", None) => Command::Ipvs,
         ("status", None) => Command::Status,
@@ -101,6 +112,10 @@ mod tests {
     #[test]
     fn commands() {
         assert_eq!(parse("status"), Some(Command::Status));
+        let vip = director_messages::connections::ConnectionFilter { vip: Some([203, 0, 113, 10].into()), ..Default::default() };
+        assert_eq!(parse("status --connections vip=203.0.113.10"), Some(Command::Connections(vip)));
+        assert_eq!(parse("status --connections"), Some(Command::Connections(Default::default())));
+        assert!(matches!(parse("status --connections port=21"), Some(Command::Unknown(m)) if m.contains("\"port\" is not a filter")));
         assert_eq!(parse(" restart netfw "), Some(Command::Restart("netfw".into())));
         assert_eq!(parse("poweroff"), Some(Command::Poweroff));
         assert_eq!(parse("apply-config {\"version\": 1}"), Some(Command::ApplyConfig("{\"version\": 1}".into())));

@@ -51,6 +51,7 @@ pub fn command(r: InitRequest) -> Command {
         InitRequest::Events => Command::Events,
         InitRequest::History => Command::History,
         InitRequest::Capture { spec } => Command::Capture(spec),
+        InitRequest::Connections { filter } => Command::Connections(filter),
     }
 }
 

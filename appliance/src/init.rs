@@ -427,6 +427,17 @@ fn handle(book: &mut Book, sup: &mut Supervisor, req: &Request) {
             req.answer(InitAnswer::Done { message: "recorded".into() });
         }
         Command::History => req.answer(InitAnswer::History { series: crate::history::all() }),
+        Command::Connections(filter) => match (apply::connections(book.running, filter), req.reply.is_some()) {
+            (Ok(list), true) => req.answer(InitAnswer::Connections { list }),
+            (Err(message), true) => req.answer(InitAnswer::Error { message }),
+            (result, false) => {
+                let text = result.map_or_else(|e| e, |l| l.render());
+                for l in text.lines() {
+                    log::line("connections", l);
+                }
+                log::line("connections", "end of table");
+            }
+        },
         Command::Capture(spec) => crate::capture::start(spec, &book.roles, book.running, req.reply.clone()),
         Command::Events if req.reply.is_some() => req.answer(InitAnswer::Events { events: events::all() }),
         Command::Events => {
@@ -441,7 +452,9 @@ fn handle(book: &mut Book, sup: &mut Supervisor, req: &Request) {
             Err(failure) => InitAnswer::Refused { failure },
         }),
         Command::Unknown(l) => {
-            log::init(&format!("unknown command \"{l}\" (status, ipvs, restart netfw, apply-config {{…}}, reboot, poweroff)"));
+            log::init(&format!(
+                "unknown command \"{l}\" (status, status --connections, ipvs, events, restart netfw, apply-config {{…}}, reboot, poweroff)"
+            ));
             req.answer(InitAnswer::Error { message: format!("unknown request \"{l}\"") });
         }
     }

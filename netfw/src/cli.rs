@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use director_config::Config;
+use director_messages::connections::ConnectionFilter;
 use director_messages::framing::{call, NETFW_SOCKET};
 use director_messages::netfw::{NetfwAnswer, NetfwRequest};
 
@@ -16,6 +17,9 @@ const USAGE: &str = "usage:
   netfw run --config FILE [--control SOCKET]     forward until SIGTERM; SIGHUP reloads FILE
   netfw check --config FILE                      validate a config and exit
   netfw status [--json] [--control SOCKET]       ipvsadm-style table of a running forwarder
+  netfw status --connections [--vip A] [--server A] [--client A] [--limit N] [--json] [--control SOCKET]
+                                                 live flows and persistence templates (like ipvsadm -L -n -c),
+                                                 of netfw run or, in ipvs mode, of netfw ipvs watch (the kernel's)
   netfw reload [--control SOCKET]                make a running forwarder re-read its config
   netfw ipvs apply --config FILE [--fallback]    program the kernel's IPVS (mode \"ipvs\", or any mode with --fallback)
   netfw ipvs status [--json] [--config FILE]     the kernel's IPVS table with its counters (the status table)
@@ -33,19 +37,32 @@ struct Args {
     config: Option<PathBuf>,
     control: PathBuf,
     json: bool,
+    /// `--connections`, with its filter.
+    connections: Option<ConnectionFilter>,
 }
 
 fn parse(rest: &[String]) -> Result<Args, String> {
-    let mut a = Args { config: None, control: PathBuf::from(NETFW_SOCKET), json: false };
+    let mut a = Args { config: None, control: PathBuf::from(NETFW_SOCKET), json: false, connections: None };
     let mut it = rest.iter();
+    let mut filter: Vec<(&str, &str)> = Vec::new();
     while let Some(x) = it.next() {
         match x.as_str() {
+            "--connections" => a.connections = Some(ConnectionFilter::default()),
+            f @ ("--vip" | "--server" | "--client" | "--limit") => {
+                filter.push((&f[2..], it.next().ok_or_else(|| format!("{f} needs a value"))?));
+            }
             "--config" => a.config = Some(it.next().ok_or("--config needs a file")?.into()),
             "--control" => a.control = it.next().ok_or("--control needs a socket path")?.into(),
             "--json" => a.json = true,
             "--fallback" => {}
             other => return Err(format!("unknown argument \"{other}\"")),
         }
+    }
+    if !filter.is_empty() {
+        if a.connections.is_none() {
+            return Err("--vip, --server, --client and --limit filter --connections".into());
+        }
+        a.connections = Some(ConnectionFilter::parse(filter)?);
     }
     Ok(a)
 }
@@ -186,14 +203,22 @@ pub fn main(argv: &[String]) -> ExitCode {
             }
         }
         "status" | "reload" => {
-            let req = if cmd == "status" { NetfwRequest::Status } else { NetfwRequest::Reload };
+            let req = match (cmd.as_str(), args.connections) {
+                ("status", Some(filter)) => NetfwRequest::Connections { filter },
+                ("status", None) => NetfwRequest::Status,
+                _ => NetfwRequest::Reload,
+            };
             // A reload of a large config is built beside the running one: give it time.
             match call::<_, NetfwAnswer>(&args.control, &req, Duration::from_secs(60)) {
                 Ok(NetfwAnswer::Status { status }) if args.json => {
                     println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
                     ExitCode::SUCCESS
                 }
-                Ok(a @ (NetfwAnswer::Status { .. } | NetfwAnswer::Reloaded { .. })) => {
+                Ok(NetfwAnswer::Connections { list }) if args.json => {
+                    println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(a @ (NetfwAnswer::Status { .. } | NetfwAnswer::Reloaded { .. } | NetfwAnswer::Connections { .. })) => {
                     print!("{}", with_newline(a.human()));
                     ExitCode::SUCCESS
                 }

@@ -10,6 +10,7 @@
 //! - `reload`: a new config is read, checked and built on its own thread, then installed.
 //! - `ctl`: the control socket (typed requests and answers, `director-messages`).
 //! - `status`: the forwarder's tables as the status document.
+//! - `connections`: the connection list (flows and persistence templates).
 //! - `run`: `netfw run`: open the NICs, then forward until told to stop.
 //! - `watch`: `netfw ipvs watch`: ipvs mode's health checker (the same probes, verdicts to IPVS)
 //!   and, in a pair, its election (`ipvs_pair`).
@@ -21,6 +22,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod connections;
 pub mod ctl;
 pub mod flow_sync;
 pub mod health;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use director_config::{Config, ConfigError, Mode};
+use director_messages::connections::{ConnectionFilter, Connections};
 use director_messages::netfw::{NetfwAnswer, NetfwRequest};
 use director_messages::status::Status;
 use director_messages::{one_line, Problem};
@@ -193,6 +194,19 @@ impl Coordinator {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| "a forwarding worker did not answer".to_string())?;
         status::merge(parts).ok_or_else(|| "no forwarding worker".to_string())
+    }
+
+    /// The box's connection list: every worker's flows, the templates once.
+    fn connections(&self, filter: &ConnectionFilter) -> Result<Connections, String> {
+        let (tx, rx) = mpsc::channel();
+        for w in &self.workers {
+            w.send(Order::Connections(filter.clone(), tx.clone())).map_err(|_| "a forwarding worker has stopped".to_string())?;
+        }
+        let parts = (0..self.workers.len())
+            .map(|_| rx.recv_timeout(WORKER_WAIT))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| "a forwarding worker did not answer".to_string())?;
+        Ok(Connections::merge(parts, filter.limit()))
     }
 
     /// A prepared reload is done: have the workers install it (or report why not) and answer
@@ -542,6 +556,10 @@ fn coordinate(mut c: Coordinator, control: &Control, opts: &RunOptions) {
                 }
                 Ok(NetfwRequest::Capture { spec }) => client.answer(&start_capture(&c.cfg, &spec)),
                 Ok(NetfwRequest::CaptureResult) => client.answer(&capture_result()),
+                Ok(NetfwRequest::Connections { filter }) => match c.connections(&filter) {
+                    Ok(list) => client.answer(&NetfwAnswer::Connections { list }),
+                    Err(message) => client.answer(&NetfwAnswer::Error { message }),
+                },
                 Err(e) => client.answer(&NetfwAnswer::Error { message: e.to_string() }),
             }
         }

@@ -279,6 +279,10 @@ pub fn watch(opts: &WatchOptions) -> Result<(), String> {
                     Err(message) => NetfwAnswer::Error { message },
                 },
                 Ok(NetfwRequest::Reload) => w.reload(opts, now()),
+                Ok(NetfwRequest::Connections { filter }) => match netfw_kernel::conns::read(&filter) {
+                    Ok(list) => NetfwAnswer::Connections { list },
+                    Err(message) => NetfwAnswer::Error { message },
+                },
                 Ok(NetfwRequest::Capture { .. } | NetfwRequest::CaptureResult) => {
                     NetfwAnswer::Error { message: "in ipvs mode the kernel owns the NICs: the init captures them".into() }
                 }

@@ -24,6 +24,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Instant;
 
+use director_messages::connections::{ConnectionFilter, Connections};
 use director_messages::status::{Status, WorkerStatus};
 use netfw_core::counters::Event;
 use netfw_core::forward::{ArpSeen, Forwarder, Installed, Plan, SharedLoad};
@@ -44,6 +45,8 @@ pub enum Order {
     Status(Sender<Status>),
     /// Install a prepared reload, with every other worker.
     Install(Arc<Install>),
+    /// List its flows (and the first worker the box's persistence templates).
+    Connections(ConnectionFilter, Sender<Connections>),
 }
 
 /// A reload for every worker at once.
@@ -175,6 +178,9 @@ impl<P: Port> Worker<P> {
                         let _ = reply.send(s);
                     }
                     Order::Install(install) => self.install(&install, now()),
+                    Order::Connections(filter, reply) => {
+                        let _ = reply.send(crate::connections::collect(&self.fwd, self.index == 0, &filter, now()));
+                    }
                 }
             }
         }

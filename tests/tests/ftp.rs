@@ -6,14 +6,14 @@
 use qemu::lab::{self, Lab, Layout};
 use tests::one_lab_at_a_time;
 
-/// Port 21 and the passive range, rr over three servers, persistent 300 s; in group "ftp" or
+/// Port 21 and the passive range, rr over three servers, persistent 5 s; in group "ftp" or
 /// not.
 fn ftp_services(group: bool) -> String {
     let rs: Vec<String> = (1..=3).map(|i| format!(r#"{{"address": "{}"}}"#, lab::rip(i))).collect();
     let group = if group { r#", "persistence_group": "ftp""# } else { "" };
     let svc = |ports: &str| {
         format!(
-            r#"{{"vip": "{}", "protocol": "tcp", {ports}, "scheduler": "rr", "persistence_s": 300{group}, "real_servers": [{}]}}"#,
+            r#"{{"vip": "{}", "protocol": "tcp", {ports}, "scheduler": "rr", "persistence_s": 5{group}, "real_servers": [{}]}}"#,
             lab::VIP,
             rs.join(", ")
         )
@@ -42,6 +42,26 @@ fn downloads(lab: &Lab, n: usize) -> (Vec<String>, Vec<String>) {
     (ok, failed)
 }
 
+/// The lab's config for `services`, with flows that end within seconds of their last packet
+/// (so the connection list can be watched emptying).
+fn config(lab: &Lab, services: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&lab.config(services)).unwrap_or_else(|e| panic!("{e}"));
+    v["timeouts"] = serde_json::json!({"tcp_syn_s": 2, "tcp_unconfirmed_s": 2, "tcp_established_s": 5, "tcp_fin_s": 2, "tcp_close_s": 2});
+    v.to_string()
+}
+
+/// `netfw status --connections` with `filter` flags, parsed.
+fn connections(lab: &Lab, filter: &[&str]) -> serde_json::Value {
+    let netfw = qemu::proc::bin("netfw").unwrap_or_else(|e| panic!("{e}"));
+    let ctl = lab.control_path();
+    let mut args =
+        vec![netfw.to_str().unwrap_or_default(), "status", "--connections", "--json", "--control", ctl.to_str().unwrap_or_default()];
+    args.extend_from_slice(filter);
+    let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[test]
 fn ftp_passive_through_the_forwarder_needs_the_persistence_group() {
     let _g = one_lab_at_a_time();
@@ -49,7 +69,7 @@ fn ftp_passive_through_the_forwarder_needs_the_persistence_group() {
     for i in 1..=3 {
         lab.spawn_ftp_server(i).unwrap_or_else(|e| panic!("{e}"));
     }
-    lab.start_netfw(&lab.config(&ftp_services(false))).unwrap_or_else(|e| panic!("{e}"));
+    lab.start_netfw(&config(&lab, &ftp_services(false))).unwrap_or_else(|e| panic!("{e}"));
     lab.wait_resolved().unwrap_or_else(|e| panic!("{e}"));
 
     // Without the group (seed 001's failure): the data connection goes where the range's own
@@ -60,9 +80,13 @@ fn ftp_passive_through_the_forwarder_needs_the_persistence_group() {
     assert!(failed.len() >= 10, "without a group the control and data connections should part: {ok:?}");
     // curl's code 7: it logged in over port 21, and its data connection was refused.
     assert!(failed.iter().all(|f| f.contains("curl: (7)")), "{failed:?}");
+    // Their flows and templates age out of the connection list.
+    let listed = connections(&lab, &["--client", &lab::CLIENT.to_string()]);
+    assert!(listed["entries"].as_array().is_some_and(|e| e.len() >= 20), "{listed}");
+    aged_out(&lab);
 
     // With the group: the data connection follows the control connection's server.
-    let answer = lab.reload(&lab.config(&ftp_services(true))).unwrap_or_else(|e| panic!("{e}"));
+    let answer = lab.reload(&config(&lab, &ftp_services(true))).unwrap_or_else(|e| panic!("{e}"));
     println!("reload: {answer}");
     lab.wait_resolved().unwrap_or_else(|e| panic!("{e}"));
     another_clients_control_connection(&lab);
@@ -75,5 +99,48 @@ fn ftp_passive_through_the_forwarder_needs_the_persistence_group() {
     assert!(list.as_ref().is_ok_and(|l| l.contains("whoami.txt")), "{list:?}");
     let status = lab.status().unwrap_or_default();
     println!("{status}");
-    assert!(status.contains("TCP  203.0.113.10:10000-20000 rr persistent 300 group ftp"), "{status}");
+    assert!(status.contains("TCP  203.0.113.10:10000-20000 rr persistent 5 group ftp"), "{status}");
+
+    // The connection list: the client's template of group ftp (seed 001's NONE line), and its
+    // flows to port 21 and to the range, all on the template's server.
+    let client = lab::CLIENT.to_string();
+    let list = connections(&lab, &["--client", &client]);
+    println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+    let entries = list["entries"].as_array().cloned().unwrap_or_default();
+    let templates: Vec<&serde_json::Value> = entries.iter().filter(|e| e["state"] == "NONE").collect();
+    assert_eq!(templates.len(), 1, "one template for the client in the group: {entries:?}");
+    assert_eq!((&templates[0]["protocol"], &templates[0]["virtual_service"]), (&"IP".into(), &"ftp".into()));
+    let server = templates[0]["server"].as_str().unwrap_or_default().to_string();
+    let flows: Vec<&serde_json::Value> = entries.iter().filter(|e| e["state"] != "NONE").collect();
+    let port =
+        |e: &serde_json::Value| e["virtual_service"].as_str().and_then(|v| v.rsplit_once(':')).and_then(|(_, p)| p.parse::<u16>().ok());
+    assert!(flows.iter().any(|e| port(e) == Some(21)), "control flows listed: {flows:?}");
+    assert!(flows.iter().any(|e| port(e).is_some_and(|p| (10000..=20000).contains(&p))), "data flows listed: {flows:?}");
+    assert!(flows.iter().all(|e| e["server"] == server.as_str()), "every flow on the group's server {server}: {flows:?}");
+    // Filtered by another real server, the client has nothing there.
+    let other = (1..=3).map(|i| lab::rip(i).to_string()).find(|r| *r != server).unwrap_or_default();
+    let there = connections(&lab, &["--client", &client, "--server", &other]);
+    assert_eq!(there["entries"].as_array().map(Vec::len), Some(0), "{there}");
+    // A bounded list says how many more there were.
+    let one = connections(&lab, &["--limit", "1"]);
+    assert_eq!(one["entries"].as_array().map(Vec::len), Some(1));
+    assert!(one["more"].as_u64().unwrap_or(0) >= 1, "{one}");
+
+    // Idle, flows and template age out (fin/close 2 s, persistence 5 s).
+    aged_out(&lab);
+}
+
+/// Wait until the client has nothing left in the connection list: its flows (fin and close
+/// 2 s) and templates (persistence 5 s) aged out. Fails after a minute.
+fn aged_out(lab: &Lab) {
+    let client = lab::CLIENT.to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let left = connections(lab, &["--client", &client]);
+        if left["entries"].as_array().is_some_and(Vec::is_empty) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "still listed after 60 s: {left}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }

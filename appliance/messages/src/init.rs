@@ -45,6 +45,11 @@ pub enum InitRequest {
         /// What to capture.
         spec: CaptureSpec,
     },
+    /// Live flows and persistence templates, in the mode in force.
+    Connections {
+        /// Which.
+        filter: crate::connections::ConnectionFilter,
+    },
 }
 
 /// Which NIC a capture is on, by its role.
@@ -211,6 +216,11 @@ pub enum InitAnswer {
         /// Frames in it.
         packets: u32,
     },
+    /// The connection list.
+    Connections {
+        /// It.
+        list: crate::connections::Connections,
+    },
 }
 
 impl InitAnswer {
@@ -226,6 +236,7 @@ impl InitAnswer {
             InitAnswer::Events { events } => format!("{} events", events.len()),
             InitAnswer::History { series } => format!("{} series", series.len()),
             InitAnswer::Captured { nic, packets, .. } => format!("{packets} frames captured on {nic}"),
+            InitAnswer::Connections { list } => format!("{} connection entries", list.entries.len()),
         }
     }
 }

@@ -9,10 +9,13 @@
 //!   config change was refused and at which step.
 //! - `status`: the status document both modes report, and its ipvsadm-style text table.
 //! - `metrics`: the same document in Prometheus' text format (`GET /metrics`).
+//! - `connections`: the connection list (flows and persistence templates, like
+//!   `ipvsadm -L -n -c`), its filter and its text table.
 //!
 //! Nothing is parsed back from prose: the console's human lines are rendered from these
 //! types, and every error travels as `{field, message}` data.
 
+pub mod connections;
 pub mod events;
 pub mod framing;
 pub mod history;

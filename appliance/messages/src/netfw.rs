@@ -20,6 +20,11 @@ pub enum NetfwRequest {
     },
     /// The capture's file once it is done.
     CaptureResult,
+    /// Live flows and persistence templates.
+    Connections {
+        /// Which.
+        filter: crate::connections::ConnectionFilter,
+    },
 }
 
 /// netfw's answers.
@@ -57,6 +62,11 @@ pub enum NetfwAnswer {
         /// Frames in it.
         packets: u32,
     },
+    /// The connection list.
+    Connections {
+        /// It.
+        list: crate::connections::Connections,
+    },
     /// The request itself was not understood.
     Error {
         /// Why.
@@ -78,6 +88,7 @@ impl NetfwAnswer {
             NetfwAnswer::CaptureStarted => "capture started".into(),
             NetfwAnswer::Capturing => "capturing".into(),
             NetfwAnswer::Captured { file, packets } => format!("{packets} frame(s) captured: {file}"),
+            NetfwAnswer::Connections { list } => list.render(),
             NetfwAnswer::Error { message } => format!("error: {message}"),
         }
     }

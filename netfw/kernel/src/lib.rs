@@ -4,6 +4,7 @@
 //! - `ipvs`: the IPVS family (`include/uapi/linux/ip_vs.h`): services and real servers.
 //! - `reconcile`: what must change in the kernel's table to match the config (never a flush).
 //! - `director`: the director's own side in ipvs mode (addresses, ARP and IPVS sysctls).
+//! - `conns`: the kernel's connection list (`/proc/net/ip_vs_conn`, templates included).
 //! - `report`: the kernel's table and counters as the same status document netfw reports.
 //! - `mode`: entering, reading and leaving ipvs mode, in one call each.
 //! - `verdicts`: health verdicts as changes to IPVS's real servers (ipvs mode's checker).
@@ -12,6 +13,7 @@
 //!
 //! The init calls this in-process; `netfw ipvs …` is the same code on the command line.
 
+pub mod conns;
 pub mod director;
 pub mod ethtool;
 pub mod genl;

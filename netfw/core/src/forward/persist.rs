@@ -130,17 +130,13 @@ impl Templates {
         removed
     }
 
-    /// Every live template, up to `limit` of them, in no order (the connection list).
-    pub fn list(&self, now: Millis, limit: usize, out: &mut Vec<TemplateEntry>) {
+    /// Visit every live template, in no order (the connection list; one stripe locked at a
+    /// time).
+    pub fn for_each(&self, now: Millis, mut f: impl FnMut(TemplateEntry)) {
         for s in &self.stripes {
             let map = s.lock();
-            for (k, t) in map.iter() {
-                if out.len() >= limit {
-                    return;
-                }
-                if t.expires > now {
-                    out.push(TemplateEntry { scope: k.scope, client: k.client, template: *t });
-                }
+            for (k, t) in map.iter().filter(|(_, t)| t.expires > now) {
+                f(TemplateEntry { scope: k.scope, client: k.client, template: *t });
             }
         }
     }
@@ -192,8 +188,8 @@ mod tests {
         }
         assert_eq!(removed, 100);
         assert_eq!(t.len(), 100);
-        let mut out = Vec::new();
-        t.list(Millis(500), 30, &mut out);
-        assert_eq!(out.len(), 30, "bounded");
+        let mut live = 0;
+        t.for_each(Millis(500), |e| live += usize::from(e.template.expires == Millis(1000)));
+        assert_eq!(live, 100);
     }
 }
