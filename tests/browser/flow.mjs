@@ -105,6 +105,13 @@ try {
   check(wide <= 400, `the page is ${wide} px wide on a 390 px screen`);
   await page.setViewportSize({ width: 1100, height: 900 });
 
+  // The connection list, filtered by VIP: the flows of that traffic, with their real server.
+  await page.locator('#conn-vip').fill(VIP);
+  await page.locator('#conn-show').click();
+  await page.locator('#connections tbody tr', { hasText: `${VIP}:80` }).filter({ hasText: RIP1 }).first().waitFor({ timeout: 30000 });
+  await page.locator('#conn-summary', { hasText: 'entries (forwarder)' }).waitFor();
+  await shot('05f-connections');
+
   // A health check from the page: a timeout longer than the interval is refused beside its
   // field; fixed, it is saved. The lab stops rs2's service; the status page shows it down,
   // with why, and the event.

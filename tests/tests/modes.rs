@@ -105,6 +105,18 @@ fn ipvs_mode_checks_take_a_dead_server_out_of_ipvs_and_bring_it_back() {
     assert_eq!(left, BTreeSet::from([rs(2, 1)]), "{}", lab.vm().console_log());
     let (servers, errors) = paced_requests(&lab, 40);
     assert_eq!((errors, servers.get("rs1"), servers.values().sum::<u64>()), (0, None, 40), "{servers:?}");
+    // The kernel's connection list on the console (issue 15), filtered by real server: those
+    // 40 connections, on rs2 only.
+    let nth = lab.vm().console_log().matches("connections: end of table").count() + 1;
+    lab.vm().send(&format!("status --connections server={}", lab::rip(2))).unwrap();
+    lab.vm().wait_for_nth("connections: end of table", nth, Duration::from_secs(10)).unwrap();
+    let log = lab.vm().console_log();
+    let listed: Vec<&str> = log.lines().filter(|l| l.contains("connections: TCP ")).collect();
+    assert!(log.contains("connections: IPVS connection entries"), "{log}");
+    assert!(
+        listed.len() >= 40 && listed.iter().all(|l| l.contains("203.0.113.10:80") && l.trim_end().ends_with("198.18.0.12:80")),
+        "{listed:?}"
+    );
     let table = status_table(&mut lab);
     assert!(table.contains("DOWN (connection refused)"), "the status keeps the server's row, and says why: {table}");
     // A config change meanwhile (rs2's weight 2): the reconcile leaves the down rs1 out.

@@ -119,6 +119,18 @@ fn the_api_needs_a_session_and_csrf_limits_logins_and_names_bad_fields() {
     let setup = web.get("/api/real-servers/setup").json();
     let cmds = setup["real_servers"][0]["commands"].as_str().unwrap_or_default().to_string();
     assert!(cmds.contains("arp_ignore = 1") && cmds.contains(&format!("ip addr add {}/32 dev lo", lab::VIP)), "{cmds}");
+    // The router's side (seed 001): the VIP pinned to the box's VIP-side MAC, read from the NIC.
+    let mac = setup["router"]["director_mac"].as_str().unwrap_or_default().to_string();
+    assert!(mac.len() == 17 && mac.matches(':').count() == 5, "{setup}");
+    let router = setup["router"]["commands"].as_str().unwrap_or_default();
+    assert!(router.contains(&format!("arp -s {} {mac}\n", lab::VIP)), "{router}");
+    assert!(router.contains(&format!("never the director's DIP {}", lab::DIP)), "{router}");
+    // The connection list answers in the mode in force, and names a bad filter.
+    let conns = web.get(&format!("/api/connections?vip={}", lab::VIP));
+    assert_eq!((conns.status, &conns.json()["mode"]), (200, &json!("forwarder")), "{}", conns.body);
+    let bad = web.get("/api/connections?server=x");
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].as_str().is_some_and(|e| e.contains("server: \"x\" is not an IPv4 address")), "{}", bad.body);
     let rules = web.get("/api/config/export?format=ipvsadm").body;
     assert!(rules.contains(&format!("-A -t {}:80 -s rr", lab::VIP)), "{rules}");
 

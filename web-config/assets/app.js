@@ -357,6 +357,22 @@ async function saveConfig(doc) {
 
 // ---- events ----------------------------------------------------------------
 // The box's event log, newest first, filtered by kind (on the box) and by text (here).
+// The connection list, filtered by the fields above it (bounded by the box: it says how many
+// more matched).
+async function loadConnections() {
+  const q = ['vip', 'server', 'client'].map((f) => [f, $(`#conn-${f}`).value.trim()]).filter(([, v]) => v).map(([f, v]) => `${f}=${encodeURIComponent(v)}`).join('&');
+  const r = await api('GET', `/api/connections${q ? '?' + q : ''}`);
+  const body = $('#connections tbody');
+  body.replaceChildren();
+  if (!r.ok) { $('#conn-summary').textContent = r.data.error; notice(r.data.error, true); return; }
+  const mmss = (s) => `${String(Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
+  for (const c of r.data.entries) {
+    body.append(el('tr', { 'data-state': c.state }, ...[c.protocol, mmss(c.expires_s), c.state, `${c.client}:${c.client_port}`, c.virtual_service, `${c.server}:${c.server_port}`].map((t) => el('td', { text: t }))));
+  }
+  const more = r.data.more ? `, and ${r.data.more} more that match (filter to see them)` : '';
+  $('#conn-summary').textContent = `${r.data.entries.length} entries (${r.data.mode})${more}`;
+}
+
 async function loadEvents() {
   const kind = $('#events-kind').value;
   const r = await api('GET', `/api/events${kind ? '?kind=' + encodeURIComponent(kind) : ''}`);
@@ -374,6 +390,11 @@ async function loadRsSetup() {
   const box = $('#rs-setup');
   box.replaceChildren();
   if (!r.ok) { box.append(el('p', { text: r.data.error || 'no config yet' })); return; }
+  const router = r.data.router;
+  if (router) {
+    box.append(el('h3', { text: `The router (the real servers' default gateway; director MAC ${router.director_mac || 'unknown'})` }), el('pre', { id: 'router-setup', text: router.commands }),
+      el('button', { text: 'Copy', onclick: () => navigator.clipboard && navigator.clipboard.writeText(router.commands).then(() => notice('Copied.')) }));
+  }
   for (const rs of r.data.real_servers) {
     const pre = el('pre', { text: rs.commands });
     box.append(el('h3', { text: `${rs.address} (${rs.forwarding.toUpperCase()}; VIP ${rs.vips.join(', ')})` }), pre,
@@ -531,6 +552,7 @@ document.addEventListener('DOMContentLoaded', () => {
     $('#cfg-metrics-token').value = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
     notice('A new metrics token is in the form: press Save and apply, then give it to Prometheus (the old one stops working).');
   });
+  $('#conn-show').addEventListener('click', loadConnections);
   $('#events-kind').addEventListener('change', loadEvents);
   $('#capture-form').addEventListener('submit', (ev) => { ev.preventDefault(); capture(); });
   $('#events-text').addEventListener('input', loadEvents);

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use director_config::{ipvsadm, keepalived, Config, ConfigError};
+use director_messages::connections::ConnectionFilter;
 use director_messages::events::{EventKind, Severity};
 use director_messages::init::CaptureSpec;
 use director_messages::init::{InitAnswer, InitRequest, Step};
@@ -522,6 +523,7 @@ impl App {
                 | ("GET", "/api/config")
                 | ("GET", "/api/events")
                 | ("GET", "/api/history")
+                | ("GET", "/api/connections")
                 | ("POST", "/api/capture")
                 | ("PUT", "/api/config")
                 | ("POST", "/api/config/confirm")
@@ -565,6 +567,17 @@ impl App {
                 Ok(other) => Response::error(502, &other.human(), None),
                 Err(r) => r,
             },
+            ("GET", "/api/connections") => {
+                let pairs = req.query.split('&').filter(|kv| !kv.is_empty()).map(|kv| kv.split_once('=').unwrap_or((kv, "")));
+                match ConnectionFilter::parse(pairs) {
+                    Ok(filter) => match self.ask(&InitRequest::Connections { filter }) {
+                        Ok(InitAnswer::Connections { list }) => Response::json(200, &serde_json::to_value(list).unwrap_or_default()),
+                        Ok(other) => Response::error(502, &other.human(), None),
+                        Err(r) => r,
+                    },
+                    Err(e) => Response::error(400, &e, None),
+                }
+            }
             ("POST", "/api/config/confirm") => self.confirm(req),
             ("GET", "/api/config/export") => match self.current_config() {
                 Ok(c) if req.param("format") == Some("ipvsadm") => Response::ok("text/plain; charset=utf-8", ipvsadm::export(&c.services))
@@ -582,7 +595,10 @@ impl App {
                 Err(e) => Response::error(400, &e.to_string(), None),
             },
             ("GET", "/api/real-servers/setup") => match self.current_config() {
-                Ok(c) => Response::json(200, &json!({ "real_servers": rs_setup::for_config(&c) })),
+                Ok(c) => Response::json(
+                    200,
+                    &json!({ "real_servers": rs_setup::for_config(&c), "router": rs_setup::router(&c, rs_setup::vip_side_mac(&c)) }),
+                ),
                 Err(r) => r,
             },
             ("POST", "/api/password") => self.password(req),
