@@ -23,7 +23,10 @@ fn ipvs_table(lab: &mut Lab) -> Vec<(String, u32, u32)> {
 /// The health checker's transitions of `rip` (`"up -> down"`, …) on the console so far.
 fn transitions(lab: &mut Lab, rip: std::net::Ipv4Addr, change: &str) -> Vec<String> {
     let what = format!(" {rip} {change}: ");
-    lab.vm().console_log().lines().filter(|l| l.contains("netfw: health: ") && l.contains(&what)).map(str::to_string).collect()
+    // Whole lines only: the console may be in the middle of writing the last one.
+    let log = lab.vm().console_log();
+    let whole = log.rsplit_once('\n').map_or("", |(w, _)| w);
+    whole.lines().filter(|l| l.contains("netfw: health: ") && l.contains(&what)).map(str::to_string).collect()
 }
 
 /// Wait for the `nth` transition `change` of `rip` on the console; returns its line.

@@ -250,7 +250,7 @@ function drawServices() {
     box.append(el('fieldset', { class: 'svc' }, el('legend', { text: `Service ${i + 1}` }),
       ...input(`svc${i}-vip`, `${p}.vip`, svc.vip, 'VIP'),
       ...select(`svc${i}-protocol`, `${p}.protocol`, svc.protocol, 'Protocol', ['tcp', 'udp']),
-      ...input(`svc${i}-port`, `${p}.port`, svc.ports !== undefined ? svc.ports : svc.port, 'Port (0 = every port; or a range: 10000-20000)', { inputmode: 'numeric' }),
+      ...input(`svc${i}-port`, `${p}.port`, svc.ports !== undefined ? svc.ports : svc.port, 'Port (0 = every port; or a range: 10000-20000)'),
       el('span', { class: 'err', 'data-for': `${p}.ports` }),
       ...select(`svc${i}-scheduler`, `${p}.scheduler`, svc.scheduler, 'Scheduler', SCHEDULERS),
       ...input(`svc${i}-persistence`, `${p}.persistence_s`, svc.persistence_s || 0, 'Persistence (seconds, 0 = off)', { type: 'number', min: '0' }),

@@ -392,7 +392,10 @@ fn clashes(before: &[ServiceSpec], docs: &[ServiceDoc], vip: Ipv4Addr, proto: Pr
     for x in before.iter().filter(|x| x.vip == vip && x.proto == proto) {
         let theirs = x.ports();
         let name = || {
-            let i = docs.iter().position(|d| d.vip == vip.to_string() && service_ports(d).ok() == Some(theirs)).unwrap_or(0);
+            let i = docs
+                .iter()
+                .position(|d| d.vip == vip.to_string() && d.protocol == proto.name() && service_ports(d).ok() == Some(theirs))
+                .unwrap_or(0);
             format!("services[{i}]")
         };
         let field = if ports.several() && !ports.all() { "ports" } else { "port" };
