@@ -401,8 +401,12 @@ fn clashes(before: &[ServiceSpec], docs: &[ServiceDoc], vip: Ipv4Addr, proto: Pr
         let field = if ports.several() && !ports.all() { "ports" } else { "port" };
         if theirs == ports {
             out.push((field, format!("service {} {vip}:{ports} is defined twice", proto.name())));
-        } else if ports.all() || theirs.all() || !theirs.overlaps(ports) {
-        } else if ports.several() && theirs.several() {
+            continue;
+        }
+        if ports.all() || theirs.all() || !theirs.overlaps(ports) {
+            continue;
+        }
+        if ports.several() && theirs.several() {
             out.push((
                 field,
                 format!(
@@ -412,12 +416,12 @@ fn clashes(before: &[ServiceSpec], docs: &[ServiceDoc], vip: Ipv4Addr, proto: Pr
                 ),
             ));
         } else {
-            let (port, range) = if ports.several() { (theirs, ports) } else { (ports, theirs) };
-            out.push((field, format!(
-                "{vip} {} port {port} is its own service and inside the range {range} of {}: which of the two serves it would be unclear; take it out of the range or drop one",
-                proto.name(),
-                if ports.several() { name() } else { "another service".to_string() }.as_str()
-            )));
+            let what = if ports.several() {
+                format!("{vip} {} port {theirs} is {}'s own service and inside this range {ports}", proto.name(), name())
+            } else {
+                format!("{vip} {} port {ports} is its own service and inside the range {theirs} of {}", proto.name(), name())
+            };
+            out.push((field, format!("{what}: which of the two serves it would be unclear; take it out of the range or drop one")));
         }
     }
     out
@@ -426,7 +430,6 @@ fn clashes(before: &[ServiceSpec], docs: &[ServiceDoc], vip: Ipv4Addr, proto: Pr
 /// Persistence groups: each needs a persistence time, one for all its services, and the same
 /// real servers in each (a client kept on a server by one service must find it in the others).
 fn groups(p: &mut Problems, docs: &[ServiceDoc]) {
-    let mut seen: Vec<&str> = Vec::new();
     for (si, s) in docs.iter().enumerate() {
         let Some(g) = s.persistence_group.as_deref() else { continue };
         let at = format!("services[{si}].persistence_group");
@@ -440,10 +443,8 @@ fn groups(p: &mut Problems, docs: &[ServiceDoc]) {
                 format!("service is in persistence group \"{g}\" but keeps no client (persistence_s 0); set the time a client stays on its server, e.g. 300"),
             );
         }
-        let Some(first) = docs.iter().position(|d| d.persistence_group.as_deref() == Some(g)).filter(|&f| f < si) else {
-            seen.push(g);
-            continue;
-        };
+        // The group's first service is the one the others are held to.
+        let Some(first) = docs.iter().position(|d| d.persistence_group.as_deref() == Some(g)).filter(|&f| f < si) else { continue };
         let lead = &docs[first];
         if lead.persistence_s != s.persistence_s {
             p.add(
@@ -702,9 +703,9 @@ mod tests {
         let e = clash(serde_json::json!({"ports": "10000-20000"}), serde_json::json!({"ports": "15000-25000"}));
         assert!(has(&e, "services[1].ports", "ports 15000-25000 overlap services[0]'s 10000-20000"), "{e:?}");
         let e = clash(serde_json::json!({"ports": "10000-20000"}), serde_json::json!({"port": 12000}));
-        assert!(has(&e, "services[1].port", "port 12000 is its own service and inside the range 10000-20000"), "{e:?}");
+        assert!(has(&e, "services[1].port", "port 12000 is its own service and inside the range 10000-20000 of services[0]"), "{e:?}");
         let e = clash(serde_json::json!({"port": 21}), serde_json::json!({"ports": "1-1024"}));
-        assert!(has(&e, "services[1].ports", "port 21 is its own service and inside the range 1-1024 of services[0]"), "{e:?}");
+        assert!(has(&e, "services[1].ports", "port 21 is services[0]'s own service and inside this range 1-1024"), "{e:?}");
         let e = clash(serde_json::json!({"port": 0}), serde_json::json!({"port": 0}));
         assert!(has(&e, "services[1].port", "tcp 203.0.113.10:0 is defined twice"), "{e:?}");
         let e = clash(serde_json::json!({"port": 21, "ports": "1-2"}), serde_json::json!({}));
