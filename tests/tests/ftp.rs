@@ -1,10 +1,14 @@
-//! Seed 001's FTP behind the VIP, in forwarder mode: Debian's vsftpd on each real server
-//! (anonymous, passive ports 10000–20000 as the seed sets them), curl as the client in
-//! passive mode. The control connection (port 21) and the passive data connection (a port of
-//! the range) are two services; only a persistence group keeps them on one real server.
+//! Seed 001's FTP behind the VIP: Debian's vsftpd on each real server (anonymous, passive
+//! ports 10000–20000 as the seed sets them), curl as the client in passive mode. In forwarder
+//! mode the control connection (port 21) and the passive data connection (a port of the range)
+//! are two services, and only a persistence group keeps them on one real server. In ipvs mode
+//! (in the VM), LVS's own way: one persistent service of every port (port 0).
+
+use std::time::Duration;
 
 use qemu::lab::{self, Lab, Layout};
-use tests::one_lab_at_a_time;
+use qemu::vm::Firmware;
+use tests::{one_lab_at_a_time, one_line, poll_until};
 
 /// Port 21 and the passive range, rr over three servers, persistent 5 s; in group "ftp" or
 /// not.
@@ -142,5 +146,58 @@ fn aged_out(lab: &Lab) {
         }
         assert!(std::time::Instant::now() < deadline, "still listed after 60 s: {left}");
         std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn ftp_passive_through_ipvs_with_a_persistent_service_of_every_port() {
+    let _g = one_lab_at_a_time();
+    let mut lab = Lab::build_for_vm(Layout::TwoArm, 3).unwrap_or_else(|e| panic!("lab: {e}"));
+    for i in 1..=3 {
+        lab.spawn_ftp_server(i).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let rs: Vec<String> = (1..=3).map(|i| format!(r#"{{"address": "{}"}}"#, lab::rip(i))).collect();
+    let services = format!(
+        r#"[{{"vip": "{}", "protocol": "tcp", "port": 0, "scheduler": "rr", "persistence_s": 300, "real_servers": [{}]}}]"#,
+        lab::VIP,
+        rs.join(", ")
+    );
+    lab.write_vm_config(&one_line(&lab, &services, "ipvs")).unwrap_or_else(|e| panic!("{e}"));
+    lab.boot_vm(Firmware::Direct).unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("ftp://{}/whoami.txt", lab::VIP);
+    let get = |lab: &Lab, from: &str| lab.exec(&lab.ns("client"), &["curl", "-sS", "--max-time", "10", "--interface", from, &url]);
+    poll_until("the VIP never served FTP", Duration::from_secs(60), || get(&lab, "198.51.100.9").map_err(|e| e.0));
+    // Eight clients (the client namespace's addresses), 20 downloads: each a control and a
+    // passive data connection, kept together by the kernel's port-0 template.
+    let mut served = Vec::new();
+    for i in 0..20 {
+        let from = format!("198.51.100.{}", 2 + i % 8);
+        let body = get(&lab, &from).unwrap_or_else(|e| panic!("download {i} from {from}: {e}"));
+        served.push((from, body.trim().to_string()));
+    }
+    println!("ipvs mode, port 0: {served:?}");
+    // Each client stays on one server (persistence), and the clients spread over all three.
+    for (from, server) in &served {
+        assert!(served.iter().filter(|(f, _)| f == from).all(|(_, s)| s == server), "{from} moved: {served:?}");
+    }
+    let servers: std::collections::BTreeSet<&str> = served.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(servers.len(), 3, "{served:?}");
+    // The kernel's connection list: one template per client (the kernel shows NONE, or
+    // ASSURED once its connections were established), on the server that client's flows reached.
+    let nth = lab.vm().console_log().matches("connections: end of table").count() + 1;
+    lab.vm().send("status --connections").unwrap_or_else(|e| panic!("{e}"));
+    lab.vm().wait_for_nth("connections: end of table", nth, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    let log = lab.vm().console_log();
+    let rows: Vec<Vec<&str>> =
+        log.lines().filter_map(|l| l.split_once("connections: TCP ")).map(|(_, r)| r.split_whitespace().collect()).collect();
+    let templates: Vec<&Vec<&str>> =
+        rows.iter().filter(|r| r.len() > 4 && r.get(1).is_some_and(|s| *s == "NONE" || *s == "ASSURED")).collect();
+    assert_eq!(templates.len(), 8, "one template per client: {rows:?}");
+    for t in &templates {
+        let (client, server) = (t[2].trim_end_matches(":0"), t[4].trim_end_matches(":0"));
+        assert_eq!(t[3], format!("{}:0", lab::VIP), "{t:?}");
+        let theirs: Vec<&Vec<&str>> =
+            rows.iter().filter(|r| r.len() > 4 && r[2].starts_with(&format!("{client}:")) && r[1] != "NONE" && r[1] != "ASSURED").collect();
+        assert!(!theirs.is_empty() && theirs.iter().all(|r| r[4].starts_with(&format!("{server}:"))), "{client} on {server}: {theirs:?}");
     }
 }
