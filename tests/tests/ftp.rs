@@ -10,16 +10,21 @@ use qemu::lab::{self, Lab, Layout};
 use qemu::vm::Firmware;
 use tests::{one_lab_at_a_time, one_line, poll_until};
 
+/// The lab's three real servers as the config's `real_servers` entries (joined by ", ").
+fn real_servers() -> String {
+    (1..=3).map(|i| format!(r#"{{"address": "{}"}}"#, lab::rip(i))).collect::<Vec<_>>().join(", ")
+}
+
 /// Port 21 and the passive range, rr over three servers, persistent 5 s; in group "ftp" or
 /// not.
 fn ftp_services(group: bool) -> String {
-    let rs: Vec<String> = (1..=3).map(|i| format!(r#"{{"address": "{}"}}"#, lab::rip(i))).collect();
+    let rs = real_servers();
     let group = if group { r#", "persistence_group": "ftp""# } else { "" };
     let svc = |ports: &str| {
         format!(
             r#"{{"vip": "{}", "protocol": "tcp", {ports}, "scheduler": "rr", "persistence_s": 5{group}, "real_servers": [{}]}}"#,
             lab::VIP,
-            rs.join(", ")
+            rs
         )
     };
     format!("[{}, {}]", svc(r#""port": 21"#), svc(r#""ports": "10000-20000""#))
@@ -156,11 +161,11 @@ fn ftp_passive_through_ipvs_with_a_persistent_service_of_every_port() {
     for i in 1..=3 {
         lab.spawn_ftp_server(i).unwrap_or_else(|e| panic!("{e}"));
     }
-    let rs: Vec<String> = (1..=3).map(|i| format!(r#"{{"address": "{}"}}"#, lab::rip(i))).collect();
+    let rs = real_servers();
     let services = format!(
         r#"[{{"vip": "{}", "protocol": "tcp", "port": 0, "scheduler": "rr", "persistence_s": 300, "real_servers": [{}]}}]"#,
         lab::VIP,
-        rs.join(", ")
+        rs
     );
     lab.write_vm_config(&one_line(&lab, &services, "ipvs")).unwrap_or_else(|e| panic!("{e}"));
     lab.boot_vm(Firmware::Direct).unwrap_or_else(|e| panic!("{e}"));

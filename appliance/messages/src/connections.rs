@@ -135,9 +135,13 @@ impl Connections {
                 out.push(c, limit);
             }
         }
-        // Flows first, then templates, each by expiry (soonest last, as ipvsadm has no order).
-        out.entries.sort_by_key(|c| (c.is_template(), std::cmp::Reverse(c.expires_s)));
+        out.order();
         out
+    }
+
+    /// Flows first, then templates, each by expiry (soonest last; ipvsadm has no order).
+    pub fn order(&mut self) {
+        self.entries.sort_by_key(|c| (c.is_template(), std::cmp::Reverse(c.expires_s)));
     }
 
     /// The table as `ipvsadm -L -n -c` prints it, with the filter's count under it.

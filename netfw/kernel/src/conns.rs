@@ -58,7 +58,7 @@ pub fn parse(text: &str, filter: &ConnectionFilter) -> Connections {
         }
     }
     // Flows first, then templates, as the forwarder lists them.
-    out.entries.sort_by_key(|c| (c.is_template(), std::cmp::Reverse(c.expires_s)));
+    out.order();
     out
 }
 
