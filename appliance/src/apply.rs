@@ -26,7 +26,7 @@ use director_messages::init::{Applied, ApplyFailure, BoxStatus, Step};
 use director_messages::netfw::{NetfwAnswer, NetfwRequest};
 use director_messages::status::Status;
 use director_messages::{one_line, MessageError, Problem};
-use netfw_core::model::DataPlaneSpec;
+use netfw_core::model::{DataPlaneSpec, ServiceSpec};
 use netfw_kernel::{director, mode, rtnl};
 
 use crate::init::CONFIRM_WINDOW;
@@ -450,8 +450,8 @@ pub fn netfw_status() -> Result<Status, Problem> {
 }
 
 /// The connection list of the mode in force: netfw's flows and templates (forwarder), the
-/// kernel's `/proc/net/ip_vs_conn` (ipvs).
-pub fn connections(running: Running, filter: &ConnectionFilter) -> Result<Connections, String> {
+/// kernel's `/proc/net/ip_vs_conn` (ipvs; `services`, those in force, name its firewall marks).
+pub fn connections(running: Running, filter: &ConnectionFilter, services: &[ServiceSpec]) -> Result<Connections, String> {
     match running {
         Running::Forwarder => {
             let req = NetfwRequest::Connections { filter: filter.clone() };
@@ -461,7 +461,7 @@ pub fn connections(running: Running, filter: &ConnectionFilter) -> Result<Connec
                 Err(e) => Err(format!("netfw: {e}")),
             }
         }
-        Running::Ipvs => netfw_kernel::conns::read(filter),
+        Running::Ipvs => netfw_kernel::conns::read(filter, services),
         Running::Nothing => Err("nothing forwards yet: no config is in force".into()),
     }
 }

@@ -427,7 +427,10 @@ fn handle(book: &mut Book, sup: &mut Supervisor, req: &Request) {
             req.answer(InitAnswer::Done { message: "recorded".into() });
         }
         Command::History => req.answer(InitAnswer::History { series: crate::history::all() }),
-        Command::Connections(filter) => match (apply::connections(book.running, filter), req.reply.is_some()) {
+        Command::Connections(filter) => match (
+            apply::connections(book.running, filter, book.current.as_ref().map_or(&[][..], |c| &c.spec.services[..])),
+            req.reply.is_some(),
+        ) {
             (Ok(list), true) => req.answer(InitAnswer::Connections { list }),
             (Err(message), true) => req.answer(InitAnswer::Error { message }),
             (result, false) => {

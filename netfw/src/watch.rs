@@ -279,7 +279,7 @@ pub fn watch(opts: &WatchOptions) -> Result<(), String> {
                     Err(message) => NetfwAnswer::Error { message },
                 },
                 Ok(NetfwRequest::Reload) => w.reload(opts, now()),
-                Ok(NetfwRequest::Connections { filter }) => match netfw_kernel::conns::read(&filter) {
+                Ok(NetfwRequest::Connections { filter }) => match netfw_kernel::conns::read(&filter, &w.spec.services) {
                     Ok(list) => NetfwAnswer::Connections { list },
                     Err(message) => NetfwAnswer::Error { message },
                 },

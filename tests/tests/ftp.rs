@@ -2,7 +2,9 @@
 //! ports 10000–20000 as the seed sets them), curl as the client in passive mode. In forwarder
 //! mode the control connection (port 21) and the passive data connection (a port of the range)
 //! are two services, and only a persistence group keeps them on one real server. In ipvs mode
-//! (in the VM), LVS's own way: one persistent service of every port (port 0).
+//! (in the VM): LVS's own way, one persistent service of every port (port 0); then the same
+//! two services, the range a firewall-mark service, with and without the group (one
+//! firewall-mark service for both).
 
 use std::time::Duration;
 
@@ -51,6 +53,17 @@ fn downloads(lab: &Lab, n: usize) -> (Vec<String>, Vec<String>) {
     (ok, failed)
 }
 
+/// One more download, verbose, which must fail where seed 001's does: after the login over
+/// port 21 and the server's passive answer, at the data connection.
+fn fails_at_the_data_connection(lab: &Lab) {
+    let url = format!("ftp://{}/whoami.txt", lab::VIP);
+    let e = match lab.exec(&lab.ns("client"), &["curl", "-sS", "-v", "--max-time", "10", &url]) {
+        Ok(body) => panic!("the download worked: {body}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("< 230") && e.contains("< 227 Entering Passive Mode") && e.contains("curl: (7)"), "{e}");
+}
+
 /// The lab's config for `services`, with flows that end within seconds of their last packet
 /// (so the connection list can be watched emptying).
 fn config(lab: &Lab, services: &str) -> String {
@@ -89,6 +102,7 @@ fn ftp_passive_through_the_forwarder_needs_the_persistence_group() {
     assert!(failed.len() >= 10, "without a group the control and data connections should part: {ok:?}");
     // curl's code 7: it logged in over port 21, and its data connection was refused.
     assert!(failed.iter().all(|f| f.contains("curl: (7)")), "{failed:?}");
+    fails_at_the_data_connection(&lab);
     // Their flows and templates age out of the connection list.
     let listed = connections(&lab, &["--client", &lab::CLIENT.to_string()]);
     assert!(listed["entries"].as_array().is_some_and(|e| e.len() >= 20), "{listed}");
@@ -154,6 +168,29 @@ fn aged_out(lab: &Lab) {
     }
 }
 
+/// The last console listing of the connection list: each row's words after "connections: ".
+fn console_connections(lab: &mut Lab) -> Vec<Vec<String>> {
+    let nth = lab.vm().console_log().matches("connections: end of table").count() + 1;
+    lab.vm().send("status --connections").unwrap_or_else(|e| panic!("{e}"));
+    lab.vm().wait_for_nth("connections: end of table", nth, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    let log = lab.vm().console_log();
+    let last = log.rsplit("IPVS connection entries").next().unwrap_or_default().to_string();
+    last.lines()
+        .skip(1)
+        .take_while(|l| !l.contains("connections: end of table"))
+        .filter_map(|l| l.split_once("connections: ").map(|(_, r)| r.split_whitespace().map(str::to_string).collect()))
+        .collect()
+}
+
+/// Apply `services` in ipvs mode on the VM's console and wait until it is in force.
+fn apply_in_ipvs_mode(lab: &mut Lab, services: &str) {
+    let done = "config saved and applied: mode ipvs";
+    let nth = lab.vm().console_log().matches(done).count() + 1;
+    let cfg = one_line(lab, services, "ipvs");
+    lab.vm().send(&format!("apply-config {cfg}")).unwrap_or_else(|e| panic!("{e}"));
+    lab.vm().wait_for_nth(done, nth, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[test]
 fn ftp_passive_through_ipvs_with_a_persistent_service_of_every_port() {
     let _g = one_lab_at_a_time();
@@ -205,4 +242,52 @@ fn ftp_passive_through_ipvs_with_a_persistent_service_of_every_port() {
             rows.iter().filter(|r| r.len() > 4 && r[2].starts_with(&format!("{client}:")) && r[1] != "NONE" && r[1] != "ASSURED").collect();
         assert!(!theirs.is_empty() && theirs.iter().all(|r| r[4].starts_with(&format!("{server}:"))), "{client} on {server}: {theirs:?}");
     }
+
+    // Port 21 and the passive range as two services, as in the forwarder. IPVS looks a packet
+    // up by its firewall mark first: the range's mark takes the data connection to the
+    // range's own scheduler, and (without the group) to another server than the control's.
+    apply_in_ipvs_mode(&mut lab, &ftp_services(false));
+    assert!(lab.vm().console_log().contains("ipvs: firewall marks for port ranges and persistence groups: 2 rules on"));
+    another_clients_control_connection(&lab);
+    let (ok, failed) = downloads(&lab, 20);
+    println!("ipvs mode without the group: {} downloads, {} failed (first: {:?})", ok.len(), failed.len(), failed.first());
+    assert!(failed.len() >= 10, "without a group the control and data connections should part: {ok:?}");
+    assert!(failed.iter().all(|f| f.contains("curl: (7)")), "{failed:?}");
+    fails_at_the_data_connection(&lab);
+
+    // With the group: one firewall-mark service for port 21 and the range, one template per
+    // client across both.
+    apply_in_ipvs_mode(&mut lab, &ftp_services(true));
+    another_clients_control_connection(&lab);
+    let (ok, failed) = downloads(&lab, 20);
+    assert!(failed.is_empty(), "with the group every download works: {failed:?}");
+    assert_eq!(ok.len(), 20);
+    let table = lab.vm().table("status", Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    let table = table.rsplit("status: netfw ipvs (").next().unwrap_or_default().to_string();
+    for ports in ["21", "10000-20000"] {
+        assert!(table.contains(&format!("TCP  203.0.113.10:{ports} rr persistent 5 group ftp")), "{table}");
+    }
+    let rows = console_connections(&mut lab);
+    println!("ipvs mode with the group: {rows:?}");
+    let client = lab::CLIENT.to_string();
+    let template: Vec<&Vec<String>> = rows
+        .iter()
+        .filter(|r| r.first().is_some_and(|p| p == "IP") && r.get(3).is_some_and(|c| c.starts_with(&format!("{client}:"))))
+        .collect();
+    assert_eq!(template.len(), 1, "the client's one template of group ftp: {rows:?}");
+    assert_eq!(template[0].get(4).map(String::as_str), Some("ftp"), "{template:?}");
+    let server = template[0].get(5).map(|s| s.trim_end_matches(":0").to_string()).unwrap_or_default();
+    let flows: Vec<&Vec<String>> = rows
+        .iter()
+        .filter(|r| r.first().is_some_and(|p| p == "TCP") && r.get(3).is_some_and(|c| c.starts_with(&format!("{client}:"))))
+        .collect();
+    let port = |r: &Vec<String>| r.get(4).and_then(|v| v.rsplit_once(':')).and_then(|(_, p)| p.parse::<u16>().ok());
+    assert!(
+        flows.iter().any(|r| port(r) == Some(21)) && flows.iter().any(|r| port(r).is_some_and(|p| (10000..=20000).contains(&p))),
+        "{flows:?}"
+    );
+    assert!(
+        flows.iter().all(|r| r.get(5).is_some_and(|s| s.starts_with(&format!("{server}:")))),
+        "every flow on the group's server {server}: {flows:?}"
+    );
 }

@@ -261,19 +261,6 @@ impl Config {
             if forwarding != Forwarding::Dr && self.mode == Mode::Forwarder {
                 p.add(at("forwarding"), format!("\"{}\" needs mode \"ipvs\" (the forwarder does direct routing only)", forwarding.name()));
             }
-            if self.mode == Mode::Ipvs {
-                // What IPVS can run as it is programmed today: a port-0 service is the kernel's
-                // own (persistent only); ranges and groups need firewall-mark services.
-                if s.ports.is_some() {
-                    p.add(at("ports"), "port ranges run in mode \"forwarder\" only for now (IPVS needs a firewall-mark service for them, which this box does not set up yet)");
-                }
-                if s.persistence_group.is_some() {
-                    p.add(at("persistence_group"), "persistence groups run in mode \"forwarder\" only for now (IPVS needs a firewall-mark service for them, which this box does not set up yet); a persistent service of port 21 alone carries FTP's passive connections in IPVS");
-                }
-                if s.port == Some(0) && s.persistence_s == 0 {
-                    p.add(at("persistence_s"), "IPVS serves every port (port 0) only with persistence: set persistence_s (e.g. 300)");
-                }
-            }
             if s.real_servers.len() > MAX_REAL_SERVERS {
                 p.add(at("real_servers"), format!("{} real servers; at most {MAX_REAL_SERVERS}", s.real_servers.len()));
             }
@@ -329,7 +316,7 @@ impl Config {
                 });
             }
         }
-        groups(p, &self.services);
+        groups(p, &self.services, self.mode == Mode::Ipvs);
         // A VIP must not be any service's RIP either.
         for (field, rip) in &all_rips {
             if vips.contains(rip) {
@@ -429,7 +416,28 @@ fn clashes(before: &[ServiceSpec], docs: &[ServiceDoc], vip: Ipv4Addr, proto: Pr
 
 /// Persistence groups: each needs a persistence time, one for all its services, and the same
 /// real servers in each (a client kept on a server by one service must find it in the others).
-fn groups(p: &mut Problems, docs: &[ServiceDoc]) {
+/// What two services of one group differ in that one IPVS service cannot carry (ipvs mode):
+/// scheduler, forwarding, real servers' weights, sorry server.
+fn ipvs_group_differences(lead: &ServiceDoc, s: &ServiceDoc) -> Vec<String> {
+    let mut out = Vec::new();
+    if lead.scheduler != s.scheduler {
+        out.push(format!("scheduler ({} there)", lead.scheduler.escape_debug()));
+    }
+    if lead.forwarding.unwrap_or_default() != s.forwarding.unwrap_or_default() {
+        out.push(format!("forwarding ({} there)", lead.forwarding.unwrap_or_default().name()));
+    }
+    for r in &s.real_servers {
+        if let Some(l) = lead.real_servers.iter().find(|l| l.address == r.address && l.weight != r.weight) {
+            out.push(format!("the weight of {} ({} there)", r.address.escape_debug(), l.weight));
+        }
+    }
+    if lead.sorry_server != s.sorry_server {
+        out.push(format!("sorry_server ({} there)", lead.sorry_server.as_deref().unwrap_or("none").escape_debug()));
+    }
+    out
+}
+
+fn groups(p: &mut Problems, docs: &[ServiceDoc], ipvs: bool) {
     for (si, s) in docs.iter().enumerate() {
         let Some(g) = s.persistence_group.as_deref() else { continue };
         let at = format!("services[{si}].persistence_group");
@@ -478,6 +486,18 @@ fn groups(p: &mut Problems, docs: &[ServiceDoc]) {
                     why.join(" and ")
                 ),
             );
+        }
+        if ipvs {
+            let differs = ipvs_group_differences(lead, s);
+            if !differs.is_empty() {
+                p.add(
+                    format!("services[{si}]"),
+                    format!(
+                        "in mode \"ipvs\" persistence group \"{g}\" is one IPVS service (a firewall mark), so its services must agree, but this one differs from services[{first}] in {}",
+                        differs.join(", ")
+                    ),
+                );
+            }
         }
     }
 }
@@ -764,23 +784,43 @@ mod tests {
     }
 
     #[test]
-    fn ipvs_mode_refuses_what_it_cannot_run_yet() {
+    fn ipvs_mode_runs_ranges_and_groups_but_a_group_must_agree_on_what_one_ipvs_service_holds() {
+        let ok = with(|v| {
+            v["mode"] = "ipvs".into();
+            ftp(
+                v,
+                serde_json::json!({"port": 21, "persistence_s": 300, "persistence_group": "ftp"}),
+                serde_json::json!({"ports": "10000-20000", "persistence_s": 300, "persistence_group": "ftp"}),
+            );
+            let mut all = v["services"][0].clone();
+            all["port"] = 0.into();
+            all["persistence_s"] = 0.into();
+            all.as_object_mut().unwrap().remove("persistence_group");
+            v["services"].as_array_mut().unwrap().push(all);
+        });
+        Config::parse(&ok).unwrap().validate().unwrap();
         let e = invalid(&with(|v| {
             v["mode"] = "ipvs".into();
             ftp(
                 v,
-                serde_json::json!({"port": 0, "persistence_s": 0}),
-                serde_json::json!({"ports": "10000-20000", "persistence_s": 300, "persistence_group": "ftp"}),
+                serde_json::json!({"port": 21, "persistence_s": 300, "persistence_group": "ftp"}),
+                serde_json::json!({"ports": "10000-20000", "persistence_s": 300, "persistence_group": "ftp", "scheduler": "wlc"}),
             );
+            v["services"][1]["real_servers"][0]["weight"] = 5.into();
         }));
-        assert!(has(&e, "services[0].persistence_s", "only with persistence"), "{e:?}");
-        assert!(has(&e, "services[1].ports", "forwarder\" only for now"), "{e:?}");
-        assert!(has(&e, "services[1].persistence_group", "port 21 alone carries"), "{e:?}");
-        let ok = with(|v| {
-            v["mode"] = "ipvs".into();
-            ftp(v, serde_json::json!({"port": 0, "persistence_s": 300}), serde_json::json!({"port": 80}));
+        assert!(
+            has(&e, "services[1]", "in mode \"ipvs\" persistence group \"ftp\" is one IPVS service (a firewall mark), so its services must agree, but this one differs from services[0] in scheduler (rr there), the weight of"),
+            "{e:?}"
+        );
+        // The forwarder keeps each service's scheduler and weights.
+        let forwarder = with(|v| {
+            ftp(
+                v,
+                serde_json::json!({"port": 21, "persistence_s": 300, "persistence_group": "ftp"}),
+                serde_json::json!({"ports": "10000-20000", "persistence_s": 300, "persistence_group": "ftp", "scheduler": "wlc"}),
+            );
         });
-        Config::parse(&ok).unwrap().validate().unwrap();
+        Config::parse(&forwarder).unwrap().validate().unwrap();
     }
 
     #[test]

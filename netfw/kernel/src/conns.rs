@@ -2,12 +2,15 @@
 //! the forwarder gives (`ipvsadm -L -n -c`'s rows, templates included: state `NONE`, or
 //! `ASSURED` for a template a synced connection confirmed). Rows are
 //! `Pro FromIP FPrt ToIP TPrt DestIP DPrt State Expires [PEName PEData]` with hex addresses
-//! and ports; a firewall-mark template (`IP`) has the mark where the VIP would be. A row that
-//! cannot be read (IPv6, a format this build does not know) is counted, not guessed at.
+//! and ports; a firewall-mark template (`IP`) has the mark where the VIP would be, and is
+//! listed under what the mark serves (`marks`): the group's name, or the range's VIP:ports.
+//! A row that cannot be read (IPv6, a format this build does not know) is counted, not
+//! guessed at.
 
 use std::net::Ipv4Addr;
 
 use director_messages::connections::{Connection, ConnectionFilter, Connections};
+use netfw_core::model::ServiceSpec;
 
 /// Where the kernel lists its connections.
 pub const PROC_FILE: &str = "/proc/net/ip_vs_conn";
@@ -20,15 +23,16 @@ fn hex_port(s: &str) -> Option<u16> {
     (s.len() == 4).then(|| u16::from_str_radix(s, 16).ok()).flatten()
 }
 
-/// One row, or `None` if it cannot be read.
-fn row(line: &str) -> Option<(Connection, Option<Ipv4Addr>)> {
+/// One row, or `None` if it cannot be read; `names` says what each firewall mark serves.
+fn row(line: &str, names: &[(u32, String)]) -> Option<(Connection, Option<Ipv4Addr>)> {
     let w: Vec<&str> = line.split_whitespace().collect();
     let [proto, caddr, cport, vaddr, vport, daddr, dport, state, expires, ..] = w.as_slice() else { return None };
     let (client, client_port) = (hex_addr(caddr)?, hex_port(cport)?);
     let (server, server_port) = (hex_addr(daddr)?, hex_port(dport)?);
     let vport = hex_port(vport)?;
     let (virtual_service, vip) = if *proto == "IP" {
-        (format!("fwmark {}", u32::from_str_radix(vaddr, 16).ok()?), None)
+        let mark = u32::from_str_radix(vaddr, 16).ok()?;
+        (names.iter().find(|(m, _)| *m == mark).map_or_else(|| format!("fwmark {mark:#x}"), |(_, n)| n.clone()), None)
     } else {
         let vip = hex_addr(vaddr)?;
         (format!("{vip}:{vport}"), Some(vip))
@@ -46,12 +50,14 @@ fn row(line: &str) -> Option<(Connection, Option<Ipv4Addr>)> {
     Some((c, vip))
 }
 
-/// The rows of `text` (the proc file's contents) that `filter` asks for.
-pub fn parse(text: &str, filter: &ConnectionFilter) -> Connections {
+/// The rows of `text` (the proc file's contents) that `filter` asks for; `services` (the
+/// config in force) name the firewall marks.
+pub fn parse(text: &str, filter: &ConnectionFilter, services: &[ServiceSpec]) -> Connections {
+    let names = crate::marks::names(services);
     let limit = filter.limit();
     let mut out = Connections { mode: "ipvs".into(), ..Connections::default() };
     for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("Pro ")) {
-        match row(line) {
+        match row(line, &names) {
             Some((c, vip)) if filter.matches(c.client, vip, c.server) => out.push(c, limit),
             Some(_) => {}
             None => out.unreadable += 1,
@@ -63,9 +69,9 @@ pub fn parse(text: &str, filter: &ConnectionFilter) -> Connections {
 }
 
 /// The kernel's connections that `filter` asks for.
-pub fn read(filter: &ConnectionFilter) -> Result<Connections, String> {
+pub fn read(filter: &ConnectionFilter, services: &[ServiceSpec]) -> Result<Connections, String> {
     let text = std::fs::read_to_string(PROC_FILE).map_err(|e| format!("{PROC_FILE}: {e} (is ip_vs loaded?)"))?;
-    Ok(parse(&text, filter))
+    Ok(parse(&text, filter, services))
 }
 
 #[cfg(test)]
@@ -85,7 +91,7 @@ UDP C6336404 1F90 CB00710A 0035 C612000D 0035 UDP             280 sip 1234
 
     #[test]
     fn the_kernels_rows_read_as_flows_and_templates() {
-        let all = parse(TABLE, &ConnectionFilter::default());
+        let all = parse(TABLE, &ConnectionFilter::default(), &[]);
         assert_eq!(all.unreadable, 1, "the IPv6 row is counted, not guessed");
         let rows: Vec<(&str, &str, &str, String)> = all
             .entries
@@ -99,15 +105,23 @@ UDP C6336404 1F90 CB00710A 0035 C612000D 0035 UDP             280 sip 1234
                 ("UDP", "UDP", "203.0.113.10:53", "198.18.0.13:53".into()),
                 ("TCP", "TIME_WAIT", "203.0.113.10:11000", "198.18.0.11:11000".into()),
                 ("TCP", "NONE", "203.0.113.10:0", "198.18.0.11:0".into()),
-                ("IP", "NONE", "fwmark 1", "198.18.0.12:0".into()),
+                ("IP", "NONE", "fwmark 0x1", "198.18.0.12:0".into()),
             ]
         );
         assert_eq!((all.entries[0].client, all.entries[0].client_port), (Ipv4Addr::new(198, 51, 100, 2), 40000));
-        let by_vip = parse(TABLE, &ConnectionFilter { vip: Some(Ipv4Addr::new(203, 0, 113, 10)), ..ConnectionFilter::default() });
+        let by_vip = parse(TABLE, &ConnectionFilter { vip: Some(Ipv4Addr::new(203, 0, 113, 10)), ..ConnectionFilter::default() }, &[]);
         assert_eq!(by_vip.entries.len(), 4, "the firewall mark's template has no VIP");
-        let by_server =
-            parse(TABLE, &ConnectionFilter { server: Some(Ipv4Addr::new(198, 18, 0, 11)), limit: Some(2), ..ConnectionFilter::default() });
+        let by_server = parse(
+            TABLE,
+            &ConnectionFilter { server: Some(Ipv4Addr::new(198, 18, 0, 11)), limit: Some(2), ..ConnectionFilter::default() },
+            &[],
+        );
         assert_eq!((by_server.entries.len(), by_server.more), (2, 1));
-        assert!(parse("garbage\n\u{0}\u{ffff} 1 2\n", &ConnectionFilter::default()).entries.is_empty());
+        // Under the config in force, a group's template is listed under the group's name.
+        let group = crate::marks::tests::ftp_group(1);
+        let named =
+            parse(&TABLE.replace("00000001", &format!("{:08X}", crate::marks::plan(&group)[0].mark)), &ConnectionFilter::default(), &group);
+        assert_eq!(named.entries.last().map(|c| c.virtual_service.as_str()), Some("ftp"));
+        assert!(parse("garbage\n\u{0}\u{ffff} 1 2\n", &ConnectionFilter::default(), &[]).entries.is_empty());
     }
 }

@@ -29,6 +29,7 @@ const SVC_AF: u16 = 1;
 const SVC_PROTOCOL: u16 = 2;
 const SVC_ADDR: u16 = 3;
 const SVC_PORT: u16 = 4;
+const SVC_FWMARK: u16 = 5;
 const SVC_SCHED_NAME: u16 = 6;
 const SVC_FLAGS: u16 = 7;
 const SVC_TIMEOUT: u16 = 8;
@@ -71,7 +72,8 @@ fn fwd_from_code(c: u32) -> Forwarding {
     }
 }
 
-/// A virtual service's identity.
+/// A virtual service's identity: protocol, VIP and port; or a firewall mark (`marks`), with
+/// protocol TCP, VIP 0.0.0.0 and port 0 as the kernel reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SvcKey {
     /// Protocol.
@@ -80,11 +82,28 @@ pub struct SvcKey {
     pub vip: Ipv4Addr,
     /// Port.
     pub port: u16,
+    /// Firewall mark (0: none, the service is VIP:port).
+    pub fwmark: u32,
+}
+
+impl SvcKey {
+    /// The service of `vip:port`.
+    pub const fn port(proto: Protocol, vip: Ipv4Addr, port: u16) -> SvcKey {
+        SvcKey { proto, vip, port, fwmark: 0 }
+    }
+    /// The service of firewall mark `mark`.
+    pub const fn fwmark(mark: u32) -> SvcKey {
+        SvcKey { proto: Protocol::Tcp, vip: Ipv4Addr::UNSPECIFIED, port: 0, fwmark: mark }
+    }
 }
 
 impl fmt::Display for SvcKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}:{}", self.proto.name(), self.vip, self.port)
+        if self.fwmark != 0 {
+            write!(f, "fwmark {:#x}", self.fwmark)
+        } else {
+            write!(f, "{} {}:{}", self.proto.name(), self.vip, self.port)
+        }
     }
 }
 
@@ -227,13 +246,15 @@ impl Ipvs {
     }
 
     fn svc_attrs(m: &mut Msg, k: &SvcKey) {
-        m.u16(SVC_AF, AF_INET)
-            .u16(SVC_PROTOCOL, u16::from(k.proto.number()))
-            .put(SVC_ADDR, &k.vip.octets())
-            .put(SVC_PORT, &k.port.to_be_bytes());
+        m.u16(SVC_AF, AF_INET);
+        if k.fwmark != 0 {
+            m.u32(SVC_FWMARK, k.fwmark);
+        } else {
+            m.u16(SVC_PROTOCOL, u16::from(k.proto.number())).put(SVC_ADDR, &k.vip.octets()).put(SVC_PORT, &k.port.to_be_bytes());
+        }
     }
 
-    /// Every IPv4 TCP/UDP service.
+    /// Every IPv4 service: TCP and UDP ones, and firewall-mark ones.
     pub fn services(&mut self) -> Result<Vec<Service>, IpvsError> {
         let mut m = Msg::new(self.family, CMD_GET_SERVICE, F_REQUEST | F_DUMP);
         let replies = self.call("list services".into(), &mut m)?;
@@ -244,18 +265,18 @@ impl Ipvs {
             if a.get(SVC_AF).and_then(|x| x.u16()) != Some(AF_INET) {
                 continue;
             }
-            let proto = match a.get(SVC_PROTOCOL).and_then(|x| x.u16()) {
-                Some(6) => Protocol::Tcp,
-                Some(17) => Protocol::Udp,
-                _ => continue, // fwmark or SCTP services are not ours
+            let key = match (a.get(SVC_FWMARK).and_then(|x| x.u32()), a.get(SVC_PROTOCOL).and_then(|x| x.u16())) {
+                (Some(mark), _) if mark != 0 => SvcKey::fwmark(mark),
+                (_, Some(p @ (6 | 17))) => SvcKey::port(
+                    if p == 6 { Protocol::Tcp } else { Protocol::Udp },
+                    ip(a.get(SVC_ADDR).map_or(&[][..], |x| x.data)),
+                    be16(a.get(SVC_PORT).map_or(&[][..], |x| x.data)),
+                ),
+                _ => continue, // SCTP services are not ours
             };
             let flags = a.get(SVC_FLAGS).and_then(|x| x.u32()).unwrap_or(0);
             out.push(Service {
-                key: SvcKey {
-                    proto,
-                    vip: ip(a.get(SVC_ADDR).map_or(&[][..], |x| x.data)),
-                    port: be16(a.get(SVC_PORT).map_or(&[][..], |x| x.data)),
-                },
+                key,
                 sched: a.get(SVC_SCHED_NAME).map(|x| x.string()).unwrap_or_default(),
                 persistence_s: if flags & SVC_F_PERSISTENT != 0 { a.get(SVC_TIMEOUT).and_then(|x| x.u32()).unwrap_or(0) } else { 0 },
                 stats: a.get(SVC_STATS).map(|x| stats(x.nested())).unwrap_or_default(),

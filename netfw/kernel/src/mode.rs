@@ -10,6 +10,7 @@ use netfw_core::model::DataPlaneSpec;
 
 use crate::director::{self, DirectorError};
 use crate::ipvs::{Ipvs, IpvsError};
+use crate::marks::{self, MarkError};
 use crate::reconcile::{self, Wanted};
 
 /// Why IPVS mode could not be entered, read or left.
@@ -19,6 +20,8 @@ pub enum ModeError {
     Ipvs(IpvsError),
     /// The director's addresses or sysctls.
     Director(DirectorError),
+    /// The firewall marks of port ranges and persistence groups.
+    Marks(MarkError),
 }
 
 impl fmt::Display for ModeError {
@@ -26,6 +29,7 @@ impl fmt::Display for ModeError {
         match self {
             ModeError::Ipvs(e) => e.fmt(f),
             ModeError::Director(e) => e.fmt(f),
+            ModeError::Marks(e) => e.fmt(f),
         }
     }
 }
@@ -40,7 +44,7 @@ impl From<IpvsError> for ModeError {
 
 /// The services the config wants.
 pub fn wanted(spec: &DataPlaneSpec) -> Vec<Wanted> {
-    spec.services.iter().map(Wanted::from_spec).collect()
+    Wanted::all(&spec.services)
 }
 
 /// Enter (or update) IPVS mode for `cfg`; every step is reported to `log` as it happens.
@@ -48,12 +52,15 @@ pub fn wanted(spec: &DataPlaneSpec) -> Vec<Wanted> {
 pub fn enter(cfg: &Config, spec: &DataPlaneSpec, log: &mut dyn FnMut(String)) -> Result<usize, ModeError> {
     // A forwarder that was killed before it could clean up leaves its XDP program on the NICs
     // (it keeps the NIC's receive offloads off), or its tc program (it would go on forwarding
-    // the flows it knew, beside IPVS).
+    // the flows it knew, beside IPVS). The VIP-facing NIC's tc program is replaced by this
+    // mode's marks at the end (or taken off), in one step: a reload leaves no moment unmarked.
     for nic in [&cfg.nics.vip_side, &cfg.nics.rs_side] {
         for m in [crate::rtnl::XdpMode::Driver, crate::rtnl::XdpMode::Generic] {
             let _ = crate::rtnl::detach_xdp(nic, m);
         }
-        let _ = crate::rtnl::detach_tc(nic);
+    }
+    if cfg.nics.rs_side != cfg.nics.vip_side {
+        let _ = crate::rtnl::detach_tc(&cfg.nics.rs_side);
     }
     director::setup(cfg, spec, log).map_err(ModeError::Director)?;
     let mut ipvs = Ipvs::open()?;
@@ -74,6 +81,11 @@ pub fn enter(cfg: &Config, spec: &DataPlaneSpec, log: &mut dyn FnMut(String)) ->
     }
     reconcile::apply(&mut ipvs, &changes)?;
     log(format!("IPVS matches the config ({} change{})", changes.len(), if changes.len() == 1 { "" } else { "s" }));
+    // The marks after the services: a marked packet always finds its service.
+    let rules = marks::install(&cfg.nics.vip_side, &spec.services).map_err(ModeError::Marks)?;
+    if rules > 0 {
+        log(format!("firewall marks for port ranges and persistence groups: {rules} rules on {}'s ingress", cfg.nics.vip_side));
+    }
     Ok(changes.len())
 }
 
@@ -108,6 +120,9 @@ pub fn leave(cfg: &Config, spec: &DataPlaneSpec, log: &mut dyn FnMut(String)) ->
         log(c.to_string());
     }
     reconcile::apply(&mut ipvs, &changes)?;
+    if let Err(e) = crate::rtnl::detach_tc(&cfg.nics.vip_side) {
+        log(format!("the firewall-mark program stays on {}: {e}", cfg.nics.vip_side));
+    }
     if spec.ha.is_some() {
         for master in [true, false] {
             if let Err(e) = ipvs.stop_sync_daemon(master) {

@@ -7,6 +7,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use crate::ipvs::{Dest, Ipvs, IpvsError, Service, SvcKey};
+use crate::marks::{self, Unit};
 use netfw_core::model::{Forwarding, ServiceSpec};
 
 /// One wanted service.
@@ -20,17 +21,39 @@ pub struct Wanted {
     pub persistence_s: u32,
     /// Real servers: address, method, weight.
     pub dests: Vec<(Ipv4Addr, Forwarding, u32)>,
+    /// The config's services it carries (indices): one, or a firewall-mark service's
+    /// (`marks`), whose settings and real servers are its first's (validation makes them
+    /// the same in all).
+    pub members: Vec<usize>,
 }
 
 impl Wanted {
-    /// From the config model.
-    pub fn from_spec(s: &ServiceSpec) -> Wanted {
+    /// The config's service `index`, `s`, as IPVS's service of its VIP and port.
+    pub fn from_spec(index: usize, s: &ServiceSpec) -> Wanted {
         Wanted {
-            key: SvcKey { proto: s.proto, vip: s.vip, port: s.port },
+            key: SvcKey::port(s.proto, s.vip, s.port),
             sched: s.sched.name().to_string(),
             persistence_s: s.persistence_s,
             dests: s.real_servers.iter().map(|r| (r.addr, s.forwarding, u32::from(r.weight))).collect(),
+            members: vec![index],
         }
+    }
+
+    /// The firewall-mark service `unit` of the config's `services`.
+    pub fn from_unit(unit: &Unit, services: &[ServiceSpec]) -> Option<Wanted> {
+        let (&first, _) = unit.members.split_first()?;
+        let s = services.get(first)?;
+        Some(Wanted { key: SvcKey::fwmark(unit.mark), members: unit.members.clone(), ..Wanted::from_spec(first, s) })
+    }
+
+    /// Every service of IPVS the config's `services` need: one per service, but one per
+    /// firewall-mark unit for those that need a mark.
+    pub fn all(services: &[ServiceSpec]) -> Vec<Wanted> {
+        let units = marks::plan(services);
+        let marked = |i: usize| units.iter().any(|u| u.members.contains(&i));
+        let mut out: Vec<Wanted> = services.iter().enumerate().filter(|(i, _)| !marked(*i)).map(|(i, s)| Wanted::from_spec(i, s)).collect();
+        out.extend(units.iter().filter_map(|u| Wanted::from_unit(u, services)));
+        out
     }
 }
 
@@ -134,7 +157,7 @@ mod tests {
     use netfw_core::model::Protocol;
 
     fn key(port: u16) -> SvcKey {
-        SvcKey { proto: Protocol::Tcp, vip: Ipv4Addr::new(203, 0, 113, 10), port }
+        SvcKey::port(Protocol::Tcp, Ipv4Addr::new(203, 0, 113, 10), port)
     }
     fn rip(i: u8) -> Ipv4Addr {
         Ipv4Addr::new(198, 18, 0, 10 + i)
@@ -154,6 +177,7 @@ mod tests {
             sched: sched.into(),
             persistence_s: 0,
             dests: dests.iter().map(|&(i, w)| (rip(i), Forwarding::Dr, w)).collect(),
+            members: vec![0],
         }
     }
 

@@ -1,14 +1,16 @@
 //! The status report in IPVS mode: the kernel's services, real servers and counters (its own
 //! connection, packet and byte counters and rate estimates) in the same `Status` the forwarder
 //! reports, so the console, `netfw status` and the web page show one table in both modes. The
-//! real servers' MACs come from the kernel's neighbour table.
+//! real servers' MACs come from the kernel's neighbour table. A firewall-mark service (`marks`)
+//! is listed under each of the config's services it carries.
 
 use std::collections::BTreeMap;
 
 use crate::ipvs::{Dest, Service};
+use crate::reconcile::Wanted;
 use director_config::Config;
 use director_messages::status::{Rates, RealServerStatus, ServiceStatus, Status};
-use netfw_core::model::Forwarding;
+use netfw_core::model::{Forwarding, ServiceSpec};
 
 /// One entry of `/proc/net/arp`: (IP, MAC, complete).
 fn neighbours(text: &str) -> BTreeMap<String, (String, bool)> {
@@ -39,48 +41,82 @@ pub fn unchecked_warning(cfg: &Config, why: &str) -> Option<String> {
     })
 }
 
-/// Build the report from the kernel's table, the config (NICs, DIP) and `/proc/net/arp`.
+/// One row of the report: IPVS's service `s` under the config service `m`'s name (a
+/// firewall-mark service is listed under each service it carries, with its counters).
+fn row(s: &Service, m: Option<&ServiceSpec>, real_servers: &[RealServerStatus], fwd: Forwarding) -> ServiceStatus {
+    let (protocol, vip, port, port_last, persistence_group) = match m {
+        Some(m) => (
+            m.proto.name().to_string(),
+            m.vip.to_string(),
+            m.port,
+            (m.port_last != m.port && m.port != 0).then_some(m.port_last),
+            m.persistence_group.clone(),
+        ),
+        // A mark this config does not give (another tool's, or a config that failed).
+        None if s.key.fwmark != 0 => ("fwmark".to_string(), format!("{:#x}", s.key.fwmark), 0, None, None),
+        None => (s.key.proto.name().to_string(), s.key.vip.to_string(), s.key.port, None, None),
+    };
+    ServiceStatus {
+        protocol,
+        vip,
+        port,
+        port_last,
+        persistence_group,
+        scheduler: s.sched.clone(),
+        forwarding: fwd,
+        persistence_s: s.persistence_s,
+        conns: s.stats.conns,
+        packets: s.stats.inpkts,
+        bytes: s.stats.inbytes,
+        real_servers: real_servers.to_vec(),
+        state: None,
+        sorry_server: None,
+    }
+}
+
+/// Build the report from the kernel's table, the config (NICs, DIP, and the services behind
+/// each firewall mark) and `/proc/net/arp`.
 pub fn collect(cfg: Option<&Config>, table: &[(Service, Vec<Dest>)], arp: &str) -> Status {
     let neigh = neighbours(arp);
     let mut warnings = Vec::new();
-    let services: Vec<ServiceStatus> = table
-        .iter()
-        .map(|(s, dests)| ServiceStatus {
-            protocol: s.key.proto.name().to_string(),
-            vip: s.key.vip.to_string(),
-            port: s.key.port,
-            port_last: None,
-            persistence_group: None,
-            scheduler: s.sched.clone(),
-            forwarding: dests.first().map_or(Forwarding::Dr, |d| d.fwd),
-            persistence_s: s.persistence_s,
-            conns: s.stats.conns,
-            packets: s.stats.inpkts,
-            bytes: s.stats.inbytes,
-            real_servers: dests
+    let spec = cfg.and_then(|c| c.validate().ok());
+    let wanted = spec.as_ref().map(|s| Wanted::all(&s.services)).unwrap_or_default();
+    let mut services: Vec<ServiceStatus> = Vec::new();
+    for (s, dests) in table {
+        let real_servers: Vec<RealServerStatus> = dests
+            .iter()
+            .map(|d| {
+                let n = neigh.get(&d.addr.to_string());
+                RealServerStatus {
+                    address: d.addr.to_string(),
+                    mac: n.filter(|(_, ok)| *ok).map(|(m, _)| m.clone()),
+                    reachable: n.is_some_and(|(_, ok)| *ok),
+                    weight: u16::try_from(d.weight).unwrap_or(u16::MAX),
+                    active: d.active,
+                    inactive: d.inactive,
+                    conns: d.stats.conns,
+                    packets: d.stats.inpkts,
+                    bytes: d.stats.inbytes,
+                    rates: Some(Rates { cps: d.stats.cps, pps: d.stats.inpps, bps: d.stats.inbps }),
+                    health: None,
+                    diagnosis: Vec::new(),
+                }
+            })
+            .collect();
+        let fwd = dests.first().map_or(Forwarding::Dr, |d| d.fwd);
+        let members: Vec<&ServiceSpec> = match (s.key.fwmark, &spec) {
+            (0, _) | (_, None) => Vec::new(),
+            (mark, Some(spec)) => wanted
                 .iter()
-                .map(|d| {
-                    let n = neigh.get(&d.addr.to_string());
-                    RealServerStatus {
-                        address: d.addr.to_string(),
-                        mac: n.filter(|(_, ok)| *ok).map(|(m, _)| m.clone()),
-                        reachable: n.is_some_and(|(_, ok)| *ok),
-                        weight: u16::try_from(d.weight).unwrap_or(u16::MAX),
-                        active: d.active,
-                        inactive: d.inactive,
-                        conns: d.stats.conns,
-                        packets: d.stats.inpkts,
-                        bytes: d.stats.inbytes,
-                        rates: Some(Rates { cps: d.stats.cps, pps: d.stats.inpps, bps: d.stats.inbps }),
-                        health: None,
-                        diagnosis: Vec::new(),
-                    }
-                })
-                .collect(),
-            state: None,
-            sorry_server: None,
-        })
-        .collect();
+                .find(|w| w.key.fwmark == mark)
+                .map(|w| w.members.iter().filter_map(|&i| spec.services.get(i)).collect())
+                .unwrap_or_default(),
+        };
+        if members.is_empty() {
+            services.push(row(s, None, &real_servers, fwd));
+        }
+        services.extend(members.into_iter().map(|m| row(s, Some(m), &real_servers, fwd)));
+    }
     for s in &services {
         for r in &s.real_servers {
             if neigh.get(&r.address).is_some_and(|(_, ok)| !ok) {
@@ -104,7 +140,7 @@ pub fn collect(cfg: Option<&Config>, table: &[(Service, Vec<Dest>)], arp: &str) 
         vip_side,
         rs_side,
         dip,
-        flows: services.iter().flat_map(|s| &s.real_servers).map(|r| r.active as usize + r.inactive as usize).sum(),
+        flows: table.iter().flat_map(|(_, d)| d).map(|d| d.active as usize + d.inactive as usize).sum(),
         flow_capacity: 0,
         bytes_per_flow: 0,
         services,

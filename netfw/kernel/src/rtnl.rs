@@ -244,6 +244,29 @@ fn clsact(nic: &str) -> Result<TcMessage, RtnlError> {
 pub fn attach_tc_ingress(nic: &str, prog_fd: i32, name: &str) -> Result<(), RtnlError> {
     detach_tc(nic)?;
     request(&format!("add a clsact qdisc to {nic}"), RouteNetlinkMessage::NewQueueDiscipline(clsact(nic)?), NLM_F_CREATE | NLM_F_EXCL)?;
+    request(
+        &format!("attach a tc program to {nic}'s ingress"),
+        RouteNetlinkMessage::NewTrafficFilter(bpf_filter(nic, prog_fd, name)?),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+}
+
+/// As `attach_tc_ingress`, but in place of the program there (if any) in one step: no frame
+/// passes between the old program and the new one without either.
+pub fn replace_tc_ingress(nic: &str, prog_fd: i32, name: &str) -> Result<(), RtnlError> {
+    match request(&format!("add a clsact qdisc to {nic}"), RouteNetlinkMessage::NewQueueDiscipline(clsact(nic)?), NLM_F_CREATE) {
+        Err(RtnlError::Refused { error, .. }) if error.raw_os_error() == Some(libc::EEXIST) => {}
+        other => other?,
+    }
+    request(
+        &format!("put a tc program on {nic}'s ingress"),
+        RouteNetlinkMessage::NewTrafficFilter(bpf_filter(nic, prog_fd, name)?),
+        NLM_F_CREATE | NLM_F_REPLACE,
+    )
+}
+
+/// The one `bpf` filter (priority 1, handle 1, every protocol, direct action) on `nic`'s ingress.
+fn bpf_filter(nic: &str, prog_fd: i32, name: &str) -> Result<TcMessage, RtnlError> {
     let mut f = TcMessage::with_index(i32::try_from(ifindex(nic)?).unwrap_or(0));
     f.header.parent = TcHandle { major: 0xffff, minor: TcHandle::MIN_INGRESS };
     f.header.handle = TcHandle { major: 0, minor: 1 };
@@ -255,7 +278,7 @@ pub fn attach_tc_ingress(nic: &str, prog_fd: i32, name: &str) -> Result<(), Rtnl
         TcOption::Bpf(TcFilterBpfOption::ProgName(name.into())),
         TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
     ]));
-    request(&format!("attach a tc program to {nic}'s ingress"), RouteNetlinkMessage::NewTrafficFilter(f), NLM_F_CREATE | NLM_F_EXCL)
+    Ok(f)
 }
 
 /// Remove `nic`'s `clsact` qdisc and every tc program on it, if there is one.

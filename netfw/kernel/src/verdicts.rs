@@ -27,10 +27,10 @@ pub fn adjusted(s: &netfw_core::model::ServiceSpec) -> bool {
 /// take it out again. Everything else (weights, new and removed services, servers no longer
 /// configured) is the reconcile's as before.
 pub fn leave_to_checker(have: &[(Service, Vec<Dest>)], spec: &DataPlaneSpec, want: &mut [Wanted]) {
-    for (s, w) in spec.services.iter().zip(want.iter_mut()).filter(|(s, _)| adjusted(s)) {
+    for w in want.iter_mut().filter(|w| checked(w, spec)) {
         let Some((_, dests)) = have.iter().find(|(k, _)| k.key == w.key) else { continue };
         w.dests.retain(|(a, _, _)| dests.iter().any(|d| d.addr == *a));
-        if let Some(d) = s.sorry_server.and_then(|sorry| dests.iter().find(|d| d.addr == sorry)) {
+        if let Some(d) = sorry_server(w, spec).and_then(|sorry| dests.iter().find(|d| d.addr == sorry)) {
             if !w.dests.iter().any(|(a, _, _)| *a == d.addr) {
                 w.dests.push((d.addr, d.fwd, d.weight));
             }
@@ -38,29 +38,43 @@ pub fn leave_to_checker(have: &[(Service, Vec<Dest>)], spec: &DataPlaneSpec, wan
     }
 }
 
+/// Whether IPVS's service `w` is the checker's: one of the config's services it carries is.
+fn checked(w: &Wanted, spec: &DataPlaneSpec) -> bool {
+    w.members.iter().any(|&i| spec.services.get(i).is_some_and(adjusted))
+}
+
+/// The sorry server of IPVS's service `w`: the first its services name.
+fn sorry_server(w: &Wanted, spec: &DataPlaneSpec) -> Option<std::net::Ipv4Addr> {
+    w.members.iter().find_map(|&i| spec.services.get(i)?.sorry_server)
+}
+
 /// The changes that make IPVS follow the verdicts; `up(service, server)` indexes `spec`
-/// (`None`: no verdict yet).
+/// (`None`: no verdict yet). A firewall-mark service that carries several of the config's
+/// services (a persistence group) holds a real server while every checked one of them finds
+/// it up: a server whose FTP control port is down serves no passive data either.
 pub fn changes(have: &[(Service, Vec<Dest>)], spec: &DataPlaneSpec, up: impl Fn(usize, usize) -> Option<bool>) -> Vec<Change> {
     let mut out = Vec::new();
-    for (si, s) in spec.services.iter().enumerate().filter(|(_, s)| adjusted(s)) {
-        let mut want = Wanted::from_spec(s);
+    for mut want in Wanted::all(&spec.services).into_iter().filter(|w| checked(w, spec)) {
         let Some(h) = have.iter().find(|(k, _)| k.key == want.key) else { continue };
+        let Some(first) = want.members.first().and_then(|&i| spec.services.get(i)) else { continue };
         // The service's own settings are the kernel's: only its real servers change here.
         (want.sched, want.persistence_s) = (h.0.sched.clone(), h.0.persistence_s);
-        want.dests = s
-            .real_servers
-            .iter()
-            .enumerate()
-            .filter(|(ri, r)| up(si, *ri).unwrap_or_else(|| h.1.iter().any(|d| d.addr == r.addr)))
-            .map(|(_, r)| (r.addr, s.forwarding, u32::from(r.weight)))
-            .collect();
+        let is_up = |addr| {
+            want.members.iter().filter_map(|&si| Some((si, spec.services.get(si).filter(|s| adjusted(s))?))).all(|(si, s)| {
+                s.real_servers
+                    .iter()
+                    .position(|r| r.addr == addr)
+                    .is_none_or(|ri| up(si, ri).unwrap_or_else(|| h.1.iter().any(|d| d.addr == addr)))
+            })
+        };
+        want.dests = first.real_servers.iter().filter(|r| is_up(r.addr)).map(|r| (r.addr, first.forwarding, u32::from(r.weight))).collect();
         let usable = want.dests.iter().any(|d| d.2 > 0);
-        if let Some(sorry) = s.sorry_server {
+        if let Some(sorry) = sorry_server(&want, spec) {
             let busy = h.1.iter().any(|d| d.addr == sorry && d.active + d.inactive > 0);
             if !usable {
-                want.dests.push((sorry, s.forwarding, 1));
+                want.dests.push((sorry, first.forwarding, 1));
             } else if busy {
-                want.dests.push((sorry, s.forwarding, 0));
+                want.dests.push((sorry, first.forwarding, 0));
             }
         }
         out.extend(reconcile::diff(std::slice::from_ref(h), std::slice::from_ref(&want)));
@@ -115,7 +129,7 @@ mod tests {
     }
 
     fn key() -> SvcKey {
-        SvcKey { proto: Protocol::Tcp, vip: Ipv4Addr::new(203, 0, 113, 10), port: 80 }
+        SvcKey::port(Protocol::Tcp, Ipv4Addr::new(203, 0, 113, 10), 80)
     }
 
     fn table(dests: &[(Ipv4Addr, u32, u32)]) -> Vec<(Service, Vec<Dest>)> {
@@ -167,6 +181,34 @@ mod tests {
     }
 
     #[test]
+    fn a_groups_one_firewall_mark_service_holds_a_server_while_every_checked_service_finds_it_up() {
+        // Seed 001's FTP: port 21 (checked) and the passive range, one group: one IPVS service.
+        let mut s = spec(true, false, &[1, 1]);
+        let mut passive = s.services[0].clone();
+        (passive.port, passive.port_last, passive.health) = (10000, 20000, None);
+        passive.real_servers.reverse();
+        s.services.push(passive);
+        for svc in &mut s.services {
+            (svc.persistence_s, svc.persistence_group) = (300, Some("ftp".into()));
+        }
+        let want = Wanted::all(&s.services);
+        assert_eq!(want.len(), 1);
+        assert_eq!(want[0].members, [0, 1]);
+        let mut t = table(&[(rip(1), 1, 0), (rip(2), 1, 0)]);
+        t[0].0.key = want[0].key;
+        let mark = want[0].key;
+        assert!(changes(&t, &s, |_, _| Some(true)).is_empty());
+        // rs2 down on port 21 (the only check): out of the group, for the passive ports too.
+        let down = |si: usize, ri: usize| Some(!(si == 0 && ri == 1));
+        assert_eq!(changes(&t, &s, down), vec![Change::DelDest(mark, rip(2))]);
+        // A check on the range too, which finds rs1 down (index 1 there, rs2 is index 1 on port
+        // 21): both out.
+        s.services[1].health = s.services[0].health.clone();
+        let both = |_, ri: usize| Some(ri != 1);
+        assert_eq!(changes(&t, &s, both), vec![Change::DelDest(mark, rip(1)), Change::DelDest(mark, rip(2))]);
+    }
+
+    #[test]
     fn a_server_without_a_verdict_yet_stays_as_ipvs_has_it() {
         let s = spec(true, false, &[1, 1]);
         let t = table(&[(rip(1), 1, 0)]);
@@ -178,7 +220,7 @@ mod tests {
         // rs2 is out (down), the sorry server is in; the new config reweights rs1 and adds rs3.
         let have = table(&[(rip(1), 1, 0), (SORRY, 0, 4)]);
         let next = spec(true, true, &[5, 1, 1]);
-        let mut want: Vec<Wanted> = next.services.iter().map(Wanted::from_spec).collect();
+        let mut want: Vec<Wanted> = Wanted::all(&next.services);
         leave_to_checker(&have, &next, &mut want);
         assert_eq!(
             reconcile::diff(&have, &want),
@@ -187,7 +229,7 @@ mod tests {
         );
         // Without checks the config's servers are all in, and the sorry server goes.
         let plain = spec(false, false, &[5, 1]);
-        let mut want: Vec<Wanted> = plain.services.iter().map(Wanted::from_spec).collect();
+        let mut want: Vec<Wanted> = Wanted::all(&plain.services);
         leave_to_checker(&have, &plain, &mut want);
         assert_eq!(
             reconcile::diff(&have, &want),

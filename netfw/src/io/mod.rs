@@ -4,7 +4,7 @@
 //! - `Port`: one NIC: a receive half, a transmit half, and the kernel's drop counter.
 //! - `ring`: AF_PACKET sockets with PACKET_MMAP rings (TPACKET_V2 receive slots read in
 //!   place, a transmit frame ring flushed with one `sendto` per batch, PACKET_QDISC_BYPASS).
-//! - `xsk` (with `bpf` and `programs`, the XDP program that steers frames to it): AF_XDP
+//! - `xsk` (with `bpf` and `programs`, netfw-kernel's, the XDP program that steers frames to it): AF_XDP
 //!   sockets, one per receive queue, frames read in place from a UMEM; the backend of choice
 //!   on NICs with a driver (see `backend`).
 //! - `kernel_flows`: the kernel forwards established flows itself (in XDP with AF_XDP, in tc
@@ -16,11 +16,10 @@
 //! No syscall and no allocation per packet.
 
 pub mod backend;
-pub mod bpf;
+pub use netfw_kernel::{bpf, programs};
 pub mod kernel_flows;
 pub mod membership;
 pub mod nic;
-pub mod programs;
 pub mod ring;
 pub mod tc_path;
 pub mod watch_socket;

@@ -16,6 +16,9 @@
 //! - `skip_forwarded` (socket filter, with the tc hook): an AF_PACKET socket sees each frame
 //!   before tc does, so this filter keeps from netfw's socket exactly the frames `forward`
 //!   will forward: the same checks, read with `LD_ABS`.
+//! - `mark` (tc ingress, ipvs mode): a packet to a VIP whose protocol and destination port a
+//!   rule covers gets that rule's firewall mark (`skb->mark`), which IPVS looks its
+//!   firewall-mark services up by (`marks`); every packet goes on (`TC_ACT_OK`).
 //!
 //! The layouts the programs share with netfw (`kernel_flows`):
 //!
@@ -63,6 +66,7 @@ const MD_INGRESS_IFINDEX: i16 = 12;
 const MD_RX_QUEUE_INDEX: i16 = 16;
 /// `struct __sk_buff` fields.
 const SKB_LEN: i16 = 0;
+const SKB_MARK: i16 = 8;
 const SKB_DATA: i16 = 76;
 const SKB_DATA_END: i16 = 80;
 /// The reach of the headers the programs read: Ethernet, IPv4 without options, then the
@@ -84,6 +88,8 @@ const ATOMIC_DW: u8 = 0xdb;
 const MOV_K: u8 = 0xb7;
 const MOV_X: u8 = 0xbf;
 const ADD_K: u8 = 0x07;
+const ADD_X: u8 = 0x0f;
+const LSH_K: u8 = 0x67;
 const AND_K: u8 = 0x57;
 const BE: u8 = 0xdc;
 const LD_IMM64: u8 = 0x18;
@@ -91,6 +97,8 @@ const JEQ_K: u8 = 0x15;
 const JNE_K: u8 = 0x55;
 const JNE_X: u8 = 0x5d;
 const JGT_X: u8 = 0x2d;
+const JGT_K: u8 = 0x25;
+const JA: u8 = 0x05;
 const JLT_K: u8 = 0xa5;
 const JLE_K: u8 = 0xb5;
 const JLE_X: u8 = 0xbd;
@@ -113,6 +121,8 @@ enum Label {
     Key,
     Redirect,
     Parse,
+    /// The marking program's next rule.
+    Rule(usize),
 }
 
 /// How a program reads the headers: in place through the packet pointers in r2/r3 (XDP, tc:
@@ -283,6 +293,82 @@ impl Asm {
 pub fn steer(xsks: i32) -> Vec<u8> {
     let mut a = Asm::default();
     a.steer(1, xsks);
+    a.finish()
+}
+
+/// One rule of the marking program: a packet to `vip` of protocol `proto` (6, 17) whose
+/// destination port is in `first..=last` gets `mark` (0: none, the packet is a more specific
+/// service's), and the rules after it are not read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MarkRule {
+    /// The VIP.
+    pub vip: [u8; 4],
+    /// IP protocol number.
+    pub proto: u8,
+    /// First destination port.
+    pub first: u16,
+    /// Last destination port.
+    pub last: u16,
+    /// The firewall mark (0: leave unmarked).
+    pub mark: u32,
+}
+
+/// The reach the marking program pulls in: Ethernet, the longest IPv4 header, the ports.
+const REACH_MARK: i32 = 14 + 60 + 4;
+
+/// The marking program for tc ingress: the first of `rules` that a packet matches (IPv4, the
+/// first fragment or none, header options allowed) sets its mark; every packet goes on.
+pub fn mark(rules: &[MarkRule]) -> Vec<u8> {
+    use Label::{Miss, Parse, Rule};
+    let mut a = Asm::default();
+    // r6 = the socket buffer; the headers pulled into its linear part as far as they go.
+    a.raw(MOV_X, 6, 1, 0, 0)
+        .raw(LDX_W, 2, 6, SKB_DATA, 0)
+        .raw(LDX_W, 3, 6, SKB_DATA_END, 0)
+        .raw(MOV_X, 4, 2, 0, 0)
+        .raw(ADD_K, 4, 0, 0, REACH_MARK)
+        .jump(JLE_X, 4, 3, 0, Parse)
+        .raw(LDX_W, 2, 6, SKB_LEN, 0)
+        .raw(JLE_K, 2, 0, 1, REACH_MARK)
+        .raw(MOV_K, 2, 0, 0, REACH_MARK)
+        .raw(MOV_X, 1, 6, 0, 0)
+        .raw(CALL, 0, 0, 0, HELPER_SKB_PULL_DATA)
+        .label(Parse)
+        // IPv4, not a later fragment (the first has the ports; IPVS sees the reassembled
+        // packet with the first fragment's mark).
+        .packet_or_miss(Hook::Tc, 34)
+        .expect(Read::Direct, ETHERTYPE_IPV4)
+        .expect(Read::Direct, (20, 2, 0x1fff, 0))
+        // r7 = the IP header's length (20 to 60), r8 = the VIP as loaded, r9 = the protocol.
+        .raw(LDX_B, 7, 2, 14, 0)
+        .raw(AND_K, 7, 0, 0, 0x0f)
+        .raw(LSH_K, 7, 0, 0, 2)
+        .jump(JLT_K, 7, 0, 20, Miss)
+        .raw(LDX_W, 8, 2, 30, 0)
+        .raw(LDX_B, 9, 2, off(IP_PROTOCOL), 0)
+        // r7 = the destination port, in host order.
+        .raw(MOV_X, 5, 2, 0, 0)
+        .raw(ADD_K, 5, 0, 0, 14)
+        .raw(ADD_X, 5, 7, 0, 0)
+        .raw(MOV_X, 4, 5, 0, 0)
+        .raw(ADD_K, 4, 0, 0, 4)
+        .jump(JGT_X, 4, 3, 0, Miss)
+        .raw(LDX_H, 7, 5, 2, 0)
+        .raw(BE, 7, 0, 0, 16);
+    for (i, r) in rules.iter().enumerate() {
+        a.jump(JNE32_K, 8, 0, imm(as_loaded(4, u32::from_be_bytes(r.vip))), Rule(i)).jump(JNE_K, 9, 0, i32::from(r.proto), Rule(i));
+        if r.first > 0 {
+            a.jump(JLT_K, 7, 0, i32::from(r.first), Rule(i));
+        }
+        if r.last < u16::MAX {
+            a.jump(JGT_K, 7, 0, i32::from(r.last), Rule(i));
+        }
+        if r.mark != 0 {
+            a.raw(MOV_K, 1, 0, 0, imm(r.mark)).raw(STX_W, 6, 1, SKB_MARK, 0);
+        }
+        a.jump(JA, 0, 0, 0, Miss).label(Rule(i));
+    }
+    a.label(Miss).raw(MOV_K, 0, 0, 0, TC_ACT_OK).raw(EXIT, 0, 0, 0, 0);
     a.finish()
 }
 
@@ -484,6 +570,42 @@ mod tests {
         uses_maps(&insns, &[4, 5]);
         assert!(insns.iter().any(|i| i[0] == CALL && i[4] == 39), "tc pulls short headers in");
         assert!(!insns.iter().any(|i| i[0] == LDX_W && i[2] == 16), "tc reads no XDP context field");
+    }
+
+    #[test]
+    fn the_marking_program_tests_each_rule_in_order_and_marks_only_where_a_rule_has_a_mark() {
+        let vip = [203, 0, 113, 10];
+        let rules = [
+            MarkRule { vip, proto: 6, first: 80, last: 80, mark: 0 },
+            MarkRule { vip, proto: 6, first: 21, last: 21, mark: 0x4c56_0001 },
+            MarkRule { vip, proto: 6, first: 10000, last: 20000, mark: 0x4c56_0001 },
+            MarkRule { vip, proto: 17, first: 0, last: u16::MAX, mark: 0x4c56_0002 },
+        ];
+        let p = mark(&rules);
+        let insns = jumps_land_inside(&p);
+        // Every rule compares the VIP as a little-endian load of the wire's bytes reads it.
+        let vip_checks = insns.iter().filter(|i| i[0] == JNE32_K && i[4..8] == vip).count();
+        assert_eq!(vip_checks, 4);
+        // Three marks written (the port-80 rule only stops the search), into skb->mark.
+        let stores: Vec<_> = insns.iter().filter(|i| i[0] == STX_W && i[1] == 0x16).collect();
+        assert_eq!(stores.len(), 3);
+        assert!(stores.iter().all(|i| i16::from_le_bytes([i[2], i[3]]) == SKB_MARK));
+        let marks: Vec<u32> =
+            insns.iter().filter(|i| i[0] == MOV_K && i[1] == 1).map(|i| u32::from_le_bytes([i[4], i[5], i[6], i[7]])).collect();
+        assert_eq!(marks, [0x4c56_0001, 0x4c56_0001, 0x4c56_0002]);
+        // The port bounds: an every-port rule tests none; a one-port rule tests both ends.
+        let lows: Vec<i32> =
+            insns.iter().filter(|i| i[0] == JLT_K && i[1] == 7).map(|i| i32::from_le_bytes([i[4], i[5], i[6], i[7]])).collect();
+        assert_eq!(lows, [20, 80, 21, 10000], "the header length check, then each rule's first port");
+        let highs = insns.iter().filter(|i| i[0] == JGT_K).count();
+        assert_eq!(highs, 3);
+        // One exit, which lets every packet go on.
+        let exits: Vec<usize> = insns.iter().enumerate().filter(|(_, i)| i[0] == EXIT).map(|(n, _)| n).collect();
+        assert_eq!(exits.len(), 1);
+        assert_eq!(insns[exits[0] - 1], &[MOV_K, 0, 0, 0, 0, 0, 0, 0]);
+        // No rule: the checks alone, every packet unmarked.
+        let none = mark(&[]);
+        assert!(!jumps_land_inside(&none).iter().any(|i| i[0] == STX_W && i[1] == 0x16));
     }
 
     #[test]
