@@ -118,3 +118,37 @@ fn forwarders_sharing_templates_keep_a_client_whichever_sees_its_connections() {
         assert_eq!(ctl, data, "client {c}");
     }
 }
+
+#[test]
+fn a_template_lives_while_its_clients_connections_do_as_ipvs_keeps_it() {
+    let mut f = forwarder(ftp_spec(true));
+    // The two services' round robins one apart (see above): a fresh pick for the range would
+    // not be the control connection's server.
+    send(&mut f, 99, 50000, VIP, 21, 0);
+    let server = send(&mut f, 41, 50000, VIP, 21, 0).unwrap();
+    // The FTP session sits on its control connection, idle but for keepalives, for 1000 s:
+    // more than three times the group's 300 s, with no new connection to renew the template.
+    let client = std::net::Ipv4Addr::new(198, 51, 100, 41);
+    // The handshake's ACK, then a packet that confirms the connection (established).
+    let mut ack = ipv4(VIP_MAC, Ip::new(client, VIP, 6), &tcp(50000, 21, 0x10));
+    assert_eq!(f.process(Side::Vip, &mut ack, Millis(0)), Verdict::Forward);
+    for t in (0..=1_000_000).step_by(50_000) {
+        answer_arp(&mut f, 3, Millis(t));
+        let mut ack = ipv4(VIP_MAC, Ip::new(client, VIP, 6), &tcp(50000, 21, 0x10));
+        assert_eq!(f.process(Side::Vip, &mut ack, Millis(t)), Verdict::Forward, "at {t} ms");
+        assert_eq!(went_to(&ack), server, "at {t} ms");
+        f.poll_timers(Millis(t), |_, _| true);
+    }
+    // Its next passive data connection still goes to the control connection's server.
+    assert_eq!(send(&mut f, 41, 50003, VIP, 12345, 1_000_000), Some(server));
+    // A client whose connections all ended keeps its template for the persistence, not longer.
+    let other = send(&mut f, 42, 50000, VIP, 21, 1_000_000).unwrap();
+    answer_arp(&mut f, 3, Millis(1_200_000));
+    assert_eq!(send(&mut f, 42, 50001, VIP, 12346, 1_200_000), Some(other), "within 300 s of its last connection");
+    // Its flows ended (unanswered SYNs: 60 s); 300 s after that its template is gone.
+    f.poll_timers(Millis(1_300_000), |_, _| true);
+    let mut left = Vec::new();
+    f.templates().for_each(Millis(1_560_001), |t| left.push(t.client));
+    assert!(!left.contains(&std::net::Ipv4Addr::new(198, 51, 100, 42)), "{left:?}");
+    assert!(left.contains(&client), "the session's template is held by its live control connection: {left:?}");
+}

@@ -273,17 +273,19 @@ impl FlowTable {
 
     /// Remove up to `budget` slots' worth of expired flows, reporting each.
     pub fn sweep(&mut self, now: Millis, budget: usize, mut on_remove: impl FnMut(&FlowVal)) -> usize {
-        self.sweep_with(now, budget, |_| Idle::Gone, |_, v| on_remove(v))
+        self.sweep_with(now, budget, |_| Idle::Gone, |_, _| {}, |_, v| on_remove(v))
     }
 
     /// `sweep`, asking `kernel` about each expired flow the kernel forwards: one it saw a
     /// packet of lately lives on from then; one it cannot drop now (`Idle::Keep`) stays for a
-    /// later sweep.
+    /// later sweep. Each flow that stays is shown to `on_live` (persistence templates are held
+    /// while their flows live).
     pub fn sweep_with(
         &mut self,
         now: Millis,
         budget: usize,
         mut kernel: impl FnMut(&FlowKey) -> Idle,
+        mut on_live: impl FnMut(&FlowKey, &FlowVal),
         mut on_remove: impl FnMut(&FlowKey, &FlowVal),
     ) -> usize {
         let t = ticks(now);
@@ -292,24 +294,31 @@ impl FlowTable {
             &mut self.cursor,
             budget,
             |k, v| {
-                if v.expires > t {
-                    return false;
-                }
-                if !v.kernel {
-                    return true;
-                }
-                match kernel(k) {
-                    Idle::SeenAt(seen) => {
-                        let until = ticks(seen).saturating_add(life[v.state as usize]);
-                        if until > t {
-                            v.expires = until;
-                            return false;
-                        }
-                        true
+                let mut gone = || {
+                    if v.expires > t {
+                        return false;
                     }
-                    Idle::Gone => true,
-                    Idle::Keep => false,
+                    if !v.kernel {
+                        return true;
+                    }
+                    match kernel(k) {
+                        Idle::SeenAt(seen) => {
+                            let until = ticks(seen).saturating_add(life[v.state as usize]);
+                            if until > t {
+                                v.expires = until;
+                                return false;
+                            }
+                            true
+                        }
+                        Idle::Gone => true,
+                        Idle::Keep => false,
+                    }
+                };
+                let gone = gone();
+                if !gone {
+                    on_live(k, v);
                 }
+                gone
             },
             |k, v| on_remove(k, v),
         )

@@ -954,18 +954,28 @@ impl Forwarder {
     /// `poll_timers`, asking `kernel` when the kernel last forwarded a packet of an expired
     /// flow it forwards (`enable_kernel_flows`).
     pub fn poll_timers_with(&mut self, now: Millis, mut emit: impl FnMut(Side, &[u8]) -> bool, mut kernel: impl FnMut(&FlowKey) -> Idle) {
-        let backends = &mut self.backends;
+        // Both the live and the removed flows' callbacks read the backends, one at a time.
+        let backends = core::cell::RefCell::new(&mut self.backends);
         let shared = self.shared.as_deref();
         let ops = &mut self.kernel_ops;
         // Room for the removals of kernel flows: one that cannot be queued stays for now.
         let room = core::cell::Cell::new(KERNEL_OPS.saturating_sub(ops.len()));
         let mut expired = 0;
+        let (services, templates) = (&self.services, &self.templates);
         self.flows.sweep_with(
             now,
             SWEEP_BUDGET,
             |k| if room.get() > 0 { kernel(k) } else { Idle::Keep },
             |k, v| {
-                release(backends, shared, v);
+                // A live flow of a persistent service holds its client's template.
+                let backends = backends.borrow();
+                let Some(b) = backends.get(usize::from(v.backend)) else { return };
+                let Some(s) = services.get(usize::from(b.service)).filter(|s| s.persistence_s > 0 && !b.sorry) else { return };
+                let until = Millis(u64::from(v.expires) * 100).plus(u64::from(s.persistence_s) * 1000);
+                templates.hold(s.scope, k.client(), b.rip, until);
+            },
+            |k, v| {
+                release(&mut backends.borrow_mut(), shared, v);
                 if v.kernel {
                     room.set(room.get().saturating_sub(1));
                     ops.push(KernelOp::Remove(*k));

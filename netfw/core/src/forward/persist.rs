@@ -11,6 +11,11 @@
 //!
 //! A template names its real server by address, not by backend index: it survives a reload,
 //! and a group's services each find that server among their own.
+//!
+//! As IPVS keeps a template while connections it controls live, the flow table's sweep holds
+//! a client's template for `persistence_s` past the expiry of each live flow it visits on the
+//! template's server (`hold`): an FTP session idle on its control connection longer than
+//! `persistence_s` still gets its next passive connection on its server.
 
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
@@ -116,6 +121,21 @@ impl Templates {
     /// connection is still served, without affinity).
     pub fn put(&self, scope: Scope, client: Ipv4Addr, rip: Ipv4Addr, expires: Millis) -> bool {
         self.stripe(client).lock().insert(Key { scope, client }, Template { rip, expires })
+    }
+
+    /// Hold `client`'s template in `scope` on `rip` until at least `until` (a live flow of
+    /// that client on that server ends no earlier than `until` less the persistence). One that
+    /// is gone is put back; one on another server is left as it is.
+    pub fn hold(&self, scope: Scope, client: Ipv4Addr, rip: Ipv4Addr, until: Millis) {
+        let mut map = self.stripe(client).lock();
+        let key = Key { scope, client };
+        match map.get_mut(&key) {
+            Some(t) if t.rip == rip => t.expires = t.expires.max(until),
+            Some(_) => {}
+            None => {
+                let _ = map.insert(key, Template { rip, expires: until });
+            }
+        }
     }
 
     /// Remove expired templates from one stripe, `budget` slots at a time; `cursor` carries on
