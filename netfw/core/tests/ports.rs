@@ -152,3 +152,18 @@ fn a_template_lives_while_its_clients_connections_do_as_ipvs_keeps_it() {
     assert!(!left.contains(&std::net::Ipv4Addr::new(198, 51, 100, 42)), "{left:?}");
     assert!(left.contains(&client), "the session's template is held by its live control connection: {left:?}");
 }
+
+#[test]
+fn a_flow_synced_from_the_peer_brings_its_clients_template() {
+    use netfw_core::flow::{FlowKey, FlowState};
+    use netfw_core::ha::sync::SyncEntry;
+    // The master sent a client's FTP control connection to rs3; this box (the backup) adopts it.
+    let mut backup = forwarder(ftp_spec(true));
+    let client = std::net::Ipv4Addr::new(198, 51, 100, 43);
+    let control = SyncEntry { key: FlowKey::new(client, VIP, 50000, 21, 6), rip: rip(3), state: FlowState::Established };
+    assert!(backup.adopt_synced(control, Millis(0)));
+    // After the takeover, the client's passive data connection goes to rs3 too (a fresh round
+    // robin would start at rs1).
+    assert_eq!(send(&mut backup, 43, 50001, VIP, 14000, 1_000), Some(3));
+    assert_eq!(send(&mut backup, 44, 50001, VIP, 14000, 1_000), Some(1), "another client is scheduled");
+}

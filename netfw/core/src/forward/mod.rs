@@ -189,6 +189,16 @@ pub struct Service {
     pub retired_bytes: u64,
 }
 
+/// A live flow `key` (value `v`) of `service` on backend `b` holds its client's persistence
+/// template until `persistence_s` past its own expiry (IPVS keeps a template while connections
+/// it controls live); nothing for a service without persistence or a sorry server's flow.
+fn hold_template(templates: &persist::Templates, service: &Service, b: &Backend, key: &FlowKey, v: &FlowVal) {
+    if service.persistence_s > 0 && !b.sorry {
+        let until = Millis(u64::from(v.expires) * 100).plus(u64::from(service.persistence_s) * 1000);
+        templates.hold(service.scope, key.client(), b.rip, until);
+    }
+}
+
 /// A conflicting ARP claim of a VIP, as last seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VipConflict {
@@ -802,6 +812,11 @@ impl Forwarder {
         }
         account(&mut self.backends, self.shared.as_deref(), b, e.state, 1);
         self.counters.event(Event::FlowsAdopted);
+        // The peer's template comes with the flow: after a takeover, the client's next
+        // connection (FTP's passive data) goes where this one went.
+        if let (Some(v), Some(be), Some(s)) = (self.flows.peek(&e.key, now), self.backends.get(usize::from(b)), self.services.get(si)) {
+            hold_template(&self.templates, s, be, &e.key, &v);
+        }
         true
     }
 
@@ -970,9 +985,9 @@ impl Forwarder {
                 // A live flow of a persistent service holds its client's template.
                 let backends = backends.borrow();
                 let Some(b) = backends.get(usize::from(v.backend)) else { return };
-                let Some(s) = services.get(usize::from(b.service)).filter(|s| s.persistence_s > 0 && !b.sorry) else { return };
-                let until = Millis(u64::from(v.expires) * 100).plus(u64::from(s.persistence_s) * 1000);
-                templates.hold(s.scope, k.client(), b.rip, until);
+                if let Some(s) = services.get(usize::from(b.service)) {
+                    hold_template(templates, s, b, k, v);
+                }
             },
             |k, v| {
                 release(&mut backends.borrow_mut(), shared, v);
