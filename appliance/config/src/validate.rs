@@ -414,8 +414,6 @@ fn clashes(before: &[ServiceSpec], docs: &[ServiceDoc], vip: Ipv4Addr, proto: Pr
     out
 }
 
-/// Persistence groups: each needs a persistence time, one for all its services, and the same
-/// real servers in each (a client kept on a server by one service must find it in the others).
 /// What two services of one group differ in that one IPVS service cannot carry (ipvs mode):
 /// scheduler, forwarding, real servers' weights, sorry server.
 fn ipvs_group_differences(lead: &ServiceDoc, s: &ServiceDoc) -> Vec<String> {
@@ -437,6 +435,9 @@ fn ipvs_group_differences(lead: &ServiceDoc, s: &ServiceDoc) -> Vec<String> {
     out
 }
 
+/// Persistence groups: each needs a persistence time, one for all its services, and the same
+/// real servers in each (a client kept on a server by one service must find it in the others);
+/// in ipvs mode (`ipvs`) a group is one IPVS service, so its services must agree on the rest.
 fn groups(p: &mut Problems, docs: &[ServiceDoc], ipvs: bool) {
     for (si, s) in docs.iter().enumerate() {
         let Some(g) = s.persistence_group.as_deref() else { continue };
