@@ -195,6 +195,22 @@ impl Asm {
         }
         self.code.concat()
     }
+    /// tc: a socket buffer (in r6) may hold only part of the headers in its linear part (a
+    /// merged frame, a driver that copies just the Ethernet header): pull `reach` bytes in when
+    /// short, as far as the frame goes.
+    fn pull_headers(&mut self, reach: i32) -> &mut Self {
+        self.raw(LDX_W, 2, 6, SKB_DATA, 0)
+            .raw(LDX_W, 3, 6, SKB_DATA_END, 0)
+            .raw(MOV_X, 4, 2, 0, 0)
+            .raw(ADD_K, 4, 0, 0, reach)
+            .jump(JLE_X, 4, 3, 0, Label::Parse)
+            .raw(LDX_W, 2, 6, SKB_LEN, 0)
+            .raw(JLE_K, 2, 0, 1, reach)
+            .raw(MOV_K, 2, 0, 0, reach)
+            .raw(MOV_X, 1, 6, 0, 0)
+            .raw(CALL, 0, 0, 0, HELPER_SKB_PULL_DATA)
+            .label(Label::Parse)
+    }
     /// Miss unless `data + reach <= data_end`; leaves r2 = data, r3 = data_end (context in r6).
     fn packet_or_miss(&mut self, hook: Hook, reach: i32) -> &mut Self {
         let (data, end) = hook.data_offsets();
@@ -319,21 +335,11 @@ const REACH_MARK: i32 = 14 + 60 + 4;
 /// The marking program for tc ingress: the first of `rules` that a packet matches (IPv4, the
 /// first fragment or none, header options allowed) sets its mark; every packet goes on.
 pub fn mark(rules: &[MarkRule]) -> Vec<u8> {
-    use Label::{Miss, Parse, Rule};
+    use Label::{Miss, Rule};
     let mut a = Asm::default();
     // r6 = the socket buffer; the headers pulled into its linear part as far as they go.
     a.raw(MOV_X, 6, 1, 0, 0)
-        .raw(LDX_W, 2, 6, SKB_DATA, 0)
-        .raw(LDX_W, 3, 6, SKB_DATA_END, 0)
-        .raw(MOV_X, 4, 2, 0, 0)
-        .raw(ADD_K, 4, 0, 0, REACH_MARK)
-        .jump(JLE_X, 4, 3, 0, Parse)
-        .raw(LDX_W, 2, 6, SKB_LEN, 0)
-        .raw(JLE_K, 2, 0, 1, REACH_MARK)
-        .raw(MOV_K, 2, 0, 0, REACH_MARK)
-        .raw(MOV_X, 1, 6, 0, 0)
-        .raw(CALL, 0, 0, 0, HELPER_SKB_PULL_DATA)
-        .label(Parse)
+        .pull_headers(REACH_MARK)
         // IPv4, not a later fragment (the first has the ports; IPVS sees the reassembled
         // packet with the first fragment's mark).
         .packet_or_miss(Hook::Tc, 34)
@@ -407,24 +413,13 @@ impl Hook {
 
 /// The program that forwards established flows in `hook`, leaving everything else to netfw.
 pub fn forward(m: ForwardMaps, hook: Hook) -> Vec<u8> {
-    use Label::{Key, Miss, Parse, Redirect};
+    use Label::{Key, Miss, Redirect};
     let mut a = Asm::default();
     a.raw(MOV_X, 6, 1, 0, 0);
     if hook == Hook::Tc {
-        // A socket buffer may hold only part of the headers in its linear part (a merged
-        // frame, a driver that copies just the Ethernet header): pull them in when short, as
-        // far as the frame goes (the filter reads the whole frame).
-        a.raw(LDX_W, 2, 6, SKB_DATA, 0)
-            .raw(LDX_W, 3, 6, SKB_DATA_END, 0)
-            .raw(MOV_X, 4, 2, 0, 0)
-            .raw(ADD_K, 4, 0, 0, REACH_TCP_FLAGS)
-            .jump(JLE_X, 4, 3, 0, Parse)
-            .raw(LDX_W, 2, 6, SKB_LEN, 0)
-            .raw(JLE_K, 2, 0, 1, REACH_TCP_FLAGS)
-            .raw(MOV_K, 2, 0, 0, REACH_TCP_FLAGS)
-            .raw(MOV_X, 1, 6, 0, 0)
-            .raw(CALL, 0, 0, 0, HELPER_SKB_PULL_DATA)
-            .label(Parse);
+        // The headers this program reads, in the linear part (its socket filter reads the
+        // whole frame with LD_ABS, and needs no pull).
+        a.pull_headers(REACH_TCP_FLAGS);
     }
     // r2 = data; r3 = data_end; Ethernet + IPv4 (no options) + ports in reach; r5 = protocol.
     a.packet_or_miss(hook, REACH_PORTS)
