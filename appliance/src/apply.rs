@@ -410,18 +410,19 @@ pub fn needs_checker(spec: &netfw_core::model::DataPlaneSpec) -> bool {
 
 /// The status in ipvs mode: the checker's (the kernel's table with health) when it runs, else
 /// the kernel's table, warning if the config's servers should be checked.
-pub fn ipvs_status(sup: &Supervisor, cfg: Option<&Config>) -> Result<Status, String> {
+pub fn ipvs_status(sup: &Supervisor, current: Option<&InForce>) -> Result<Status, String> {
+    let in_force = current.map(|c| (&c.cfg, &c.spec));
     if sup.has(HEALTH) {
         match netfw_status() {
             Ok(s) => return Ok(s),
             Err(p) => {
-                let mut s = mode::status(cfg).map_err(|e| e.to_string())?;
-                s.warnings.extend(cfg.and_then(|c| netfw_kernel::report::unchecked_warning(c, &p.message)));
+                let mut s = mode::status(in_force).map_err(|e| e.to_string())?;
+                s.warnings.extend(current.and_then(|c| netfw_kernel::report::unchecked_warning(&c.cfg, &p.message)));
                 return Ok(s);
             }
         }
     }
-    mode::status(cfg).map_err(|e| e.to_string())
+    mode::status(in_force).map_err(|e| e.to_string())
 }
 
 /// Write the effective config (resolved NIC names) where netfw reads it.

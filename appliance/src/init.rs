@@ -87,9 +87,9 @@ fn load_modules(pci: &[String]) {
 fn show_table(book: &Book, sup: &Supervisor, who: &str) {
     let table = match (book.running, who) {
         (Running::Forwarder, "status") => apply::netfw_status().map_err(|p| p.to_string()),
-        (Running::Ipvs, "status") => apply::ipvs_status(sup, book.current.as_ref().map(|c| &c.cfg)),
+        (Running::Ipvs, "status") => apply::ipvs_status(sup, book.current.as_ref()),
         (Running::Nothing, "status") => return,
-        _ => mode::status(book.current.as_ref().map(|c| &c.cfg)).map_err(|e| e.to_string()),
+        _ => mode::status(book.current.as_ref().map(|c| (&c.cfg, &c.spec))).map_err(|e| e.to_string()),
     };
     match table {
         Ok(t) => {
@@ -343,7 +343,7 @@ fn trial_check(book: &Book, sup: &Supervisor, config_present: bool) -> TrialChec
     };
     let status = match book.running {
         Running::Forwarder => apply::netfw_status().map_err(|p| p.to_string()),
-        Running::Ipvs => apply::ipvs_status(sup, Some(&c.cfg)),
+        Running::Ipvs => apply::ipvs_status(sup, Some(c)),
         Running::Nothing => Err("no data plane is running".into()),
     };
     let s = match status {
@@ -392,7 +392,7 @@ fn handle(book: &mut Book, sup: &mut Supervisor, req: &Request) {
         Command::BoxStatus => {
             let table = match book.running {
                 Running::Forwarder => apply::netfw_status().ok(),
-                Running::Ipvs => apply::ipvs_status(sup, book.current.as_ref().map(|c| &c.cfg)).ok(),
+                Running::Ipvs => apply::ipvs_status(sup, book.current.as_ref()).ok(),
                 Running::Nothing => None,
             };
             req.answer(InitAnswer::Status { status: Box::new(book.status(table)) });

@@ -31,10 +31,10 @@ pub fn apply(path: &Path, fallback: bool) -> Result<String, String> {
 /// forwarder gives (text, or JSON with `json`). `config` names the NICs and the DIP.
 pub fn status(config: Option<&Path>, json: bool) -> Result<String, String> {
     let cfg = match config {
-        Some(p) => Some(Config::load(p).map_err(|e| e.to_string())?.0),
+        Some(p) => Some(Config::load(p).map_err(|e| e.to_string())?),
         None => None,
     };
-    let report = mode::status(cfg.as_ref()).map_err(|e| e.to_string())?;
+    let report = mode::status(cfg.as_ref().map(|(c, s)| (c, s))).map_err(|e| e.to_string())?;
     if json {
         serde_json::to_string(&report).map(|s| s + "\n").map_err(|e| e.to_string())
     } else {

@@ -174,7 +174,7 @@ impl Watch {
 
     /// The kernel's table, with what the checks and the doctor know.
     fn status(&self, now: Millis) -> Result<Status, String> {
-        let mut s = mode::status(Some(&self.cfg)).map_err(|e| e.to_string())?;
+        let mut s = mode::status(Some((&self.cfg, &self.spec))).map_err(|e| e.to_string())?;
         self.prober.annotate(&mut s, &self.observer);
         let o = &self.observer;
         for svc in o.services() {

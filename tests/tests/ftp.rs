@@ -226,21 +226,16 @@ fn ftp_passive_through_ipvs_with_a_persistent_service_of_every_port() {
     assert_eq!(servers.len(), 3, "{served:?}");
     // The kernel's connection list: one template per client (the kernel shows NONE, or
     // ASSURED once its connections were established), on the server that client's flows reached.
-    let nth = lab.vm().console_log().matches("connections: end of table").count() + 1;
-    lab.vm().send("status --connections").unwrap_or_else(|e| panic!("{e}"));
-    lab.vm().wait_for_nth("connections: end of table", nth, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
-    let log = lab.vm().console_log();
-    let rows: Vec<Vec<&str>> =
-        log.lines().filter_map(|l| l.split_once("connections: TCP ")).map(|(_, r)| r.split_whitespace().collect()).collect();
-    let templates: Vec<&Vec<&str>> =
-        rows.iter().filter(|r| r.len() > 4 && r.get(1).is_some_and(|s| *s == "NONE" || *s == "ASSURED")).collect();
+    // Rows: protocol, expiry, state, client, virtual, server.
+    let rows: Vec<Vec<String>> = console_connections(&mut lab).into_iter().filter(|r| r.len() > 5 && r[0] == "TCP").collect();
+    let template = |r: &Vec<String>| r[2] == "NONE" || r[2] == "ASSURED";
+    let templates: Vec<&Vec<String>> = rows.iter().filter(|r| template(r)).collect();
     assert_eq!(templates.len(), 8, "one template per client: {rows:?}");
     for t in &templates {
-        let (client, server) = (t[2].trim_end_matches(":0"), t[4].trim_end_matches(":0"));
-        assert_eq!(t[3], format!("{}:0", lab::VIP), "{t:?}");
-        let theirs: Vec<&Vec<&str>> =
-            rows.iter().filter(|r| r.len() > 4 && r[2].starts_with(&format!("{client}:")) && r[1] != "NONE" && r[1] != "ASSURED").collect();
-        assert!(!theirs.is_empty() && theirs.iter().all(|r| r[4].starts_with(&format!("{server}:"))), "{client} on {server}: {theirs:?}");
+        let (client, server) = (t[3].trim_end_matches(":0"), t[5].trim_end_matches(":0"));
+        assert_eq!(t[4], format!("{}:0", lab::VIP), "{t:?}");
+        let theirs: Vec<&Vec<String>> = rows.iter().filter(|r| r[3].starts_with(&format!("{client}:")) && !template(r)).collect();
+        assert!(!theirs.is_empty() && theirs.iter().all(|r| r[5].starts_with(&format!("{server}:"))), "{client} on {server}: {theirs:?}");
     }
 
     // Port 21 and the passive range as two services, as in the forwarder. IPVS looks a packet

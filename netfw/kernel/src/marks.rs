@@ -121,9 +121,10 @@ pub enum MarkError {
 
 impl fmt::Display for MarkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the firewall-mark program for port ranges and persistence groups: ")?;
         match self {
-            MarkError::Bpf(e) => write!(f, "the firewall-mark program for port ranges and persistence groups: {e}"),
-            MarkError::Attach(e) => write!(f, "the firewall-mark program for port ranges and persistence groups: {e}"),
+            MarkError::Bpf(e) => e.fmt(f),
+            MarkError::Attach(e) => e.fmt(f),
         }
     }
 }

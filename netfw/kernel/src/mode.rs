@@ -89,9 +89,9 @@ pub fn enter(cfg: &Config, spec: &DataPlaneSpec, log: &mut dyn FnMut(String)) ->
     Ok(changes.len())
 }
 
-/// The kernel's table with its counters as the status document; `cfg` names the NICs and
-/// the DIP.
-pub fn status(cfg: Option<&Config>) -> Result<Status, ModeError> {
+/// The kernel's table with its counters as the status document; `cfg` (the config and its
+/// validated spec) names the NICs, the DIP and the services behind each firewall mark.
+pub fn status(cfg: Option<(&Config, &DataPlaneSpec)>) -> Result<Status, ModeError> {
     let mut ipvs = Ipvs::open()?;
     let table = reconcile::read(&mut ipvs)?;
     let arp = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
@@ -102,7 +102,7 @@ pub fn status(cfg: Option<&Config>) -> Result<Status, ModeError> {
 /// The real servers of a checked service are the health checker's to take out and put back
 /// (`verdicts`): one it took out (down) is not a difference, nor is its sorry server in.
 pub fn verify(cfg: &Config, spec: &DataPlaneSpec) -> Result<Vec<String>, ModeError> {
-    let mut st = status(Some(cfg))?;
+    let mut st = status(Some((cfg, spec)))?;
     for w in spec.services.iter().filter(|s| crate::verdicts::adjusted(s)) {
         if let Some(ss) = st.service_mut(w.proto.name(), &w.vip.to_string(), w.port) {
             ss.as_configured(w.real_servers.iter().map(|r| (r.addr.to_string(), r.weight)), w.sorry_server.map(|a| a.to_string()));

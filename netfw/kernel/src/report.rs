@@ -10,7 +10,7 @@ use crate::ipvs::{Dest, Service};
 use crate::reconcile::Wanted;
 use director_config::Config;
 use director_messages::status::{Rates, RealServerStatus, ServiceStatus, Status};
-use netfw_core::model::{Forwarding, ServiceSpec};
+use netfw_core::model::{DataPlaneSpec, Forwarding, ServiceSpec};
 
 /// One entry of `/proc/net/arp`: (IP, MAC, complete).
 fn neighbours(text: &str) -> BTreeMap<String, (String, bool)> {
@@ -74,13 +74,13 @@ fn row(s: &Service, m: Option<&ServiceSpec>, real_servers: &[RealServerStatus], 
     }
 }
 
-/// Build the report from the kernel's table, the config (NICs, DIP, and the services behind
-/// each firewall mark) and `/proc/net/arp`.
-pub fn collect(cfg: Option<&Config>, table: &[(Service, Vec<Dest>)], arp: &str) -> Status {
+/// Build the report from the kernel's table, the config in force and its spec (NICs, DIP,
+/// and the services behind each firewall mark) and `/proc/net/arp`.
+pub fn collect(in_force: Option<(&Config, &DataPlaneSpec)>, table: &[(Service, Vec<Dest>)], arp: &str) -> Status {
     let neigh = neighbours(arp);
     let mut warnings = Vec::new();
-    let spec = cfg.and_then(|c| c.validate().ok());
-    let wanted = spec.as_ref().map(|s| Wanted::all(&s.services)).unwrap_or_default();
+    let (cfg, spec) = (in_force.map(|(c, _)| c), in_force.map(|(_, s)| s));
+    let wanted = spec.map(|s| Wanted::all(&s.services)).unwrap_or_default();
     let mut services: Vec<ServiceStatus> = Vec::new();
     for (s, dests) in table {
         let real_servers: Vec<RealServerStatus> = dests
@@ -104,7 +104,7 @@ pub fn collect(cfg: Option<&Config>, table: &[(Service, Vec<Dest>)], arp: &str) 
             })
             .collect();
         let fwd = dests.first().map_or(Forwarding::Dr, |d| d.fwd);
-        let members: Vec<&ServiceSpec> = match (s.key.fwmark, &spec) {
+        let members: Vec<&ServiceSpec> = match (s.key.fwmark, spec) {
             (0, _) | (_, None) => Vec::new(),
             (mark, Some(spec)) => wanted
                 .iter()
